@@ -1,0 +1,599 @@
+//! Names, types, windows: everything a program must satisfy beyond the grammar.
+//!
+//! The checker walks every loaded file once, collects every problem (it does
+//! not stop at the first) and, while it checks, builds the typed plan
+//! expressions, so there is no second, divergent pass over the AST.
+//! Definitions share one namespace across all loaded files, because metric
+//! names become table and series names; a file may only use definitions from
+//! itself and the files it imports (transitively).
+
+mod expr;
+mod metric;
+
+use crate::ast::{self, Item, TypeExpr, TypeKind};
+use crate::codes::Code;
+use crate::diagnostic::{closest, Diagnostic};
+use crate::load::Loaded;
+use crate::plan::*;
+use crate::span::{FileId, SourceMap, Span};
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+pub(crate) use expr::function_name;
+
+/// Words reserved inside expressions; they cannot name fields or columns.
+pub const RESERVED: &[&str] =
+    &["and", "or", "not", "in", "as", "case", "when", "then", "else", "end", "true", "false", "null"];
+
+/// Column names the store adds to every metric row.
+pub const RESERVED_COLUMNS: &[&str] = &["window_start", "window_end", "source_partition", "tier", "state", "included"];
+
+/// What kind of thing a global name denotes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DefKind {
+    Source,
+    Classifier,
+    Metric,
+    Alert,
+}
+
+impl DefKind {
+    fn noun(self) -> &'static str {
+        match self {
+            DefKind::Source => "source",
+            DefKind::Classifier => "classifier",
+            DefKind::Metric => "metric",
+            DefKind::Alert => "alert",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Def {
+    kind: DefKind,
+    /// Index into the checker's list of that kind.
+    index: usize,
+    file: FileId,
+    span: Span,
+}
+
+/// A declared source field, as a tree.
+#[derive(Debug, Clone)]
+pub(crate) struct SchemaField {
+    pub name: String,
+    pub nullable: bool,
+    pub shape: SchemaShape,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum SchemaShape {
+    /// Index into `SourcePlan::fields`.
+    Scalar(usize),
+    Record(Vec<SchemaField>),
+}
+
+/// Everything the compiler needs besides the plan parts.
+pub(crate) struct Checked<'a> {
+    pub sources: Vec<(SourcePlan, &'a ast::Source)>,
+    pub classifiers: Vec<(ClassifierPlan, &'a ast::Classifier)>,
+    pub metrics: Vec<(MetricPlan, &'a ast::Metric, BTreeSet<usize>)>,
+    pub alerts: Vec<(AlertPlan, &'a ast::Alert)>,
+}
+
+pub(crate) struct Checker<'a> {
+    map: &'a SourceMap,
+    diagnostics: Vec<Diagnostic>,
+    defs: HashMap<String, Def>,
+    /// For each file, the files whose definitions it may use.
+    visible: HashMap<FileId, HashSet<FileId>>,
+    current_file: FileId,
+    source_asts: Vec<&'a ast::Source>,
+    source_plans: Vec<SourcePlan>,
+    schemas: Vec<Vec<SchemaField>>,
+    classifier_asts: Vec<&'a ast::Classifier>,
+    classifier_plans: Vec<Option<ClassifierPlan>>,
+    metric_asts: Vec<&'a ast::Metric>,
+    /// Columns of each metric that checked, for alerts.
+    metric_plans: Vec<Option<MetricPlan>>,
+    /// Classifiers the metric being checked uses (for its identity hash).
+    classifiers_used: BTreeSet<usize>,
+    /// The same, for every metric checked so far.
+    metric_used: Vec<BTreeSet<usize>>,
+}
+
+/// Checks every loaded file. Returns the checked parts and all diagnostics
+/// (warnings included); the caller decides from their severity.
+pub(crate) fn check<'a>(loaded: &'a Loaded, map: &'a SourceMap) -> (Checked<'a>, Vec<Diagnostic>) {
+    let mut checker = Checker {
+        map,
+        diagnostics: Vec::new(),
+        defs: HashMap::new(),
+        visible: visibility(loaded),
+        current_file: FileId(0),
+        source_asts: Vec::new(),
+        source_plans: Vec::new(),
+        schemas: Vec::new(),
+        classifier_asts: Vec::new(),
+        classifier_plans: Vec::new(),
+        metric_asts: Vec::new(),
+        metric_plans: Vec::new(),
+        classifiers_used: BTreeSet::new(),
+        metric_used: Vec::new(),
+    };
+    let mut files: Vec<_> = loaded.files.iter().collect();
+    files.sort_by_key(|f| f.id);
+
+    // Names first, so definitions may come in any order.
+    let mut alert_asts: Vec<(FileId, &ast::Alert)> = Vec::new();
+    for file in &files {
+        for item in &file.ast.items {
+            let (kind, index) = match item {
+                Item::Import(_) => continue,
+                Item::Source(s) => {
+                    checker.source_asts.push(s);
+                    (DefKind::Source, checker.source_asts.len() - 1)
+                }
+                Item::Classifier(c) => {
+                    checker.classifier_asts.push(c);
+                    (DefKind::Classifier, checker.classifier_asts.len() - 1)
+                }
+                Item::Metric(m) => {
+                    checker.metric_asts.push(m);
+                    (DefKind::Metric, checker.metric_asts.len() - 1)
+                }
+                Item::Alert(a) => {
+                    alert_asts.push((file.id, a));
+                    (DefKind::Alert, alert_asts.len() - 1)
+                }
+            };
+            let name = item.name().expect("items other than imports have names");
+            checker.define(name, kind, index, file.id);
+        }
+    }
+
+    let file_of = |span: Span| span.file;
+    for i in 0..checker.source_asts.len() {
+        let source = checker.source_asts[i];
+        checker.current_file = file_of(source.span);
+        let (plan, schema) = checker.check_source(source);
+        checker.source_plans.push(plan);
+        checker.schemas.push(schema);
+    }
+    for i in 0..checker.classifier_asts.len() {
+        let classifier = checker.classifier_asts[i];
+        checker.current_file = file_of(classifier.span);
+        let plan = checker.check_classifier(classifier);
+        checker.classifier_plans.push(plan);
+    }
+    let mut tables: HashMap<String, Span> = HashMap::new();
+    for i in 0..checker.metric_asts.len() {
+        let metric = checker.metric_asts[i];
+        checker.current_file = file_of(metric.span);
+        checker.classifiers_used.clear();
+        let plan = checker.check_metric(metric);
+        if let Some(plan) = &plan {
+            let table_span = metric.clauses.iter().find_map(|c| match &c.node {
+                ast::Clause::Into { table, .. } => Some(table.span),
+                _ => None,
+            });
+            let span = table_span.unwrap_or(metric.name.span);
+            if let Some(first) = tables.get(&plan.table) {
+                checker.report(
+                    Diagnostic::error(
+                        Code::Duplicate,
+                        span,
+                        format!("table `{}` is written by two metrics", plan.table),
+                    )
+                    .with_label("second metric writing it")
+                    .with_secondary(*first, "first metric writing it")
+                    .with_help("give one of them its own `into table <name>`"),
+                );
+            } else {
+                tables.insert(plan.table.clone(), span);
+            }
+        }
+        let used = std::mem::take(&mut checker.classifiers_used);
+        checker.metric_plans.push(plan);
+        checker.metric_used.push(used);
+    }
+    let mut alerts = Vec::new();
+    for (file, alert) in &alert_asts {
+        checker.current_file = *file;
+        if let Some(plan) = checker.check_alert(alert) {
+            alerts.push((plan, *alert));
+        }
+    }
+
+    let checked = Checked {
+        sources: checker.source_plans.clone().into_iter().zip(checker.source_asts.iter().copied()).collect(),
+        classifiers: checker
+            .classifier_plans
+            .iter()
+            .zip(&checker.classifier_asts)
+            .filter_map(|(p, a)| p.clone().map(|p| (p, *a)))
+            .collect(),
+        metrics: checker
+            .metric_plans
+            .iter()
+            .zip(&checker.metric_asts)
+            .zip(&checker.metric_used)
+            .filter_map(|((p, a), used)| p.clone().map(|p| (p, *a, used.clone())))
+            .collect(),
+        alerts,
+    };
+    (checked, checker.diagnostics)
+}
+
+impl<'a> Checker<'a> {
+    pub(crate) fn report(&mut self, diagnostic: Diagnostic) {
+        self.diagnostics.push(diagnostic);
+    }
+
+    fn define(&mut self, name: &ast::Ident, kind: DefKind, index: usize, file: FileId) {
+        if let Some(first) = self.defs.get(&name.node) {
+            let diagnostic = Diagnostic::error(Code::Duplicate, name.span, format!("`{}` is defined twice", name.node))
+                .with_label(format!("second definition, as a {}", kind.noun()))
+                .with_secondary(first.span, format!("first defined here, as a {}", first.kind.noun()))
+                .with_note("sources, classifiers, metrics and alerts share one namespace across all deployed files");
+            self.report(diagnostic);
+            return;
+        }
+        self.defs.insert(name.node.clone(), Def { kind, index, file, span: name.span });
+    }
+
+    /// Looks `name` up as a `kind` visible from the current file; reports and
+    /// returns `None` if it is unknown, of another kind, or not imported.
+    fn lookup(&mut self, name: &ast::Ident, kind: DefKind, code: Code) -> Option<usize> {
+        let def = self.defs.get(&name.node).copied();
+        match def {
+            Some(def) if def.kind == kind => {
+                let is_visible = self.visible.get(&self.current_file).is_some_and(|v| v.contains(&def.file));
+                if is_visible {
+                    return Some(def.index);
+                }
+                let path = self.map.get(def.file).name.clone();
+                self.report(
+                    Diagnostic::error(code, name.span, format!("{} `{}` is not imported here", kind.noun(), name.node))
+                        .with_secondary(def.span, "defined here")
+                        .with_help(format!("add `import \"{}\"` to this file", self.import_hint(&path))),
+                );
+                None
+            }
+            Some(def) => {
+                self.report(
+                    Diagnostic::error(
+                        code,
+                        name.span,
+                        format!("`{}` is a {}, not a {}", name.node, def.kind.noun(), kind.noun()),
+                    )
+                    .with_secondary(def.span, format!("the {} is defined here", def.kind.noun())),
+                );
+                None
+            }
+            None => {
+                let candidates: Vec<&str> =
+                    self.defs.iter().filter(|(_, d)| d.kind == kind).map(|(n, _)| n.as_str()).collect();
+                let mut diagnostic =
+                    Diagnostic::error(code, name.span, format!("unknown {} `{}`", kind.noun(), name.node))
+                        .with_label(format!("no {} has this name", kind.noun()));
+                if let Some(best) = closest(&name.node, candidates) {
+                    diagnostic = diagnostic.with_help(format!("did you mean `{best}`?"));
+                }
+                self.report(diagnostic);
+                None
+            }
+        }
+    }
+
+    /// How the current file would import the file at `path`.
+    fn import_hint(&self, path: &str) -> String {
+        if path.starts_with(crate::load::STD_PREFIX) {
+            return path.to_string();
+        }
+        let from = &self.map.get(self.current_file).name;
+        let from_dir: Vec<&str> = from.rsplit_once('/').map_or(vec![], |(d, _)| d.split('/').collect());
+        let to: Vec<&str> = path.split('/').collect();
+        let common = from_dir.iter().zip(&to).take_while(|(a, b)| a == b).count();
+        let mut parts: Vec<&str> = vec![".."; from_dir.len() - common];
+        parts.extend(&to[common..]);
+        parts.join("/")
+    }
+
+    fn check_name_not_reserved(&mut self, name: &ast::Ident, what: &str) -> bool {
+        if RESERVED.contains(&name.node.as_str()) {
+            self.report(
+                Diagnostic::error(Code::Reserved, name.span, format!("`{}` is a reserved word", name.node))
+                    .with_label(format!("cannot name a {what}"))
+                    .with_note(format!("reserved words: {}", RESERVED.join(", "))),
+            );
+            return false;
+        }
+        true
+    }
+
+    // -- sources --------------------------------------------------------------
+
+    fn check_source(&mut self, source: &ast::Source) -> (SourcePlan, Vec<SchemaField>) {
+        let format = match source.format.node.as_str() {
+            "json" => Format::Json,
+            other => {
+                self.report(
+                    Diagnostic::error(Code::UnknownFormat, source.format.span, format!("unknown format `{other}`"))
+                        .with_label("not supported")
+                        .with_help("the supported format is `json`"),
+                );
+                Format::Json
+            }
+        };
+        let mut fields = Vec::new();
+        let mut event_times: Vec<(usize, &ast::FieldDecl)> = Vec::new();
+        let schema = self.schema_fields(&source.fields, &mut Vec::new(), false, &mut fields, &mut event_times, true);
+        let event_time = match event_times.as_slice() {
+            [] => {
+                self.report(
+                    Diagnostic::error(
+                        Code::EventTime,
+                        source.name.span,
+                        format!("source `{}` has no event-time field", source.name.node),
+                    )
+                    .with_help("mark the timestamp field that windows use, e.g. `ts: timestamp event_time`"),
+                );
+                0
+            }
+            [(index, decl), rest @ ..] => {
+                for (_, other) in rest {
+                    self.report(
+                        Diagnostic::error(Code::EventTime, other.span, "more than one event-time field")
+                            .with_label("second `event_time`")
+                            .with_secondary(decl.span, "first `event_time`"),
+                    );
+                }
+                let ty = fields[*index].ty;
+                if ty.scalar != Scalar::Timestamp || ty.nullable {
+                    self.report(
+                        Diagnostic::error(
+                            Code::EventTime,
+                            decl.ty.span,
+                            format!("the event-time field must be `timestamp`, not `{ty}`"),
+                        )
+                        .with_note("every event needs an event time to be placed in a window"),
+                    );
+                }
+                fields[*index].is_used = true;
+                *index
+            }
+        };
+        let plan = SourcePlan {
+            name: source.name.node.clone(),
+            topic: source.topic.node.clone(),
+            format,
+            fields,
+            event_time,
+            classifications: Vec::new(),
+        };
+        (plan, schema)
+    }
+
+    /// Builds the schema tree and the flat list of scalar leaves.
+    fn schema_fields<'d>(
+        &mut self,
+        decls: &'d [ast::FieldDecl],
+        path: &mut Vec<String>,
+        parent_nullable: bool,
+        leaves: &mut Vec<FieldPlan>,
+        event_times: &mut Vec<(usize, &'d ast::FieldDecl)>,
+        is_top: bool,
+    ) -> Vec<SchemaField> {
+        let mut seen: HashMap<&str, Span> = HashMap::new();
+        let mut out = Vec::new();
+        for decl in decls {
+            if let Some(first) = seen.get(decl.name.node.as_str()) {
+                self.report(
+                    Diagnostic::error(
+                        Code::Duplicate,
+                        decl.name.span,
+                        format!("field `{}` is declared twice", decl.name.node),
+                    )
+                    .with_secondary(*first, "first declared here"),
+                );
+                continue;
+            }
+            seen.insert(&decl.name.node, decl.name.span);
+            if !self.check_name_not_reserved(&decl.name, "field") {
+                continue;
+            }
+            if is_top && decl.name.node == "kafka" {
+                self.report(
+                    Diagnostic::error(Code::Reserved, decl.name.span, "`kafka` is reserved for message metadata")
+                        .with_note("`kafka.key`, `kafka.partition`, `kafka.offset`, `kafka.timestamp` and `kafka.topic` are always available"),
+                );
+                continue;
+            }
+            path.push(decl.name.node.clone());
+            let nullable = decl.ty.is_nullable;
+            let shape = match &decl.ty.kind {
+                TypeKind::Scalar(name) => {
+                    let Some(scalar) = self.scalar_type(name) else {
+                        path.pop();
+                        continue;
+                    };
+                    leaves.push(FieldPlan {
+                        path: path.clone(),
+                        ty: Type { scalar, nullable: nullable || parent_nullable },
+                        is_used: false,
+                    });
+                    if decl.is_event_time {
+                        event_times.push((leaves.len() - 1, decl));
+                    }
+                    SchemaShape::Scalar(leaves.len() - 1)
+                }
+                TypeKind::Record(children) => {
+                    if decl.is_event_time {
+                        self.report(Diagnostic::error(Code::EventTime, decl.span, "a record cannot be the event time"));
+                    }
+                    let children =
+                        self.schema_fields(children, path, nullable || parent_nullable, leaves, event_times, false);
+                    SchemaShape::Record(children)
+                }
+            };
+            path.pop();
+            out.push(SchemaField { name: decl.name.node.clone(), nullable, shape });
+        }
+        out
+    }
+
+    fn scalar_type(&mut self, name: &ast::Ident) -> Option<Scalar> {
+        const NAMES: [(&str, Scalar); 5] = [
+            ("string", Scalar::String),
+            ("int", Scalar::Int),
+            ("float", Scalar::Float),
+            ("bool", Scalar::Bool),
+            ("timestamp", Scalar::Timestamp),
+        ];
+        if let Some((_, s)) = NAMES.iter().find(|(n, _)| *n == name.node) {
+            return Some(*s);
+        }
+        let mut diagnostic = Diagnostic::error(Code::UnknownType, name.span, format!("unknown type `{}`", name.node))
+            .with_note(
+            "the types are string, int, float, bool, timestamp, and records `{ name: type, … }`; add `?` for nullable",
+        );
+        if let Some(best) = closest(&name.node, NAMES.iter().map(|(n, _)| *n)) {
+            diagnostic = diagnostic.with_help(format!("did you mean `{best}`?"));
+        }
+        self.report(diagnostic);
+        None
+    }
+
+    fn param_type(&mut self, ty: &TypeExpr) -> Option<Type> {
+        match &ty.kind {
+            TypeKind::Scalar(name) => self.scalar_type(name).map(|s| Type { scalar: s, nullable: ty.is_nullable }),
+            TypeKind::Record(_) => {
+                self.report(
+                    Diagnostic::error(Code::TypeMismatch, ty.span, "classifier parameters must be scalars")
+                        .with_help("pass the record's fields as separate parameters"),
+                );
+                None
+            }
+        }
+    }
+
+    // -- classifiers ----------------------------------------------------------
+
+    fn check_classifier(&mut self, classifier: &ast::Classifier) -> Option<ClassifierPlan> {
+        let errors_before = self.error_count();
+        let mut params = Vec::new();
+        let mut seen: HashMap<&str, Span> = HashMap::new();
+        for param in &classifier.params {
+            if let Some(first) = seen.get(param.name.node.as_str()) {
+                self.report(
+                    Diagnostic::error(
+                        Code::Duplicate,
+                        param.name.span,
+                        format!("parameter `{}` is declared twice", param.name.node),
+                    )
+                    .with_secondary(*first, "first declared here"),
+                );
+                continue;
+            }
+            seen.insert(&param.name.node, param.name.span);
+            if let Some(ty) = self.param_type(&param.ty) {
+                params.push(ParamPlan { name: param.name.node.clone(), ty });
+            }
+        }
+        let mut rules = Vec::new();
+        let mut always_matches: Option<Span> = None;
+        for rule in &classifier.rules {
+            if let Some(earlier) = always_matches {
+                self.report(
+                    Diagnostic::warning(Code::UnreachableRule, rule.outcome.category.span, "this rule can never match")
+                        .with_secondary(earlier, "this earlier rule always matches"),
+                );
+            }
+            if matches!(rule.condition.node, ast::ExprKind::Bool(true)) {
+                always_matches.get_or_insert(rule.condition.span);
+            }
+            let outcome = self.outcome(&rule.outcome);
+            let scope = expr::Scope::Classifier { params: &params };
+            let condition = self.predicate(&rule.condition, &scope, "a rule condition");
+            if let (Some(outcome), Some(condition)) = (outcome, condition) {
+                rules.push(RulePlan { outcome, condition });
+            }
+        }
+        let default = match &classifier.default {
+            Some(outcome) => self.outcome(outcome),
+            None => {
+                self.report(
+                    Diagnostic::warning(
+                        Code::NoDefault,
+                        classifier.name.span,
+                        format!("classifier `{}` has no `default`", classifier.name.node),
+                    )
+                    .with_note("unmatched input is classified as `unclassified reason undefined soft`")
+                    .with_help("end the rules with e.g. `default unclassified reason undefined soft`"),
+                );
+                Some(OutcomePlan {
+                    category: "unclassified".into(),
+                    reason: "undefined".into(),
+                    kind: Kind::Soft,
+                    hint: None,
+                })
+            }
+        };
+        if self.error_count() > errors_before {
+            return None;
+        }
+        Some(ClassifierPlan {
+            name: classifier.name.node.clone(),
+            params,
+            matchers: Vec::new(),
+            rules,
+            default: default?,
+        })
+    }
+
+    fn outcome(&mut self, outcome: &ast::Outcome) -> Option<OutcomePlan> {
+        let kind = match Kind::ALL.iter().find(|(n, _)| *n == outcome.kind.node) {
+            Some((_, k)) => *k,
+            None => {
+                let mut diagnostic = Diagnostic::error(
+                    Code::UnknownKind,
+                    outcome.kind.span,
+                    format!("unknown kind `{}`", outcome.kind.node),
+                )
+                .with_note("the kinds are hard, soft, block and transient");
+                if let Some(best) = closest(&outcome.kind.node, Kind::ALL.iter().map(|(n, _)| *n)) {
+                    diagnostic = diagnostic.with_help(format!("did you mean `{best}`?"));
+                }
+                self.report(diagnostic);
+                return None;
+            }
+        };
+        Some(OutcomePlan {
+            category: outcome.category.node.clone(),
+            reason: outcome.reason.node.clone(),
+            kind,
+            hint: outcome.hint.as_ref().map(|h| h.node.clone()),
+        })
+    }
+
+    fn error_count(&self) -> usize {
+        self.diagnostics.iter().filter(|d| d.is_error()).count()
+    }
+}
+
+/// For each file, itself and every file it reaches through imports.
+fn visibility(loaded: &Loaded) -> HashMap<FileId, HashSet<FileId>> {
+    let mut out = HashMap::new();
+    for file in &loaded.files {
+        let mut seen = HashSet::from([file.id]);
+        let mut stack = file.imports.clone();
+        while let Some(next) = stack.pop() {
+            if seen.insert(next) {
+                if let Some(f) = loaded.get(next) {
+                    stack.extend(f.imports.iter().copied());
+                }
+            }
+        }
+        out.insert(file.id, seen);
+    }
+    out
+}

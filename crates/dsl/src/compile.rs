@@ -1,0 +1,138 @@
+//! Checked parts → [`Plan`]: text matchers per classifier parameter and
+//! identity hashes.
+
+use crate::ast::{self, Item};
+use crate::check::Checked;
+use crate::fmt::format_item;
+use crate::plan::*;
+use crate::LANGUAGE_VERSION;
+use sha2::{Digest, Sha256};
+
+/// Assembles the plan. Only called when checking found no errors.
+pub(crate) fn build(checked: Checked<'_>) -> Plan {
+    let source_texts: Vec<String> =
+        checked.sources.iter().map(|(_, a)| format_item(&Item::Source((*a).clone()))).collect();
+    let classifier_texts: Vec<String> =
+        checked.classifiers.iter().map(|(_, a)| format_item(&Item::Classifier((*a).clone()))).collect();
+
+    let classifiers: Vec<ClassifierPlan> =
+        checked.classifiers.into_iter().map(|(plan, _)| with_matchers(plan)).collect();
+
+    let metrics: Vec<MetricPlan> = checked
+        .metrics
+        .into_iter()
+        .map(|(mut plan, ast, used)| {
+            let mut hasher = Sha256::new();
+            hasher.update(format!("language {LANGUAGE_VERSION}\n"));
+            hasher.update(&source_texts[plan.source]);
+            for classifier in used {
+                hasher.update(&classifier_texts[classifier]);
+            }
+            hasher.update(format_metric(ast));
+            plan.hash = hex(&hasher.finalize());
+            plan
+        })
+        .collect();
+    let alert_texts: Vec<String> =
+        checked.alerts.iter().map(|(_, a)| format_item(&Item::Alert((*a).clone()))).collect();
+
+    let mut hasher = Sha256::new();
+    hasher.update(format!("language {LANGUAGE_VERSION}\n"));
+    for text in source_texts.iter().chain(&classifier_texts).chain(&alert_texts) {
+        hasher.update(text);
+    }
+    for metric in &metrics {
+        hasher.update(format!("{} {}\n", metric.name, metric.hash));
+    }
+
+    Plan {
+        format_version: PLAN_FORMAT_VERSION,
+        language_version: LANGUAGE_VERSION,
+        hash: hex(&hasher.finalize()),
+        sources: checked.sources.into_iter().map(|(plan, _)| plan).collect(),
+        classifiers,
+        metrics,
+        alerts: checked.alerts.into_iter().map(|(plan, _)| plan).collect(),
+    }
+}
+
+fn format_metric(metric: &ast::Metric) -> String {
+    format_item(&Item::Metric(metric.clone()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Moves every test of a parameter's text against a regex or a literal
+/// (`contains`, `starts_with`, `ends_with`) into that parameter's matcher.
+fn with_matchers(mut plan: ClassifierPlan) -> ClassifierPlan {
+    let mut matchers: Vec<TextMatcher> = Vec::new();
+    for rule in &mut plan.rules {
+        fold_text_tests(&mut rule.condition, &mut matchers);
+    }
+    plan.matchers = matchers;
+    plan
+}
+
+fn fold_text_tests(e: &mut Expr, matchers: &mut Vec<TextMatcher>) {
+    let hit = match e {
+        Expr::Regex { arg, pattern } => match **arg {
+            Expr::Param(param) => Some((param, pattern.clone())),
+            _ => None,
+        },
+        Expr::Call { function, args } => match (function, args.as_slice()) {
+            (Function::Contains, [Expr::Param(p), Expr::Literal(Value::String(s))]) => Some((*p, regex::escape(s))),
+            (Function::StartsWith, [Expr::Param(p), Expr::Literal(Value::String(s))]) => {
+                Some((*p, format!("^{}", regex::escape(s))))
+            }
+            (Function::EndsWith, [Expr::Param(p), Expr::Literal(Value::String(s))]) => {
+                Some((*p, format!("{}$", regex::escape(s))))
+            }
+            _ => None,
+        },
+        _ => None,
+    };
+    if let Some((param, pattern)) = hit {
+        let matcher = match matchers.iter().position(|m| m.param == param) {
+            Some(m) => m,
+            None => {
+                matchers.push(TextMatcher { param, patterns: Vec::new() });
+                matchers.len() - 1
+            }
+        };
+        let patterns = &mut matchers[matcher].patterns;
+        let pattern_index = match patterns.iter().position(|p| *p == pattern) {
+            Some(i) => i,
+            None => {
+                patterns.push(pattern);
+                patterns.len() - 1
+            }
+        };
+        *e = Expr::MatcherHit { matcher, pattern: pattern_index };
+        return;
+    }
+    match e {
+        Expr::Not(inner) | Expr::Neg(inner) => fold_text_tests(inner, matchers),
+        Expr::Binary { lhs, rhs, .. } => {
+            fold_text_tests(lhs, matchers);
+            fold_text_tests(rhs, matchers);
+        }
+        Expr::Regex { arg, .. } => fold_text_tests(arg, matchers),
+        Expr::In { arg, list } => {
+            fold_text_tests(arg, matchers);
+            list.iter_mut().for_each(|x| fold_text_tests(x, matchers));
+        }
+        Expr::Case { arms, otherwise } => {
+            for (c, v) in arms {
+                fold_text_tests(c, matchers);
+                fold_text_tests(v, matchers);
+            }
+            if let Some(o) = otherwise {
+                fold_text_tests(o, matchers);
+            }
+        }
+        Expr::Call { args, .. } => args.iter_mut().for_each(|x| fold_text_tests(x, matchers)),
+        _ => {}
+    }
+}

@@ -1,0 +1,494 @@
+//! Canonical formatting. `streamctl fmt` prints a parsed file back in one
+//! canonical layout, keeping every comment; the same printer without comments
+//! is the normalised form that identity hashes are taken over.
+//!
+//! Comments are attached by position: those before a field, rule, clause or
+//! item are printed above it (a comment inside an expression moves above the
+//! clause or rule holding it, since expressions are printed on one line), and
+//! a comment after code on the same line stays at the end of that line.
+
+use crate::ast::*;
+
+/// Lines longer than this are wrapped where the layout allows.
+const MAX_WIDTH: usize = 100;
+const INDENT: &str = "  ";
+
+/// Formats a whole file, keeping its comments. `text` is the source it was parsed from.
+pub fn format_file(file: &File, text: &str) -> String {
+    let mut p = Printer { comments: crate::parser::comments(text), next: 0, text, out: String::new() };
+    p.file(file);
+    p.out
+}
+
+/// Formats one item without comments: the normalised form used for hashing.
+pub fn format_item(item: &Item) -> String {
+    let mut p = Printer { comments: Vec::new(), next: 0, text: "", out: String::new() };
+    p.item(item);
+    p.out
+}
+
+/// Formats an expression on one line.
+pub fn format_expr(e: &Expr) -> String {
+    let mut out = String::new();
+    expr(&mut out, e);
+    out
+}
+
+/// Formats milliseconds as the largest units that divide it: `90m` → `1h30m`.
+pub fn format_duration(ms: u64) -> String {
+    if ms == 0 {
+        return "0s".into();
+    }
+    const UNITS: [(&str, u64); 6] =
+        [("y", 365 * 86_400_000), ("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000), ("ms", 1)];
+    let mut rest = ms;
+    let mut out = String::new();
+    for (unit, size) in UNITS {
+        if rest >= size {
+            out.push_str(&format!("{}{unit}", rest / size));
+            rest %= size;
+        }
+    }
+    out
+}
+
+/// A `#` comment: its byte range, up to the end of its line.
+#[derive(Debug, Clone)]
+pub(crate) struct Comment {
+    pub start: u32,
+    pub end: u32,
+}
+
+/// A line of output: comments above it, its text, and a comment after it.
+type PrintedLine = (Vec<String>, String, Option<String>);
+
+struct Printer<'t> {
+    comments: Vec<Comment>,
+    next: usize,
+    text: &'t str,
+    out: String,
+}
+
+impl Printer<'_> {
+    fn comment_text(&self, c: &Comment) -> &str {
+        self.text[c.start as usize..c.end as usize].trim_end()
+    }
+
+    /// Comments starting before `pos` not printed yet, as text.
+    fn take_before(&mut self, pos: u32) -> Vec<String> {
+        let mut taken = Vec::new();
+        while let Some(c) = self.comments.get(self.next) {
+            if c.start >= pos {
+                break;
+            }
+            taken.push(self.comment_text(c).to_string());
+            self.next += 1;
+        }
+        taken
+    }
+
+    /// The comment after `end` on the same source line, if any.
+    fn take_trailing(&mut self, end: u32) -> Option<String> {
+        let c = self.comments.get(self.next)?;
+        let between = self.text.get(end as usize..c.start as usize)?;
+        if between.contains('\n') {
+            return None;
+        }
+        let text = self.comment_text(c).to_string();
+        self.next += 1;
+        Some(text)
+    }
+
+    fn lines(&mut self, comments: &[String], indent: &str) {
+        for c in comments {
+            self.out.push_str(indent);
+            self.out.push_str(c);
+            self.out.push('\n');
+        }
+    }
+
+    fn end_line(&mut self, trailing: Option<String>) {
+        if let Some(t) = trailing {
+            self.out.push(' ');
+            self.out.push_str(&t);
+        }
+        self.out.push('\n');
+    }
+
+    fn file(&mut self, file: &File) {
+        if let Some(v) = &file.version {
+            let lead = self.take_before(v.span.start);
+            self.lines(&lead, "");
+            self.out.push_str(&format!("version {}", v.node));
+            let trailing = self.take_trailing(v.span.end);
+            self.end_line(trailing);
+        }
+        let mut previous: Option<&Item> = None;
+        for item in &file.items {
+            let is_import_run = matches!((previous, item), (Some(Item::Import(_)), Item::Import(_)));
+            if !self.out.is_empty() && !is_import_run {
+                self.out.push('\n');
+            }
+            let lead = self.take_before(item.span().start);
+            self.lines(&lead, "");
+            self.item(item);
+            previous = Some(item);
+        }
+        let rest = self.take_before(u32::MAX);
+        if !rest.is_empty() {
+            if !self.out.is_empty() {
+                self.out.push('\n');
+            }
+            self.lines(&rest, "");
+        }
+    }
+
+    fn item(&mut self, item: &Item) {
+        match item {
+            Item::Import(i) => {
+                let lead = self.take_before(i.span.end);
+                self.lines(&lead, "");
+                self.out.push_str(&format!("import {}", string(&i.path)));
+                let trailing = self.take_trailing(i.span.end);
+                self.end_line(trailing);
+            }
+            Item::Source(s) => self.source(s),
+            Item::Classifier(c) => self.classifier(c),
+            Item::Metric(m) => self.metric(m),
+            Item::Alert(a) => self.alert(a),
+        }
+    }
+
+    fn source(&mut self, s: &Source) {
+        self.out.push_str(&format!(
+            "source {} from kafka {} format {} {{\n",
+            s.name.node,
+            string(&s.topic),
+            s.format.node
+        ));
+        // Trailing comments of a run of fields are aligned one column past the longest field.
+        let mut lines: Vec<PrintedLine> = Vec::new();
+        for field in &s.fields {
+            let lead = self.take_before(field.span.end);
+            let text = format!("{INDENT}{},", field_decl(field));
+            let trailing = self.take_trailing(field.span.end);
+            lines.push((lead, text, trailing));
+        }
+        let width = lines.iter().filter(|(_, _, t)| t.is_some()).map(|(_, text, _)| text.len()).max().unwrap_or(0);
+        for (lead, text, trailing) in lines {
+            self.lines(&lead, INDENT);
+            self.out.push_str(&text);
+            if let Some(t) = trailing {
+                self.out.push_str(&" ".repeat(width - text.len() + 1));
+                self.out.push_str(&t);
+            }
+            self.out.push('\n');
+        }
+        let lead = self.take_before(s.span.end);
+        self.lines(&lead, INDENT);
+        self.out.push_str("}\n");
+    }
+
+    fn classifier(&mut self, c: &Classifier) {
+        let params: Vec<String> = c.params.iter().map(|p| format!("{}: {}", p.name.node, type_expr(&p.ty))).collect();
+        self.out.push_str(&format!("classifier {}({}) {{\n", c.name.node, params.join(", ")));
+        let mut is_first = true;
+        for rule in &c.rules {
+            let lead = self.take_before(rule.span.end);
+            if !lead.is_empty() && !is_first {
+                self.out.push('\n');
+            }
+            is_first = false;
+            self.lines(&lead, INDENT);
+            self.out.push_str(&format!("{INDENT}rule {}\n", outcome(&rule.outcome)));
+            self.out.push_str(&format!("{INDENT}{INDENT}when {}", format_expr(&rule.condition)));
+            if let Some(hint) = &rule.outcome.hint {
+                self.out.push('\n');
+                self.out.push_str(&format!("{INDENT}{INDENT}hint {}", string(hint)));
+            }
+            let trailing = self.take_trailing(rule.span.end);
+            self.end_line(trailing);
+        }
+        if let Some(default) = &c.default {
+            let end = default.hint.as_ref().map_or(default.kind.span, |h| h.span).end;
+            let lead = self.take_before(end);
+            if !lead.is_empty() && !is_first {
+                self.out.push('\n');
+            }
+            self.lines(&lead, INDENT);
+            self.out.push_str(&format!("{INDENT}default {}", outcome(default)));
+            if let Some(hint) = &default.hint {
+                self.out.push_str(&format!("\n{INDENT}{INDENT}hint {}", string(hint)));
+            }
+            let trailing = self.take_trailing(end);
+            self.end_line(trailing);
+        }
+        let lead = self.take_before(c.span.end);
+        self.lines(&lead, INDENT);
+        self.out.push_str("}\n");
+    }
+
+    fn metric(&mut self, m: &Metric) {
+        self.out.push_str(&format!("metric {} from {}", m.name.node, m.source.node));
+        let header_end = m.source.span.end;
+        let trailing = self.take_trailing(header_end);
+        self.end_line(trailing);
+        // Gather each clause with its comments in source order, then print in canonical order.
+        let mut printed: Vec<(u8, usize, PrintedLine)> = Vec::new();
+        for (i, clause) in m.clauses.iter().enumerate() {
+            let lead = self.take_before(clause.span.end);
+            let trailing = self.take_trailing(clause.span.end);
+            printed.push((clause.node.canonical_rank(), i, (lead, clause_text(&clause.node), trailing)));
+        }
+        printed.sort_by_key(|(rank, i, _)| (*rank, *i));
+        for (_, _, (lead, text, trailing)) in printed {
+            self.lines(&lead, INDENT);
+            self.out.push_str(&text);
+            self.end_line(trailing);
+        }
+    }
+
+    fn alert(&mut self, a: &Alert) {
+        let lead = self.take_before(a.span.end);
+        self.lines(&lead, "");
+        self.out.push_str(&format!("alert {} on {}\n", a.name.node, a.metric.node));
+        self.out.push_str(&format!("{INDENT}when {}", format_expr(&a.condition)));
+        if let Some(d) = &a.for_duration {
+            self.out.push_str(&format!("\n{INDENT}for {}", format_duration(d.node.as_millis())));
+        }
+        for (keyword, map) in [("labels", &a.labels), ("annotations", &a.annotations)] {
+            if map.is_empty() {
+                continue;
+            }
+            let entries: Vec<String> = map.iter().map(|(k, v)| format!("{}: {}", k.node, string(v))).collect();
+            let inline = format!("{INDENT}{keyword} {{ {} }}", entries.join(", "));
+            if inline.len() <= MAX_WIDTH {
+                self.out.push('\n');
+                self.out.push_str(&inline);
+            } else {
+                self.out.push_str(&format!("\n{INDENT}{keyword} {{\n"));
+                for e in entries {
+                    self.out.push_str(&format!("{INDENT}{INDENT}{e},\n"));
+                }
+                self.out.push_str(&format!("{INDENT}}}"));
+            }
+        }
+        let trailing = self.take_trailing(a.span.end);
+        self.end_line(trailing);
+    }
+}
+
+fn clause_text(clause: &Clause) -> String {
+    match clause {
+        Clause::Where(e) => format!("{INDENT}where {}", format_expr(e)),
+        Clause::GroupBy(items) => list_clause("group by", items),
+        Clause::Compute(items) => list_clause("compute", items),
+        Clause::Window { width, lateness } => {
+            let mut s = format!("{INDENT}window {}", format_duration(width.node.as_millis()));
+            if let Some(l) = lateness {
+                s.push_str(&format!(", lateness {}", format_duration(l.node.as_millis())));
+            }
+            s
+        }
+        Clause::Rollup(tiers) => {
+            let tiers: Vec<String> = tiers
+                .iter()
+                .map(|t| {
+                    format!(
+                        "{} keep {}",
+                        format_duration(t.width.node.as_millis()),
+                        format_duration(t.keep.node.as_millis())
+                    )
+                })
+                .collect();
+            format!("{INDENT}rollup {}", tiers.join(", "))
+        }
+        Clause::Into { table, ttl } => match ttl {
+            Some(ttl) => format!("{INDENT}into table {} ttl {}", table.node, format_duration(ttl.node.as_millis())),
+            None => format!("{INDENT}into table {}", table.node),
+        },
+        Clause::Cardinality(limit) => format!("{INDENT}cardinality limit {}", limit.node),
+        Clause::Export(target) => format!("{INDENT}export {}", target.node),
+    }
+}
+
+fn list_clause(keyword: &str, items: &[NamedExpr]) -> String {
+    let items: Vec<String> = items
+        .iter()
+        .map(|n| match &n.alias {
+            Some(alias) => format!("{} as {}", format_expr(&n.expr), alias.node),
+            None => format_expr(&n.expr),
+        })
+        .collect();
+    let inline = format!("{INDENT}{keyword} {}", items.join(", "));
+    if inline.len() <= MAX_WIDTH {
+        return inline;
+    }
+    let sep = format!(",\n{INDENT}{INDENT}");
+    format!("{INDENT}{keyword}\n{INDENT}{INDENT}{}", items.join(&sep))
+}
+
+fn outcome(o: &Outcome) -> String {
+    format!("{} reason {} {}", o.category.node, o.reason.node, o.kind.node)
+}
+
+fn field_decl(f: &FieldDecl) -> String {
+    let mut s = format!("{}: {}", f.name.node, type_expr(&f.ty));
+    if f.is_event_time {
+        s.push_str(" event_time");
+    }
+    s
+}
+
+fn type_expr(t: &TypeExpr) -> String {
+    let base = match &t.kind {
+        TypeKind::Scalar(name) => name.node.clone(),
+        TypeKind::Record(fields) if fields.is_empty() => "{}".into(),
+        TypeKind::Record(fields) => {
+            let fields: Vec<String> = fields.iter().map(field_decl).collect();
+            format!("{{ {} }}", fields.join(", "))
+        }
+    };
+    if t.is_nullable {
+        format!("{base}?")
+    } else {
+        base
+    }
+}
+
+/// A string literal with the escapes the grammar reads back.
+pub(crate) fn string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Precedence of an expression as printed; operands of lower precedence than
+/// their position needs get parentheses.
+fn precedence(e: &Expr) -> u8 {
+    match &e.node {
+        ExprKind::Binary(op, ..) => op.precedence(),
+        ExprKind::Unary(UnaryOp::Not, _) => NOT_PRECEDENCE,
+        ExprKind::Unary(UnaryOp::Neg, _) => NEG_PRECEDENCE,
+        ExprKind::Match { .. } | ExprKind::In { .. } => MATCH_PRECEDENCE,
+        _ => ATOM_PRECEDENCE,
+    }
+}
+
+fn operand(out: &mut String, e: &Expr, min: u8) {
+    if precedence(e) < min {
+        out.push('(');
+        expr(out, e);
+        out.push(')');
+    } else {
+        expr(out, e);
+    }
+}
+
+fn expr(out: &mut String, e: &Expr) {
+    match &e.node {
+        ExprKind::Null => out.push_str("null"),
+        ExprKind::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        ExprKind::Int(i) => out.push_str(&i.to_string()),
+        ExprKind::Float(f) => {
+            let s = f.to_string();
+            out.push_str(&s);
+            if !s.contains('.') {
+                out.push_str(".0");
+            }
+        }
+        ExprKind::Str(s) => out.push_str(&string(s)),
+        ExprKind::Duration(d) => out.push_str(&format_duration(d.as_millis())),
+        ExprKind::Name(n) => out.push_str(n),
+        ExprKind::Member(base, member) => {
+            operand(out, base, ATOM_PRECEDENCE);
+            out.push('.');
+            out.push_str(&member.node);
+        }
+        ExprKind::Call(name, args) => {
+            out.push_str(&name.node);
+            out.push('(');
+            comma_list(out, args);
+            out.push(')');
+        }
+        ExprKind::Unary(UnaryOp::Not, arg) => {
+            out.push_str("not ");
+            operand(out, arg, NOT_PRECEDENCE);
+        }
+        ExprKind::Unary(UnaryOp::Neg, arg) => {
+            out.push('-');
+            operand(out, arg, NEG_PRECEDENCE);
+        }
+        ExprKind::Binary(op, lhs, rhs) => {
+            let p = op.precedence();
+            operand(out, lhs, p);
+            out.push(' ');
+            out.push_str(op.symbol());
+            out.push(' ');
+            // Left-associative: an equal-precedence right operand needs parentheses.
+            operand(out, rhs, p + 1);
+        }
+        ExprKind::Match { expr: arg, regex, is_negated } => {
+            operand(out, arg, MATCH_PRECEDENCE);
+            out.push_str(if *is_negated { " !~ /" } else { " ~ /" });
+            out.push_str(&regex.pattern);
+            out.push('/');
+            out.push_str(&regex.flags);
+        }
+        ExprKind::In { expr: arg, list, is_negated } => {
+            operand(out, arg, MATCH_PRECEDENCE);
+            out.push_str(if *is_negated { " not in [" } else { " in [" });
+            comma_list(out, list);
+            out.push(']');
+        }
+        ExprKind::Case { arms, otherwise } => {
+            out.push_str("case");
+            for (condition, value) in arms {
+                out.push_str(" when ");
+                expr(out, condition);
+                out.push_str(" then ");
+                expr(out, value);
+            }
+            if let Some(o) = otherwise {
+                out.push_str(" else ");
+                expr(out, o);
+            }
+            out.push_str(" end");
+        }
+    }
+}
+
+fn comma_list(out: &mut String, items: &[Expr]) {
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        expr(out, item);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_use_the_largest_units() {
+        assert_eq!(format_duration(90 * 60_000), "1h30m");
+        assert_eq!(format_duration(2 * 365 * 86_400_000), "2y");
+        assert_eq!(format_duration(90 * 86_400_000), "90d");
+        assert_eq!(format_duration(1500), "1s500ms");
+        assert_eq!(format_duration(0), "0s");
+    }
+}

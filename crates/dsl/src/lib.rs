@@ -1,0 +1,100 @@
+//! The pipeline language: text → syntax tree → checked, typed [`plan::Plan`].
+//!
+//! This crate owns every user-facing diagnostic and knows nothing of
+//! execution: it produces a serialisable plan that the engine runs. It does
+//! no I/O either; files come through a [`load::SourceLoader`].
+//!
+//! ```text
+//! parser   pest grammar (dsl/stream.pest) → ast, with byte spans
+//! load     roots + imports, version headers, cycles
+//! check    names, types, windows: every problem, not just the first
+//! compile  plan: one text matcher per classifier parameter, identity hashes
+//! fmt      canonical printing; also the normalised form hashes are taken of
+//! explain  the plan as readable text
+//! ```
+//!
+//! The design choice a reader must know: the checker builds plan expressions
+//! while it types them, so there is a single pass from syntax to plan, and a
+//! metric's identity (its hash) is the hash of the *canonical text* of the
+//! metric, its source and its classifiers. Formatting, comments and unrelated
+//! edits to the same files therefore never change a metric's identity.
+
+#![deny(missing_docs)]
+#![deny(clippy::unwrap_used)]
+
+pub mod ast;
+mod check;
+pub mod codes;
+mod compile;
+pub mod diagnostic;
+mod explain;
+pub mod fmt;
+pub mod load;
+pub mod parser;
+pub mod plan;
+pub mod span;
+
+pub use check::{RESERVED, RESERVED_COLUMNS};
+pub use codes::Code;
+pub use diagnostic::{render, render_all, Diagnostic, Severity};
+pub use explain::explain;
+pub use load::SourceLoader;
+pub use plan::Plan;
+pub use span::SourceMap;
+
+/// The language version this build reads and writes.
+pub const LANGUAGE_VERSION: u64 = 1;
+
+/// The outcome of compiling a set of files.
+#[derive(Debug)]
+pub struct Compiled {
+    /// Every file read, for rendering diagnostics.
+    pub sources: SourceMap,
+    /// The plan, if there were no errors.
+    pub plan: Option<Plan>,
+    /// Errors and warnings, ordered by file and position.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Compiled {
+    /// Whether any diagnostic is an error.
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+
+    /// All diagnostics rendered as text.
+    pub fn render_diagnostics(&self) -> String {
+        render_all(&self.diagnostics, &self.sources)
+    }
+}
+
+/// Loads `roots` and their imports through `loader`, checks everything and,
+/// if there are no errors, compiles the plan.
+pub fn compile(roots: &[String], loader: &dyn SourceLoader) -> Compiled {
+    let mut sources = SourceMap::new();
+    let mut diagnostics = Vec::new();
+    let loaded = load::load(roots, loader, &mut sources, &mut diagnostics);
+    let (checked, check_diagnostics) = check::check(&loaded, &sources);
+    diagnostics.extend(check_diagnostics);
+    let has_errors = diagnostics.iter().any(Diagnostic::is_error);
+    let plan = (!has_errors).then(|| compile::build(checked));
+    diagnostics.sort_by_key(|d| {
+        let span = d.span();
+        (span.file, span.start)
+    });
+    Compiled { sources, plan, diagnostics }
+}
+
+/// Compiles one in-memory file (plus the standard library), e.g. for tests and benchmarks.
+pub fn compile_str(name: &str, text: &str) -> Compiled {
+    let path = load::normalize(name);
+    let (expected, text) = (path.clone(), text.to_string());
+    let loader = move |p: &str| {
+        if p == expected {
+            Ok(text.clone())
+        } else {
+            Err(format!("`{p}` is not available in memory"))
+        }
+    };
+    compile(&[path], &loader)
+}

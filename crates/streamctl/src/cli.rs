@@ -1,0 +1,52 @@
+//! Command-line arguments.
+
+use crate::commands::{check, explain, fmt};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Check, explain and format stream pipelines.
+#[derive(Parser)]
+#[command(name = "streamctl", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Args)]
+pub struct GlobalArgs {
+    /// When to colour diagnostics.
+    #[arg(long, global = true, value_enum, default_value_t = Color::Auto)]
+    pub color: Color,
+}
+
+/// Colour choice.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Color {
+    /// Colour when stderr is a terminal.
+    Auto,
+    /// Always colour.
+    Always,
+    /// Never colour.
+    Never,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Parse and type-check pipeline files, printing every diagnostic.
+    Check(check::Args),
+    /// Compile pipelines and print the execution plan.
+    Explain(explain::Args),
+    /// Rewrite pipeline files in the canonical format.
+    Fmt(fmt::Args),
+}
+
+/// How to print results.
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// For people.
+    Text,
+    /// For machines: one JSON document on stdout.
+    Json,
+}

@@ -1,0 +1,64 @@
+//! `streamctl check`: the same validation `streamd` runs on a bundle.
+
+use crate::cli::{GlobalArgs, OutputFormat};
+use crate::files;
+use std::io::Write;
+use std::process::ExitCode;
+
+/// Parse and type-check pipeline files, printing every diagnostic.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Pipeline files, or directories searched for `*.stream` files.
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<String>,
+    /// `text` for people, `json` for machines (diagnostics on stdout).
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    format: OutputFormat,
+    /// Treat warnings as errors.
+    #[arg(long)]
+    deny_warnings: bool,
+}
+
+pub fn run(_global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
+    let roots = files::expand(&args.paths)?;
+    let compiled = dsl::compile(&roots, &files::load);
+    let errors = compiled.diagnostics.iter().filter(|d| d.is_error()).count();
+    let warnings = compiled.diagnostics.len() - errors;
+    let is_failure = errors > 0 || (args.deny_warnings && warnings > 0);
+    match args.format {
+        OutputFormat::Json => {
+            let located: Vec<_> = compiled.diagnostics.iter().map(|d| d.located(&compiled.sources)).collect();
+            let summary = serde_json::json!({
+                "ok": !is_failure,
+                "files": roots,
+                "errors": errors,
+                "warnings": warnings,
+                "diagnostics": located,
+                "plan_hash": compiled.plan.as_ref().map(|p| p.hash.clone()),
+            });
+            let mut stdout = std::io::stdout().lock();
+            serde_json::to_writer_pretty(&mut stdout, &summary)?;
+            writeln!(stdout)?;
+        }
+        OutputFormat::Text => {
+            if !compiled.diagnostics.is_empty() {
+                eprintln!("{}", compiled.render_diagnostics());
+            }
+            match &compiled.plan {
+                Some(plan) if !is_failure => {
+                    let rules: usize = plan.classifiers.iter().map(|c| c.rules.len()).sum();
+                    eprintln!(
+                        "ok: {} file(s): {} source(s), {} classifier(s) with {rules} rule(s), {} metric(s), {} alert(s); {warnings} warning(s)",
+                        roots.len(),
+                        plan.sources.len(),
+                        plan.classifiers.len(),
+                        plan.metrics.len(),
+                        plan.alerts.len(),
+                    );
+                }
+                _ => eprintln!("failed: {errors} error(s), {warnings} warning(s) in {} file(s)", roots.len()),
+            }
+        }
+    }
+    Ok(if is_failure { super::bad_pipelines() } else { ExitCode::SUCCESS })
+}

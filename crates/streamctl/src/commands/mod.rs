@@ -1,0 +1,15 @@
+//! One module per subcommand.
+
+pub mod check;
+pub mod explain;
+pub mod fmt;
+
+use std::process::ExitCode;
+
+/// Exit code for pipelines with errors (sysexits `EX_DATAERR`).
+pub const EXIT_BAD_PIPELINES: u8 = 65;
+
+/// The exit code for bad pipelines.
+pub fn bad_pipelines() -> ExitCode {
+    ExitCode::from(EXIT_BAD_PIPELINES)
+}

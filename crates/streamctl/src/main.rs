@@ -1,0 +1,34 @@
+//! `streamctl`: check, explain and format stream pipelines.
+
+mod cli;
+mod commands;
+mod files;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let result = match cli.command {
+        cli::Command::Check(args) => commands::check::run(&cli.global, args),
+        cli::Command::Explain(args) => commands::explain::run(&cli.global, args),
+        cli::Command::Fmt(args) => commands::fmt::run(&cli.global, args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            if is_broken_pipe(&error) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Writing to a closed pipe (`streamctl explain … | head`) is not a failure.
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .any(|e| e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+}
