@@ -91,7 +91,7 @@ impl Printer<'_> {
     fn take_trailing(&mut self, end: u32) -> Option<String> {
         let c = self.comments.get(self.next)?;
         let between = self.text.get(end as usize..c.start as usize)?;
-        if between.contains('\n') {
+        if !between.chars().all(|ch| ch == ',' || (ch.is_whitespace() && ch != '\n')) {
             return None;
         }
         let text = self.comment_text(c).to_string();

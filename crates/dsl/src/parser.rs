@@ -47,7 +47,8 @@ pub fn parse(file: FileId, text: &str) -> Result<File, Vec<Diagnostic>> {
     prescan(file, text).map_err(|d| vec![d])?;
     let mut pairs = StreamParser::parse(Rule::file, text).map_err(|e| vec![syntax_error(file, text, &e)])?;
     let root = pairs.next().expect("grammar: file rule yields one pair");
-    let converter = Converter { file, diagnostics: RefCell::new(Vec::new()), too_deep_reported: RefCell::new(false) };
+    let converter =
+        Converter { file, text, diagnostics: RefCell::new(Vec::new()), too_deep_reported: RefCell::new(false) };
     let ast = converter.file(root);
     let diagnostics = converter.diagnostics.into_inner();
     if diagnostics.is_empty() {
@@ -127,6 +128,19 @@ fn lex(text: &str) -> impl Iterator<Item = Lexeme<'_>> {
             }
         }
     })
+}
+
+/// The end of `text[start..end]` without trailing whitespace and comments.
+/// Strings and regexes never span lines, so lexing the last line suffices.
+fn trim_end(text: &str, start: usize, mut end: usize) -> usize {
+    loop {
+        end = start + text[start..end].trim_end().len();
+        let line_start = text[start..end].rfind('\n').map_or(start, |i| start + i + 1);
+        match lex(&text[line_start..end]).last() {
+            Some(Lexeme::Comment { start: comment, .. }) => end = line_start + comment,
+            _ => return end,
+        }
+    }
 }
 
 /// Every comment in `text`, in order.
@@ -332,16 +346,19 @@ static PRATT: LazyLock<PrattParser<Rule>> = LazyLock::new(|| {
 /// An expression with the depth of its tree, so depth is bounded while building.
 type Sized = (Expr, u32);
 
-struct Converter {
+struct Converter<'t> {
     file: FileId,
+    text: &'t str,
     diagnostics: RefCell<Vec<Diagnostic>>,
     too_deep_reported: RefCell<bool>,
 }
 
-impl Converter {
+impl Converter<'_> {
+    /// The pair's span without trailing whitespace and comments, which pest
+    /// includes when a rule ends in an optional part or a repetition.
     fn span(&self, pair: &Pair<'_, Rule>) -> Span {
         let s = pair.as_span();
-        Span::new(self.file, s.start(), s.end())
+        Span::new(self.file, s.start(), trim_end(self.text, s.start(), s.end()))
     }
 
     fn report(&self, diagnostic: Diagnostic) {
