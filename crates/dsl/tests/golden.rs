@@ -4,6 +4,7 @@
 //! | ------------------ | ---------------- | -------------------------------- |
 //! | `golden/parse/ok`  | `NAME.stream`    | `NAME.ast`: the syntax tree      |
 //! | `golden/check/err` | `NAME.stream`    | `NAME.diagnostics`: rendered     |
+//! | `golden/check/warn`| `NAME.stream`    | `NAME.diagnostics`: warnings     |
 //! | `golden/explain`   | `NAME.stream`    | `NAME.explain`: the plan as text |
 //! | `golden/fmt`       | `NAME.stream`    | `NAME.formatted`: canonical form |
 //!
@@ -82,6 +83,20 @@ fn check_err() {
         let compiled = dsl::compile(std::slice::from_ref(&case), &read);
         if !compiled.has_errors() {
             failures.push(format!("=== {case} should fail to check, but it passed"));
+            continue;
+        }
+        failures.extend(assert_snapshot(&case, "diagnostics", &compiled.render_diagnostics()));
+    }
+    finish(failures);
+}
+
+#[test]
+fn check_warn() {
+    let mut failures = Vec::new();
+    for case in cases("check/warn") {
+        let compiled = dsl::compile(std::slice::from_ref(&case), &read);
+        if compiled.has_errors() || compiled.diagnostics.is_empty() {
+            failures.push(format!("=== {case} should check with warnings:\n{}", compiled.render_diagnostics()));
             continue;
         }
         failures.extend(assert_snapshot(&case, "diagnostics", &compiled.render_diagnostics()));
