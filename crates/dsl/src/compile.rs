@@ -7,13 +7,16 @@ use crate::fmt::format_item;
 use crate::plan::*;
 use crate::LANGUAGE_VERSION;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 
 /// Assembles the plan. Only called when checking found no errors.
 pub(crate) fn build(checked: Checked<'_>) -> Plan {
-    let source_texts: Vec<String> =
-        checked.sources.iter().map(|(_, a)| format_item(&Item::Source((*a).clone()))).collect();
-    let classifier_texts: Vec<String> =
-        checked.classifiers.iter().map(|(_, a)| format_item(&Item::Classifier((*a).clone()))).collect();
+    // Each definition's canonical text is hashed once; a metric's identity
+    // chains the digests of what it depends on with its own text.
+    let digest = |item: Item| hex(&Sha256::digest(format_item(&item)));
+    let source_digests: Vec<String> = checked.sources.iter().map(|(_, a)| digest(Item::Source((*a).clone()))).collect();
+    let classifier_digests: Vec<String> =
+        checked.classifiers.iter().map(|(_, a)| digest(Item::Classifier((*a).clone()))).collect();
 
     let classifiers: Vec<ClassifierPlan> =
         checked.classifiers.into_iter().map(|(plan, _)| with_matchers(plan)).collect();
@@ -24,9 +27,9 @@ pub(crate) fn build(checked: Checked<'_>) -> Plan {
         .map(|(mut plan, ast, used)| {
             let mut hasher = Sha256::new();
             hasher.update(format!("language {LANGUAGE_VERSION}\n"));
-            hasher.update(&source_texts[plan.source]);
+            hasher.update(format!("source {}\n", source_digests[plan.source]));
             for classifier in used {
-                hasher.update(&classifier_texts[classifier]);
+                hasher.update(format!("classifier {}\n", classifier_digests[classifier]));
             }
             hasher.update(format_metric(ast));
             plan.hash = hex(&hasher.finalize());
@@ -38,7 +41,10 @@ pub(crate) fn build(checked: Checked<'_>) -> Plan {
 
     let mut hasher = Sha256::new();
     hasher.update(format!("language {LANGUAGE_VERSION}\n"));
-    for text in source_texts.iter().chain(&classifier_texts).chain(&alert_texts) {
+    for digest in source_digests.iter().chain(&classifier_digests) {
+        hasher.update(format!("{digest}\n"));
+    }
+    for text in &alert_texts {
         hasher.update(text);
     }
     for metric in &metrics {
@@ -67,49 +73,62 @@ fn hex(bytes: &[u8]) -> String {
 /// Moves every test of a parameter's text against a regex or a literal
 /// (`contains`, `starts_with`, `ends_with`) into that parameter's matcher.
 fn with_matchers(mut plan: ClassifierPlan) -> ClassifierPlan {
-    let mut matchers: Vec<TextMatcher> = Vec::new();
+    let mut matchers = Matchers::default();
     for rule in &mut plan.rules {
         fold_text_tests(&mut rule.condition, &mut matchers);
     }
-    plan.matchers = matchers;
+    plan.matchers = matchers.list;
     plan
 }
 
-fn fold_text_tests(e: &mut Expr, matchers: &mut Vec<TextMatcher>) {
+/// Matchers under construction, with an index to deduplicate patterns.
+#[derive(Default)]
+struct Matchers {
+    list: Vec<TextMatcher>,
+    /// (param, pattern) → (matcher, pattern index).
+    seen: HashMap<(usize, String), (usize, usize)>,
+}
+
+impl Matchers {
+    fn hit(&mut self, param: usize, pattern: String) -> Expr {
+        let list = &mut self.list;
+        let (matcher, pattern) = *self.seen.entry((param, pattern)).or_insert_with_key(|(param, pattern)| {
+            let matcher = match list.iter().position(|m| m.param == *param) {
+                Some(m) => m,
+                None => {
+                    list.push(TextMatcher { param: *param, patterns: Vec::new() });
+                    list.len() - 1
+                }
+            };
+            list[matcher].patterns.push(pattern.clone());
+            (matcher, list[matcher].patterns.len() - 1)
+        });
+        Expr::MatcherHit { matcher, pattern }
+    }
+}
+
+fn fold_text_tests(e: &mut Expr, matchers: &mut Matchers) {
     let hit = match e {
         Expr::Regex { arg, pattern } => match **arg {
             Expr::Param(param) => Some((param, pattern.clone())),
             _ => None,
         },
         Expr::Call { function, args } => match (function, args.as_slice()) {
-            (Function::Contains, [Expr::Param(p), Expr::Literal(Value::String(s))]) => Some((*p, regex::escape(s))),
+            (Function::Contains, [Expr::Param(p), Expr::Literal(Value::String(s))]) => {
+                Some((*p, regex_syntax::escape(s)))
+            }
             (Function::StartsWith, [Expr::Param(p), Expr::Literal(Value::String(s))]) => {
-                Some((*p, format!("^{}", regex::escape(s))))
+                Some((*p, format!("^{}", regex_syntax::escape(s))))
             }
             (Function::EndsWith, [Expr::Param(p), Expr::Literal(Value::String(s))]) => {
-                Some((*p, format!("{}$", regex::escape(s))))
+                Some((*p, format!("{}$", regex_syntax::escape(s))))
             }
             _ => None,
         },
         _ => None,
     };
     if let Some((param, pattern)) = hit {
-        let matcher = match matchers.iter().position(|m| m.param == param) {
-            Some(m) => m,
-            None => {
-                matchers.push(TextMatcher { param, patterns: Vec::new() });
-                matchers.len() - 1
-            }
-        };
-        let patterns = &mut matchers[matcher].patterns;
-        let pattern_index = match patterns.iter().position(|p| *p == pattern) {
-            Some(i) => i,
-            None => {
-                patterns.push(pattern);
-                patterns.len() - 1
-            }
-        };
-        *e = Expr::MatcherHit { matcher, pattern: pattern_index };
+        *e = matchers.hit(param, pattern);
         return;
     }
     match e {

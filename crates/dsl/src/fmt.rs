@@ -413,7 +413,9 @@ fn expr(out: &mut String, e: &Expr) {
         ExprKind::Duration(d) => out.push_str(&format_duration(d.as_millis())),
         ExprKind::Name(n) => out.push_str(n),
         ExprKind::Member(base, member) => {
-            operand(out, base, ATOM_PRECEDENCE);
+            // `1.x` would lex as a malformed float: a numeric base needs parentheses.
+            let is_number = matches!(base.node, ExprKind::Int(_) | ExprKind::Float(_) | ExprKind::Duration(_));
+            operand(out, base, if is_number { ATOM_PRECEDENCE + 1 } else { ATOM_PRECEDENCE });
             out.push('.');
             out.push_str(&member.node);
         }
