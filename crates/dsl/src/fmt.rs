@@ -186,7 +186,9 @@ impl Printer<'_> {
         }
         let lead = self.take_before(s.span.end);
         self.lines(&lead, INDENT);
-        self.out.push_str("}\n");
+        self.out.push('}');
+        let trailing = self.take_trailing(s.span.end);
+        self.end_line(trailing);
     }
 
     fn classifier(&mut self, c: &Classifier) {
@@ -225,7 +227,9 @@ impl Printer<'_> {
         }
         let lead = self.take_before(c.span.end);
         self.lines(&lead, INDENT);
-        self.out.push_str("}\n");
+        self.out.push('}');
+        let trailing = self.take_trailing(c.span.end);
+        self.end_line(trailing);
     }
 
     fn metric(&mut self, m: &Metric) {

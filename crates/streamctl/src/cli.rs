@@ -15,22 +15,7 @@ pub struct Cli {
 
 /// Options every command takes.
 #[derive(Args)]
-pub struct GlobalArgs {
-    /// When to colour diagnostics.
-    #[arg(long, global = true, value_enum, default_value_t = Color::Auto)]
-    pub color: Color,
-}
-
-/// Colour choice.
-#[derive(Clone, Copy, ValueEnum)]
-pub enum Color {
-    /// Colour when stderr is a terminal.
-    Auto,
-    /// Always colour.
-    Always,
-    /// Never colour.
-    Never,
-}
+pub struct GlobalArgs {}
 
 #[derive(Subcommand)]
 pub enum Command {
