@@ -58,7 +58,7 @@ codes! {
     ArgumentCount = "E216", "a function gets the wrong number of arguments";
     EventTime = "E218", "the event-time field is missing, repeated or not a timestamp";
     UnknownKind = "E219", "a classifier rule has an unknown kind";
-    UnknownColumn = "E220", "an alert refers to a column its metric does not have";
+    UnknownColumn = "E220", "an alert or derived column refers to a column the metric does not have";
     TypeMismatch = "E301", "a value has the wrong type";
     Nullable = "E302", "a value that may be null is used where null is not allowed";
     MisplacedAggregate = "E303", "an aggregate is used outside `compute`, or inside another";
@@ -69,7 +69,6 @@ codes! {
     BadRollup = "E402", "a rollup tier does not line up with the finer tiers";
     BadRetention = "E403", "a retention is shorter than its tier";
     BadCardinality = "E404", "a cardinality limit is out of range";
-    UnusedImport = "W001", "an import brings nothing this file uses";
     UnreachableRule = "W002", "a classifier rule can never match";
     NoDefault = "W003", "a classifier has no `default` outcome";
 }

@@ -18,6 +18,7 @@ pub(crate) fn build(checked: Checked<'_>) -> Plan {
     let classifier_digests: Vec<String> =
         checked.classifiers.iter().map(|(_, a)| digest(Item::Classifier((*a).clone()))).collect();
 
+    let classifier_names: Vec<String> = checked.classifiers.iter().map(|(p, _)| p.name.clone()).collect();
     let classifiers: Vec<ClassifierPlan> =
         checked.classifiers.into_iter().map(|(plan, _)| with_matchers(plan)).collect();
 
@@ -28,6 +29,9 @@ pub(crate) fn build(checked: Checked<'_>) -> Plan {
             let mut hasher = Sha256::new();
             hasher.update(format!("language {LANGUAGE_VERSION}\n"));
             hasher.update(format!("source {}\n", source_digests[plan.source]));
+            // By name, so the order definitions were loaded in does not matter.
+            let mut used: Vec<usize> = used.into_iter().collect();
+            used.sort_by(|a, b| classifier_names[*a].cmp(&classifier_names[*b]));
             for classifier in used {
                 hasher.update(format!("classifier {}\n", classifier_digests[classifier]));
             }

@@ -97,7 +97,8 @@ fn explain_metric(out: &mut String, plan: &Plan, metric: &MetricPlan) {
         let _ = writeln!(out, "  key {} {} = {}", key.name, key.ty, expr(&key.expr, &names));
     }
     for agg in &metric.aggregates {
-        let function = format!("{:?}", agg.function).to_lowercase();
+        let function =
+            serde_json::to_value(agg.function).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
         let arg = agg.arg.as_ref().map(|a| expr(a, &names)).unwrap_or_default();
         let arg = match agg.quantile {
             Some(q) => format!("{arg}, {q}"),

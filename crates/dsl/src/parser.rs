@@ -158,7 +158,19 @@ pub(crate) fn comments(text: &str) -> Vec<crate::fmt::Comment> {
 fn prescan(file: FileId, text: &str) -> Result<(), Diagnostic> {
     let mut openers = 0usize;
     let mut prefix_run = 0usize;
+    let bytes = text.as_bytes();
+    // `x.end`, `case.full` and `reason case` use the words as names, not keywords.
+    let is_name = |start: usize, len: usize| {
+        let before = text[..start].trim_end();
+        before.ends_with('.') || before.ends_with("reason") || bytes.get(start + len) == Some(&b'.')
+    };
     for lexeme in lex(text) {
+        let lexeme = match lexeme {
+            Lexeme::Word { start, text: word @ ("case" | "end") } if is_name(start, word.len()) => {
+                Lexeme::Word { start, text: "" }
+            }
+            other => other,
+        };
         let (at, is_prefix) = match lexeme {
             Lexeme::Comment { .. } => continue,
             Lexeme::Literal => (0, false),

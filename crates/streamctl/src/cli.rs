@@ -1,6 +1,6 @@
 //! Command-line arguments.
 
-use crate::commands::{check, explain, fmt};
+use crate::commands::{check, explain, fmt, query, run};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Check, explain and format stream pipelines.
@@ -25,6 +25,10 @@ pub enum Command {
     Explain(explain::Args),
     /// Rewrite pipeline files in the canonical format.
     Fmt(fmt::Args),
+    /// Run pipelines over a file of JSON lines into a store, without Kafka.
+    Run(run::Args),
+    /// Read a metric's rows from a store, merged across partitions.
+    Query(query::Args),
 }
 
 /// How to print results.

@@ -3,6 +3,7 @@
 mod cli;
 mod commands;
 mod files;
+mod pipeline;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -13,6 +14,8 @@ fn main() -> ExitCode {
         cli::Command::Check(args) => commands::check::run(&cli.global, args),
         cli::Command::Explain(args) => commands::explain::run(&cli.global, args),
         cli::Command::Fmt(args) => commands::fmt::run(&cli.global, args),
+        cli::Command::Run(args) => commands::run::run(&cli.global, args),
+        cli::Command::Query(args) => commands::query::run(&cli.global, args),
     };
     match result {
         Ok(code) => code,

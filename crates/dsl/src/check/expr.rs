@@ -119,6 +119,11 @@ const FUNCTIONS: &[(&str, Function)] = &[
     ("header", Function::Header),
 ];
 
+/// Whether `name` is a built-in scalar or aggregate function.
+pub(crate) fn is_builtin_name(name: &str) -> bool {
+    FUNCTIONS.iter().any(|(n, _)| *n == name) || AGGREGATES.contains(&name)
+}
+
 /// The name of a built-in function as written.
 pub fn function_name(function: Function) -> &'static str {
     FUNCTIONS.iter().find(|(_, f)| *f == function).map_or("?", |(n, _)| n)

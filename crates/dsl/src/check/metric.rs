@@ -242,7 +242,22 @@ impl Checker<'_> {
             }
         }
         let aggregate_columns: Vec<(String, Type)> = aggregates.iter().map(|a| (a.name.clone(), a.ty)).collect();
+        let derived_names: Vec<(String, Type)> = derived_items
+            .iter()
+            .filter_map(|i| i.alias.as_ref().map(|a| (a.node.clone(), Type::of(Scalar::Float))))
+            .collect();
         for item in derived_items {
+            if mentions_any(&item.expr, &derived_names) {
+                self.report(
+                    Diagnostic::error(
+                        Code::NotAggregate,
+                        item.expr.span,
+                        "a derived column cannot use another derived column",
+                    )
+                    .with_help("write the expression over the aggregates themselves"),
+                );
+                continue;
+            }
             let mentions_column = mentions_any(&item.expr, &aggregate_columns);
             if !mentions_column {
                 let what = match &item.expr.node {
@@ -419,7 +434,7 @@ impl Checker<'_> {
         ttl: Option<&Spanned<ast::Duration>>,
         rollups: &[ast::RollupTier],
     ) -> Vec<TierPlan> {
-        let base_retention = ttl.map_or(DEFAULT_TTL_MS, |t| t.node.as_millis());
+        let base_retention = ttl.map_or(DEFAULT_TTL_MS.max(window_ms), |t| t.node.as_millis());
         if let Some(ttl) = ttl {
             if base_retention < window_ms {
                 self.report(
@@ -447,6 +462,17 @@ impl Checker<'_> {
                     )
                     .with_label(format!("must be a larger multiple of {}", format_duration(previous)))
                     .with_note("each tier merges whole windows of the tier before it"),
+                );
+                continue;
+            }
+            if !(DAY_MS.is_multiple_of(width) || width.is_multiple_of(DAY_MS)) {
+                self.report(
+                    Diagnostic::error(
+                        Code::BadRollup,
+                        tier.width.span,
+                        format!("a `{}` tier does not line up with days", format_duration(width)),
+                    )
+                    .with_note("tiers are widths that divide a day (e.g. 1h, 6h) or whole days"),
                 );
                 continue;
             }
@@ -488,13 +514,15 @@ impl Checker<'_> {
             .collect();
         let scope = Scope::Columns { columns: &columns, what: "an alert condition" };
         let condition = self.predicate(&alert.condition, &scope, "an alert condition");
-        let mut seen: HashMap<&str, Span> = HashMap::new();
-        for (key, _) in alert.labels.iter().chain(&alert.annotations) {
-            if let Some(first) = seen.insert(&key.node, key.span) {
-                self.report(
-                    Diagnostic::error(Code::Duplicate, key.span, format!("`{}` is given twice", key.node))
-                        .with_secondary(first, "first given here"),
-                );
+        for entries in [&alert.labels, &alert.annotations] {
+            let mut seen: HashMap<&str, Span> = HashMap::new();
+            for (key, _) in entries {
+                if let Some(first) = seen.insert(&key.node, key.span) {
+                    self.report(
+                        Diagnostic::error(Code::Duplicate, key.span, format!("`{}` is given twice", key.node))
+                            .with_secondary(first, "first given here"),
+                    );
+                }
             }
         }
         if self.error_count() > errors_before {

@@ -119,8 +119,9 @@ pub(crate) fn check<'a>(loaded: &'a Loaded, map: &'a SourceMap) -> (Checked<'a>,
         classifiers_used: BTreeSet::new(),
         metric_used: Vec::new(),
     };
-    let mut files: Vec<_> = loaded.files.iter().collect();
-    files.sort_by_key(|f| f.id);
+    // Files load depth-first, imports before the files importing them, so a
+    // clash between a file and its import is reported in the importing file.
+    let files: Vec<_> = loaded.files.iter().collect();
 
     // Names first, so definitions may come in any order.
     let mut alert_asts: Vec<(FileId, &ast::Alert)> = Vec::new();
@@ -133,6 +134,17 @@ pub(crate) fn check<'a>(loaded: &'a Loaded, map: &'a SourceMap) -> (Checked<'a>,
                     (DefKind::Source, checker.source_asts.len() - 1)
                 }
                 Item::Classifier(c) => {
+                    if expr::is_builtin_name(&c.name.node) {
+                        checker.report(
+                            Diagnostic::error(
+                                Code::Reserved,
+                                c.name.span,
+                                format!("`{}` is a built-in function", c.name.node),
+                            )
+                            .with_label("a classifier cannot take this name")
+                            .with_help("give the classifier another name"),
+                        );
+                    }
                     checker.classifier_asts.push(c);
                     (DefKind::Classifier, checker.classifier_asts.len() - 1)
                 }
@@ -349,14 +361,16 @@ impl<'a> Checker<'a> {
                 }
                 let ty = fields[*index].ty;
                 if ty.scalar != Scalar::Timestamp || ty.nullable {
-                    self.report(
-                        Diagnostic::error(
-                            Code::EventTime,
-                            decl.ty.span,
-                            format!("the event-time field must be `timestamp`, not `{ty}`"),
-                        )
-                        .with_note("every event needs an event time to be placed in a window"),
-                    );
+                    let mut d = Diagnostic::error(
+                        Code::EventTime,
+                        decl.ty.span,
+                        format!("the event-time field must be `timestamp`, not `{ty}`"),
+                    )
+                    .with_note("every event needs an event time to be placed in a window");
+                    if ty.scalar == Scalar::Timestamp && !decl.ty.is_nullable {
+                        d = d.with_label("this field is inside a record that may be null");
+                    }
+                    self.report(d);
                 }
                 fields[*index].is_used = true;
                 *index
@@ -495,9 +509,9 @@ impl<'a> Checker<'a> {
                 continue;
             }
             seen.insert(&param.name.node, param.name.span);
-            if let Some(ty) = self.param_type(&param.ty) {
-                params.push(ParamPlan { name: param.name.node.clone(), ty });
-            }
+            // A bad type is reported; the name is still declared so rules using it raise nothing more.
+            let ty = self.param_type(&param.ty).unwrap_or(Type { scalar: Scalar::String, nullable: true });
+            params.push(ParamPlan { name: param.name.node.clone(), ty });
         }
         let mut rules = Vec::new();
         let mut always_matches: Option<Span> = None;

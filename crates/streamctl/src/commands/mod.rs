@@ -3,6 +3,8 @@
 pub mod check;
 pub mod explain;
 pub mod fmt;
+pub mod query;
+pub mod run;
 
 use std::process::ExitCode;
 

@@ -1,0 +1,441 @@
+//! Message bytes → a row of the fields a plan needs, in one pass.
+//!
+//! The JSON object is walked once with serde. Every declared field is
+//! checked against its declared type (the source declaration is the
+//! contract), but only the fields some metric reads are kept; undeclared keys
+//! are skipped without building values, and strings without escapes are
+//! borrowed from the message. Type problems are reported with the field's
+//! path so a dead letter says exactly what was wrong.
+
+use crate::value::{parse_timestamp, Val};
+use dsl::plan::{FieldPlan, Scalar, SourcePlan};
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::fmt;
+
+/// Why a message could not be turned into an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// Larger than the configured maximum.
+    Oversized,
+    /// Not valid UTF-8.
+    InvalidUtf8,
+    /// Not well-formed JSON.
+    MalformedJson,
+    /// JSON, but not an object.
+    NotAnObject,
+    /// A non-null field is absent or null.
+    MissingField,
+    /// A field has the wrong JSON type.
+    WrongType,
+    /// A timestamp field does not parse.
+    BadTimestamp,
+    /// Older than a metric's lateness allows.
+    Late,
+}
+
+impl Reason {
+    /// Every reason, for metrics and summaries.
+    pub const ALL: [Reason; 8] = [
+        Reason::Oversized,
+        Reason::InvalidUtf8,
+        Reason::MalformedJson,
+        Reason::NotAnObject,
+        Reason::MissingField,
+        Reason::WrongType,
+        Reason::BadTimestamp,
+        Reason::Late,
+    ];
+
+    /// Snake-case name, as in metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Oversized => "oversized",
+            Reason::InvalidUtf8 => "invalid_utf8",
+            Reason::MalformedJson => "malformed_json",
+            Reason::NotAnObject => "not_an_object",
+            Reason::MissingField => "missing_field",
+            Reason::WrongType => "wrong_type",
+            Reason::BadTimestamp => "bad_timestamp",
+            Reason::Late => "late",
+        }
+    }
+}
+
+/// A rejected message's reason with a human-readable detail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// Why.
+    pub reason: Reason,
+    /// What exactly, e.g. "field `latency_ms`: expected int, found string".
+    pub detail: String,
+}
+
+/// Decodes messages of one source.
+#[derive(Debug)]
+pub struct Decoder {
+    root: Vec<(Box<str>, Node)>,
+    field_count: usize,
+    /// Used, non-nullable fields: must be present.
+    required: Vec<usize>,
+    paths: Vec<String>,
+    /// Whether a metric reads the field; others are only type-checked.
+    is_kept: Vec<bool>,
+    types: Vec<Scalar>,
+    max_bytes: usize,
+}
+
+#[derive(Debug)]
+enum Node {
+    Leaf(usize),
+    Record(Vec<(Box<str>, Node)>),
+}
+
+impl Decoder {
+    /// A decoder for the used fields of `source`; messages over `max_bytes` are rejected.
+    pub fn new(source: &SourcePlan, max_bytes: usize) -> Self {
+        let mut root = Vec::new();
+        for (index, field) in source.fields.iter().enumerate() {
+            insert(&mut root, &field.path, index);
+        }
+        let required = source.fields.iter().enumerate().filter(|(_, f)| !f.ty.nullable).map(|(i, _)| i).collect();
+        Decoder {
+            root,
+            field_count: source.fields.len(),
+            required,
+            paths: source.fields.iter().map(|f: &FieldPlan| f.path.join(".")).collect(),
+            is_kept: source.fields.iter().map(|f| f.is_used).collect(),
+            types: source.fields.iter().map(|f| f.ty.scalar).collect(),
+            max_bytes,
+        }
+    }
+
+    /// Decodes `bytes` into one value per source field (null where unused or absent).
+    pub fn decode<'a>(&self, bytes: &'a [u8]) -> Result<Vec<Val<'a>>, Rejection> {
+        if bytes.len() > self.max_bytes {
+            return Err(Rejection {
+                reason: Reason::Oversized,
+                detail: format!("{} bytes; the limit is {}", bytes.len(), self.max_bytes),
+            });
+        }
+        let text = std::str::from_utf8(bytes).map_err(|e| Rejection {
+            reason: Reason::InvalidUtf8,
+            detail: format!("invalid UTF-8 at byte {}", e.valid_up_to()),
+        })?;
+        let mut row = vec![Val::Null; self.field_count];
+        let problem = RefCell::new(None);
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        let seed = ObjectSeed { decoder: self, nodes: &self.root, row: &mut row, problem: &problem, is_root: true };
+        let result = seed.deserialize(&mut deserializer).and_then(|()| deserializer.end());
+        if let Err(error) = result {
+            return Err(problem
+                .into_inner()
+                .unwrap_or_else(|| Rejection { reason: Reason::MalformedJson, detail: error.to_string() }));
+        }
+        for &index in &self.required {
+            if matches!(row[index], Val::Null) {
+                return Err(Rejection {
+                    reason: Reason::MissingField,
+                    detail: format!("field `{}` is missing or null", self.paths[index]),
+                });
+            }
+        }
+        Ok(row)
+    }
+}
+
+fn insert(nodes: &mut Vec<(Box<str>, Node)>, path: &[String], index: usize) {
+    let Some((head, rest)) = path.split_first() else { return };
+    if rest.is_empty() {
+        nodes.push((head.as_str().into(), Node::Leaf(index)));
+        return;
+    }
+    let position = nodes.iter().position(|(k, n)| k.as_ref() == head && matches!(n, Node::Record(_)));
+    let position = position.unwrap_or_else(|| {
+        nodes.push((head.as_str().into(), Node::Record(Vec::new())));
+        nodes.len() - 1
+    });
+    if let Node::Record(children) = &mut nodes[position].1 {
+        insert(children, rest, index);
+    }
+}
+
+struct ObjectSeed<'d, 'r, 'a> {
+    decoder: &'d Decoder,
+    nodes: &'d [(Box<str>, Node)],
+    row: &'r mut Vec<Val<'a>>,
+    problem: &'r RefCell<Option<Rejection>>,
+    is_root: bool,
+}
+
+impl<'de: 'a, 'a> DeserializeSeed<'de> for ObjectSeed<'_, '_, 'a> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de: 'a, 'a> Visitor<'de> for ObjectSeed<'_, '_, 'a> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object")
+    }
+
+    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<(), M::Error> {
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            match self.nodes.iter().find(|(k, _)| k.as_ref() == key.as_ref()) {
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+                Some((_, Node::Leaf(index))) => {
+                    let seed = LeafSeed { decoder: self.decoder, index: *index, problem: self.problem };
+                    let value = map.next_value_seed(seed)?;
+                    // Unread fields must still be present; a placeholder keeps the presence check honest.
+                    self.row[*index] = if self.decoder.is_kept[*index] || matches!(value, Val::Null) {
+                        value
+                    } else {
+                        Val::Bool(true)
+                    };
+                }
+                Some((_, Node::Record(children))) => {
+                    let seed = ObjectSeed {
+                        decoder: self.decoder,
+                        nodes: children,
+                        row: &mut *self.row,
+                        problem: self.problem,
+                        is_root: false,
+                    };
+                    map.next_value_seed(NullableObject(seed))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.reject_shape("null")
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        self.reject_shape("a boolean")
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        self.reject_shape("a number")
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        self.reject_shape("a number")
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        self.reject_shape("a number")
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        self.reject_shape("a string")
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+        self.reject_shape("an array")
+    }
+}
+
+impl ObjectSeed<'_, '_, '_> {
+    fn reject_shape<E: de::Error>(self, found: &str) -> Result<(), E> {
+        let rejection = if self.is_root {
+            Rejection { reason: Reason::NotAnObject, detail: format!("the message is {found}, not a JSON object") }
+        } else {
+            Rejection { reason: Reason::WrongType, detail: format!("a record field is {found}, not an object") }
+        };
+        *self.problem.borrow_mut() = Some(rejection);
+        Err(E::custom("rejected"))
+    }
+}
+
+/// A nested record that may be null (its fields then stay null).
+struct NullableObject<'d, 'r, 'a>(ObjectSeed<'d, 'r, 'a>);
+
+impl<'de: 'a, 'a> DeserializeSeed<'de> for NullableObject<'_, '_, 'a> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de: 'a, 'a> Visitor<'de> for NullableObject<'_, '_, 'a> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object or null")
+    }
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        self.0.deserialize(d)
+    }
+}
+
+struct LeafSeed<'d, 'r> {
+    decoder: &'d Decoder,
+    index: usize,
+    problem: &'r RefCell<Option<Rejection>>,
+}
+
+impl<'de> DeserializeSeed<'de> for LeafSeed<'_, '_> {
+    type Value = Val<'de>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Val<'de>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl LeafSeed<'_, '_> {
+    fn wrong<E: de::Error>(&self, found: &str) -> E {
+        let expected = self.decoder.types[self.index].name();
+        *self.problem.borrow_mut() = Some(Rejection {
+            reason: Reason::WrongType,
+            detail: format!("field `{}`: expected {expected}, found {found}", self.decoder.paths[self.index]),
+        });
+        E::custom("rejected")
+    }
+
+    fn string<'v, E: de::Error>(&self, s: Cow<'v, str>) -> Result<Val<'v>, E> {
+        match self.decoder.types[self.index] {
+            Scalar::String => Ok(Val::Str(s)),
+            Scalar::Timestamp => match parse_timestamp(&s) {
+                Some(ms) => Ok(Val::Ts(ms)),
+                None => {
+                    let shown: String = s.chars().take(40).collect();
+                    *self.problem.borrow_mut() = Some(Rejection {
+                        reason: Reason::BadTimestamp,
+                        detail: format!(
+                            "field `{}`: `{shown}` is not an RFC 3339 timestamp",
+                            self.decoder.paths[self.index]
+                        ),
+                    });
+                    Err(E::custom("rejected"))
+                }
+            },
+            _ => Err(self.wrong("a string")),
+        }
+    }
+}
+
+impl<'de> Visitor<'de> for LeafSeed<'_, '_> {
+    type Value = Val<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a scalar")
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Val<'de>, E> {
+        Ok(Val::Null)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Val<'de>, E> {
+        Ok(Val::Null)
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Val<'de>, E> {
+        match self.decoder.types[self.index] {
+            Scalar::Bool => Ok(Val::Bool(v)),
+            _ => Err(self.wrong("a boolean")),
+        }
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Val<'de>, E> {
+        match self.decoder.types[self.index] {
+            Scalar::Int => Ok(Val::Int(v)),
+            Scalar::Float => Ok(Val::Float(v as f64)),
+            _ => Err(self.wrong("a number")),
+        }
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Val<'de>, E> {
+        match (self.decoder.types[self.index], i64::try_from(v)) {
+            (Scalar::Int, Ok(i)) => Ok(Val::Int(i)),
+            (Scalar::Float, _) => Ok(Val::Float(v as f64)),
+            (Scalar::Int, Err(_)) => Err(self.wrong("an integer too large for int")),
+            _ => Err(self.wrong("a number")),
+        }
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Val<'de>, E> {
+        match self.decoder.types[self.index] {
+            Scalar::Float => Ok(Val::Float(v)),
+            _ => Err(self.wrong("a fractional number")),
+        }
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Val<'de>, E> {
+        self.string(Cow::Borrowed(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Val<'de>, E> {
+        self.string(Cow::Owned(v.to_string()))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Val<'de>, E> {
+        self.string(Cow::Owned(v))
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<Val<'de>, A::Error> {
+        Err(self.wrong("an array"))
+    }
+    fn visit_map<M: MapAccess<'de>>(self, _: M) -> Result<Val<'de>, M::Error> {
+        Err(self.wrong("an object"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decoder() -> Decoder {
+        let compiled = dsl::compile_str(
+            "t.stream",
+            "version 1\nsource s from kafka \"t\" format json {\n ts: timestamp event_time, name: string, n: int?, x: float?, meta: { region: string? }?, unused: string }\nmetric m from s group by name, meta.region compute count() as c, sum(n) as total, avg(x) as ax window 1m",
+        );
+        assert!(compiled.plan.is_some(), "{}", compiled.render_diagnostics());
+        let plan = compiled.plan.expect("checked above");
+        Decoder::new(&plan.sources[0], 1024)
+    }
+
+    fn reason(bytes: &[u8]) -> Reason {
+        decoder().decode(bytes).expect_err("should be rejected").reason
+    }
+
+    #[test]
+    fn decodes_used_fields_and_borrows() {
+        let d = decoder();
+        let row = d
+            .decode(br#"{"ts":"2024-06-03T00:00:00Z","name":"a\"b","n":3,"x":1,"meta":{"region":"eu"},"unused":"u","extra":[1,{"a":2}]}"#)
+            .unwrap();
+        assert_eq!(row[0], Val::Ts(1_717_372_800_000));
+        assert_eq!(row[1], Val::Str("a\"b".into()));
+        assert_eq!(row[2], Val::Int(3));
+        assert_eq!(row[3], Val::Float(1.0));
+        assert_eq!(row[4], Val::Str("eu".into()));
+        assert_eq!(row[5], Val::Bool(true), "unused fields are checked, not kept");
+        let row = d.decode(br#"{"ts":"2024-06-03T00:00:00Z","name":"plain","meta":null,"unused":"u"}"#).unwrap();
+        assert!(matches!(&row[1], Val::Str(Cow::Borrowed("plain"))));
+        assert_eq!(row[4], Val::Null);
+    }
+
+    #[test]
+    fn every_kind_of_bad_input_has_a_reason() {
+        assert_eq!(reason(b"\xff\xfe{}"), Reason::InvalidUtf8);
+        assert_eq!(reason(br#"{"ts":"2024-06-03T00:00:00Z","name":"#), Reason::MalformedJson);
+        assert_eq!(reason(b""), Reason::MalformedJson);
+        assert_eq!(reason(b"[]"), Reason::NotAnObject);
+        assert_eq!(reason(b"null"), Reason::NotAnObject);
+        assert_eq!(reason(br#"{"name":"a"}"#), Reason::MissingField);
+        assert_eq!(reason(br#"{"ts":"2024-06-03T00:00:00Z","name":{"a":1},"unused":"u"}"#), Reason::WrongType);
+        assert_eq!(reason(br#"{"ts":"2024-06-03T00:00:00Z","name":"a","n":"812ms","unused":"u"}"#), Reason::WrongType);
+        assert_eq!(reason(br#"{"ts":1717372800,"name":"a"}"#), Reason::WrongType);
+        assert_eq!(reason(br#"{"ts":"yesterday","name":"a"}"#), Reason::BadTimestamp);
+        assert_eq!(reason(br#"{"ts":"2024-06-03T00:00:00Z","name":"a","meta":5,"unused":"u"}"#), Reason::WrongType);
+        assert_eq!(
+            reason(br#"{"ts":"2024-06-03T00:00:00Z","name":"a"}"#),
+            Reason::MissingField,
+            "unused but declared non-null"
+        );
+        assert_eq!(
+            reason(br#"{"ts":"2024-06-03T00:00:00Z","name":"a","unused":7}"#),
+            Reason::WrongType,
+            "unused fields are type-checked"
+        );
+        assert_eq!(reason(br#"{"ts":"2024-06-03T00:00:00Z","name":"a"} trailing"#), Reason::MalformedJson);
+        assert_eq!(reason(&[b' '; 2000]), Reason::Oversized);
+        let detail =
+            decoder().decode(br#"{"ts":"2024-06-03T00:00:00Z","name":"a","n":1.5,"unused":"u"}"#).unwrap_err().detail;
+        assert_eq!(detail, "field `n`: expected int, found a fractional number");
+    }
+}

@@ -1,0 +1,477 @@
+//! Evaluating plan expressions over one event, and running classifiers.
+
+use crate::value::{day_of_week, format_timestamp, Val};
+use dsl::ast::BinaryOp;
+use dsl::plan::{ClassOutput, Classification, ClassifierPlan, Expr, Function, Meta, Value};
+use regex::{Regex, RegexSet, SetMatches};
+use std::borrow::Cow;
+use std::cell::Cell;
+
+/// Kafka metadata of the message being evaluated.
+#[derive(Debug, Clone, Copy)]
+pub struct MessageMeta<'a> {
+    /// Topic.
+    pub topic: &'a str,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Message key.
+    pub key: Option<&'a [u8]>,
+    /// Kafka timestamp, ms.
+    pub timestamp_ms: Option<i64>,
+    /// Headers.
+    pub headers: &'a [(&'a str, &'a [u8])],
+}
+
+/// A classifier ready to run: its plan and one compiled set per matcher.
+#[derive(Debug)]
+pub struct ClassifierRuntime {
+    /// The plan.
+    pub plan: ClassifierPlan,
+    sets: Vec<RegexSet>,
+}
+
+impl ClassifierRuntime {
+    /// Compiles the matchers of `plan`.
+    ///
+    /// # Errors
+    /// If a pattern set does not compile (too large for the regex engine).
+    pub fn new(plan: ClassifierPlan) -> Result<Self, regex::Error> {
+        let sets = plan
+            .matchers
+            .iter()
+            .map(|m| regex::RegexSetBuilder::new(&m.patterns).size_limit(64 << 20).build())
+            .collect::<Result<_, _>>()?;
+        Ok(ClassifierRuntime { plan, sets })
+    }
+
+    /// The index of the first rule that matches `params`, or `None` for the default.
+    pub fn classify(&self, params: &[Val<'_>], regexes: &RegexCache) -> Option<usize> {
+        let matches: Vec<Option<SetMatches>> = self
+            .plan
+            .matchers
+            .iter()
+            .zip(&self.sets)
+            .map(|(m, set)| match &params[m.param] {
+                Val::Str(s) => Some(set.matches(s)),
+                _ => None,
+            })
+            .collect();
+        let scope = Scope::Classifier { params, matches: &matches };
+        self.plan.rules.iter().position(|rule| eval(&rule.condition, &scope, regexes).is_true())
+    }
+}
+
+/// Compiled standalone regexes (those not folded into a matcher), by pattern.
+#[derive(Debug, Default)]
+pub struct RegexCache {
+    regexes: Vec<(String, Regex)>,
+}
+
+impl RegexCache {
+    /// Compiles every standalone regex in `exprs`.
+    ///
+    /// # Errors
+    /// If a pattern does not compile.
+    pub fn add_all<'e>(&mut self, exprs: impl IntoIterator<Item = &'e Expr>) -> Result<(), regex::Error> {
+        for expr in exprs {
+            let mut result = Ok(());
+            expr.walk(&mut |e| {
+                if let Expr::Regex { pattern, .. } = e {
+                    if result.is_ok() && !self.regexes.iter().any(|(p, _)| p == pattern) {
+                        match Regex::new(pattern) {
+                            Ok(r) => self.regexes.push((pattern.clone(), r)),
+                            Err(error) => result = Err(error),
+                        }
+                    }
+                }
+            });
+            result?;
+        }
+        Ok(())
+    }
+
+    fn get(&self, pattern: &str) -> Option<&Regex> {
+        self.regexes.iter().find(|(p, _)| p == pattern).map(|(_, r)| r)
+    }
+}
+
+/// Everything an expression over one event can see. Classifications are
+/// computed on first use and cached for the rest of the event.
+pub struct EventCtx<'s, 'a> {
+    /// Decoded fields.
+    pub row: &'s [Val<'a>],
+    /// Message metadata.
+    pub meta: &'s MessageMeta<'s>,
+    /// The source's classifier invocations.
+    pub classifications: &'s [Classification],
+    /// All classifiers of the plan.
+    pub classifiers: &'s [ClassifierRuntime],
+    /// Per classification: matching rule + 1, 0 for the default; `None` until computed.
+    pub cache: Vec<Cell<Option<u32>>>,
+}
+
+impl<'s> EventCtx<'s, '_> {
+    fn outcome(&'s self, index: usize, output: ClassOutput, regexes: &'s RegexCache) -> Val<'s> {
+        let cell = &self.cache[index];
+        let rule = match cell.get() {
+            Some(rule) => rule,
+            None => {
+                let call = &self.classifications[index];
+                let scope = Scope::Event(self);
+                let params: Vec<Val<'_>> = call.args.iter().map(|a| eval(a, &scope, regexes)).collect();
+                let classifier = &self.classifiers[call.classifier];
+                let rule = classifier.classify(&params, regexes).map_or(0, |r| r as u32 + 1);
+                cell.set(Some(rule));
+                rule
+            }
+        };
+        let plan = &self.classifiers[self.classifications[index].classifier].plan;
+        let outcome = match rule {
+            0 => &plan.default,
+            r => &plan.rules[r as usize - 1].outcome,
+        };
+        match output {
+            ClassOutput::Category => Val::Str(Cow::Borrowed(&outcome.category)),
+            ClassOutput::Reason => Val::Str(Cow::Borrowed(&outcome.reason)),
+            ClassOutput::Kind => Val::Str(Cow::Borrowed(outcome.kind.name())),
+            ClassOutput::Hint => outcome.hint.as_deref().map_or(Val::Null, |h| Val::Str(Cow::Borrowed(h))),
+            ClassOutput::Rule => Val::Int(i64::from(rule)),
+        }
+    }
+}
+
+/// What names in an expression refer to.
+pub enum Scope<'s, 'a> {
+    /// A source event.
+    Event(&'s EventCtx<'s, 'a>),
+    /// A classifier's parameters.
+    Classifier {
+        /// Parameter values.
+        params: &'s [Val<'a>],
+        /// Matcher results per matcher; `None` when the parameter was not a string.
+        matches: &'s [Option<SetMatches>],
+    },
+    /// Finished columns of a metric row.
+    Columns {
+        /// Column values by name.
+        lookup: &'s dyn Fn(&str) -> Val<'s>,
+    },
+}
+
+/// Evaluates `expr`. Never fails: type errors were ruled out by the checker,
+/// and runtime problems (overflow, division by zero) produce null.
+pub fn eval<'s>(expr: &'s Expr, scope: &Scope<'s, '_>, regexes: &'s RegexCache) -> Val<'s> {
+    match expr {
+        Expr::Literal(v) => literal(v),
+        Expr::Field(i) => match scope {
+            Scope::Event(ctx) => borrow(&ctx.row[*i]),
+            _ => Val::Null,
+        },
+        Expr::Meta(m) => match scope {
+            Scope::Event(EventCtx { meta, .. }) => match m {
+                Meta::Topic => Val::Str(Cow::Borrowed(meta.topic)),
+                Meta::Partition => Val::Int(i64::from(meta.partition)),
+                Meta::Offset => Val::Int(meta.offset),
+                Meta::Key => meta.key.map_or(Val::Null, |k| Val::Str(String::from_utf8_lossy(k))),
+                Meta::Timestamp => meta.timestamp_ms.map_or(Val::Null, Val::Ts),
+            },
+            _ => Val::Null,
+        },
+        Expr::Param(i) => match scope {
+            Scope::Classifier { params, .. } => borrow(&params[*i]),
+            _ => Val::Null,
+        },
+        Expr::Classify { classification, output } => match scope {
+            Scope::Event(ctx) => ctx.outcome(*classification, *output, regexes),
+            _ => Val::Null,
+        },
+        Expr::MatcherHit { matcher, pattern } => match scope {
+            // Like a regex test of null, a test of a null parameter is null.
+            Scope::Classifier { matches, .. } => match matches.get(*matcher).and_then(Option::as_ref) {
+                Some(m) => Val::Bool(m.matched(*pattern)),
+                None => Val::Null,
+            },
+            _ => Val::Null,
+        },
+        Expr::Column(name) => match scope {
+            Scope::Columns { lookup } => lookup(name),
+            _ => Val::Null,
+        },
+        Expr::Not(e) => match eval(e, scope, regexes) {
+            Val::Bool(b) => Val::Bool(!b),
+            _ => Val::Null,
+        },
+        Expr::Neg(e) => match eval(e, scope, regexes) {
+            Val::Int(i) => i.checked_neg().map_or(Val::Null, Val::Int),
+            Val::Float(f) => Val::Float(-f),
+            Val::Dur(d) => Val::Dur(-d),
+            _ => Val::Null,
+        },
+        Expr::Binary { op, lhs, rhs } => binary(*op, lhs, rhs, scope, regexes),
+        Expr::Regex { arg, pattern } => match eval(arg, scope, regexes) {
+            Val::Str(s) => Val::Bool(regexes.get(pattern).is_some_and(|r| r.is_match(&s))),
+            _ => Val::Null,
+        },
+        Expr::In { arg, list } => {
+            let value = eval(arg, scope, regexes);
+            Val::Bool(list.iter().any(|item| equal(&value, &eval(item, scope, regexes))))
+        }
+        Expr::Case { arms, otherwise } => {
+            for (condition, value) in arms {
+                if eval(condition, scope, regexes).is_true() {
+                    return eval(value, scope, regexes);
+                }
+            }
+            otherwise.as_ref().map_or(Val::Null, |o| eval(o, scope, regexes))
+        }
+        Expr::Call { function, args } => call(*function, args, scope, regexes),
+    }
+}
+
+fn literal(v: &Value) -> Val<'_> {
+    match v {
+        Value::Null => Val::Null,
+        Value::Bool(b) => Val::Bool(*b),
+        Value::Int(i) => Val::Int(*i),
+        Value::Float(f) => Val::Float(*f),
+        Value::String(s) => Val::Str(Cow::Borrowed(s)),
+        Value::Duration(d) => Val::Dur(i64::try_from(*d).unwrap_or(i64::MAX)),
+    }
+}
+
+fn borrow<'s>(v: &'s Val<'_>) -> Val<'s> {
+    match v {
+        Val::Str(s) => Val::Str(Cow::Borrowed(s.as_ref())),
+        Val::Null => Val::Null,
+        Val::Bool(b) => Val::Bool(*b),
+        Val::Int(i) => Val::Int(*i),
+        Val::Float(f) => Val::Float(*f),
+        Val::Ts(t) => Val::Ts(*t),
+        Val::Dur(d) => Val::Dur(*d),
+    }
+}
+
+/// Null-safe equality; ints and floats compare numerically.
+pub fn equal(a: &Val<'_>, b: &Val<'_>) -> bool {
+    match (a, b) {
+        (Val::Null, Val::Null) => true,
+        (Val::Int(x), Val::Float(y)) | (Val::Float(y), Val::Int(x)) => (*x as f64) == *y,
+        (Val::Dur(x), Val::Int(y)) | (Val::Int(y), Val::Dur(x)) => x == y,
+        _ => a == b,
+    }
+}
+
+fn order(a: &Val<'_>, b: &Val<'_>) -> Option<std::cmp::Ordering> {
+    match (a, b) {
+        (Val::Str(x), Val::Str(y)) => Some(x.cmp(y)),
+        (Val::Ts(x), Val::Ts(y)) | (Val::Dur(x), Val::Dur(y)) | (Val::Int(x), Val::Int(y)) => Some(x.cmp(y)),
+        _ => a.as_f64().zip(b.as_f64()).and_then(|(x, y)| x.partial_cmp(&y)),
+    }
+}
+
+fn binary<'s>(op: BinaryOp, lhs: &'s Expr, rhs: &'s Expr, scope: &Scope<'s, '_>, regexes: &'s RegexCache) -> Val<'s> {
+    // `and` / `or` short-circuit with three-valued logic.
+    match op {
+        BinaryOp::And => {
+            return match eval(lhs, scope, regexes) {
+                Val::Bool(false) => Val::Bool(false),
+                l => match (l, eval(rhs, scope, regexes)) {
+                    (_, Val::Bool(false)) => Val::Bool(false),
+                    (Val::Bool(true), Val::Bool(true)) => Val::Bool(true),
+                    _ => Val::Null,
+                },
+            }
+        }
+        BinaryOp::Or => {
+            return match eval(lhs, scope, regexes) {
+                Val::Bool(true) => Val::Bool(true),
+                l => match (l, eval(rhs, scope, regexes)) {
+                    (_, Val::Bool(true)) => Val::Bool(true),
+                    (Val::Bool(false), Val::Bool(false)) => Val::Bool(false),
+                    _ => Val::Null,
+                },
+            }
+        }
+        _ => {}
+    }
+    let (l, r) = (eval(lhs, scope, regexes), eval(rhs, scope, regexes));
+    match op {
+        BinaryOp::Eq => return Val::Bool(equal(&l, &r)),
+        BinaryOp::Ne => return Val::Bool(!equal(&l, &r)),
+        _ => {}
+    }
+    if matches!(l, Val::Null) || matches!(r, Val::Null) {
+        return Val::Null;
+    }
+    match op {
+        BinaryOp::Lt => order(&l, &r).map_or(Val::Null, |o| Val::Bool(o.is_lt())),
+        BinaryOp::Le => order(&l, &r).map_or(Val::Null, |o| Val::Bool(o.is_le())),
+        BinaryOp::Gt => order(&l, &r).map_or(Val::Null, |o| Val::Bool(o.is_gt())),
+        BinaryOp::Ge => order(&l, &r).map_or(Val::Null, |o| Val::Bool(o.is_ge())),
+        BinaryOp::Div => match (l.as_f64(), r.as_f64()) {
+            (Some(_), Some(0.0)) => Val::Null,
+            (Some(x), Some(y)) => Val::Float(x / y),
+            _ => Val::Null,
+        },
+        _ => arithmetic(op, &l, &r),
+    }
+}
+
+fn arithmetic<'s>(op: BinaryOp, l: &Val<'_>, r: &Val<'_>) -> Val<'s> {
+    let int = |f: fn(i64, i64) -> Option<i64>, x: i64, y: i64| f(x, y).map_or(Val::Null, Val::Int);
+    match (op, l, r) {
+        (BinaryOp::Add, Val::Int(x), Val::Int(y)) => int(i64::checked_add, *x, *y),
+        (BinaryOp::Sub, Val::Int(x), Val::Int(y)) => int(i64::checked_sub, *x, *y),
+        (BinaryOp::Mul, Val::Int(x), Val::Int(y)) => int(i64::checked_mul, *x, *y),
+        (BinaryOp::Rem, Val::Int(x), Val::Int(y)) => int(i64::checked_rem, *x, *y),
+        (BinaryOp::Add, Val::Ts(t), Val::Dur(d)) => t.checked_add(*d).map_or(Val::Null, Val::Ts),
+        (BinaryOp::Sub, Val::Ts(t), Val::Dur(d)) => t.checked_sub(*d).map_or(Val::Null, Val::Ts),
+        (BinaryOp::Sub, Val::Ts(a), Val::Ts(b)) => a.checked_sub(*b).map_or(Val::Null, Val::Dur),
+        (BinaryOp::Add, Val::Dur(a), Val::Dur(b)) => a.checked_add(*b).map_or(Val::Null, Val::Dur),
+        (BinaryOp::Sub, Val::Dur(a), Val::Dur(b)) => a.checked_sub(*b).map_or(Val::Null, Val::Dur),
+        _ => match (l.as_f64(), r.as_f64()) {
+            (Some(x), Some(y)) => match op {
+                BinaryOp::Add => Val::Float(x + y),
+                BinaryOp::Sub => Val::Float(x - y),
+                BinaryOp::Mul => Val::Float(x * y),
+                BinaryOp::Rem if y != 0.0 => Val::Float(x % y),
+                _ => Val::Null,
+            },
+            _ => Val::Null,
+        },
+    }
+}
+
+fn call<'s>(function: Function, args: &'s [Expr], scope: &Scope<'s, '_>, regexes: &'s RegexCache) -> Val<'s> {
+    // Functions with their own null handling first.
+    match function {
+        Function::Coalesce => {
+            return args.iter().map(|a| eval(a, scope, regexes)).find(|v| !matches!(v, Val::Null)).unwrap_or(Val::Null)
+        }
+        Function::If => {
+            let condition = eval(&args[0], scope, regexes).is_true();
+            return eval(&args[if condition { 1 } else { 2 }], scope, regexes);
+        }
+        Function::Header => {
+            let (Scope::Event(EventCtx { meta, .. }), Some(Expr::Literal(Value::String(name)))) = (scope, args.first())
+            else {
+                return Val::Null;
+            };
+            return meta
+                .headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map_or(Val::Null, |(_, v)| Val::Str(Cow::Owned(String::from_utf8_lossy(v).into_owned())));
+        }
+        _ => {}
+    }
+    let values: Vec<Val<'s>> = args.iter().map(|a| eval(a, scope, regexes)).collect();
+    if values.iter().any(|v| matches!(v, Val::Null)) {
+        return Val::Null;
+    }
+    let text = |i: usize| match &values[i] {
+        Val::Str(s) => s.as_ref(),
+        _ => "",
+    };
+    let owned = |s: String| Val::Str(Cow::Owned(s));
+    match function {
+        Function::Lower => owned(text(0).to_lowercase()),
+        Function::Upper => owned(text(0).to_uppercase()),
+        Function::Trim => match &values[0] {
+            Val::Str(Cow::Borrowed(s)) => Val::Str(Cow::Borrowed(s.trim())),
+            _ => owned(text(0).trim().to_string()),
+        },
+        Function::Length => Val::Int(text(0).chars().count() as i64),
+        Function::SplitPart => {
+            let n = match values[2] {
+                Val::Int(n) => n,
+                _ => return Val::Null,
+            };
+            let sep = text(1);
+            let part =
+                if n >= 1 && !sep.is_empty() { text(0).split(sep).nth((n - 1) as usize).unwrap_or("") } else { "" };
+            owned(part.to_string())
+        }
+        Function::DomainOfEmail => match text(0).rsplit_once('@') {
+            Some((_, domain)) if !domain.is_empty() => owned(domain.trim_end_matches('>').to_lowercase()),
+            _ => Val::Null,
+        },
+        Function::StartsWith => Val::Bool(text(0).starts_with(text(1))),
+        Function::EndsWith => Val::Bool(text(0).ends_with(text(1))),
+        Function::Contains => Val::Bool(text(0).contains(text(1))),
+        Function::Concat => owned((0..values.len()).map(text).collect()),
+        Function::Abs => match values[0] {
+            Val::Int(i) => i.checked_abs().map_or(Val::Null, Val::Int),
+            Val::Float(f) => Val::Float(f.abs()),
+            _ => Val::Null,
+        },
+        Function::Round | Function::Floor | Function::Ceil => match values[0] {
+            Val::Int(i) => Val::Int(i),
+            Val::Float(f) => {
+                let r = match function {
+                    Function::Round => f.round(),
+                    Function::Floor => f.floor(),
+                    _ => f.ceil(),
+                };
+                if r.is_finite() && r.abs() < 9.2e18 {
+                    Val::Int(r as i64)
+                } else {
+                    Val::Null
+                }
+            }
+            _ => Val::Null,
+        },
+        Function::Least | Function::Greatest => {
+            let is_greatest = function == Function::Greatest;
+            let mut best = values[0].clone();
+            for v in &values[1..] {
+                let better = order(v, &best).is_some_and(|o| if is_greatest { o.is_gt() } else { o.is_lt() });
+                if better {
+                    best = v.clone();
+                }
+            }
+            if values.iter().any(|v| matches!(v, Val::Float(_))) {
+                best.as_f64().map_or(Val::Null, Val::Float)
+            } else {
+                best
+            }
+        }
+        Function::ToString => owned(match &values[0] {
+            Val::Str(s) => s.to_string(),
+            Val::Bool(b) => b.to_string(),
+            Val::Int(i) | Val::Dur(i) => i.to_string(),
+            Val::Float(f) => f.to_string(),
+            Val::Ts(t) => format_timestamp(*t),
+            Val::Null => String::new(),
+        }),
+        Function::ToInt => match &values[0] {
+            Val::Int(i) => Val::Int(*i),
+            Val::Float(f) if f.is_finite() && f.abs() < 9.2e18 => Val::Int(f.trunc() as i64),
+            Val::Bool(b) => Val::Int(i64::from(*b)),
+            Val::Str(s) => s.trim().parse().map_or(Val::Null, Val::Int),
+            _ => Val::Null,
+        },
+        Function::ToFloat => match &values[0] {
+            Val::Int(i) => Val::Float(*i as f64),
+            Val::Float(f) => Val::Float(*f),
+            Val::Bool(b) => Val::Float(f64::from(u8::from(*b))),
+            Val::Str(s) => s.trim().parse::<f64>().ok().filter(|f| f.is_finite()).map_or(Val::Null, Val::Float),
+            _ => Val::Null,
+        },
+        Function::TimeBucket => match (&values[0], &values[1]) {
+            (Val::Ts(t), Val::Dur(d)) if *d > 0 => Val::Ts(t.div_euclid(*d) * d),
+            _ => Val::Null,
+        },
+        Function::Hour => match values[0] {
+            Val::Ts(t) => Val::Int(t.rem_euclid(86_400_000) / 3_600_000),
+            _ => Val::Null,
+        },
+        Function::DayOfWeek => match values[0] {
+            Val::Ts(t) => Val::Int(day_of_week(t)),
+            _ => Val::Null,
+        },
+        Function::Coalesce | Function::If | Function::Header => unreachable!("handled above"),
+    }
+}

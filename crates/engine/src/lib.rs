@@ -1,0 +1,108 @@
+//! The engine: runs a compiled [`dsl::Plan`] over raw messages.
+//!
+//! Pure and deterministic: no I/O, no threads, no clock of its own (the
+//! caller passes processing time). Given the same messages in the same
+//! per-partition order it emits the same rows, which is what makes replay
+//! after a crash safe.
+//!
+//! One pass per message serves every metric: the JSON is decoded once into
+//! the fields the plan needs, each classification runs at most once (one
+//! `RegexSet` per text parameter), then each metric filters, keys and
+//! aggregates into its event-time window. Closed windows become [`Row`]s
+//! with mergeable aggregate states; coarser tiers are merged from closed
+//! windows. See [`partition`] for the exactly-once replay protocol.
+
+#![deny(missing_docs)]
+#![deny(clippy::unwrap_used)]
+
+pub mod aggregate;
+pub mod decode;
+pub mod eval;
+pub mod partition;
+pub mod value;
+pub mod window;
+
+pub use decode::Reason;
+pub use eval::MessageMeta;
+pub use partition::{Checkpoint, DeadLetter, Message, Output, Partition, PartitionStats, Row};
+pub use value::KeyVal;
+
+use decode::Decoder;
+use dsl::Plan;
+use eval::{ClassifierRuntime, RegexCache};
+
+/// Errors building a runnable plan.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A classifier's pattern set is too large or invalid for the regex engine.
+    #[error("classifier `{classifier}`: its patterns do not compile")]
+    Matcher {
+        /// Classifier name.
+        classifier: String,
+        /// The regex error.
+        #[source]
+        source: regex::Error,
+    },
+    /// A standalone regex does not compile.
+    #[error("a regular expression does not compile")]
+    Regex(#[source] regex::Error),
+}
+
+/// Limits that are the runtime's business, not the pipeline's.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineConfig {
+    /// Messages larger than this are dead-lettered as oversized.
+    pub max_message_bytes: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig { max_message_bytes: 1 << 20 }
+    }
+}
+
+/// A plan with its decoders and matchers built, shared by all partitions.
+#[derive(Debug)]
+pub struct CompiledPlan {
+    /// The plan.
+    pub plan: Plan,
+    decoders: Vec<Decoder>,
+    classifiers: Vec<ClassifierRuntime>,
+    regexes: RegexCache,
+    metrics_by_source: Vec<Vec<usize>>,
+}
+
+impl CompiledPlan {
+    /// Builds decoders, matchers and regexes.
+    ///
+    /// # Errors
+    /// If a regex or pattern set does not compile (e.g. exceeds size limits).
+    pub fn new(plan: Plan, config: EngineConfig) -> Result<Self, Error> {
+        let decoders = plan.sources.iter().map(|s| Decoder::new(s, config.max_message_bytes)).collect();
+        let classifiers = plan
+            .classifiers
+            .iter()
+            .map(|c| {
+                ClassifierRuntime::new(c.clone())
+                    .map_err(|source| Error::Matcher { classifier: c.name.clone(), source })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut regexes = RegexCache::default();
+        let exprs = plan
+            .metrics
+            .iter()
+            .flat_map(|m| {
+                m.filter
+                    .iter()
+                    .chain(m.keys.iter().map(|k| &k.expr))
+                    .chain(m.aggregates.iter().filter_map(|a| a.arg.as_ref()))
+            })
+            .chain(plan.classifiers.iter().flat_map(|c| c.rules.iter().map(|r| &r.condition)))
+            .chain(plan.sources.iter().flat_map(|s| s.classifications.iter().flat_map(|c| c.args.iter())));
+        regexes.add_all(exprs).map_err(Error::Regex)?;
+        let metrics_by_source = (0..plan.sources.len())
+            .map(|s| plan.metrics.iter().enumerate().filter(|(_, m)| m.source == s).map(|(i, _)| i).collect())
+            .collect();
+        Ok(CompiledPlan { plan, decoders, classifiers, regexes, metrics_by_source })
+    }
+}

@@ -1,0 +1,455 @@
+//! One Kafka partition's state: open windows of every metric, the watermark,
+//! and the replay protocol that makes results exactly-once.
+//!
+//! The replay protocol, in short (see `ARCHITECTURE.md`):
+//! * closed base windows are emitted once; tier rows are emitted every time a
+//!   base window is merged into them, with `included_through` recording how
+//!   far they go, so tiers never hold back the replay point;
+//! * the replay point is the lowest offset of any event in an open base window;
+//! * a [`Checkpoint`] records the replay point, the next offset and the max
+//!   event time. After a restore, events below the checkpoint's next offset
+//!   whose window had already closed were fully handled before and are
+//!   skipped; the others rebuild the open windows exactly.
+
+use crate::aggregate::{AggState, Position};
+use crate::decode::{Reason, Rejection};
+use crate::eval::{eval, EventCtx, MessageMeta, Scope};
+use crate::value::{format_timestamp, KeyVal, Val};
+use crate::window::{MetricState, SeriesMap, Window};
+use crate::CompiledPlan;
+use serde::{Deserialize, Serialize};
+use std::cell::Cell;
+use std::sync::Arc;
+
+/// A message to process.
+#[derive(Debug, Clone, Copy)]
+pub struct Message<'a> {
+    /// The raw bytes.
+    pub payload: &'a [u8],
+    /// Where it came from.
+    pub meta: MessageMeta<'a>,
+}
+
+/// A finished or updated row for the store to upsert.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// Index into the plan's metrics.
+    pub metric: usize,
+    /// Tier index: 0 is the window itself.
+    pub tier: usize,
+    /// Start of the window, ms.
+    pub window_start: i64,
+    /// Source partition that wrote it.
+    pub partition: i32,
+    /// Group-by values.
+    pub keys: Box<[KeyVal]>,
+    /// Aggregate states, in plan order.
+    pub states: Vec<AggState>,
+    /// For tier rows: end of the latest base window merged in.
+    pub included_through: Option<i64>,
+}
+
+/// A message that could not be used, with the original bytes.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    /// Source partition.
+    pub partition: i32,
+    /// Source offset.
+    pub offset: i64,
+    /// Source topic.
+    pub topic: String,
+    /// Why.
+    pub reason: Reason,
+    /// What exactly.
+    pub detail: String,
+    /// The message as received.
+    pub payload: Vec<u8>,
+    /// The message key.
+    pub key: Option<Vec<u8>>,
+}
+
+/// What processing produced, for the caller to persist.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// Rows to upsert.
+    pub rows: Vec<Row>,
+    /// Rejected messages.
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+impl Output {
+    /// Whether there is nothing to persist.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty() && self.dead_letters.is_empty()
+    }
+}
+
+/// A partition's persisted progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Partition.
+    pub partition: i32,
+    /// First offset needed to rebuild the open windows: the offset to commit.
+    pub replay_offset: i64,
+    /// One past the last offset processed.
+    pub next_offset: i64,
+    /// Highest event time seen (advanced by idleness), ms.
+    pub max_event_time: Option<i64>,
+}
+
+/// Counters of one metric in one partition.
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct MetricStats {
+    /// Events that passed the metric's filter.
+    pub events: u64,
+    /// Events too late for the metric.
+    pub late: u64,
+    /// Events that went to the `__other__` series.
+    pub overflow: u64,
+    /// Base windows closed.
+    pub windows_closed: u64,
+    /// Rows emitted, all tiers.
+    pub rows: u64,
+}
+
+/// Counters of one partition.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct PartitionStats {
+    /// Messages seen, replayed ones included.
+    pub messages: u64,
+    /// Messages re-read during replay whose effects were already persisted.
+    pub replayed_skips: u64,
+    /// Dead letters by reason (index = position in [`Reason::ALL`]).
+    pub dead_letters: [u64; 8],
+    /// Per metric.
+    pub metrics: Vec<MetricStats>,
+}
+
+impl PartitionStats {
+    /// Dead letters for `reason`.
+    pub fn dead_letters_for(&self, reason: Reason) -> u64 {
+        Reason::ALL.iter().position(|r| *r == reason).map_or(0, |i| self.dead_letters[i])
+    }
+
+    fn count(&mut self, reason: Reason) {
+        if let Some(i) = Reason::ALL.iter().position(|r| *r == reason) {
+            self.dead_letters[i] += 1;
+        }
+    }
+}
+
+/// The state of one partition.
+pub struct Partition {
+    plan: Arc<CompiledPlan>,
+    partition: i32,
+    metrics: Vec<MetricState>,
+    max_event_time: Option<i64>,
+    next_offset: Option<i64>,
+    /// Messages below this offset were processed before the last restore.
+    replay_barrier: i64,
+    /// Until replay passes the barrier, the replay point cannot move past this.
+    replay_floor: Option<i64>,
+    /// Processing time of the last message, for idle advance.
+    last_message_at_ms: Option<i64>,
+    stats: PartitionStats,
+}
+
+impl Partition {
+    /// A fresh partition with no state.
+    pub fn new(plan: Arc<CompiledPlan>, partition: i32) -> Self {
+        let metrics = plan
+            .plan
+            .metrics
+            .iter()
+            .map(|m| MetricState {
+                windows: Default::default(),
+                tiers: (0..m.tiers.len()).map(|_| Default::default()).collect(),
+            })
+            .collect();
+        let stats =
+            PartitionStats { metrics: vec![MetricStats::default(); plan.plan.metrics.len()], ..Default::default() };
+        Partition {
+            plan,
+            partition,
+            metrics,
+            max_event_time: None,
+            next_offset: None,
+            replay_barrier: i64::MIN,
+            replay_floor: None,
+            last_message_at_ms: None,
+            stats,
+        }
+    }
+
+    /// A partition resuming from `checkpoint`, with the open tier rows read
+    /// back from the store. The caller then feeds messages from
+    /// `checkpoint.replay_offset` on.
+    pub fn restore(plan: Arc<CompiledPlan>, checkpoint: &Checkpoint, tier_rows: Vec<Row>) -> Self {
+        let mut p = Partition::new(plan, checkpoint.partition);
+        p.max_event_time = checkpoint.max_event_time;
+        p.next_offset = Some(checkpoint.next_offset);
+        p.replay_barrier = checkpoint.next_offset;
+        p.replay_floor = Some(checkpoint.replay_offset);
+        for row in tier_rows {
+            let Some(metric_plan) = p.plan.plan.metrics.get(row.metric) else { continue };
+            let Some(tier) = metric_plan.tiers.get(row.tier).filter(|_| row.tier > 0) else { continue };
+            let end = row.window_start + tier.width_ms as i64;
+            if end <= p.watermark(row.metric).unwrap_or(i64::MIN) {
+                continue; // Closed: nothing more will merge into it.
+            }
+            let window = p.metrics[row.metric].tiers[row.tier].entry(row.window_start).or_default();
+            window.series.restore(&row.keys, row.states, metric_plan);
+            window.included_through = window.included_through.max(row.included_through.unwrap_or(i64::MIN));
+        }
+        p
+    }
+
+    /// The partition number.
+    pub fn partition(&self) -> i32 {
+        self.partition
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &PartitionStats {
+        &self.stats
+    }
+
+    /// Highest event time seen, ms.
+    pub fn max_event_time(&self) -> Option<i64> {
+        self.max_event_time
+    }
+
+    /// The metric's watermark: max event time minus its lateness.
+    pub fn watermark(&self, metric: usize) -> Option<i64> {
+        let lateness = self.plan.plan.metrics[metric].lateness_ms as i64;
+        self.max_event_time.map(|t| t.saturating_sub(lateness))
+    }
+
+    /// Open series per metric (base windows), for memory and cardinality reporting.
+    pub fn live_series(&self) -> Vec<usize> {
+        self.metrics.iter().map(|m| m.windows.values().map(|w| w.series.len()).sum()).collect()
+    }
+
+    /// The first offset still needed to rebuild the open windows: the offset
+    /// that may be committed once the rows emitted so far are durable.
+    pub fn replay_point(&self) -> Option<i64> {
+        let open = self.metrics.iter().flat_map(|m| m.windows.values().map(|w| w.min_offset)).min();
+        [open, self.replay_floor, self.next_offset].into_iter().flatten().min()
+    }
+
+    /// The progress to persist with the rows emitted so far.
+    pub fn checkpoint(&self) -> Option<Checkpoint> {
+        Some(Checkpoint {
+            partition: self.partition,
+            replay_offset: self.replay_point()?,
+            next_offset: self.next_offset?,
+            max_event_time: self.max_event_time,
+        })
+    }
+
+    /// Processes one message, appending rows of windows it closes and dead letters to `out`.
+    pub fn process(&mut self, message: &Message<'_>, now_ms: i64, out: &mut Output) {
+        let offset = message.meta.offset;
+        let is_replayed = offset < self.replay_barrier;
+        self.stats.messages += 1;
+        self.next_offset = Some(self.next_offset.map_or(offset + 1, |n| n.max(offset + 1)));
+        if self.replay_floor.is_some() && offset + 1 >= self.replay_barrier {
+            self.replay_floor = None;
+        }
+        self.last_message_at_ms = Some(now_ms);
+        let plan = Arc::clone(&self.plan);
+        let mut late_for: Vec<&str> = Vec::new();
+        let mut event_time = None;
+        for (s, source) in plan.plan.sources.iter().enumerate() {
+            if source.topic != message.meta.topic {
+                continue;
+            }
+            let row = match plan.decoders[s].decode(message.payload) {
+                Ok(row) => row,
+                Err(rejection) => {
+                    if is_replayed {
+                        self.stats.replayed_skips += 1;
+                    } else {
+                        self.dead_letter(message, rejection, out);
+                    }
+                    return;
+                }
+            };
+            let Val::Ts(ts) = row[source.event_time] else {
+                unreachable!("the decoder guarantees a non-null event time");
+            };
+            event_time = Some(ts);
+            let ctx = EventCtx {
+                row: &row,
+                meta: &message.meta,
+                classifications: &source.classifications,
+                classifiers: &plan.classifiers,
+                cache: vec![Cell::new(None); source.classifications.len()],
+            };
+            let scope = Scope::Event(&ctx);
+            let at = Position { ts, partition: self.partition, offset };
+            for &m in &plan.metrics_by_source[s] {
+                let metric = &plan.plan.metrics[m];
+                if let Some(filter) = &metric.filter {
+                    if !eval(filter, &scope, &plan.regexes).is_true() {
+                        continue;
+                    }
+                }
+                let width = metric.window_ms as i64;
+                let start = ts.div_euclid(width) * width;
+                let watermark = self.max_event_time.map(|t| t.saturating_sub(metric.lateness_ms as i64));
+                if watermark.is_some_and(|w| start + width <= w) {
+                    if is_replayed {
+                        // Its window closed before the checkpoint: already counted or dead-lettered.
+                        continue;
+                    }
+                    self.stats.metrics[m].late += 1;
+                    late_for.push(&metric.name);
+                    continue;
+                }
+                let stats = &mut self.stats.metrics[m];
+                stats.events += 1;
+                let window = self.metrics[m]
+                    .windows
+                    .entry(start)
+                    .or_insert_with(|| Window { series: SeriesMap::default(), min_offset: offset });
+                window.min_offset = window.min_offset.min(offset);
+                let key: Vec<Val<'_>> = metric.keys.iter().map(|k| eval(&k.expr, &scope, &plan.regexes)).collect();
+                let (states, is_overflow) = window.series.entry(&key, metric, metric.cardinality_limit as usize);
+                if is_overflow {
+                    stats.overflow += 1;
+                }
+                for (state, aggregate) in states.iter_mut().zip(&metric.aggregates) {
+                    let value = match &aggregate.arg {
+                        Some(arg) => eval(arg, &scope, &plan.regexes),
+                        None => Val::Bool(true),
+                    };
+                    state.add(&value, at);
+                }
+            }
+        }
+        if is_replayed && late_for.is_empty() {
+            self.stats.replayed_skips += u64::from(event_time.is_none());
+        }
+        if !late_for.is_empty() {
+            let detail = format!(
+                "event time {} is older than the lateness of {}",
+                event_time.map(format_timestamp).unwrap_or_default(),
+                late_for.join(", ")
+            );
+            self.dead_letter(message, Rejection { reason: Reason::Late, detail }, out);
+        }
+        if let Some(ts) = event_time {
+            if self.max_event_time.is_none_or(|m| ts > m) {
+                self.max_event_time = Some(ts);
+                self.close_ready(out);
+            }
+        }
+    }
+
+    /// Advances event time by processing time when no message has arrived
+    /// for `idle_timeout_ms`, so an idle partition still closes its windows.
+    pub fn on_idle(&mut self, now_ms: i64, idle_timeout_ms: i64, out: &mut Output) {
+        let (Some(last), Some(max)) = (self.last_message_at_ms, self.max_event_time) else { return };
+        let idle = now_ms - last;
+        if idle < idle_timeout_ms {
+            return;
+        }
+        // Treat event time as having moved on with the wall clock since the timeout.
+        let advanced = max.saturating_add(idle - idle_timeout_ms);
+        if advanced > max {
+            self.max_event_time = Some(advanced);
+            self.last_message_at_ms = Some(now_ms - idle_timeout_ms);
+            self.close_ready(out);
+        }
+    }
+
+    /// Closes every open window and tier, as at the end of a finite input.
+    pub fn close_all(&mut self, out: &mut Output) {
+        for m in 0..self.metrics.len() {
+            self.close_metric(m, i64::MAX, out);
+        }
+    }
+
+    fn close_ready(&mut self, out: &mut Output) {
+        for m in 0..self.metrics.len() {
+            if let Some(watermark) = self.watermark(m) {
+                self.close_metric(m, watermark, out);
+            }
+        }
+    }
+
+    /// Closes base windows ending at or before `watermark`, merges them into
+    /// the tiers, and drops tier windows that can receive nothing more.
+    fn close_metric(&mut self, m: usize, watermark: i64, out: &mut Output) {
+        let plan = &self.plan.plan.metrics[m];
+        let width = plan.window_ms as i64;
+        let state = &mut self.metrics[m];
+        while let Some(entry) = state.windows.first_entry() {
+            let start = *entry.key();
+            if start.saturating_add(width) > watermark {
+                break;
+            }
+            let window = entry.remove();
+            let end = start + width;
+            self.stats.metrics[m].windows_closed += 1;
+            for (t, tier) in plan.tiers.iter().enumerate().skip(1) {
+                let tier_width = tier.width_ms as i64;
+                let tier_start = start.div_euclid(tier_width) * tier_width;
+                let tier_window = state.tiers[t].entry(tier_start).or_default();
+                if end <= tier_window.included_through {
+                    continue; // Merged before a restart.
+                }
+                let touched = tier_window.series.merge_from(&window.series, plan);
+                tier_window.included_through = end;
+                for i in touched {
+                    out.rows.push(Row {
+                        metric: m,
+                        tier: t,
+                        window_start: tier_start,
+                        partition: self.partition,
+                        keys: tier_window.series.keys[i].clone(),
+                        states: tier_window.series.states[i].clone(),
+                        included_through: Some(end),
+                    });
+                    self.stats.metrics[m].rows += 1;
+                }
+            }
+            let SeriesMap { keys, states, .. } = window.series;
+            for (keys, states) in keys.into_iter().zip(states) {
+                out.rows.push(Row {
+                    metric: m,
+                    tier: 0,
+                    window_start: start,
+                    partition: self.partition,
+                    keys,
+                    states,
+                    included_through: None,
+                });
+                self.stats.metrics[m].rows += 1;
+            }
+        }
+        for (t, tier) in plan.tiers.iter().enumerate().skip(1) {
+            let tier_width = tier.width_ms as i64;
+            while let Some(entry) = state.tiers[t].first_entry() {
+                if entry.key().saturating_add(tier_width) > watermark {
+                    break;
+                }
+                entry.remove();
+            }
+        }
+    }
+
+    fn dead_letter(&mut self, message: &Message<'_>, rejection: Rejection, out: &mut Output) {
+        self.stats.count(rejection.reason);
+        out.dead_letters.push(DeadLetter {
+            partition: self.partition,
+            offset: message.meta.offset,
+            topic: message.meta.topic.to_string(),
+            reason: rejection.reason,
+            detail: rejection.detail,
+            payload: message.payload.to_vec(),
+            key: message.meta.key.map(<[u8]>::to_vec),
+        });
+    }
+}

@@ -1,0 +1,190 @@
+//! Storage of metric rows, checkpoints and dead letters.
+//!
+//! [`Store`] is what the daemon and `streamctl run` write through; backends
+//! know tables, not pipelines: a plan is turned into table layouts by
+//! [`schema`], and every backend stores the same logical schema. SQLite
+//! (bundled) is the embedded default.
+//!
+//! Writes are absolute upserts of aggregate states keyed by series, window
+//! start and source partition, so repeating a write is harmless; a batch of
+//! rows and the checkpoint that releases them are written together.
+//! Reads merge source partitions (and, for coarse ranges, windows) by merging
+//! states, see [`query`].
+
+#![deny(missing_docs)]
+#![deny(clippy::unwrap_used)]
+
+pub mod query;
+pub mod schema;
+pub mod sqlite;
+
+use engine::{Checkpoint, DeadLetter, KeyVal, Row};
+
+/// Errors from a store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The SQLite database failed.
+    #[error("sqlite: {context}")]
+    Sqlite {
+        /// What was being done.
+        context: String,
+        /// The driver error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// A stored aggregate state could not be decoded.
+    #[error("table `{table}`: stored state of column `{column}` is corrupt")]
+    CorruptState {
+        /// Table.
+        table: String,
+        /// Column.
+        column: String,
+        /// The decode error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The existing table cannot hold what the plan needs.
+    #[error("table `{table}` exists with an incompatible layout: {detail}")]
+    IncompatibleSchema {
+        /// Table.
+        table: String,
+        /// What differs.
+        detail: String,
+    },
+    /// A query names something the plan does not have.
+    #[error("{0}")]
+    BadQuery(String),
+}
+
+impl Error {
+    /// Whether retrying the same operation later may succeed (the store was
+    /// busy or unavailable) rather than failing the same way again.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Sqlite { source: rusqlite::Error::SqliteFailure(e, _), .. } => {
+                matches!(
+                    e.code,
+                    rusqlite::ErrorCode::DatabaseBusy
+                        | rusqlite::ErrorCode::DatabaseLocked
+                        | rusqlite::ErrorCode::CannotOpen
+                        | rusqlite::ErrorCode::DiskFull
+                        | rusqlite::ErrorCode::SystemIoFailure
+                )
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Results of store operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything one processing step produced, written atomically where the
+/// backend allows: rows, dead letters, then the checkpoints that release them.
+#[derive(Debug, Default)]
+pub struct WriteBatch<'a> {
+    /// Kafka topic the checkpoints belong to.
+    pub topic: &'a str,
+    /// Rows to upsert.
+    pub rows: &'a [Row],
+    /// Rejected messages.
+    pub dead_letters: &'a [DeadLetter],
+    /// Partition progress to record once the rows are durable.
+    pub checkpoints: &'a [Checkpoint],
+}
+
+/// Which rows to read.
+#[derive(Debug, Clone)]
+pub struct RowFilter {
+    /// Tier index into the metric's tiers.
+    pub tier: usize,
+    /// Window start at or after, ms.
+    pub from_ms: Option<i64>,
+    /// Window start before, ms.
+    pub to_ms: Option<i64>,
+    /// Key column index and required value.
+    pub equals: Vec<(usize, KeyVal)>,
+    /// Only this source partition.
+    pub partition: Option<i32>,
+}
+
+/// A dead letter as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredDeadLetter {
+    /// Source topic.
+    pub topic: String,
+    /// Source partition.
+    pub partition: i32,
+    /// Source offset.
+    pub offset: i64,
+    /// Reason name.
+    pub reason: String,
+    /// Detail.
+    pub detail: String,
+    /// Original bytes.
+    pub payload: Vec<u8>,
+}
+
+/// A place metric rows, checkpoints and dead letters live.
+pub trait Store {
+    /// Creates or migrates the tables `plan` needs.
+    ///
+    /// # Errors
+    /// On storage failure, or when an existing table cannot be migrated additively.
+    fn setup(&mut self, plan: &dsl::Plan) -> Result<()>;
+
+    /// Writes a batch; rows and checkpoints become durable together.
+    ///
+    /// # Errors
+    /// On storage failure; nothing of the batch is then committed.
+    fn write(&mut self, plan: &dsl::Plan, batch: &WriteBatch<'_>) -> Result<()>;
+
+    /// The last checkpoint of `topic`/`partition`.
+    ///
+    /// # Errors
+    /// On storage failure.
+    fn checkpoint(&self, topic: &str, partition: i32) -> Result<Option<Checkpoint>>;
+
+    /// Rows of `metric` matching `filter`, in (window start, series) order.
+    ///
+    /// # Errors
+    /// On storage failure or corrupt states.
+    fn read(&self, plan: &dsl::Plan, metric: usize, filter: &RowFilter) -> Result<Vec<Row>>;
+
+    /// Tier rows of `partition` that may still be open after `checkpoint`,
+    /// for [`engine::Partition::restore`].
+    ///
+    /// # Errors
+    /// On storage failure or corrupt states.
+    fn open_tier_rows(&self, plan: &dsl::Plan, checkpoint: &Checkpoint) -> Result<Vec<Row>> {
+        let mut rows = Vec::new();
+        for (m, metric) in plan.metrics.iter().enumerate() {
+            let watermark = checkpoint.max_event_time.map_or(i64::MIN, |t| t.saturating_sub(metric.lateness_ms as i64));
+            for (t, tier) in metric.tiers.iter().enumerate().skip(1) {
+                // Tier windows ending after the watermark may still grow.
+                let from = watermark.saturating_sub(tier.width_ms as i64) + 1;
+                let filter = RowFilter {
+                    tier: t,
+                    from_ms: Some(from),
+                    to_ms: None,
+                    equals: vec![],
+                    partition: Some(checkpoint.partition),
+                };
+                rows.extend(self.read(plan, m, &filter)?);
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Dead letters stored for `topic`, in (partition, offset) order.
+    ///
+    /// # Errors
+    /// On storage failure.
+    fn dead_letters(&self, topic: &str) -> Result<Vec<StoredDeadLetter>>;
+
+    /// Deletes rows whose tier retention has passed at `now_ms`; returns how many.
+    ///
+    /// # Errors
+    /// On storage failure.
+    fn sweep(&mut self, plan: &dsl::Plan, now_ms: i64) -> Result<u64>;
+}

@@ -1,0 +1,317 @@
+//! The SQLite backend: the embedded default.
+//!
+//! WAL journal, one transaction per [`WriteBatch`] (rows, dead letters and
+//! checkpoints commit together), prepared statements cached per table.
+
+use crate::schema::{metric_columns, quote, series_id, table_name, ColumnKind, STATE_SUFFIX};
+use crate::{Error, Result, RowFilter, Store, StoredDeadLetter, WriteBatch};
+use engine::aggregate::AggState;
+use engine::{Checkpoint, KeyVal, Row};
+use rusqlite::types::{Value, ValueRef};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::HashMap;
+
+/// A SQLite database file (or `:memory:`).
+pub struct SqliteStore {
+    conn: Connection,
+}
+
+fn sqlite(context: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> Error {
+    let context = context.into();
+    move |source| Error::Sqlite { context, source }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`.
+    ///
+    /// # Errors
+    /// If the file cannot be opened or configured.
+    pub fn open(path: &str) -> Result<Self> {
+        let conn = Connection::open(path).map_err(sqlite(format!("cannot open `{path}`")))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = NORMAL;
+             PRAGMA busy_timeout = 5000;
+             CREATE TABLE IF NOT EXISTS stream_checkpoints (
+               topic TEXT NOT NULL, partition INTEGER NOT NULL,
+               replay_offset INTEGER NOT NULL, next_offset INTEGER NOT NULL, max_event_time INTEGER,
+               PRIMARY KEY (topic, partition));
+             CREATE TABLE IF NOT EXISTS stream_dead_letters (
+               topic TEXT NOT NULL, partition INTEGER NOT NULL, offset INTEGER NOT NULL,
+               reason TEXT NOT NULL, detail TEXT NOT NULL, payload BLOB NOT NULL, key BLOB,
+               PRIMARY KEY (topic, partition, offset));",
+        )
+        .map_err(sqlite("cannot create the bookkeeping tables"))?;
+        conn.set_prepared_statement_cache_capacity(256);
+        Ok(SqliteStore { conn })
+    }
+
+    /// The underlying connection, for tests and tools.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+fn sql_type(kind: ColumnKind) -> &'static str {
+    match kind {
+        ColumnKind::Text => "TEXT",
+        ColumnKind::Int | ColumnKind::Bool | ColumnKind::Timestamp => "INTEGER",
+        ColumnKind::Float => "REAL",
+        ColumnKind::State => "BLOB",
+    }
+}
+
+fn to_sql(v: &KeyVal) -> Value {
+    match v {
+        KeyVal::Null => Value::Null,
+        KeyVal::Bool(b) => Value::Integer(i64::from(*b)),
+        KeyVal::Int(i) | KeyVal::Ts(i) => Value::Integer(*i),
+        KeyVal::Float(bits) => Value::Real(f64::from_bits(*bits)),
+        KeyVal::Str(s) => Value::Text(s.to_string()),
+    }
+}
+
+impl Store for SqliteStore {
+    fn setup(&mut self, plan: &dsl::Plan) -> Result<()> {
+        let tx = self.conn.transaction().map_err(sqlite("cannot begin schema setup"))?;
+        for metric in &plan.metrics {
+            let columns = metric_columns(metric);
+            for tier in 0..metric.tiers.len() {
+                let table = table_name(metric, tier);
+                let mut ddl = format!("CREATE TABLE IF NOT EXISTS {} (series TEXT NOT NULL", quote(&table));
+                for c in &columns {
+                    ddl.push_str(&format!(", {} {}", quote(&c.name), sql_type(c.kind)));
+                }
+                ddl.push_str(
+                    ", window_start INTEGER NOT NULL, source_partition INTEGER NOT NULL, included_through INTEGER",
+                );
+                ddl.push_str(", PRIMARY KEY (series, window_start, source_partition))");
+                tx.execute_batch(&ddl).map_err(sqlite(format!("cannot create table `{table}`")))?;
+                // Additive migration: add columns of new aggregates; keys are identity.
+                let existing: Vec<String> = tx
+                    .prepare(&format!("SELECT name FROM pragma_table_info({})", quote_literal(&table)))
+                    .and_then(|mut s| s.query_map([], |r| r.get::<_, String>(0))?.collect())
+                    .map_err(sqlite(format!("cannot inspect table `{table}`")))?;
+                for key in &metric.keys {
+                    if !existing.contains(&key.name) {
+                        return Err(Error::IncompatibleSchema {
+                            table,
+                            detail: format!(
+                                "it has no key column `{}`; give the changed metric a new `into table` name",
+                                key.name
+                            ),
+                        });
+                    }
+                }
+                for c in &columns {
+                    if !existing.contains(&c.name) {
+                        tx.execute_batch(&format!(
+                            "ALTER TABLE {} ADD COLUMN {} {}",
+                            quote(&table),
+                            quote(&c.name),
+                            sql_type(c.kind)
+                        ))
+                        .map_err(sqlite(format!("cannot add column `{}` to `{table}`", c.name)))?;
+                    }
+                }
+            }
+        }
+        tx.commit().map_err(sqlite("cannot commit schema setup"))
+    }
+
+    fn write(&mut self, plan: &dsl::Plan, batch: &WriteBatch<'_>) -> Result<()> {
+        let tx = self.conn.transaction().map_err(sqlite("cannot begin a write"))?;
+        let mut sql_by_table: HashMap<(usize, usize), String> = HashMap::new();
+        for row in batch.rows {
+            let metric = &plan.metrics[row.metric];
+            let sql = sql_by_table.entry((row.metric, row.tier)).or_insert_with(|| upsert_sql(metric, row.tier));
+            let mut values: Vec<Value> = Vec::with_capacity(4 + row.keys.len() + 2 * row.states.len());
+            values.push(Value::Text(series_id(&row.keys)));
+            values.extend(row.keys.iter().map(to_sql));
+            for state in &row.states {
+                values.push(to_sql(&state.finish()));
+                values.push(Value::Blob(serde_json::to_vec(state).unwrap_or_default()));
+            }
+            values.push(Value::Integer(row.window_start));
+            values.push(Value::Integer(i64::from(row.partition)));
+            values.push(row.included_through.map_or(Value::Null, Value::Integer));
+            let mut statement = tx.prepare_cached(sql).map_err(sqlite("cannot prepare a row upsert"))?;
+            statement
+                .execute(rusqlite::params_from_iter(values))
+                .map_err(sqlite(format!("cannot write to `{}`", table_name(metric, row.tier))))?;
+        }
+        {
+            let mut statement = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO stream_dead_letters (topic, partition, offset, reason, detail, payload, key)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .map_err(sqlite("cannot prepare a dead-letter insert"))?;
+            for d in batch.dead_letters {
+                statement
+                    .execute(params![d.topic, d.partition, d.offset, d.reason.as_str(), d.detail, d.payload, d.key])
+                    .map_err(sqlite("cannot write a dead letter"))?;
+            }
+        }
+        {
+            let mut statement = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO stream_checkpoints (topic, partition, replay_offset, next_offset, max_event_time)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(sqlite("cannot prepare a checkpoint write"))?;
+            for c in batch.checkpoints {
+                statement
+                    .execute(params![batch.topic, c.partition, c.replay_offset, c.next_offset, c.max_event_time])
+                    .map_err(sqlite("cannot write a checkpoint"))?;
+            }
+        }
+        tx.commit().map_err(sqlite("cannot commit a write"))
+    }
+
+    fn checkpoint(&self, topic: &str, partition: i32) -> Result<Option<Checkpoint>> {
+        self.conn
+            .query_row(
+                "SELECT replay_offset, next_offset, max_event_time FROM stream_checkpoints WHERE topic = ?1 AND partition = ?2",
+                params![topic, partition],
+                |r| Ok(Checkpoint { partition, replay_offset: r.get(0)?, next_offset: r.get(1)?, max_event_time: r.get(2)? }),
+            )
+            .optional()
+            .map_err(sqlite("cannot read a checkpoint"))
+    }
+
+    fn read(&self, plan: &dsl::Plan, metric: usize, filter: &RowFilter) -> Result<Vec<Row>> {
+        let m = plan.metrics.get(metric).ok_or_else(|| Error::BadQuery(format!("no metric #{metric}")))?;
+        if filter.tier >= m.tiers.len() {
+            return Err(Error::BadQuery(format!("metric `{}` has no tier #{}", m.name, filter.tier)));
+        }
+        let table = table_name(m, filter.tier);
+        let state_columns: Vec<String> =
+            m.aggregates.iter().map(|a| quote(&format!("{}{STATE_SUFFIX}", a.name))).collect();
+        let mut sql = format!(
+            "SELECT series, window_start, source_partition, included_through{}{} FROM {} WHERE 1 = 1",
+            if state_columns.is_empty() { "" } else { ", " },
+            state_columns.join(", "),
+            quote(&table)
+        );
+        let mut values: Vec<Value> = Vec::new();
+        if let Some(from) = filter.from_ms {
+            sql.push_str(" AND window_start >= ?");
+            values.push(Value::Integer(from));
+        }
+        if let Some(to) = filter.to_ms {
+            sql.push_str(" AND window_start < ?");
+            values.push(Value::Integer(to));
+        }
+        if let Some(p) = filter.partition {
+            sql.push_str(" AND source_partition = ?");
+            values.push(Value::Integer(i64::from(p)));
+        }
+        for (key, value) in &filter.equals {
+            let Some(k) = m.keys.get(*key) else { return Err(Error::BadQuery(format!("no key column #{key}"))) };
+            if matches!(value, KeyVal::Null) {
+                sql.push_str(&format!(" AND {} IS NULL", quote(&k.name)));
+            } else {
+                sql.push_str(&format!(" AND {} = ?", quote(&k.name)));
+                values.push(to_sql(value));
+            }
+        }
+        sql.push_str(" ORDER BY window_start, series, source_partition");
+        let mut statement = self.conn.prepare_cached(&sql).map_err(sqlite(format!("cannot query `{table}`")))?;
+        let mut rows =
+            statement.query(rusqlite::params_from_iter(values)).map_err(sqlite(format!("cannot query `{table}`")))?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(sqlite(format!("cannot read `{table}`")))? {
+            let series: String = r.get(0).map_err(sqlite("bad series column"))?;
+            let keys: Vec<KeyVal> = serde_json::from_str(&series).map_err(|source| Error::CorruptState {
+                table: table.clone(),
+                column: "series".into(),
+                source,
+            })?;
+            let mut states = Vec::with_capacity(m.aggregates.len());
+            for (i, a) in m.aggregates.iter().enumerate() {
+                let bytes = match r.get_ref(4 + i).map_err(sqlite("bad state column"))? {
+                    ValueRef::Blob(b) | ValueRef::Text(b) => b,
+                    _ => &[],
+                };
+                let state: AggState = serde_json::from_slice(bytes).map_err(|source| Error::CorruptState {
+                    table: table.clone(),
+                    column: format!("{}{STATE_SUFFIX}", a.name),
+                    source,
+                })?;
+                states.push(state);
+            }
+            out.push(Row {
+                metric,
+                tier: filter.tier,
+                window_start: r.get(1).map_err(sqlite("bad window_start"))?,
+                partition: r.get(2).map_err(sqlite("bad source_partition"))?,
+                included_through: r.get(3).map_err(sqlite("bad included_through"))?,
+                keys: keys.into(),
+                states,
+            });
+        }
+        Ok(out)
+    }
+
+    fn dead_letters(&self, topic: &str) -> Result<Vec<StoredDeadLetter>> {
+        let mut statement = self
+            .conn
+            .prepare_cached(
+                "SELECT partition, offset, reason, detail, payload FROM stream_dead_letters WHERE topic = ?1 ORDER BY partition, offset",
+            )
+            .map_err(sqlite("cannot query dead letters"))?;
+        let rows = statement
+            .query_map(params![topic], |r| {
+                Ok(StoredDeadLetter {
+                    topic: topic.to_string(),
+                    partition: r.get(0)?,
+                    offset: r.get(1)?,
+                    reason: r.get(2)?,
+                    detail: r.get(3)?,
+                    payload: r.get(4)?,
+                })
+            })
+            .map_err(sqlite("cannot query dead letters"))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(sqlite("cannot read dead letters"))
+    }
+
+    fn sweep(&mut self, plan: &dsl::Plan, now_ms: i64) -> Result<u64> {
+        let mut deleted = 0;
+        for metric in &plan.metrics {
+            for (t, tier) in metric.tiers.iter().enumerate() {
+                let cutoff = now_ms.saturating_sub((tier.retention_ms + tier.width_ms) as i64);
+                let table = table_name(metric, t);
+                deleted += self
+                    .conn
+                    .execute(&format!("DELETE FROM {} WHERE window_start < ?1", quote(&table)), params![cutoff])
+                    .map_err(sqlite(format!("cannot sweep `{table}`")))? as u64;
+            }
+        }
+        Ok(deleted)
+    }
+}
+
+fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+fn upsert_sql(metric: &dsl::plan::MetricPlan, tier: usize) -> String {
+    let columns = metric_columns(metric);
+    let mut names = vec!["series".to_string()];
+    names.extend(columns.iter().map(|c| quote(&c.name)));
+    names.extend(["window_start".to_string(), "source_partition".into(), "included_through".into()]);
+    let placeholders: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
+    let updates: Vec<String> = names
+        .iter()
+        .filter(|n| !matches!(n.as_str(), "series" | "window_start" | "source_partition"))
+        .map(|n| format!("{n} = excluded.{n}"))
+        .collect();
+    format!(
+        "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT (series, window_start, source_partition) DO UPDATE SET {}",
+        quote(&table_name(metric, tier)),
+        names.join(", "),
+        placeholders.join(", "),
+        updates.join(", ")
+    )
+}
