@@ -136,8 +136,12 @@ fn trim_end(text: &str, start: usize, mut end: usize) -> usize {
     loop {
         end = start + text[start..end].trim_end().len();
         let line_start = text[start..end].rfind('\n').map_or(start, |i| start + i + 1);
-        match lex(&text[line_start..end]).last() {
-            Some(Lexeme::Comment { start: comment, .. }) => end = line_start + comment,
+        if !text[line_start..end].contains('#') {
+            return end;
+        }
+        // A `#` may sit inside a regex whose `~` is on an earlier line: lex the whole span.
+        match lex(&text[start..end]).last() {
+            Some(Lexeme::Comment { start: comment, .. }) => end = start + comment,
             _ => return end,
         }
     }
@@ -160,9 +164,22 @@ fn prescan(file: FileId, text: &str) -> Result<(), Diagnostic> {
     let mut prefix_run = 0usize;
     let bytes = text.as_bytes();
     // `x.end`, `case.full` and `reason case` use the words as names, not keywords.
+    // The words stand as names, not keywords, after `.`, `rule`, `default`
+    // or `reason` (and in the kind position after `reason NAME`), and before
+    // `.` or `:` (categories, field names, map keys).
     let is_name = |start: usize, len: usize| {
         let before = text[..start].trim_end();
-        before.ends_with('.') || before.ends_with("reason") || bytes.get(start + len) == Some(&b'.')
+        let previous_word =
+            |s: &str| s.rsplit(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).next().unwrap_or("").to_string();
+        let word_before = previous_word(before);
+        let before_that = previous_word(before[..before.len() - word_before.len()].trim_end());
+        let after = text[start + len..].trim_start();
+        before.ends_with('.')
+            || matches!(word_before.as_str(), "rule" | "default" | "reason")
+            || before_that == "reason"
+            || after.starts_with('.')
+            || after.starts_with(':')
+            || bytes.get(start + len) == Some(&b'.')
     };
     for lexeme in lex(text) {
         let lexeme = match lexeme {

@@ -1,6 +1,6 @@
 //! Command-line arguments.
 
-use crate::commands::{check, explain, fmt, query, run};
+use crate::commands::{check, explain, fmt, query, run, test};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Check, explain and format stream pipelines.
@@ -29,6 +29,8 @@ pub enum Command {
     Run(run::Args),
     /// Read a metric's rows from a store, merged across partitions.
     Query(query::Args),
+    /// Run pipeline unit tests (`*.test.json` fixtures).
+    Test(test::Args),
 }
 
 /// How to print results.

@@ -96,3 +96,119 @@ fn unreadable_input_is_a_clear_error() {
     assert_eq!(missing.status.code(), Some(1));
     assert!(stderr(&missing).contains("does not exist"), "{}", stderr(&missing));
 }
+
+/// `streamctl run` over a small generated file (checked in) must produce exactly
+/// the checked-in rows. Re-bless with `BLESS=1` after an intended change.
+#[test]
+fn run_over_generated_events_matches_golden_rows() {
+    let dir = temp_dir("golden-run");
+    let db = dir.join("run.db");
+    let store = format!("sqlite:{}", db.display());
+    let run = streamctl(&[
+        "run",
+        "pipelines/",
+        "--input",
+        "crates/streamctl/tests/data/events_1500.jsonl",
+        "--store",
+        &store,
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let queries: [&[&str]; 5] = [
+        &["delivery_by_provider", "--tier", "1m"],
+        &["delivery_by_provider", "--tier", "1h", "--group-by", "provider"],
+        &["bounce_reasons", "--group-by", "reason,kind"],
+        &["delivery_latency", "--tier", "1h"],
+        &["engagement_by_sender", "--tier", "1d", "--group-by", ""],
+    ];
+    let mut actual = String::new();
+    for q in queries {
+        let mut args = vec!["query", "--store", &store, "--format", "json"];
+        args.extend_from_slice(q);
+        let out = streamctl(&args);
+        assert!(out.status.success(), "{q:?}: {}", stderr(&out));
+        actual.push_str(&format!("# streamctl query {}\n{}", q.join(" "), String::from_utf8_lossy(&out.stdout)));
+    }
+    let snapshot = repo().join("crates/streamctl/tests/data/events_1500.expected");
+    if std::env::var_os("BLESS").is_some() {
+        std::fs::write(&snapshot, &actual).expect("write snapshot");
+    }
+    let expected = std::fs::read_to_string(&snapshot).unwrap_or_default();
+    assert!(
+        expected == actual,
+        "rows differ from {} (re-bless with BLESS=1 if intended):\n{actual}",
+        snapshot.display()
+    );
+}
+
+/// 1% malformed lines: nothing crashes, every malformed line is a dead letter
+/// with a reason, and good + bad = input lines.
+#[test]
+fn malformed_input_is_dead_lettered_and_counts_add_up() {
+    let generator = repo().join("../shared/workload/gen_events.py");
+    if !generator.exists() || Command::new("python3").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: needs python3 and {}", generator.display());
+        return;
+    }
+    let dir = temp_dir("dirty");
+    let input = dir.join("dirty.jsonl");
+    let generated = Command::new("python3")
+        .args([
+            generator.to_str().expect("utf-8"),
+            "--events",
+            "30000",
+            "--bad-ratio",
+            "0.01",
+            "--seed",
+            "11",
+            "--stats",
+            "--out",
+        ])
+        .arg(&input)
+        .output()
+        .expect("run the generator");
+    assert!(generated.status.success(), "{}", stderr(&generated));
+    let stats = stderr(&generated);
+    let malformed: u64 = stats
+        .split(", ")
+        .find_map(|part| part.trim().strip_suffix(" malformed").and_then(|n| n.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("no malformed count in {stats}"));
+    assert!(malformed > 200, "{stats}");
+
+    let summary_path = dir.join("summary.json");
+    let db = dir.join("dirty.db");
+    let run = streamctl(&[
+        "run",
+        "pipelines/",
+        "--input",
+        input.to_str().expect("utf-8"),
+        "--store",
+        &format!("sqlite:{}", db.display()),
+        "--summary-json",
+        summary_path.to_str().expect("utf-8"),
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&summary_path).expect("summary")).expect("summary json");
+    for key in ["events_in", "dead_letters", "late_events", "rows_written", "elapsed_s"] {
+        assert!(summary.get(key).is_some(), "summary lacks `{key}`: {summary}");
+    }
+    assert_eq!(summary["events_in"], 30000);
+    let dead = summary["dead_letters"].as_u64().expect("dead letters");
+    let late = summary["late_events"].as_u64().expect("late events");
+    assert_eq!(dead - late, malformed, "every malformed line is a dead letter: {summary}");
+    let by_reason = summary["dead_letters_by_reason"].as_object().expect("by reason");
+    for reason in ["invalid_utf8", "malformed_json", "not_an_object", "missing_field", "wrong_type", "bad_timestamp"] {
+        assert!(
+            by_reason.get(reason).and_then(|n| n.as_u64()).unwrap_or(0) > 0,
+            "no `{reason}` dead letters: {summary}"
+        );
+    }
+    // Every dead letter is stored with its reason and original bytes.
+    let stored = Command::new("python3")
+        .args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print(c.execute('select count(*), sum(length(payload) >= 0), count(distinct reason) from stream_dead_letters').fetchone())"])
+        .arg(&db)
+        .output()
+        .expect("python3");
+    let stored = String::from_utf8_lossy(&stored.stdout);
+    assert!(stored.starts_with(&format!("({dead}, {dead},")), "stored dead letters: {stored}");
+}

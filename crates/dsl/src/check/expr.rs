@@ -119,6 +119,14 @@ const FUNCTIONS: &[(&str, Function)] = &[
     ("header", Function::Header),
 ];
 
+fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// Whether `name` is a built-in scalar or aggregate function.
 pub(crate) fn is_builtin_name(name: &str) -> bool {
     FUNCTIONS.iter().any(|(n, _)| *n == name) || AGGREGATES.contains(&name)
@@ -474,7 +482,12 @@ impl Checker<'_> {
                 Diagnostic::error(
                     Code::ArgumentCount,
                     span,
-                    format!("classifier `{}` takes {} arguments, not {}", name.node, params.len(), args.len()),
+                    format!(
+                        "classifier `{}` takes {}, not {}",
+                        name.node,
+                        plural(params.len(), "argument"),
+                        args.len()
+                    ),
                 )
                 .with_note(format!("its parameters: ({})", signature.join(", "))),
             );
@@ -484,7 +497,8 @@ impl Checker<'_> {
         for (arg, param) in args.iter().zip(&params) {
             let (expr, ty) = self.value(arg, scope)?;
             let fits = match ty {
-                Ty::Null => param.ty.nullable,
+                // A bare `null` is a nullability problem, reported below.
+                Ty::Null => true,
                 Ty::Known(t) => {
                     t.scalar == param.ty.scalar || (t.scalar == Scalar::Int && param.ty.scalar == Scalar::Float)
                 }
@@ -551,7 +565,7 @@ impl Checker<'_> {
                 span,
                 format!(
                     "`{fname}` takes {expected} argument{}, not {}",
-                    if expected == "1" { "" } else { "s" },
+                    if expected == "1" || expected == "at least 1" { "" } else { "s" },
                     args.len()
                 ),
             ));
@@ -813,7 +827,8 @@ impl Checker<'_> {
         // fraction of the cost of compiling; the engine compiles the set.
         if let Err(error) = regex_syntax::Parser::new().parse(&pattern) {
             let detail = error.to_string();
-            let last = detail.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("invalid").trim().to_string();
+            let last = detail.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("invalid").trim();
+            let last = last.strip_prefix("error: ").unwrap_or(last).to_string();
             self.report(
                 Diagnostic::error(Code::BadRegex, regex.span, "invalid regular expression")
                     .with_label(last)

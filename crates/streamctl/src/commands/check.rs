@@ -21,8 +21,18 @@ pub struct Args {
 
 pub fn run(_global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     let roots = files::expand(&args.paths)?;
-    let compiled = dsl::compile(&roots, &files::load);
-    let errors = compiled.diagnostics.iter().filter(|d| d.is_error()).count();
+    let mut compiled = dsl::compile(&roots, &files::load);
+    // The same validation streamd runs: the plan must also build into a runnable engine
+    // (e.g. a classifier's pattern set must fit the regex engine's limits).
+    let runtime_error =
+        compiled.plan.take().and_then(|plan| match engine::CompiledPlan::new(plan, engine::EngineConfig::default()) {
+            Ok(runnable) => {
+                compiled.plan = Some(runnable.plan);
+                None
+            }
+            Err(error) => Some(format!("{:#}", anyhow::Error::from(error))),
+        });
+    let errors = compiled.diagnostics.iter().filter(|d| d.is_error()).count() + usize::from(runtime_error.is_some());
     let warnings = compiled.diagnostics.len() - errors;
     let is_failure = errors > 0 || (args.deny_warnings && warnings > 0);
     match args.format {
@@ -35,6 +45,7 @@ pub fn run(_global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
                 "warnings": warnings,
                 "diagnostics": located,
                 "plan_hash": compiled.plan.as_ref().map(|p| p.hash.clone()),
+                "runtime_error": runtime_error,
             });
             let mut stdout = std::io::stdout().lock();
             serde_json::to_writer_pretty(&mut stdout, &summary)?;
@@ -43,6 +54,9 @@ pub fn run(_global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
         OutputFormat::Text => {
             if !compiled.diagnostics.is_empty() {
                 eprintln!("{}", compiled.render_diagnostics());
+            }
+            if let Some(error) = &runtime_error {
+                eprintln!("error: the plan cannot run: {error}\n");
             }
             match &compiled.plan {
                 Some(plan) if !is_failure => {

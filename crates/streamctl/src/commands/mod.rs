@@ -5,6 +5,7 @@ pub mod explain;
 pub mod fmt;
 pub mod query;
 pub mod run;
+pub mod test;
 
 use std::process::ExitCode;
 

@@ -29,7 +29,7 @@ pub struct Args {
     /// Tier to read: `1m`, `1h`, `1d` … (the finest by default).
     #[arg(long)]
     tier: Option<String>,
-    /// Keep only these group-by columns, merging over the rest (comma-separated).
+    /// Keep only these group-by columns, merging over the rest (comma-separated; `''` for totals).
     #[arg(long, value_delimiter = ',')]
     group_by: Option<Vec<String>>,
     /// `text` (a table) or `json`.
@@ -61,7 +61,7 @@ pub fn run(_global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
         from_ms: args.from,
         to_ms: args.to,
         filters: args.conditions,
-        group_by: args.group_by,
+        group_by: args.group_by.map(|names| names.into_iter().filter(|n| !n.is_empty()).collect()),
     };
     let result = store::query::run(&store, &plan.plan, &query).context("query failed")?;
     let mut stdout = std::io::stdout().lock();
