@@ -3,13 +3,16 @@
 # Idempotent: does nothing for what is already installed.
 set -euo pipefail
 
-need_apt=()
-for pkg in "$@"; do
-  dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+# zlib for librdkafka (built from source by rdkafka-sys); python3 runs the
+# shared workload generator in tests; prometheus/promtool for the scrape test.
+packages=(zlib1g-dev python3 build-essential)
+missing=()
+for pkg in "${packages[@]}"; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
-if [ ${#need_apt[@]} -gt 0 ]; then
+if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
 # The pinned toolchain (rust-toolchain.toml) with rustfmt and clippy.

@@ -1,6 +1,9 @@
-//! Inputs shared by the benchmarks.
+//! Inputs shared by the benchmarks: generated programs, the shipped
+//! pipelines compiled from disk, and generated event files.
 
 use std::fmt::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 /// A program with `rules` classifier rules and `metrics` metrics over one
 /// source, shaped like real pipelines: regex and status-code rules, metrics
@@ -31,4 +34,190 @@ pub fn large_program(rules: usize, metrics: usize) -> String {
         );
     }
     text
+}
+
+/// The workspace root (benches run with the `benches` package as cwd).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+/// Cargo's target directory: `$CARGO_TARGET_DIR`, else `<workspace>/target`.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), PathBuf::from)
+}
+
+/// The shipped pipeline files, `pipelines/*.stream`, sorted, as absolute paths.
+pub fn pipeline_paths() -> Vec<String> {
+    let dir = workspace_root().join("pipelines");
+    let mut paths: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "stream"))
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    paths.sort();
+    paths
+}
+
+/// Compiles `roots` from disk; `extra` is an in-memory file (path, text)
+/// that may import files from disk. Panics with the diagnostics on errors.
+pub fn compile_files(roots: &[String], extra: Option<(&str, &str)>) -> dsl::Plan {
+    let extra = extra.map(|(path, text)| (dsl::load::normalize(path), text.to_string()));
+    let loader = |p: &str| match &extra {
+        Some((path, text)) if path == p => Ok(text.clone()),
+        _ => std::fs::read_to_string(p).map_err(|e| e.to_string()),
+    };
+    let mut roots = roots.to_vec();
+    if let Some((path, _)) = &extra {
+        roots.push(path.clone());
+    }
+    let compiled = dsl::compile(&roots, &loader);
+    match compiled.plan {
+        Some(plan) => plan,
+        None => panic!("pipelines do not compile:\n{}", compiled.render_diagnostics()),
+    }
+}
+
+/// The plan of every pipeline in `pipelines/`, as deployed.
+pub fn pipelines_plan() -> dsl::Plan {
+    compile_files(&pipeline_paths(), None)
+}
+
+/// A plan of one in-memory pipeline `text` placed in `pipelines/` (so it can
+/// `import "deliveries.stream"` and `import "std:bounces"`).
+pub fn probe_plan(text: &str) -> dsl::Plan {
+    let path = workspace_root().join("pipelines").join("__bench_probe.stream");
+    compile_files(&[], Some((&path.to_string_lossy(), text)))
+}
+
+/// The generator of synthetic delivery events.
+pub const GENERATOR: &str = "/work/shared/workload/gen_events.py";
+
+/// `<target>/bench-data/events-<n>-seed<seed>.jsonl`, generated with
+/// `gen_events.py` if missing (`extra_args` are passed through and become
+/// part of the file name). `Err` explains why it could not be made (e.g. no
+/// `python3`).
+pub fn events_file(n: usize, seed: u64, extra_args: &[&str]) -> Result<PathBuf, String> {
+    let dir = target_dir().join("bench-data");
+    let suffix: String = extra_args.iter().map(|a| a.trim_start_matches('-').replace([':', '/'], "_")).collect();
+    let path = dir.join(format!("events-{n}-seed{seed}{}{suffix}.jsonl", if suffix.is_empty() { "" } else { "-" }));
+    if path.exists() {
+        return Ok(path);
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let generator = std::env::var("GEN_EVENTS").unwrap_or_else(|_| GENERATOR.to_string());
+    if !Path::new(&generator).exists() {
+        return Err(format!("the event generator {generator} is missing (set GEN_EVENTS)"));
+    }
+    let partial = path.with_extension("partial");
+    eprintln!("generating {n} events into {} ...", path.display());
+    let status = Command::new("python3")
+        .arg(&generator)
+        .args(["--events", &n.to_string(), "--seed", &seed.to_string(), "--out"])
+        .arg(&partial)
+        .args(extra_args)
+        .status()
+        .map_err(|e| format!("cannot run python3 (needed to generate events): {e}"))?;
+    if !status.success() {
+        return Err(format!("{generator} failed: {status}"));
+    }
+    std::fs::rename(&partial, &path).map_err(|e| format!("cannot rename {}: {e}", partial.display()))?;
+    Ok(path)
+}
+
+/// Events held in memory: one buffer, one range per line.
+pub struct Events {
+    buf: Vec<u8>,
+    lines: Vec<(usize, usize)>,
+}
+
+impl Events {
+    /// Reads a JSON-lines file.
+    ///
+    /// # Errors
+    /// If it cannot be read.
+    pub fn load(path: &Path) -> std::io::Result<Self> {
+        let buf = std::fs::read(path)?;
+        let mut lines = Vec::new();
+        let mut start = 0;
+        for (i, b) in buf.iter().enumerate() {
+            if *b == b'\n' {
+                if i > start {
+                    lines.push((start, i));
+                }
+                start = i + 1;
+            }
+        }
+        if start < buf.len() {
+            lines.push((start, buf.len()));
+        }
+        Ok(Events { buf, lines })
+    }
+
+    /// Number of events.
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    /// Total bytes, newlines excluded.
+    pub fn bytes(&self) -> usize {
+        self.lines.iter().map(|(s, e)| e - s).sum()
+    }
+
+    /// The events' raw bytes, in file order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
+        self.lines.iter().map(|&(s, e)| &self.buf[s..e])
+    }
+}
+
+/// Feeds every event to one fresh partition of `plan` as partition 0 of the
+/// source topic (offsets = line numbers), clearing emitted output as it goes,
+/// then closes all windows. Returns the number of rows and dead letters.
+pub fn run_partition(plan: &std::sync::Arc<engine::CompiledPlan>, events: &Events) -> (usize, usize) {
+    let topic = plan.plan.sources[0].topic.clone();
+    let mut partition = engine::Partition::new(std::sync::Arc::clone(plan), 0);
+    let mut out = engine::Output::default();
+    let (mut rows, mut dead) = (0, 0);
+    for (offset, payload) in events.iter().enumerate() {
+        let message = engine::Message {
+            payload,
+            meta: engine::MessageMeta {
+                topic: &topic,
+                partition: 0,
+                offset: offset as i64,
+                key: None,
+                timestamp_ms: None,
+                headers: &[],
+            },
+        };
+        partition.process(&message, 0, &mut out);
+        if !out.is_empty() {
+            rows += out.rows.len();
+            dead += out.dead_letters.len();
+            out.rows.clear();
+            out.dead_letters.clear();
+        }
+    }
+    partition.close_all(&mut out);
+    rows += out.rows.len();
+    dead += out.dead_letters.len();
+    (rows, dead)
+}
+
+/// Peak and current resident set size of this process, in KiB, from
+/// `/proc/self/status` (`VmHWM`, `VmRSS`); `None` off Linux.
+pub fn rss_kib() -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+    };
+    Some((field("VmHWM:")?, field("VmRSS:")?))
 }

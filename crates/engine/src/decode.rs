@@ -85,6 +85,9 @@ pub struct Decoder {
     is_kept: Vec<bool>,
     types: Vec<Scalar>,
     max_bytes: usize,
+    /// Whether names are unique within every record (the checker makes
+    /// sure), which lets lookups try the next declared key first.
+    has_unique_names: bool,
 }
 
 #[derive(Debug)]
@@ -102,13 +105,14 @@ impl Decoder {
         }
         let required = source.fields.iter().enumerate().filter(|(_, f)| !f.ty.nullable).map(|(i, _)| i).collect();
         Decoder {
-            root,
             field_count: source.fields.len(),
             required,
             paths: source.fields.iter().map(|f: &FieldPlan| f.path.join(".")).collect(),
             is_kept: source.fields.iter().map(|f| f.is_used).collect(),
             types: source.fields.iter().map(|f| f.ty.scalar).collect(),
             max_bytes,
+            has_unique_names: unique_names(&root),
+            root,
         }
     }
 
@@ -144,6 +148,16 @@ impl Decoder {
         }
         Ok(row)
     }
+}
+
+fn unique_names(nodes: &[(Box<str>, Node)]) -> bool {
+    nodes.iter().enumerate().all(|(i, (name, node))| {
+        !nodes[..i].iter().any(|(other, _)| other == name)
+            && match node {
+                Node::Leaf(_) => true,
+                Node::Record(children) => unique_names(children),
+            }
+    })
 }
 
 fn insert(nodes: &mut Vec<(Box<str>, Node)>, path: &[String], index: usize) {
@@ -185,8 +199,19 @@ impl<'de: 'a, 'a> Visitor<'de> for ObjectSeed<'_, '_, 'a> {
     }
 
     fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<(), M::Error> {
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            match self.nodes.iter().find(|(k, _)| k.as_ref() == key.as_ref()) {
+        // Keys usually come in declaration order: try the node after the
+        // previous match first (names are unique within a record, so this
+        // finds the same node as a scan).
+        let mut next = 0;
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            let found = match self.nodes.get(next) {
+                Some((k, _)) if self.decoder.has_unique_names && k.as_ref() == key.as_ref() => Some(next),
+                _ => self.nodes.iter().position(|(k, _)| k.as_ref() == key.as_ref()),
+            };
+            if let Some(i) = found {
+                next = i + 1;
+            }
+            match found.map(|i| &self.nodes[i]) {
                 None => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -247,6 +272,32 @@ impl ObjectSeed<'_, '_, '_> {
         };
         *self.problem.borrow_mut() = Some(rejection);
         Err(E::custom("rejected"))
+    }
+}
+
+/// An object key, borrowed from the message unless it has escapes.
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Cow<'de, str>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Borrowed(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(v.to_string()))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(v))
     }
 }
 

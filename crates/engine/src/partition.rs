@@ -198,8 +198,12 @@ impl Partition {
                 continue; // Closed: nothing more will merge into it.
             }
             let window = p.metrics[row.metric].tiers[row.tier].entry(row.window_start).or_default();
-            window.series.restore(&row.keys, row.states, metric_plan);
-            window.included_through = window.included_through.max(row.included_through.unwrap_or(i64::MIN));
+            // Each row says how far its own series goes: see `TierWindow::included_through`.
+            let i = window.series.restore(&row.keys, row.states, metric_plan);
+            if window.included_through.len() <= i {
+                window.included_through.resize(i + 1, i64::MIN);
+            }
+            window.included_through[i] = row.included_through.unwrap_or(i64::MIN);
         }
         p
     }
@@ -288,6 +292,7 @@ impl Partition {
             };
             let scope = Scope::Event(&ctx);
             let at = Position { ts, partition: self.partition, offset };
+            let mut key: Vec<Val<'_>> = Vec::new();
             for &m in &plan.metrics_by_source[s] {
                 let metric = &plan.plan.metrics[m];
                 if let Some(filter) = &metric.filter {
@@ -314,7 +319,8 @@ impl Partition {
                     .entry(start)
                     .or_insert_with(|| Window { series: SeriesMap::default(), min_offset: offset });
                 window.min_offset = window.min_offset.min(offset);
-                let key: Vec<Val<'_>> = metric.keys.iter().map(|k| eval(&k.expr, &scope, &plan.regexes)).collect();
+                key.clear();
+                key.extend(metric.keys.iter().map(|k| eval(&k.expr, &scope, &plan.regexes)));
                 let (states, is_overflow) = window.series.entry(&key, metric, metric.cardinality_limit as usize);
                 if is_overflow {
                     stats.overflow += 1;
@@ -397,11 +403,15 @@ impl Partition {
                 let tier_width = tier.width_ms as i64;
                 let tier_start = start.div_euclid(tier_width) * tier_width;
                 let tier_window = state.tiers[t].entry(tier_start).or_default();
-                if end <= tier_window.included_through {
-                    continue; // Merged before a restart.
+                let mut touched = Vec::with_capacity(window.series.len());
+                for (key, states) in window.series.keys.iter().zip(&window.series.states) {
+                    let i = tier_window.series.insert_key(key, plan);
+                    if tier_window.included_through.get(i).is_some_and(|&through| end <= through) {
+                        continue; // This series' stored row included it before a restart.
+                    }
+                    tier_window.series.states[i].iter_mut().zip(states).for_each(|(mine, theirs)| mine.merge(theirs));
+                    touched.push(i);
                 }
-                let touched = tier_window.series.merge_from(&window.series, plan);
-                tier_window.included_through = end;
                 for i in touched {
                     out.rows.push(Row {
                         metric: m,

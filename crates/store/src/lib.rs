@@ -54,6 +54,9 @@ pub enum Error {
     /// A query names something the plan does not have.
     #[error("{0}")]
     BadQuery(String),
+    /// The store cannot be reached right now (network, node down, overload).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl Error {
@@ -69,8 +72,10 @@ impl Error {
                         | rusqlite::ErrorCode::CannotOpen
                         | rusqlite::ErrorCode::DiskFull
                         | rusqlite::ErrorCode::SystemIoFailure
+                        | rusqlite::ErrorCode::ReadOnly
                 )
             }
+            Error::Unavailable(_) => true,
             _ => false,
         }
     }

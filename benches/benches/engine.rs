@@ -1,0 +1,208 @@
+//! Engine throughput over generated delivery events.
+//!
+//! `cargo bench -p benches --bench engine`
+//!
+//! Loads `ENGINE_BENCH_EVENTS` (default 200,000) events made by
+//! `gen_events.py --seed 42` (generated into `<target>/bench-data` on first
+//! use) into memory once, then measures, per event:
+//!
+//! * `parse_only`: `serde_json` into a struct borrowing every field: the floor
+//!   any JSON consumer pays;
+//! * `engine_all_pipelines`: a fresh `Partition` running the plan of every
+//!   file in `pipelines/` over all events, emitted rows dropped as they come,
+//!   `close_all` included;
+//! * `classify_only`: the `std:bounces` classifier alone (its `RegexSet`s and
+//!   rule conditions, through `ClassifierRuntime::classify`) over the
+//!   (diagnostic, status, smtp_code, provider) of the bounced and deferred
+//!   events, pre-extracted; throughput is classifications/s.
+//!
+//! A summary with events/s and the engine / parse-only ratio of this run is
+//! printed at the end (medians of the timed batches).
+
+use benches::Events;
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
+use engine::eval::{ClassifierRuntime, RegexCache};
+use engine::value::Val;
+use serde::Deserialize;
+use std::borrow::Cow;
+use std::hint::black_box;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// One delivery event, every field, strings borrowed where unescaped.
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct Event<'a> {
+    #[serde(borrow)]
+    ts: Cow<'a, str>,
+    #[serde(borrow)]
+    event: Cow<'a, str>,
+    #[serde(borrow)]
+    message_id: Cow<'a, str>,
+    #[serde(borrow)]
+    account_id: Cow<'a, str>,
+    #[serde(borrow)]
+    sender_domain: Cow<'a, str>,
+    #[serde(borrow)]
+    sending_ip: Cow<'a, str>,
+    #[serde(borrow)]
+    ip_pool: Cow<'a, str>,
+    #[serde(borrow)]
+    recipient_domain: Cow<'a, str>,
+    #[serde(borrow)]
+    provider: Cow<'a, str>,
+    #[serde(borrow)]
+    mx_host: Cow<'a, str>,
+    smtp_code: i64,
+    #[serde(borrow)]
+    status: Cow<'a, str>,
+    #[serde(borrow)]
+    diagnostic: Option<Cow<'a, str>>,
+    attempt: i64,
+    latency_ms: i64,
+    size_bytes: i64,
+}
+
+/// Per-iteration times of one benchmark, all timed batches of the run.
+#[derive(Default)]
+struct Timings(Mutex<Vec<(String, f64)>>);
+
+impl Timings {
+    fn record(&self, name: &str, elapsed: Duration, iters: u64) {
+        let per_iter = elapsed.as_secs_f64() / iters.max(1) as f64;
+        self.0.lock().expect("not poisoned").push((name.to_string(), per_iter));
+    }
+
+    /// Median seconds per iteration of `name`.
+    fn median(&self, name: &str) -> Option<f64> {
+        let all = self.0.lock().expect("not poisoned");
+        let mut times: Vec<f64> = all.iter().filter(|(n, _)| n == name).map(|(_, t)| *t).collect();
+        if times.is_empty() {
+            return None;
+        }
+        times.sort_by(f64::total_cmp);
+        Some(times[times.len() / 2])
+    }
+}
+
+fn event_count() -> usize {
+    std::env::var("ENGINE_BENCH_EVENTS").ok().and_then(|v| v.replace('_', "").parse().ok()).unwrap_or(200_000)
+}
+
+fn load_events() -> Option<Events> {
+    let n = event_count();
+    let path = match benches::events_file(n, 42, &[]) {
+        Ok(path) => path,
+        Err(why) => {
+            eprintln!("SKIPPED engine benchmarks: cannot generate events: {why}");
+            return None;
+        }
+    };
+    let events = Events::load(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    Some(events)
+}
+
+/// The classifier parameters of one event, in the classifier's order.
+fn classifier_params<'a>(event: &Event<'a>, names: &[String]) -> Vec<Val<'a>> {
+    names
+        .iter()
+        .map(|name| match name.as_str() {
+            "diagnostic" => event.diagnostic.clone().map_or(Val::Null, Val::Str),
+            "status" => Val::Str(event.status.clone()),
+            "smtp_code" => Val::Int(event.smtp_code),
+            "provider" => Val::Str(event.provider.clone()),
+            other => panic!("the bounce classifier has an unexpected parameter `{other}`"),
+        })
+        .collect()
+}
+
+fn engine_benches(c: &mut Criterion) {
+    let Some(events) = load_events() else { return };
+    let n = events.len() as u64;
+    let timings = Timings::default();
+
+    let plan = benches::pipelines_plan();
+    let metrics = plan.metrics.len();
+    let compiled = Arc::new(engine::CompiledPlan::new(plan, engine::EngineConfig::default()).expect("plan compiles"));
+    let (rows, dead) = benches::run_partition(&compiled, &events);
+    eprintln!(
+        "{n} events ({:.0} bytes on average), {metrics} metrics in pipelines/: {rows} rows, {dead} dead letters per run",
+        events.bytes() as f64 / n as f64
+    );
+
+    // The bounce classifier and the parameters of every bounced / deferred event.
+    let bounce = compiled.plan.classifiers.iter().find(|c| c.name == "bounce").expect("std:bounces is imported");
+    let param_names: Vec<String> = bounce.params.iter().map(|p| p.name.clone()).collect();
+    let classifier = ClassifierRuntime::new(bounce.clone()).expect("classifier compiles");
+    let mut regexes = RegexCache::default();
+    regexes.add_all(bounce.rules.iter().map(|r| &r.condition)).expect("regexes compile");
+    let parsed: Vec<Event<'_>> =
+        events.iter().map(|line| serde_json::from_slice(line).expect("generated events parse")).collect();
+    let failures: Vec<Vec<Val<'_>>> = parsed
+        .iter()
+        .filter(|e| e.event == "bounced" || e.event == "deferred")
+        .map(|e| classifier_params(e, &param_names))
+        .collect();
+    let unclassified = failures.iter().filter(|p| classifier.classify(p, &regexes).is_none()).count();
+    eprintln!("{} bounced or deferred events to classify, {unclassified} fall to the default", failures.len());
+
+    let mut group = c.benchmark_group("engine");
+    group.sample_size(10).sampling_mode(SamplingMode::Flat).measurement_time(Duration::from_secs(10));
+
+    group.throughput(Throughput::Elements(n));
+    group.bench_function("parse_only", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                for line in events.iter() {
+                    let event: Event<'_> = serde_json::from_slice(line).expect("generated events parse");
+                    black_box(&event);
+                }
+            }
+            let elapsed = start.elapsed();
+            timings.record("parse_only", elapsed, iters);
+            elapsed
+        })
+    });
+    group.bench_function("engine_all_pipelines", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                black_box(benches::run_partition(&compiled, &events));
+            }
+            let elapsed = start.elapsed();
+            timings.record("engine_all_pipelines", elapsed, iters);
+            elapsed
+        })
+    });
+    group.throughput(Throughput::Elements(failures.len() as u64));
+    group.bench_function("classify_only", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                for params in &failures {
+                    black_box(classifier.classify(params, &regexes));
+                }
+            }
+            let elapsed = start.elapsed();
+            timings.record("classify_only", elapsed, iters);
+            elapsed
+        })
+    });
+    group.finish();
+
+    let rate = |name: &str, count: u64| timings.median(name).map(|t| count as f64 / t);
+    let show = |r: Option<f64>| r.map_or_else(|| "-".to_string(), |r| format!("{:.0}", r));
+    let (parse, engine, classify) =
+        (rate("parse_only", n), rate("engine_all_pipelines", n), rate("classify_only", failures.len() as u64));
+    println!("\nsummary ({n} events, medians of this run's timed batches, one thread):");
+    println!("  parse_only            {:>12} events/s", show(parse));
+    println!("  engine_all_pipelines  {:>12} events/s", show(engine));
+    println!("  classify_only         {:>12} classifications/s", show(classify));
+    if let (Some(parse), Some(engine)) = (parse, engine) {
+        println!("  engine / parse_only   {:>12.2}", engine / parse);
+    }
+}
+
+criterion_group!(benches, engine_benches);
+criterion_main!(benches);

@@ -1,0 +1,454 @@
+//! The consumer loop and the rebalance callbacks.
+
+use crate::dead_letter::DeadLetterProducer;
+use crate::{Error, FlushReport, MetricStatus, Observer, PartitionStatus, Result, Settings, Status};
+use engine::{CompiledPlan, Message, MessageMeta, Output, Partition, Reason};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance};
+use rdkafka::message::{Headers, Message as _};
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use store::{Store, WriteBatch};
+use tracing::{debug, error, info, warn};
+
+type Key = (String, i32);
+
+/// Everything the loop and the rebalance callbacks share.
+struct Shared {
+    plan: Arc<CompiledPlan>,
+    store: Box<dyn Store + Send>,
+    settings: Settings,
+    partitions: BTreeMap<Key, Partition>,
+    /// Output not yet written, per topic.
+    pending: BTreeMap<String, Output>,
+    pending_messages: u64,
+    committed: BTreeMap<Key, i64>,
+    dead_letters: Option<DeadLetterProducer>,
+    last_flush: Instant,
+    is_paused: bool,
+    observer: Arc<dyn Observer>,
+}
+
+/// Why a flush did not complete; both are retried.
+enum FlushError {
+    Store(store::Error),
+    DeadLetters(String),
+}
+
+struct Context {
+    shared: Arc<Mutex<Shared>>,
+    observer: Arc<dyn Observer>,
+}
+
+fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    // A panic while holding the lock leaves state we can still flush: recover it.
+    shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+impl ClientContext for Context {
+    fn stats(&self, statistics: Statistics) {
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    self.observer.lag(topic, *partition, p.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for Context {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(tpl) = rebalance else { return };
+        let mut shared = lock(&self.shared);
+        // Flush and commit before the partitions move; if the store is down,
+        // commit nothing: the next owner replays from the last commit.
+        match shared.flush(consumer) {
+            Ok(()) => info!(partitions = tpl.count(), "Flushed and committed revoked partitions."),
+            Err(FlushError::Store(error)) => {
+                warn!(error = %error, "Revoked partitions could not be flushed; the next owner replays them.")
+            }
+            Err(FlushError::DeadLetters(error)) => {
+                warn!(error = %error, "Revoked partitions could not be flushed; the next owner replays them.")
+            }
+        }
+        for element in tpl.elements() {
+            let key = (element.topic().to_string(), element.partition());
+            shared.partitions.remove(&key);
+            shared.committed.remove(&key);
+        }
+        shared.publish_status();
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Assign(tpl) = rebalance else { return };
+        let mut shared = lock(&self.shared);
+        for element in tpl.elements() {
+            let key = (element.topic().to_string(), element.partition());
+            if !shared.partitions.contains_key(&key) {
+                shared.restore(&key);
+            }
+        }
+        info!(partitions = tpl.count(), "Assigned partitions.");
+        shared.publish_status();
+    }
+}
+
+impl Shared {
+    /// Builds the partition's state from the store; retries while the store fails.
+    fn restore(&mut self, key: &Key) {
+        let mut delay = self.settings.retry_initial;
+        loop {
+            let restored = self.store.checkpoint(&key.0, key.1).and_then(|checkpoint| match checkpoint {
+                None => Ok(Partition::new(self.plan.clone(), key.1)),
+                Some(c) => {
+                    let tiers = self.store.open_tier_rows(&self.plan.plan, &c)?;
+                    info!(topic = %key.0, partition = key.1, replay_offset = c.replay_offset, next_offset = c.next_offset, "Restored partition state.");
+                    Ok(Partition::restore(self.plan.clone(), &c, tiers))
+                }
+            });
+            match restored {
+                Ok(partition) => {
+                    self.partitions.insert(key.clone(), partition);
+                    return;
+                }
+                Err(error) => {
+                    self.observer.store_failed(&error, delay);
+                    warn!(topic = %key.0, partition = key.1, error = %error, "Cannot read the checkpoint; retrying.");
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(self.settings.retry_max);
+                }
+            }
+        }
+    }
+
+    fn process(&mut self, message: &rdkafka::message::BorrowedMessage<'_>) {
+        let key = (message.topic().to_string(), message.partition());
+        if !self.partitions.contains_key(&key) {
+            self.restore(&key);
+        }
+        let headers: Vec<(&str, &[u8])> = message
+            .headers()
+            .map(|h| {
+                (0..h.count()).filter_map(|i| h.try_get(i)).map(|h| (h.key, h.value.unwrap_or_default())).collect()
+            })
+            .unwrap_or_default();
+        let meta = MessageMeta {
+            topic: message.topic(),
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key(),
+            timestamp_ms: message.timestamp().to_millis(),
+            headers: &headers,
+        };
+        let out = self.pending.entry(key.0.clone()).or_default();
+        if let Some(partition) = self.partitions.get_mut(&key) {
+            partition.process(&Message { payload: message.payload().unwrap_or_default(), meta }, now_ms(), out);
+        }
+        self.pending_messages += 1;
+    }
+
+    fn is_due(&self) -> bool {
+        self.pending_messages >= self.settings.flush_messages as u64
+            || (self.last_flush.elapsed() >= self.settings.flush_interval
+                && (self.pending_messages > 0 || self.pending.values().any(|o| !o.is_empty())))
+    }
+
+    fn advance_idle(&mut self) {
+        let now = now_ms();
+        let idle_ms = self.settings.idle_timeout.as_millis() as i64;
+        for ((topic, _), partition) in self.partitions.iter_mut() {
+            partition.on_idle(now, idle_ms, self.pending.entry(topic.clone()).or_default());
+        }
+    }
+
+    /// Dead letters to Kafka, then rows + dead letters + checkpoints to the
+    /// store in one batch per topic, then replay points to Kafka.
+    fn flush(&mut self, consumer: &BaseConsumer<Context>) -> std::result::Result<(), FlushError> {
+        let started = Instant::now();
+        let mut report = FlushReport { messages: self.pending_messages, ..Default::default() };
+        report.rows_by_metric = vec![0; self.plan.plan.metrics.len()];
+        let mut dead_by_reason: BTreeMap<Reason, u64> = BTreeMap::new();
+        for (topic, out) in &self.pending {
+            if let Some(producer) = &self.dead_letters {
+                producer.send_all(&out.dead_letters, Duration::from_secs(30)).map_err(FlushError::DeadLetters)?;
+            }
+            let checkpoints: Vec<_> =
+                self.partitions.iter().filter(|((t, _), _)| t == topic).filter_map(|(_, p)| p.checkpoint()).collect();
+            self.store
+                .write(
+                    &self.plan.plan,
+                    &WriteBatch { topic, rows: &out.rows, dead_letters: &out.dead_letters, checkpoints: &checkpoints },
+                )
+                .map_err(FlushError::Store)?;
+            for row in &out.rows {
+                report.rows_by_metric[row.metric] += 1;
+            }
+            for d in &out.dead_letters {
+                *dead_by_reason.entry(d.reason).or_default() += 1;
+            }
+        }
+        report.store_write = started.elapsed();
+        report.dead_letters = dead_by_reason.into_iter().collect();
+        self.pending.clear();
+        self.pending_messages = 0;
+        self.last_flush = Instant::now();
+
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), state) in &self.partitions {
+            let Some(replay) = state.replay_point() else { continue };
+            if self.committed.get(&(topic.clone(), *partition)) == Some(&replay) {
+                continue;
+            }
+            if tpl.add_partition_offset(topic, *partition, Offset::Offset(replay)).is_ok() {
+                report.committed.push((topic.clone(), *partition, replay));
+            }
+        }
+        if tpl.count() > 0 {
+            match consumer.commit(&tpl, CommitMode::Sync) {
+                Ok(()) => {
+                    for (topic, partition, replay) in &report.committed {
+                        self.committed.insert((topic.clone(), *partition), *replay);
+                    }
+                    debug!(partitions = tpl.count(), "Committed offsets.");
+                }
+                // Not fatal: the rows are durable and the next flush commits again.
+                Err(error) => warn!(error = %error, "Offset commit failed; will retry at the next flush."),
+            }
+        }
+        self.observer.flushed(&report);
+        self.publish_status();
+        Ok(())
+    }
+
+    fn publish_status(&self) {
+        let metrics = &self.plan.plan.metrics;
+        let mut status = Status { is_paused: self.is_paused, ..Default::default() };
+        status.metrics = metrics
+            .iter()
+            .enumerate()
+            .map(|(i, m)| MetricStatus {
+                name: m.name.clone(),
+                events: self.partitions.values().map(|p| p.stats().metrics[i].events).sum(),
+                late: self.partitions.values().map(|p| p.stats().metrics[i].late).sum(),
+                overflow: self.partitions.values().map(|p| p.stats().metrics[i].overflow).sum(),
+                live_series: self.partitions.values().map(|p| p.live_series()[i]).sum(),
+            })
+            .collect();
+        status.partitions = self
+            .partitions
+            .iter()
+            .map(|((topic, partition), p)| {
+                let checkpoint = p.checkpoint();
+                PartitionStatus {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    max_event_time: p.max_event_time().map(engine::value::format_timestamp),
+                    replay_point: self.committed.get(&(topic.clone(), *partition)).copied(),
+                    next_offset: checkpoint.map(|c| c.next_offset),
+                    live_series: p.live_series(),
+                }
+            })
+            .collect();
+        self.observer.status(&status);
+    }
+}
+
+/// A running consumer-group member.
+pub struct Consumer {
+    consumer: BaseConsumer<Context>,
+    shared: Arc<Mutex<Shared>>,
+    settings: Settings,
+}
+
+impl Consumer {
+    /// Creates the consumer and subscribes to the plan's topics.
+    ///
+    /// # Errors
+    /// If the client cannot be created or subscribed, or the store schema cannot be set up.
+    pub fn new(
+        settings: Settings,
+        plan: Arc<CompiledPlan>,
+        mut store: Box<dyn Store + Send>,
+        observer: Arc<dyn Observer>,
+    ) -> Result<Self> {
+        store.setup(&plan.plan).map_err(Error::Store)?;
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &settings.brokers)
+            .set("group.id", &settings.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .set("statistics.interval.ms", "5000");
+        for (k, v) in &settings.librdkafka {
+            config.set(k, v);
+        }
+        let dead_letters = match &settings.dead_letter_topic {
+            Some(topic) => {
+                Some(DeadLetterProducer::new(&config_for_producer(&settings), topic).map_err(|source| {
+                    Error::Kafka { context: "cannot create the dead-letter producer".into(), source }
+                })?)
+            }
+            None => None,
+        };
+        let shared = Arc::new(Mutex::new(Shared {
+            plan,
+            store,
+            settings: settings.clone(),
+            partitions: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            pending_messages: 0,
+            committed: BTreeMap::new(),
+            dead_letters,
+            last_flush: Instant::now(),
+            is_paused: false,
+            observer: observer.clone(),
+        }));
+        let context = Context { shared: shared.clone(), observer };
+        let consumer: BaseConsumer<Context> = config
+            .create_with_context(context)
+            .map_err(|source| Error::Kafka { context: "cannot create the consumer".into(), source })?;
+        let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&topics)
+            .map_err(|source| Error::Kafka { context: format!("cannot subscribe to {topics:?}"), source })?;
+        info!(topics = ?topics, group = %settings.group_id, "Subscribed.");
+        Ok(Consumer { consumer, shared, settings })
+    }
+
+    /// Consumes until `shutdown` is set, then flushes, commits and leaves the group.
+    ///
+    /// # Errors
+    /// If the store fails in a way that retrying cannot fix.
+    pub fn run(self, shutdown: &AtomicBool) -> Result<()> {
+        let mut last_idle_check = Instant::now();
+        while !shutdown.load(Ordering::Relaxed) {
+            match self.consumer.poll(Duration::from_millis(50)) {
+                Some(Ok(message)) => lock(&self.shared).process(&message),
+                Some(Err(error)) => warn!(error = %error, "Kafka error; librdkafka retries."),
+                None => {}
+            }
+            if last_idle_check.elapsed() >= Duration::from_secs(1) {
+                lock(&self.shared).advance_idle();
+                last_idle_check = Instant::now();
+            }
+            let is_due = lock(&self.shared).is_due();
+            if is_due {
+                self.flush_until_done(shutdown)?;
+            }
+        }
+        info!("Shutting down: flushing and committing.");
+        self.flush_until_done(&AtomicBool::new(false))?;
+        self.consumer.unsubscribe();
+        // Serve the final rebalance (revocation) so the group hands partitions over at once.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && self.consumer.assignment().map(|a| a.count() > 0).unwrap_or(false) {
+            let _ = self.consumer.poll(Duration::from_millis(50));
+        }
+        info!("Left the group.");
+        Ok(())
+    }
+
+    /// Flushes, retrying with backoff while paused; messages that still arrive
+    /// while paused are processed, never dropped. Gives up only when `stop` is
+    /// set after a failure (the caller is shutting down without a store).
+    fn flush_until_done(&self, stop: &AtomicBool) -> Result<()> {
+        let mut delay = self.settings.retry_initial;
+        let mut attempt = 0u32;
+        loop {
+            let result = lock(&self.shared).flush(&self.consumer);
+            let error = match result {
+                Ok(()) => {
+                    if attempt > 0 {
+                        self.set_paused(false);
+                        info!(attempts = attempt + 1, "Store recovered; resumed consuming.");
+                    }
+                    return Ok(());
+                }
+                Err(FlushError::Store(error)) if !error.is_retryable() => {
+                    error!(error = %error, "Store failed permanently.");
+                    return Err(Error::Store(error));
+                }
+                Err(FlushError::Store(error)) => {
+                    let shared = lock(&self.shared);
+                    shared.observer.store_failed(&error, delay);
+                    error.to_string()
+                }
+                Err(FlushError::DeadLetters(error)) => error,
+            };
+            if attempt == 0 {
+                self.set_paused(true);
+            }
+            attempt += 1;
+            warn!(error = %error, attempt, retry_in_ms = delay.as_millis() as u64, "Flush failed; consumption paused, retrying.");
+            if stop.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            // Keep polling while waiting: it serves rebalances and heartbeats.
+            let until = Instant::now() + jitter(delay, attempt);
+            while Instant::now() < until {
+                if let Some(Ok(message)) = self.consumer.poll(Duration::from_millis(20)) {
+                    lock(&self.shared).process(&message);
+                }
+            }
+            delay = (delay * 2).min(self.settings.retry_max);
+        }
+    }
+
+    fn set_paused(&self, is_paused: bool) {
+        let Ok(assignment) = self.consumer.assignment() else { return };
+        let result = if is_paused { self.consumer.pause(&assignment) } else { self.consumer.resume(&assignment) };
+        if let Err(error) = result {
+            warn!(error = %error, is_paused, "Cannot pause or resume the assignment.");
+        }
+        let mut shared = lock(&self.shared);
+        shared.is_paused = is_paused;
+        shared.publish_status();
+    }
+}
+
+/// `delay` ± 25%, spread by the attempt number so instances do not retry in step.
+fn jitter(delay: Duration, attempt: u32) -> Duration {
+    let spread = (u64::from(attempt).wrapping_mul(0x9e37_79b9) ^ now_ms() as u64) % 500;
+    delay.mul_f64(0.75 + spread as f64 / 1000.0)
+}
+
+fn config_for_producer(settings: &Settings) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &settings.brokers);
+    for (k, v) in &settings.librdkafka {
+        // Consumer-only settings would make the producer warn; pass the rest.
+        if !k.starts_with("group.")
+            && !k.starts_with("session.")
+            && !k.contains("offset")
+            && !k.starts_with("enable.partition")
+        {
+            config.set(k, v);
+        }
+    }
+    config
+}
+
+/// Runs a consumer until `shutdown` is set: [`Consumer::new`] then [`Consumer::run`].
+///
+/// # Errors
+/// See [`Consumer::new`] and [`Consumer::run`].
+pub fn run(
+    settings: Settings,
+    plan: Arc<CompiledPlan>,
+    store: Box<dyn Store + Send>,
+    observer: Arc<dyn Observer>,
+    shutdown: &AtomicBool,
+) -> Result<()> {
+    Consumer::new(settings, plan, store, observer)?.run(shutdown)
+}

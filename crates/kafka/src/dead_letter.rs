@@ -1,0 +1,81 @@
+//! The dead-letter producer: rejected messages with their reason.
+
+use engine::DeadLetter;
+use rdkafka::config::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::ClientContext;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Counts failed deliveries so a flush can tell whether every record arrived.
+#[derive(Default)]
+pub(crate) struct DeliveryCounter {
+    failed: AtomicU64,
+}
+
+impl ClientContext for DeliveryCounter {}
+
+impl ProducerContext for DeliveryCounter {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if result.is_err() {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Produces dead letters to one topic.
+pub(crate) struct DeadLetterProducer {
+    producer: ThreadedProducer<DeliveryCounter>,
+    topic: String,
+}
+
+impl DeadLetterProducer {
+    pub(crate) fn new(config: &ClientConfig, topic: &str) -> rdkafka::error::KafkaResult<Self> {
+        let mut config = config.clone();
+        // Dead letters must not be lost or duplicated by the producer itself.
+        config.set("enable.idempotence", "true").set("acks", "all").set("linger.ms", "20");
+        let producer = config.create_with_context(DeliveryCounter::default())?;
+        Ok(DeadLetterProducer { producer, topic: topic.to_string() })
+    }
+
+    /// Sends every dead letter and waits until all are acknowledged.
+    pub(crate) fn send_all(&self, dead_letters: &[DeadLetter], timeout: Duration) -> Result<(), String> {
+        if dead_letters.is_empty() {
+            return Ok(());
+        }
+        let failed_before = self.producer.context().failed.load(Ordering::Relaxed);
+        for d in dead_letters {
+            let partition = d.partition.to_string();
+            let offset = d.offset.to_string();
+            let headers = OwnedHeaders::new()
+                .insert(Header { key: "reason", value: Some(d.reason.as_str()) })
+                .insert(Header { key: "detail", value: Some(d.detail.as_str()) })
+                .insert(Header { key: "source_topic", value: Some(d.topic.as_str()) })
+                .insert(Header { key: "source_partition", value: Some(partition.as_str()) })
+                .insert(Header { key: "source_offset", value: Some(offset.as_str()) });
+            let mut record = BaseRecord::to(&self.topic).payload(&d.payload[..]).headers(headers);
+            if let Some(key) = &d.key {
+                record = record.key(&key[..]);
+            }
+            let mut record = Some(record);
+            while let Some(r) = record.take() {
+                if let Err((error, r)) = self.producer.send(r) {
+                    if matches!(error.rdkafka_error_code(), Some(rdkafka::types::RDKafkaErrorCode::QueueFull)) {
+                        std::thread::sleep(Duration::from_millis(5));
+                        record = Some(r);
+                    } else {
+                        return Err(format!("cannot queue a dead letter: {error}"));
+                    }
+                }
+            }
+        }
+        self.producer.flush(timeout).map_err(|e| format!("dead letters not acknowledged: {e}"))?;
+        let failed = self.producer.context().failed.load(Ordering::Relaxed) - failed_before;
+        if failed > 0 {
+            return Err(format!("{failed} dead letter(s) were not delivered"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,161 @@
+//! The Kafka side of `streamd`: a consumer-group member that runs the engine
+//! over its assigned partitions and never acknowledges a message before its
+//! results are durable.
+//!
+//! * One [`Partition`](engine::Partition) state per assigned partition; on
+//!   assignment it is restored from the store's checkpoint and open tier rows,
+//!   and consumption resumes at the committed offset, which is always a
+//!   replay point (see `engine::partition`).
+//! * Every flush writes dead letters to the dead-letter topic, then rows, dead
+//!   letters and checkpoints to the store in one batch, and only then commits
+//!   the partitions' replay points to Kafka.
+//! * While the store is failing, the assignment is paused, writes are retried
+//!   with capped exponential backoff and jitter, nothing is committed, and
+//!   consumption resumes by itself.
+//! * On revocation the partitions are flushed and committed inside the
+//!   rebalance callback, before they move to another member.
+//!
+//! The loop is blocking and runs on its own thread; the daemon observes it
+//! through [`Observer`] and [`Status`].
+
+#![deny(missing_docs)]
+#![deny(clippy::unwrap_used)]
+
+mod consumer;
+mod dead_letter;
+
+pub use consumer::{run, Consumer};
+
+use std::time::Duration;
+
+/// Errors that stop the consumer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The Kafka client could not be created or subscribed.
+    #[error("kafka: {context}")]
+    Kafka {
+        /// What was being done.
+        context: String,
+        /// The client error.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    /// The store failed in a way retrying cannot fix.
+    #[error("store")]
+    Store(#[source] store::Error),
+}
+
+/// Results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How the consumer runs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    /// `group.id`.
+    pub group_id: String,
+    /// Topics to consume (the plan's sources).
+    pub topics: Vec<String>,
+    /// Where rejected messages go; `None` keeps them in the store only.
+    pub dead_letter_topic: Option<String>,
+    /// Extra librdkafka settings, passed through as given.
+    pub librdkafka: Vec<(String, String)>,
+    /// Longest time between flushes.
+    pub flush_interval: Duration,
+    /// Messages between flushes at most.
+    pub flush_messages: usize,
+    /// An idle partition's event time advances by processing time after this long.
+    pub idle_timeout: Duration,
+    /// First retry delay after a failed store write.
+    pub retry_initial: Duration,
+    /// Longest retry delay.
+    pub retry_max: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            brokers: "127.0.0.1:9092".into(),
+            group_id: "streamd".into(),
+            topics: Vec::new(),
+            dead_letter_topic: None,
+            librdkafka: Vec::new(),
+            flush_interval: Duration::from_millis(500),
+            flush_messages: 20_000,
+            idle_timeout: Duration::from_secs(30),
+            retry_initial: Duration::from_millis(100),
+            retry_max: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What a flush wrote.
+#[derive(Debug, Default, Clone)]
+pub struct FlushReport {
+    /// Messages consumed since the previous flush.
+    pub messages: u64,
+    /// Rows written, by metric index.
+    pub rows_by_metric: Vec<u64>,
+    /// Dead letters written, by reason.
+    pub dead_letters: Vec<(engine::Reason, u64)>,
+    /// How long the store write took.
+    pub store_write: Duration,
+    /// Partitions committed, with their replay points.
+    pub committed: Vec<(String, i32, i64)>,
+}
+
+/// Callbacks for telemetry; all default to doing nothing.
+pub trait Observer: Send + Sync {
+    /// A flush completed.
+    fn flushed(&self, _report: &FlushReport) {}
+    /// A store write failed and will be retried after `retry_in`.
+    fn store_failed(&self, _error: &store::Error, _retry_in: Duration) {}
+    /// Consumer lag of a partition, from librdkafka statistics.
+    fn lag(&self, _topic: &str, _partition: i32, _lag: i64) {}
+    /// The status changed (assignment, watermarks, replay points).
+    fn status(&self, _status: &Status) {}
+}
+
+/// A snapshot of the consumer, for `/status`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Status {
+    /// Assigned partitions.
+    pub partitions: Vec<PartitionStatus>,
+    /// Whether consumption is paused because the store is failing.
+    pub is_paused: bool,
+    /// Per metric: events counted, late, overflow (summed over partitions).
+    pub metrics: Vec<MetricStatus>,
+}
+
+/// One assigned partition.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PartitionStatus {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Highest event time seen, RFC 3339.
+    pub max_event_time: Option<String>,
+    /// The offset committed at the last flush.
+    pub replay_point: Option<i64>,
+    /// One past the last offset processed.
+    pub next_offset: Option<i64>,
+    /// Open series per metric.
+    pub live_series: Vec<usize>,
+}
+
+/// Counters of one metric on this instance.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MetricStatus {
+    /// Metric name.
+    pub name: String,
+    /// Events counted.
+    pub events: u64,
+    /// Late events.
+    pub late: u64,
+    /// Events sent to `__other__`.
+    pub overflow: u64,
+    /// Open series.
+    pub live_series: usize,
+}

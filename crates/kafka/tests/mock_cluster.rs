@@ -1,0 +1,307 @@
+//! The consumer against librdkafka's in-process mock cluster (real protocol on
+//! 127.0.0.1): stored rows must equal a direct engine run over the same
+//! messages, through a rebalance, a store outage and broker errors.
+
+use engine::{CompiledPlan, EngineConfig, Message, MessageMeta, Output, Partition};
+use kafka::{FlushReport, Observer, Settings};
+use rdkafka::config::ClientConfig;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use store::sqlite::SqliteStore;
+use store::{RowFilter, Store, WriteBatch};
+
+const TOPIC: &str = "mta.events";
+const PARTITIONS: i32 = 4;
+
+fn plan() -> Arc<CompiledPlan> {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../pipelines");
+    let mut roots: Vec<String> = std::fs::read_dir(root)
+        .expect("pipelines dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "stream"))
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    roots.sort();
+    let compiled = dsl::compile(&roots, &|p: &str| std::fs::read_to_string(p).map_err(|e| e.to_string()));
+    assert!(compiled.plan.is_some(), "{}", compiled.render_diagnostics());
+    let plan = compiled.plan.expect("checked above");
+    Arc::new(CompiledPlan::new(plan, EngineConfig::default()).expect("runnable"))
+}
+
+/// Generated events with a few malformed lines, each with its partition.
+fn events(n: usize, seed: u64) -> Vec<(i32, String)> {
+    let config = workload::Config { seed, rate_per_s: 50.0, bad_ratio: 0.005, ..Default::default() };
+    workload::Generator::new(config)
+        .take(n)
+        .enumerate()
+        .map(|(i, line)| ((i as i32 * 7 + i as i32 / 3) % PARTITIONS, line))
+        .collect()
+}
+
+fn produce(brokers: &str, events: &[(i32, String)]) {
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", brokers).create().expect("producer");
+    for (partition, line) in events {
+        let mut record = Some(BaseRecord::<(), [u8]>::to(TOPIC).partition(*partition).payload(line.as_bytes()));
+        while let Some(r) = record.take() {
+            if let Err((_, r)) = producer.send(r) {
+                producer.poll(Duration::from_millis(10));
+                record = Some(r);
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+}
+
+/// The engine run directly over each partition's messages in order: the rows
+/// a correct consumer must have written once all of them are processed.
+fn reference(plan: &Arc<CompiledPlan>, events: &[(i32, String)]) -> SqliteStore {
+    let mut store = SqliteStore::open(":memory:").expect("store");
+    store.setup(&plan.plan).expect("setup");
+    let mut out = Output::default();
+    for p in 0..PARTITIONS {
+        let mut partition = Partition::new(plan.clone(), p);
+        for (offset, (_, line)) in events.iter().filter(|(q, _)| *q == p).enumerate() {
+            let meta = MessageMeta {
+                topic: TOPIC,
+                partition: p,
+                offset: offset as i64,
+                key: None,
+                timestamp_ms: None,
+                headers: &[],
+            };
+            partition.process(&Message { payload: line.as_bytes(), meta }, 0, &mut out);
+        }
+    }
+    store
+        .write(
+            &plan.plan,
+            &WriteBatch { topic: TOPIC, rows: &out.rows, dead_letters: &out.dead_letters, checkpoints: &[] },
+        )
+        .expect("write");
+    store
+}
+
+/// Every stored row of every metric and tier, finished, in a stable order.
+fn dump(plan: &dsl::Plan, store: &dyn Store) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (m, metric) in plan.metrics.iter().enumerate() {
+        for tier in 0..metric.tiers.len() {
+            let filter = RowFilter { tier, from_ms: None, to_ms: None, equals: vec![], partition: None };
+            for row in store.read(plan, m, &filter).expect("read") {
+                let values: Vec<_> = row.states.iter().map(|s| s.finish()).collect();
+                lines.push(format!(
+                    "{} {} {} p{} {:?} {:?} {:?}",
+                    metric.name, tier, row.window_start, row.partition, row.keys, values, row.included_through
+                ));
+            }
+        }
+    }
+    lines.sort();
+    lines
+}
+
+/// Highest next offset any member reported per partition.
+type Positions = Arc<Mutex<std::collections::BTreeMap<i32, i64>>>;
+
+#[derive(Default)]
+struct Recorder {
+    positions: Positions,
+    messages: AtomicU64,
+    store_failures: AtomicU64,
+    commits: Mutex<Vec<(String, i32, i64)>>,
+}
+
+impl Observer for Recorder {
+    fn flushed(&self, report: &FlushReport) {
+        self.messages.fetch_add(report.messages, Ordering::SeqCst);
+        self.commits.lock().expect("lock").extend(report.committed.iter().cloned());
+    }
+    fn status(&self, status: &kafka::Status) {
+        let mut positions = self.positions.lock().expect("lock");
+        for p in &status.partitions {
+            let next = p.next_offset.unwrap_or(0);
+            let entry = positions.entry(p.partition).or_insert(0);
+            *entry = (*entry).max(next);
+        }
+    }
+    fn store_failed(&self, _: &store::Error, _: Duration) {
+        self.store_failures.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A SQLite store that fails every write while `is_down` is set.
+struct FlakyStore {
+    inner: SqliteStore,
+    is_down: Arc<AtomicBool>,
+    failed_writes: Arc<AtomicU64>,
+}
+
+impl Store for FlakyStore {
+    fn setup(&mut self, plan: &dsl::Plan) -> store::Result<()> {
+        self.inner.setup(plan)
+    }
+    fn write(&mut self, plan: &dsl::Plan, batch: &WriteBatch<'_>) -> store::Result<()> {
+        if self.is_down.load(Ordering::SeqCst) {
+            self.failed_writes.fetch_add(1, Ordering::SeqCst);
+            return Err(store::Error::Unavailable("injected outage".into()));
+        }
+        self.inner.write(plan, batch)
+    }
+    fn checkpoint(&self, topic: &str, partition: i32) -> store::Result<Option<engine::Checkpoint>> {
+        self.inner.checkpoint(topic, partition)
+    }
+    fn read(&self, plan: &dsl::Plan, metric: usize, filter: &RowFilter) -> store::Result<Vec<engine::Row>> {
+        self.inner.read(plan, metric, filter)
+    }
+    fn dead_letters(&self, topic: &str) -> store::Result<Vec<store::StoredDeadLetter>> {
+        self.inner.dead_letters(topic)
+    }
+    fn sweep(&mut self, plan: &dsl::Plan, now_ms: i64) -> store::Result<u64> {
+        self.inner.sweep(plan, now_ms)
+    }
+}
+
+fn settings(brokers: &str) -> Settings {
+    Settings {
+        brokers: brokers.to_string(),
+        group_id: "streamd-test".into(),
+        topics: vec![TOPIC.into()],
+        dead_letter_topic: Some(format!("{TOPIC}.dlq")),
+        librdkafka: vec![("session.timeout.ms".into(), "6000".into()), ("heartbeat.interval.ms".into(), "500".into())],
+        flush_interval: Duration::from_millis(200),
+        flush_messages: 2000,
+        idle_timeout: Duration::from_secs(3600),
+        retry_initial: Duration::from_millis(50),
+        retry_max: Duration::from_millis(400),
+    }
+}
+
+fn temp_db(name: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("kafka-{name}-{}.db", std::process::id()));
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    path
+}
+
+struct Member {
+    shutdown: Arc<AtomicBool>,
+    handle: JoinHandle<kafka::Result<()>>,
+}
+
+fn start(settings: Settings, plan: Arc<CompiledPlan>, store: Box<dyn Store + Send>, observer: Arc<Recorder>) -> Member {
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let flag = shutdown.clone();
+    let handle = std::thread::spawn(move || kafka::run(settings, plan, store, observer, &flag));
+    Member { shutdown, handle }
+}
+
+impl Member {
+    fn stop(self) {
+        self.shutdown.store(true, Ordering::SeqCst);
+        self.handle.join().expect("consumer thread").expect("consumer ran");
+    }
+}
+
+fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn rows_equal_a_direct_run_through_rebalance_store_outage_and_broker_errors() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic(TOPIC, PARTITIONS, 1).expect("topic");
+    cluster.create_topic(&format!("{TOPIC}.dlq"), 1, 1).expect("dlq topic");
+    let brokers = cluster.bootstrap_servers();
+    let plan = plan();
+    let all = events(12_000, 5);
+    let db = temp_db("equal");
+    let path = db.to_str().expect("utf-8").to_string();
+    let is_down = Arc::new(AtomicBool::new(false));
+    let failed_writes = Arc::new(AtomicU64::new(0));
+    let positions = Positions::default();
+    let recorder = Arc::new(Recorder { positions: positions.clone(), ..Default::default() });
+    // Processed through the end of `n` produced messages, in every partition.
+    let processed = |n: usize| {
+        let positions = positions.lock().expect("lock");
+        (0..PARTITIONS)
+            .all(|p| positions.get(&p).copied().unwrap_or(0) >= all[..n].iter().filter(|(q, _)| *q == p).count() as i64)
+    };
+    let store = FlakyStore {
+        inner: SqliteStore::open(&path).expect("store"),
+        is_down: is_down.clone(),
+        failed_writes: failed_writes.clone(),
+    };
+
+    // A first member consumes the first third.
+    produce(&brokers, &all[..4000]);
+    let first = start(settings(&brokers), plan.clone(), Box::new(store), recorder.clone());
+    wait_for("the first third", Duration::from_secs(60), || processed(4000));
+
+    // A second member joins: the partitions are split (a rebalance mid-stream).
+    let second_recorder = Arc::new(Recorder { positions: positions.clone(), ..Default::default() });
+    let second_store = SqliteStore::open(&path).expect("store");
+    let second = start(settings(&brokers), plan.clone(), Box::new(second_store), second_recorder.clone());
+    produce(&brokers, &all[4000..8000]);
+    wait_for("the second third", Duration::from_secs(60), || processed(8000));
+    assert!(second_recorder.messages.load(Ordering::SeqCst) > 0, "the second member got partitions");
+
+    // The first member's store goes away for a while; broker fetches fail too.
+    is_down.store(true, Ordering::SeqCst);
+    let commits_before = recorder.commits.lock().expect("lock").len();
+    cluster.request_errors(
+        rdkafka::types::RDKafkaApiKey::Fetch,
+        &[rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION; 3],
+    );
+    produce(&brokers, &all[8000..]);
+    wait_for("a failed write", Duration::from_secs(30), || failed_writes.load(Ordering::SeqCst) >= 2);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        recorder.commits.lock().expect("lock").len(),
+        commits_before,
+        "nothing is committed while the store is down"
+    );
+    is_down.store(false, Ordering::SeqCst);
+    wait_for("everything", Duration::from_secs(90), || processed(all.len()));
+    assert!(recorder.store_failures.load(Ordering::SeqCst) > 0);
+
+    first.stop();
+    second.stop();
+
+    let stored = SqliteStore::open(&path).expect("reopen");
+    let expected = reference(&plan, &all);
+    let (got, want) = (dump(&plan.plan, &stored), dump(&plan.plan, &expected));
+    assert!(!want.is_empty());
+    if got.len() != want.len() {
+        let summary = |lines: &[String]| {
+            let mut counts = std::collections::BTreeMap::new();
+            for l in lines {
+                let parts: Vec<&str> = l.splitn(5, ' ').collect();
+                *counts.entry(format!("{} t{} {}", parts[0], parts[1], parts[3])).or_insert(0) += 1;
+            }
+            counts
+        };
+        let (g, w) = (summary(&got), summary(&want));
+        for (k, v) in &w {
+            if g.get(k) != Some(v) {
+                eprintln!("{k}: stored {:?} expected {v}", g.get(k));
+            }
+        }
+    }
+    assert_eq!(got.len(), want.len(), "row count");
+    assert!(got == want, "first difference: {:?}", got.iter().zip(&want).find(|(a, b)| a != b));
+    // Every malformed message is dead-lettered exactly once.
+    let dead = stored.dead_letters(TOPIC).expect("dead letters");
+    let expected_dead = expected.dead_letters(TOPIC).expect("dead letters");
+    assert_eq!(dead.len(), expected_dead.len());
+    assert!(!dead.is_empty());
+}

@@ -1,0 +1,222 @@
+//! Configuration: a TOML file (`--config`), overridden by flags, validated
+//! into [`Config`] before anything starts. Every option has a safe default;
+//! `streamd.example.toml` beside this crate documents them all.
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// The file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    /// Kafka connection and consumer behaviour.
+    pub kafka: RawKafka,
+    /// Where results go.
+    pub store: RawStore,
+    /// Which pipelines run.
+    pub pipelines: RawPipelines,
+    /// The HTTP endpoint.
+    pub http: RawHttp,
+    /// The built-in demo.
+    pub embedded: RawEmbedded,
+}
+
+/// `[kafka]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawKafka {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    /// Consumer group.
+    pub group_id: String,
+    /// Dead-letter topic; empty means `<source topic>.dlq`.
+    pub dead_letter_topic: String,
+    /// Longest time between flushes, ms.
+    pub flush_interval_ms: u64,
+    /// Most messages between flushes.
+    pub flush_messages: usize,
+    /// After this long without messages, a partition's event time follows processing time, ms.
+    pub idle_timeout_ms: u64,
+    /// First retry delay after a failed store write, ms.
+    pub retry_initial_ms: u64,
+    /// Longest retry delay, ms.
+    pub retry_max_ms: u64,
+    /// Passed to librdkafka as given, e.g. `"session.timeout.ms" = "10000"`.
+    pub librdkafka: BTreeMap<String, String>,
+}
+
+impl Default for RawKafka {
+    fn default() -> Self {
+        RawKafka {
+            brokers: "127.0.0.1:9092".into(),
+            group_id: "streamd".into(),
+            dead_letter_topic: String::new(),
+            flush_interval_ms: 500,
+            flush_messages: 20_000,
+            idle_timeout_ms: 30_000,
+            retry_initial_ms: 100,
+            retry_max_ms: 10_000,
+            librdkafka: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[store]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawStore {
+    /// `sqlite:PATH`.
+    pub url: String,
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        RawStore { url: "sqlite:streamd.db".into() }
+    }
+}
+
+/// `[pipelines]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPipelines {
+    /// Files or directories of `*.stream` files.
+    pub paths: Vec<String>,
+}
+
+impl Default for RawPipelines {
+    fn default() -> Self {
+        RawPipelines { paths: vec!["pipelines/".into()] }
+    }
+}
+
+/// `[http]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHttp {
+    /// Address of `/metrics`, `/healthz`, `/status`; loopback unless you mean otherwise.
+    pub addr: String,
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        RawHttp { addr: "127.0.0.1:9464".into() }
+    }
+}
+
+/// `[embedded]`
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawEmbedded {
+    /// Generated events per second of wall time.
+    pub events_per_second: u32,
+    /// Partitions of the in-process topic.
+    pub partitions: i32,
+    /// Fraction of generated lines made malformed.
+    pub bad_ratio: f64,
+    /// Event time advances this many times faster than the wall clock, so windows close quickly.
+    pub time_acceleration: f64,
+}
+
+impl Default for RawEmbedded {
+    fn default() -> Self {
+        RawEmbedded { events_per_second: 5000, partitions: 4, bad_ratio: 0.001, time_acceleration: 20.0 }
+    }
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Consumer settings (topics are filled from the plan).
+    pub kafka: kafka::Settings,
+    /// Store URL.
+    pub store_url: String,
+    /// Pipeline paths.
+    pub pipelines: Vec<String>,
+    /// HTTP address.
+    pub http_addr: SocketAddr,
+    /// Embedded demo settings.
+    pub embedded: RawEmbedded,
+}
+
+impl TryFrom<RawConfig> for Config {
+    type Error = anyhow::Error;
+
+    fn try_from(raw: RawConfig) -> anyhow::Result<Config> {
+        let mut problems = Vec::new();
+        let http_addr = raw
+            .http
+            .addr
+            .parse::<SocketAddr>()
+            .map_err(|e| problems.push(format!("http.addr `{}`: {e}", raw.http.addr)))
+            .ok();
+        if !raw.store.url.starts_with("sqlite:") {
+            problems.push(format!("store.url `{}`: only `sqlite:PATH` is supported", raw.store.url));
+        }
+        if raw.pipelines.paths.is_empty() {
+            problems.push("pipelines.paths is empty".into());
+        }
+        if raw.kafka.flush_messages == 0 || raw.kafka.flush_interval_ms == 0 {
+            problems.push("kafka.flush_messages and kafka.flush_interval_ms must be positive".into());
+        }
+        if raw.embedded.partitions < 1
+            || raw.embedded.events_per_second == 0
+            || !(0.0..=1.0).contains(&raw.embedded.bad_ratio)
+        {
+            problems.push("embedded: partitions ≥ 1, events_per_second ≥ 1, bad_ratio in [0, 1]".into());
+        }
+        let Some(http_addr) = http_addr.filter(|_| problems.is_empty()) else {
+            bail!("invalid configuration:\n  {}", problems.join("\n  "));
+        };
+        let k = raw.kafka;
+        Ok(Config {
+            kafka: kafka::Settings {
+                brokers: k.brokers,
+                group_id: k.group_id,
+                topics: Vec::new(),
+                // Empty: filled in as `<topic>.dlq` once the plan's topic is known.
+                dead_letter_topic: (!k.dead_letter_topic.is_empty()).then_some(k.dead_letter_topic),
+                librdkafka: k.librdkafka.into_iter().collect(),
+                flush_interval: Duration::from_millis(k.flush_interval_ms),
+                flush_messages: k.flush_messages,
+                idle_timeout: Duration::from_millis(k.idle_timeout_ms),
+                retry_initial: Duration::from_millis(k.retry_initial_ms),
+                retry_max: Duration::from_millis(k.retry_max_ms.max(k.retry_initial_ms)),
+            },
+            store_url: raw.store.url,
+            pipelines: raw.pipelines.paths,
+            http_addr,
+            embedded: raw.embedded,
+        })
+    }
+}
+
+/// Reads `path` (if any) into a raw configuration.
+pub fn read(path: Option<&str>) -> anyhow::Result<RawConfig> {
+    let Some(path) = path else { return Ok(RawConfig::default()) };
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read `{path}`"))?;
+    toml::from_str(&text).with_context(|| format!("invalid configuration in `{path}`"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_file_is_valid() {
+        let text = include_str!("../streamd.example.toml");
+        let raw: RawConfig = toml::from_str(text).expect("example parses");
+        Config::try_from(raw).expect("example validates");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_rejected() {
+        assert!(toml::from_str::<RawConfig>("[kafka]\nbrokerz = \"x\"").is_err());
+        let raw: RawConfig =
+            toml::from_str("[http]\naddr = \"nowhere\"\n[store]\nurl = \"postgres://x\"").expect("parses");
+        let error = Config::try_from(raw).expect_err("invalid").to_string();
+        assert!(error.contains("http.addr") && error.contains("store.url"), "{error}");
+    }
+}

@@ -1,0 +1,97 @@
+//! The embedded demo: librdkafka's in-process mock cluster, fed by the
+//! built-in generator at a steady rate, consumed by the real consumer path.
+
+use crate::config::RawEmbedded;
+use anyhow::Context;
+use rdkafka::config::ClientConfig;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tracing::{info, warn};
+
+/// The running cluster and generator; dropping it stops both.
+pub struct Embedded {
+    // Field order matters: the producer thread stops before the cluster goes.
+    stop: Arc<AtomicBool>,
+    producer: Option<std::thread::JoinHandle<()>>,
+    cluster: MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+}
+
+impl Embedded {
+    /// Starts a one-broker mock cluster with `topic` (and `dead_letter_topic`) and the generator.
+    pub fn start(topic: &str, dead_letter_topic: Option<&str>, settings: RawEmbedded) -> anyhow::Result<Self> {
+        let cluster = MockCluster::new(1).context("cannot start the mock cluster")?;
+        cluster.create_topic(topic, settings.partitions, 1).context("cannot create the topic")?;
+        if let Some(dlq) = dead_letter_topic {
+            cluster.create_topic(dlq, 1, 1).context("cannot create the dead-letter topic")?;
+        }
+        let brokers = cluster.bootstrap_servers();
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("linger.ms", "5")
+            .create()
+            .context("cannot create the producer")?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let topic = topic.to_string();
+        let handle = std::thread::Builder::new()
+            .name("generator".into())
+            .spawn(move || generate(&producer, &topic, settings, &flag))
+            .context("cannot start the generator")?;
+        info!(brokers = %brokers, events_per_second = settings.events_per_second, "Embedded Kafka and generator started.");
+        Ok(Embedded { stop, producer: Some(handle), cluster })
+    }
+
+    /// `bootstrap.servers` of the mock cluster.
+    pub fn brokers(&self) -> String {
+        self.cluster.bootstrap_servers()
+    }
+}
+
+impl Drop for Embedded {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(handle) = self.producer.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+fn generate(producer: &BaseProducer, topic: &str, settings: RawEmbedded, stop: &AtomicBool) {
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let config = workload::Config {
+        seed: now_ms as u64,
+        start_ms: now_ms,
+        // Event time runs `time_acceleration` times faster than the clock.
+        rate_per_s: f64::from(settings.events_per_second) / settings.time_acceleration.max(1.0),
+        bad_ratio: settings.bad_ratio,
+    };
+    let mut generator = workload::Generator::new(config);
+    let mut line = String::new();
+    let started = Instant::now();
+    let partitions = settings.partitions.max(1);
+    while !stop.load(Ordering::Relaxed) {
+        // Produce what is due by now, in slices of 10 ms.
+        let due = (started.elapsed().as_secs_f64() * f64::from(settings.events_per_second)) as u64;
+        while generator.generated() < due && !stop.load(Ordering::Relaxed) {
+            generator.next_into(&mut line);
+            let partition = (generator.generated() % partitions as u64) as i32;
+            let mut record = Some(BaseRecord::<(), [u8]>::to(topic).partition(partition).payload(line.as_bytes()));
+            while let Some(r) = record.take() {
+                if let Err((error, r)) = producer.send(r) {
+                    producer.poll(Duration::from_millis(5));
+                    if stop.load(Ordering::Relaxed) {
+                        warn!(error = %error, "Generator stopping with a message unsent.");
+                        break;
+                    }
+                    record = Some(r);
+                }
+            }
+        }
+        producer.poll(Duration::ZERO);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = producer.flush(Duration::from_secs(5));
+}

@@ -1,0 +1,198 @@
+//! Prometheus metrics of the daemon (`stream_*`), fed by the consumer's
+//! observer callbacks, and the latest status for `/status`.
+
+use kafka::{FlushReport, Observer, Status};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The registry and every metric in it.
+pub struct Metrics {
+    registry: Registry,
+    metric_names: Vec<String>,
+    events_consumed: IntCounter,
+    pipeline_events: IntCounterVec,
+    late_events: IntCounterVec,
+    overflow_events: IntCounterVec,
+    dead_letters: IntCounterVec,
+    rows_written: IntCounterVec,
+    store_write_seconds: Histogram,
+    store_errors: IntCounter,
+    consumer_lag: IntGaugeVec,
+    replay_point_age: IntGaugeVec,
+    live_series: IntGaugeVec,
+    paused: IntGauge,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    status: Status,
+    /// Per metric, the last totals seen, to turn status snapshots into counter increments.
+    last_totals: Vec<(u64, u64, u64)>,
+    /// Per partition: the replay point and when it last moved.
+    replay_points: BTreeMap<(String, i32), (i64, Instant)>,
+}
+
+fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
+    // Names are static and unique; registration cannot fail.
+    let _ = registry.register(Box::new(metric.clone()));
+    metric
+}
+
+impl Metrics {
+    /// Registers every metric; `plan` gives the pipeline names and the plan identity.
+    pub fn new(plan: &dsl::Plan) -> prometheus::Result<Self> {
+        let registry = Registry::new();
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| IntCounterVec::new(Opts::new(name, help), labels);
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| IntGaugeVec::new(Opts::new(name, help), labels);
+        let build = gauge_vec("stream_build_info", "Build of this streamd.", &["version"])?;
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        register(&registry, build);
+        let plan_info =
+            gauge_vec("stream_plan_info", "The running plan.", &["plan_hash", "language_version", "metrics"])?;
+        plan_info
+            .with_label_values(&[&plan.hash[..16], &plan.language_version.to_string(), &plan.metrics.len().to_string()])
+            .set(1);
+        register(&registry, plan_info);
+        Ok(Metrics {
+            metric_names: plan.metrics.iter().map(|m| m.name.clone()).collect(),
+            events_consumed: register(
+                &registry,
+                IntCounter::new("stream_events_consumed_total", "Messages consumed and processed.")?,
+            ),
+            pipeline_events: register(
+                &registry,
+                counter_vec("stream_pipeline_events_total", "Events counted by each pipeline metric.", &["metric"])?,
+            ),
+            late_events: register(
+                &registry,
+                counter_vec("stream_late_events_total", "Events later than a metric's lateness.", &["metric"])?,
+            ),
+            overflow_events: register(
+                &registry,
+                counter_vec(
+                    "stream_cardinality_overflow_total",
+                    "Events sent to a metric's __other__ series.",
+                    &["metric"],
+                )?,
+            ),
+            dead_letters: register(
+                &registry,
+                counter_vec("stream_dead_letters_total", "Rejected messages, by reason.", &["reason"])?,
+            ),
+            rows_written: register(
+                &registry,
+                counter_vec(
+                    "stream_rows_written_total",
+                    "Rows written to the store (windows and tiers).",
+                    &["metric"],
+                )?,
+            ),
+            store_write_seconds: register(
+                &registry,
+                Histogram::with_opts(
+                    HistogramOpts::new("stream_store_write_seconds", "Duration of store writes (one per flush).")
+                        .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+                )?,
+            ),
+            store_errors: register(
+                &registry,
+                IntCounter::new("stream_store_errors_total", "Failed store writes (retried).")?,
+            ),
+            consumer_lag: register(
+                &registry,
+                gauge_vec("stream_consumer_lag", "Messages behind the partition's end.", &["topic", "partition"])?,
+            ),
+            replay_point_age: register(
+                &registry,
+                gauge_vec(
+                    "stream_replay_point_age_seconds",
+                    "Seconds since a partition's committed replay point last moved.",
+                    &["topic", "partition"],
+                )?,
+            ),
+            live_series: register(
+                &registry,
+                gauge_vec("stream_live_series", "Open series per metric on this instance.", &["metric"])?,
+            ),
+            paused: register(
+                &registry,
+                IntGauge::new("stream_consumption_paused", "1 while consumption is paused by a failing store.")?,
+            ),
+            registry,
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    /// The exposition in Prometheus text format.
+    pub fn render(&self) -> String {
+        {
+            let state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for ((topic, partition), (_, since)) in &state.replay_points {
+                self.replay_point_age
+                    .with_label_values(&[topic, &partition.to_string()])
+                    .set(since.elapsed().as_secs() as i64);
+            }
+        }
+        let mut buffer = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+
+    /// The latest status.
+    pub fn status(&self) -> Status {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).status.clone()
+    }
+}
+
+impl Observer for Metrics {
+    fn flushed(&self, report: &FlushReport) {
+        self.events_consumed.inc_by(report.messages);
+        for (m, rows) in report.rows_by_metric.iter().enumerate() {
+            if *rows > 0 {
+                self.rows_written.with_label_values(&[&self.metric_names[m]]).inc_by(*rows);
+            }
+        }
+        for (reason, n) in &report.dead_letters {
+            self.dead_letters.with_label_values(&[reason.as_str()]).inc_by(*n);
+        }
+        self.store_write_seconds.observe(report.store_write.as_secs_f64());
+        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (topic, partition, replay) in &report.committed {
+            let entry = state.replay_points.entry((topic.clone(), *partition)).or_insert((*replay, Instant::now()));
+            if entry.0 != *replay {
+                *entry = (*replay, Instant::now());
+            }
+        }
+    }
+
+    fn store_failed(&self, _error: &store::Error, _retry_in: Duration) {
+        self.store_errors.inc();
+    }
+
+    fn lag(&self, topic: &str, partition: i32, lag: i64) {
+        self.consumer_lag.with_label_values(&[topic, &partition.to_string()]).set(lag);
+    }
+
+    fn status(&self, status: &Status) {
+        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.last_totals.resize(status.metrics.len(), (0, 0, 0));
+        for (i, m) in status.metrics.iter().enumerate() {
+            let (events, late, overflow) = state.last_totals[i];
+            // Totals drop when partitions move away; counters only count increases.
+            self.pipeline_events.with_label_values(&[&m.name]).inc_by(m.events.saturating_sub(events));
+            self.late_events.with_label_values(&[&m.name]).inc_by(m.late.saturating_sub(late));
+            self.overflow_events.with_label_values(&[&m.name]).inc_by(m.overflow.saturating_sub(overflow));
+            state.last_totals[i] = (m.events, m.late, m.overflow);
+            self.live_series.with_label_values(&[&m.name]).set(m.live_series as i64);
+        }
+        self.paused.set(i64::from(status.is_paused));
+        let assigned: Vec<(String, i32)> = status.partitions.iter().map(|p| (p.topic.clone(), p.partition)).collect();
+        state.replay_points.retain(|k, _| assigned.contains(k));
+        state.status = status.clone();
+    }
+}
