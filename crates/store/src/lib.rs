@@ -18,6 +18,7 @@ pub mod query;
 pub mod schema;
 pub mod sqlite;
 
+use engine::aggregate::AggState;
 use engine::{Checkpoint, DeadLetter, KeyVal, Row};
 
 /// Errors from a store.
@@ -192,4 +193,34 @@ pub trait Store {
     /// # Errors
     /// On storage failure.
     fn sweep(&mut self, plan: &dsl::Plan, now_ms: i64) -> Result<u64>;
+}
+
+/// A canonical text line per stored row of every metric and tier (finished
+/// values and coverage, sorted): two stores hold the same results exactly when
+/// their snapshots are equal. Used by the crash and replay tests.
+///
+/// # Errors
+/// On storage failure.
+pub fn snapshot(store: &dyn Store, plan: &dsl::Plan) -> Result<Vec<String>> {
+    let mut lines = Vec::new();
+    for (m, metric) in plan.metrics.iter().enumerate() {
+        for tier in 0..metric.tiers.len() {
+            let filter = RowFilter { tier, from_ms: None, to_ms: None, equals: vec![], partition: None };
+            for row in store.read(plan, m, &filter)? {
+                let values: Vec<KeyVal> = row.states.iter().map(AggState::finish).collect();
+                lines.push(format!(
+                    "{} {} {} p{} {:?} {:?} {:?}",
+                    metric.name,
+                    metric.tiers[tier].name,
+                    row.window_start,
+                    row.partition,
+                    row.keys,
+                    values,
+                    row.included_through
+                ));
+            }
+        }
+    }
+    lines.sort();
+    Ok(lines)
 }
