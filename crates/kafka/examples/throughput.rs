@@ -1,0 +1,157 @@
+//! Throughput of the consumer path against a real broker, for `benches/e2e.sh`.
+//!
+//! ```text
+//! throughput produce  BROKERS TOPIC EVENTS PARTITIONS   create the topic, produce generated events
+//! throughput consume  BROKERS TOPIC EVENTS              raw consume-only rate (fresh group)
+//! throughput pipeline BROKERS TOPIC EVENTS DB           the streamd path: engine over pipelines/ into SQLite
+//! ```
+//!
+//! Both rates are measured from the first message consumed to the last, so
+//! group-join time is left out of both alike.
+
+use engine::{CompiledPlan, EngineConfig};
+use kafka::{Observer, Settings, Status};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize| args.get(i).cloned().unwrap_or_else(|| usage());
+    let number = |i: usize| arg(i).parse::<usize>().unwrap_or_else(|_| usage());
+    match arg(0).as_str() {
+        "produce" => produce(&arg(1), &arg(2), number(3), number(4) as i32),
+        "consume" => consume(&arg(1), &arg(2), number(3)),
+        "pipeline" => pipeline(&arg(1), &arg(2), number(3), &arg(4)),
+        _ => usage(),
+    }
+}
+
+fn usage() -> ! {
+    eprintln!("usage: throughput produce|consume|pipeline BROKERS TOPIC EVENTS [PARTITIONS|DB]");
+    std::process::exit(2)
+}
+
+fn produce(brokers: &str, topic: &str, events: usize, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers).create().expect("admin client");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime
+        .block_on(
+            admin.create_topics(&[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))], &AdminOptions::new()),
+        )
+        .expect("create topic");
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "20")
+        .set("compression.type", "lz4")
+        .create()
+        .expect("producer");
+    let started = Instant::now();
+    let generator = workload::Generator::new(workload::Config { rate_per_s: 926.0, ..Default::default() });
+    for (i, line) in generator.take(events).enumerate() {
+        let mut record =
+            Some(BaseRecord::<(), str>::to(topic).partition((i % partitions as usize) as i32).payload(line.as_str()));
+        while let Some(r) = record.take() {
+            if let Err((_, r)) = producer.send(r) {
+                producer.poll(Duration::from_millis(5));
+                record = Some(r);
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(120)).expect("flush");
+    eprintln!("produced {events} events in {:.1}s", started.elapsed().as_secs_f64());
+}
+
+fn consume(brokers: &str, topic: &str, events: usize) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("consume-only-{}", std::process::id()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let mut seen = 0usize;
+    let mut bytes = 0usize;
+    let mut first: Option<Instant> = None;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while seen < events && Instant::now() < deadline {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
+            first.get_or_insert_with(Instant::now);
+            bytes += rdkafka::Message::payload(&message).map_or(0, <[u8]>::len);
+            seen += 1;
+        }
+    }
+    let elapsed = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
+    println!(
+        "consume-only {seen} events {elapsed:.3}s {:.0} events/s ({:.1} MB)",
+        seen as f64 / elapsed,
+        bytes as f64 / 1e6
+    );
+}
+
+#[derive(Default)]
+struct Progress {
+    processed: Mutex<(i64, Option<Instant>)>,
+}
+
+impl Observer for Progress {
+    fn status(&self, status: &Status) {
+        let total: i64 = status.partitions.iter().filter_map(|p| p.next_offset).sum();
+        let mut progress = self.processed.lock().expect("lock");
+        if total > 0 && progress.1.is_none() {
+            progress.1 = Some(Instant::now());
+        }
+        progress.0 = progress.0.max(total);
+    }
+}
+
+fn pipeline(brokers: &str, topic: &str, events: usize, db: &str) {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../pipelines");
+    let mut roots: Vec<String> = std::fs::read_dir(dir)
+        .expect("pipelines")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "stream"))
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    roots.sort();
+    let compiled = dsl::compile(&roots, &|p: &str| std::fs::read_to_string(p).map_err(|e| e.to_string()));
+    let plan = Arc::new(
+        CompiledPlan::new(compiled.plan.expect("pipelines check"), EngineConfig::default()).expect("runnable"),
+    );
+    let store = store::sqlite::SqliteStore::open(db).expect("store");
+    let progress = Arc::new(Progress::default());
+    let settings = Settings {
+        brokers: brokers.into(),
+        group_id: format!("pipeline-{}", std::process::id()),
+        topics: vec![topic.into()],
+        dead_letter_topic: None,
+        librdkafka: vec![],
+        idle_timeout: Duration::from_secs(3600),
+        ..Default::default()
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let observer: Arc<dyn Observer> = progress.clone();
+    let handle = std::thread::spawn(move || kafka::run(settings, plan, Box::new(store), observer, &flag));
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let started;
+    loop {
+        let (done, first) = *progress.processed.lock().expect("lock");
+        if done >= events as i64 || Instant::now() > deadline {
+            started = first;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let elapsed = started.map_or(0.0, |s| s.elapsed().as_secs_f64());
+    stop.store(true, Ordering::SeqCst);
+    handle.join().expect("consumer thread").expect("consumer");
+    println!("pipeline {events} events {elapsed:.3}s {:.0} events/s", events as f64 / elapsed);
+}
