@@ -20,7 +20,7 @@ use tracing::{error, info};
 #[command(name = "streamd", version, about)]
 struct Args {
     /// TOML configuration file (see streamd.example.toml).
-    #[arg(long, short)]
+    #[arg(long, short, env = "STREAMD_CONFIG")]
     config: Option<String>,
     /// Start an in-process Kafka fed by the built-in event generator: nothing to install.
     #[arg(long)]
@@ -29,13 +29,13 @@ struct Args {
     #[arg(long)]
     pipelines: Vec<String>,
     /// Address of /metrics, /healthz and /status (overrides the file).
-    #[arg(long)]
+    #[arg(long, env = "STREAMD_HTTP_ADDR")]
     http_addr: Option<String>,
     /// Store URL, `sqlite:PATH` (overrides the file).
-    #[arg(long)]
+    #[arg(long, env = "STREAMD_STORE")]
     store: Option<String>,
     /// Kafka bootstrap servers (overrides the file).
-    #[arg(long)]
+    #[arg(long, env = "STREAMD_BROKERS")]
     brokers: Option<String>,
     /// Stop by itself after this many seconds (for demos and tests).
     #[arg(long, value_name = "SECONDS")]
