@@ -35,7 +35,7 @@ fn plan() -> Arc<CompiledPlan> {
 
 /// Generated events with a few malformed lines, each with its partition.
 fn events(n: usize, seed: u64) -> Vec<(i32, String)> {
-    let config = workload::Config { seed, rate_per_s: 50.0, bad_ratio: 0.005, ..Default::default() };
+    let config = workload::Config { seed, rate_per_s: 50.0, bad_ratio: 0.01, ..Default::default() };
     workload::Generator::new(config)
         .take(n)
         .enumerate()
