@@ -111,6 +111,8 @@ type Positions = Arc<Mutex<std::collections::BTreeMap<i32, i64>>>;
 #[derive(Default)]
 struct Recorder {
     positions: Positions,
+    /// Partitions assigned at the last status.
+    assigned: AtomicU64,
     messages: AtomicU64,
     store_failures: AtomicU64,
     commits: Mutex<Vec<(String, i32, i64)>>,
@@ -122,6 +124,7 @@ impl Observer for Recorder {
         self.commits.lock().expect("lock").extend(report.committed.iter().cloned());
     }
     fn status(&self, status: &kafka::Status) {
+        self.assigned.store(status.partitions.len() as u64, Ordering::SeqCst);
         let mut positions = self.positions.lock().expect("lock");
         for p in &status.partitions {
             let next = p.next_offset.unwrap_or(0);
@@ -251,6 +254,9 @@ fn rows_equal_a_direct_run_through_rebalance_store_outage_and_broker_errors() {
     let second_recorder = Arc::new(Recorder { positions: positions.clone(), ..Default::default() });
     let second_store = SqliteStore::open(&path).expect("store");
     let second = start(settings(&brokers), plan.clone(), Box::new(second_store), second_recorder.clone());
+    wait_for("the rebalance", Duration::from_secs(60), || {
+        second_recorder.assigned.load(Ordering::SeqCst) > 0 && recorder.assigned.load(Ordering::SeqCst) < PARTITIONS as u64
+    });
     produce(&brokers, &all[4000..8000]);
     wait_for("the second third", Duration::from_secs(60), || processed(8000));
     assert!(second_recorder.messages.load(Ordering::SeqCst) > 0, "the second member got partitions");
