@@ -255,7 +255,8 @@ fn rows_equal_a_direct_run_through_rebalance_store_outage_and_broker_errors() {
     let second_store = SqliteStore::open(&path).expect("store");
     let second = start(settings(&brokers), plan.clone(), Box::new(second_store), second_recorder.clone());
     wait_for("the rebalance", Duration::from_secs(60), || {
-        second_recorder.assigned.load(Ordering::SeqCst) > 0 && recorder.assigned.load(Ordering::SeqCst) < PARTITIONS as u64
+        second_recorder.assigned.load(Ordering::SeqCst) > 0
+            && recorder.assigned.load(Ordering::SeqCst) < PARTITIONS as u64
     });
     produce(&brokers, &all[4000..8000]);
     wait_for("the second third", Duration::from_secs(60), || processed(8000));
