@@ -16,8 +16,9 @@
 //!   (diagnostic, status, smtp_code, provider) of the bounced and deferred
 //!   events, pre-extracted; throughput is classifications/s.
 //!
-//! A summary with events/s and the engine / parse-only ratio of this run is
-//! printed at the end (medians of the timed batches).
+//! A summary follows: the three passes interleaved over 7 rounds (so a
+//! shared machine's drifting speed hits all of them alike), with events/s
+//! and the engine / parse-only ratio per round, median and best.
 
 use benches::Events;
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
@@ -26,7 +27,7 @@ use engine::value::Val;
 use serde::Deserialize;
 use std::borrow::Cow;
 use std::hint::black_box;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// One delivery event, every field, strings borrowed where unescaped.
@@ -63,28 +64,6 @@ struct Event<'a> {
     size_bytes: i64,
 }
 
-/// Per-iteration times of one benchmark, all timed batches of the run.
-#[derive(Default)]
-struct Timings(Mutex<Vec<(String, f64)>>);
-
-impl Timings {
-    fn record(&self, name: &str, elapsed: Duration, iters: u64) {
-        let per_iter = elapsed.as_secs_f64() / iters.max(1) as f64;
-        self.0.lock().expect("not poisoned").push((name.to_string(), per_iter));
-    }
-
-    /// Median seconds per iteration of `name`.
-    fn median(&self, name: &str) -> Option<f64> {
-        let all = self.0.lock().expect("not poisoned");
-        let mut times: Vec<f64> = all.iter().filter(|(n, _)| n == name).map(|(_, t)| *t).collect();
-        if times.is_empty() {
-            return None;
-        }
-        times.sort_by(f64::total_cmp);
-        Some(times[times.len() / 2])
-    }
-}
-
 fn event_count() -> usize {
     std::env::var("ENGINE_BENCH_EVENTS").ok().and_then(|v| v.replace('_', "").parse().ok()).unwrap_or(200_000)
 }
@@ -119,7 +98,6 @@ fn classifier_params<'a>(event: &Event<'a>, names: &[String]) -> Vec<Val<'a>> {
 fn engine_benches(c: &mut Criterion) {
     let Some(events) = load_events() else { return };
     let n = events.len() as u64;
-    let timings = Timings::default();
 
     let plan = benches::pipelines_plan();
     let metrics = plan.metrics.len();
@@ -146,62 +124,61 @@ fn engine_benches(c: &mut Criterion) {
     let unclassified = failures.iter().filter(|p| classifier.classify(p, &regexes).is_none()).count();
     eprintln!("{} bounced or deferred events to classify, {unclassified} fall to the default", failures.len());
 
-    let mut group = c.benchmark_group("engine");
-    group.sample_size(10).sampling_mode(SamplingMode::Flat).measurement_time(Duration::from_secs(10));
+    let parse_pass = || {
+        for line in events.iter() {
+            let event: Event<'_> = serde_json::from_slice(line).expect("generated events parse");
+            black_box(&event);
+        }
+    };
+    let engine_pass = || {
+        black_box(benches::run_partition(&compiled, &events));
+    };
+    let classify_pass = || {
+        for params in &failures {
+            black_box(classifier.classify(params, &regexes));
+        }
+    };
+    let timed = |pass: &dyn Fn(), iters: u64| {
+        let start = Instant::now();
+        for _ in 0..iters {
+            pass();
+        }
+        start.elapsed()
+    };
 
+    let mut group = c.benchmark_group("engine");
+    group.sample_size(10).sampling_mode(SamplingMode::Flat).measurement_time(Duration::from_secs(15));
     group.throughput(Throughput::Elements(n));
-    group.bench_function("parse_only", |b| {
-        b.iter_custom(|iters| {
-            let start = Instant::now();
-            for _ in 0..iters {
-                for line in events.iter() {
-                    let event: Event<'_> = serde_json::from_slice(line).expect("generated events parse");
-                    black_box(&event);
-                }
-            }
-            let elapsed = start.elapsed();
-            timings.record("parse_only", elapsed, iters);
-            elapsed
-        })
-    });
-    group.bench_function("engine_all_pipelines", |b| {
-        b.iter_custom(|iters| {
-            let start = Instant::now();
-            for _ in 0..iters {
-                black_box(benches::run_partition(&compiled, &events));
-            }
-            let elapsed = start.elapsed();
-            timings.record("engine_all_pipelines", elapsed, iters);
-            elapsed
-        })
-    });
+    group.bench_function("parse_only", |b| b.iter_custom(|iters| timed(&parse_pass, iters)));
+    group.bench_function("engine_all_pipelines", |b| b.iter_custom(|iters| timed(&engine_pass, iters)));
     group.throughput(Throughput::Elements(failures.len() as u64));
-    group.bench_function("classify_only", |b| {
-        b.iter_custom(|iters| {
-            let start = Instant::now();
-            for _ in 0..iters {
-                for params in &failures {
-                    black_box(classifier.classify(params, &regexes));
-                }
-            }
-            let elapsed = start.elapsed();
-            timings.record("classify_only", elapsed, iters);
-            elapsed
-        })
-    });
+    group.bench_function("classify_only", |b| b.iter_custom(|iters| timed(&classify_pass, iters)));
     group.finish();
 
-    let rate = |name: &str, count: u64| timings.median(name).map(|t| count as f64 / t);
-    let show = |r: Option<f64>| r.map_or_else(|| "-".to_string(), |r| format!("{:.0}", r));
-    let (parse, engine, classify) =
-        (rate("parse_only", n), rate("engine_all_pipelines", n), rate("classify_only", failures.len() as u64));
-    println!("\nsummary ({n} events, medians of this run's timed batches, one thread):");
-    println!("  parse_only            {:>12} events/s", show(parse));
-    println!("  engine_all_pipelines  {:>12} events/s", show(engine));
-    println!("  classify_only         {:>12} classifications/s", show(classify));
-    if let (Some(parse), Some(engine)) = (parse, engine) {
-        println!("  engine / parse_only   {:>12.2}", engine / parse);
+    // The machine may be shared and its speed drifts over seconds, so the
+    // ratio comes from passes interleaved in the same rounds, not from the
+    // separate criterion runs above.
+    let rounds = 7;
+    let (mut parse, mut engine, mut classify, mut ratios) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let p = n as f64 / timed(&parse_pass, 1).as_secs_f64();
+        let e = n as f64 / timed(&engine_pass, 1).as_secs_f64();
+        let c = failures.len() as f64 / (timed(&classify_pass, 10).as_secs_f64() / 10.0);
+        parse.push(p);
+        engine.push(e);
+        classify.push(c);
+        ratios.push(e / p);
     }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let best = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+    println!("\nsummary: {rounds} interleaved rounds over {n} events, one thread; median (best) per round");
+    println!("  parse_only            {:>10.0} events/s          ({:.0})", median(&mut parse), best(&parse));
+    println!("  engine_all_pipelines  {:>10.0} events/s          ({:.0})", median(&mut engine), best(&engine));
+    println!("  classify_only         {:>10.0} classifications/s ({:.0})", median(&mut classify), best(&classify));
+    println!("  engine / parse_only   {:>10.2}                   ({:.2})", median(&mut ratios), best(&ratios));
 }
 
 criterion_group!(benches, engine_benches);

@@ -38,7 +38,8 @@ pub fn large_program(rules: usize, metrics: usize) -> String {
 
 /// The workspace root (benches run with the `benches` package as cwd).
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+    let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    root.canonicalize().unwrap_or_else(|_| root.to_path_buf())
 }
 
 /// Cargo's target directory: `$CARGO_TARGET_DIR`, else `<workspace>/target`.

@@ -461,6 +461,30 @@ mod tests {
     }
 
     #[test]
+    fn keys_in_any_order_escaped_or_repeated() {
+        let d = decoder();
+        let in_order = d
+            .decode(br#"{"ts":"2024-06-03T00:00:00Z","name":"a","n":3,"x":1.5,"meta":{"region":"eu"},"unused":"u"}"#)
+            .unwrap();
+        let shuffled = d
+            .decode(br#"{"unused":"u","meta":{"region":"eu"},"x":1.5,"zz":[1],"n":3,"name":"a","ts":"2024-06-03T00:00:00Z"}"#)
+            .unwrap();
+        let escaped = d
+            .decode(br#"{"ts":"2024-06-03T00:00:00Z","name":"a","n":3,"x":1.5,"meta":{"region":"eu"},"unused":"u"}"#)
+            .unwrap();
+        assert_eq!(in_order, shuffled);
+        assert_eq!(in_order, escaped);
+        let repeated =
+            d.decode(br#"{"ts":"2024-06-03T00:00:00Z","name":"a","n":3,"name":"b","n":null,"unused":"u"}"#).unwrap();
+        assert_eq!(repeated[1], Val::Str("b".into()), "the last occurrence wins");
+        assert_eq!(repeated[2], Val::Null);
+        assert_eq!(
+            reason(br#"{"ts":"2024-06-03T00:00:00Z","name":"a","unused":"u","name":null}"#),
+            Reason::MissingField
+        );
+    }
+
+    #[test]
     fn every_kind_of_bad_input_has_a_reason() {
         assert_eq!(reason(b"\xff\xfe{}"), Reason::InvalidUtf8);
         assert_eq!(reason(br#"{"ts":"2024-06-03T00:00:00Z","name":"#), Reason::MalformedJson);

@@ -488,3 +488,50 @@ fn call<'s>(function: Function, args: &'s [Expr], scope: &Scope<'s, '_>, regexes
         Function::Coalesce | Function::If | Function::Header => unreachable!("handled above"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runtime(text: &str) -> (ClassifierRuntime, RegexCache) {
+        let compiled = dsl::compile_str("t.stream", text);
+        assert!(compiled.plan.is_some(), "{}", compiled.render_diagnostics());
+        let plan = compiled.plan.expect("checked above").classifiers.remove(0);
+        let mut regexes = RegexCache::default();
+        regexes.add_all(plan.rules.iter().map(|r| &r.condition)).expect("regexes compile");
+        (ClassifierRuntime::new(plan).expect("sets compile"), regexes)
+    }
+
+    #[test]
+    fn the_prefilter_sentinel_changes_no_result() {
+        let (classifier, regexes) = runtime(
+            "version 1\nclassifier c(d: string?, s: string?) {\n  \
+             rule a reason full soft when d ~ /mailbox (is )?full|over quota/i\n  \
+             rule b reason unknown hard when d ~ /user unknown|no such user/i and starts_with(s, \"5.\")\n  \
+             rule c reason empty soft when d ~ /^$/\n  \
+             rule d reason blocked block when contains(d, \"Spamhaus\")\n  \
+             default unclassified reason undefined soft\n}\n",
+        );
+        let texts = ["", "Mailbox FULL", "550 user unknown", "listed at Spamhaus", "über quota", "ok", "\n"];
+        for (matcher, set) in classifier.plan.matchers.iter().zip(&classifier.sets) {
+            assert_eq!(set.len(), matcher.patterns.len() + 1, "one sentinel per set");
+            for text in texts {
+                let matches = set.matches(text);
+                for (i, pattern) in matcher.patterns.iter().enumerate() {
+                    let alone = Regex::new(pattern).expect("compiles").is_match(text);
+                    assert_eq!(matches.matched(i), alone, "{pattern} on {text:?}");
+                }
+            }
+        }
+        let classify = |d: Option<&str>, s: &str| {
+            let params = [d.map_or(Val::Null, |d| Val::Str(d.into())), Val::Str(s.into())];
+            classifier.classify(&params, &regexes)
+        };
+        assert_eq!(classify(Some("mailbox is full"), "4.2.2"), Some(0));
+        assert_eq!(classify(Some("no such user here"), "5.1.1"), Some(1));
+        assert_eq!(classify(Some("no such user here"), "4.1.1"), None);
+        assert_eq!(classify(Some(""), "5.0.0"), Some(2));
+        assert_eq!(classify(Some("blocked: Spamhaus"), "5.7.1"), Some(3));
+        assert_eq!(classify(None, "5.0.0"), None);
+    }
+}
