@@ -29,9 +29,14 @@ struct Shared {
     committed: BTreeMap<Key, i64>,
     dead_letters: Option<DeadLetterProducer>,
     last_flush: Instant,
+    /// When retention was last enforced.
+    last_sweep: Instant,
     is_paused: bool,
     observer: Arc<dyn Observer>,
 }
+
+/// How often retention (`ttl`, `keep`) is enforced.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Why a flush did not complete; both are retried.
 enum FlushError {
@@ -131,9 +136,15 @@ impl Shared {
     }
 
     fn process(&mut self, message: &rdkafka::message::BorrowedMessage<'_>) {
-        let key = (message.topic().to_string(), message.partition());
-        if !self.partitions.contains_key(&key) {
-            self.restore(&key);
+        // No allocation per message: an instance holds few partitions, so
+        // they are found by a scan with the borrowed topic.
+        let (topic, partition_id) = (message.topic(), message.partition());
+        let is_known = |k: &Key| k.0 == topic && k.1 == partition_id;
+        if !self.partitions.keys().any(is_known) {
+            self.restore(&(topic.to_string(), partition_id));
+        }
+        if !self.pending.contains_key(topic) {
+            self.pending.insert(topic.to_string(), Output::default());
         }
         let headers: Vec<(&str, &[u8])> = message
             .headers()
@@ -149,8 +160,8 @@ impl Shared {
             timestamp_ms: message.timestamp().to_millis(),
             headers: &headers,
         };
-        let out = self.pending.entry(key.0.clone()).or_default();
-        if let Some(partition) = self.partitions.get_mut(&key) {
+        let partition = self.partitions.iter_mut().find(|(k, _)| is_known(k)).map(|(_, p)| p);
+        if let (Some(partition), Some(out)) = (partition, self.pending.get_mut(topic)) {
             partition.process(&Message { payload: message.payload().unwrap_or_default(), meta }, now_ms(), out);
         }
         self.pending_messages += 1;
@@ -226,7 +237,23 @@ impl Shared {
         }
         self.observer.flushed(&report);
         self.publish_status();
+        if self.last_sweep.elapsed() >= SWEEP_INTERVAL {
+            self.sweep();
+        }
         Ok(())
+    }
+
+    /// Deletes rows past their tier's retention, measured against the data's
+    /// own time (the highest event time seen), so replaying old data never
+    /// deletes what it just wrote. Failures are logged and retried later.
+    fn sweep(&mut self) {
+        self.last_sweep = Instant::now();
+        let Some(now) = self.partitions.values().filter_map(Partition::max_event_time).max() else { return };
+        match self.store.sweep(&self.plan.plan, now) {
+            Ok(0) => {}
+            Ok(deleted) => info!(deleted, "Deleted rows past their retention."),
+            Err(error) => warn!(error = %error, "Retention sweep failed; will retry."),
+        }
     }
 
     fn publish_status(&self) {
@@ -311,6 +338,7 @@ impl Consumer {
             committed: BTreeMap::new(),
             dead_letters,
             last_flush: Instant::now(),
+            last_sweep: Instant::now(),
             is_paused: false,
             observer: observer.clone(),
         }));
