@@ -1,6 +1,6 @@
 //! Command-line arguments.
 
-use crate::commands::{check, explain, fmt, query, run, test};
+use crate::commands::{check, explain, fmt, gen, query, run, test};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Check, explain and format stream pipelines.
@@ -31,6 +31,8 @@ pub enum Command {
     Query(query::Args),
     /// Run pipeline unit tests (`*.test.json` fixtures).
     Test(test::Args),
+    /// Write generated delivery events as JSON lines.
+    Gen(gen::Args),
 }
 
 /// How to print results.

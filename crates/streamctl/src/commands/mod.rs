@@ -3,6 +3,7 @@
 pub mod check;
 pub mod explain;
 pub mod fmt;
+pub mod gen;
 pub mod query;
 pub mod run;
 pub mod test;
