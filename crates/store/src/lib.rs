@@ -16,6 +16,7 @@
 
 pub mod query;
 pub mod schema;
+pub mod scylla;
 pub mod sqlite;
 
 use engine::aggregate::AggState;
@@ -55,6 +56,19 @@ pub enum Error {
     /// A query names something the plan does not have.
     #[error("{0}")]
     BadQuery(String),
+    /// The Scylla/Cassandra driver failed.
+    #[error("scylla: {context}")]
+    Scylla {
+        /// What was being done.
+        context: String,
+        /// Whether the failure is transient (timeouts, unavailable or
+        /// overloaded replicas, broken connections), see
+        /// [`scylla::is_transient`].
+        retryable: bool,
+        /// The driver error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The store cannot be reached right now (network, node down, overload).
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -77,6 +91,7 @@ impl Error {
                 )
             }
             Error::Unavailable(_) => true,
+            Error::Scylla { retryable, .. } => *retryable,
             _ => false,
         }
     }

@@ -18,10 +18,17 @@ pub fn load(paths: &[String]) -> anyhow::Result<Arc<engine::CompiledPlan>> {
     Ok(Arc::new(runnable))
 }
 
-/// Opens the store named by `spec` (`sqlite:PATH`).
-pub fn open_store(spec: &str) -> anyhow::Result<store::sqlite::SqliteStore> {
-    let Some(path) = spec.strip_prefix("sqlite:") else {
-        bail!("unsupported store `{spec}`; use `sqlite:PATH`");
-    };
-    Ok(store::sqlite::SqliteStore::open(path)?)
+/// Opens the store named by `spec`: `sqlite:PATH` or
+/// `scylla:HOST[:PORT][,HOST…][/KEYSPACE]`.
+pub fn open_store(spec: &str) -> anyhow::Result<Box<dyn store::Store + Send>> {
+    if let Some(path) = spec.strip_prefix("sqlite:") {
+        return Ok(Box::new(store::sqlite::SqliteStore::open(path)?));
+    }
+    if let Some(nodes) = spec.strip_prefix("scylla:") {
+        let config = store::scylla::ScyllaConfig::parse(nodes);
+        let store =
+            store::scylla::ScyllaStore::connect(config).with_context(|| format!("cannot connect to `{spec}`"))?;
+        return Ok(Box::new(store));
+    }
+    bail!("unsupported store `{spec}`; use `sqlite:PATH` or `scylla:HOST[:PORT][,HOST…][/KEYSPACE]`")
 }

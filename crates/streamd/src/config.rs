@@ -68,7 +68,7 @@ impl Default for RawKafka {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawStore {
-    /// `sqlite:PATH`.
+    /// `sqlite:PATH` or `scylla:HOST[:PORT][,HOST…][/KEYSPACE]`.
     pub url: String,
 }
 
@@ -152,8 +152,11 @@ impl TryFrom<RawConfig> for Config {
             .parse::<SocketAddr>()
             .map_err(|e| problems.push(format!("http.addr `{}`: {e}", raw.http.addr)))
             .ok();
-        if !raw.store.url.starts_with("sqlite:") {
-            problems.push(format!("store.url `{}`: only `sqlite:PATH` is supported", raw.store.url));
+        if !raw.store.url.starts_with("sqlite:") && !raw.store.url.starts_with("scylla:") {
+            problems.push(format!(
+                "store.url `{}`: expected `sqlite:PATH` or `scylla:HOST[:PORT][,HOST…][/KEYSPACE]`",
+                raw.store.url
+            ));
         }
         if raw.pipelines.paths.is_empty() {
             problems.push("pipelines.paths is empty".into());

@@ -1,9 +1,11 @@
-//! The HTTP endpoint: `/metrics` (Prometheus text), `/healthz`, `/status`.
+//! The HTTP endpoint: `/metrics` (Prometheus text), `/healthz`, `/status`,
+//! and the query API `/api/v1/query` (see [`crate::query_api`]).
 //!
 //! A deliberately small HTTP/1.1 server over tokio (GET only, one request per
 //! connection): these are scrape and probe endpoints, not a web application.
 
 use crate::metrics::Metrics;
+use crate::query_api::QueryApi;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -19,6 +21,8 @@ pub struct Info {
     pub metrics: Vec<String>,
     /// Whether this is the embedded demo.
     pub is_embedded: bool,
+    /// The query API, when the store supports reads from a second handle.
+    pub query: Option<Arc<QueryApi>>,
 }
 
 /// Serves until `shutdown` resolves.
@@ -71,6 +75,22 @@ async fn handle(mut stream: TcpStream, metrics: &Metrics, info: &Info) -> std::i
     match path {
         "/metrics" => respond(&mut stream, 200, "text/plain; version=0.0.4; charset=utf-8", &metrics.render()).await,
         "/healthz" => respond(&mut stream, 200, "text/plain", "ok\n").await,
+        "/api/v1/query" => {
+            let Some(api) = info.query.clone() else {
+                return respond(
+                    &mut stream,
+                    404,
+                    "application/json",
+                    "{\"error\":\"the query API is not available for this store\"}\n",
+                )
+                .await;
+            };
+            let query = target.split_once('?').map_or("", |(_, q)| q).to_string();
+            let (code, body) = tokio::task::spawn_blocking(move || api.answer(&query))
+                .await
+                .unwrap_or_else(|_| (500, "{\"error\":\"the query panicked\"}\n".to_string()));
+            respond(&mut stream, code, "application/json", &body).await
+        }
         "/status" => {
             let body = serde_json::json!({
                 "plan_hash": info.plan_hash,
@@ -87,13 +107,19 @@ async fn handle(mut stream: TcpStream, metrics: &Metrics, info: &Info) -> std::i
             )
             .await
         }
-        _ => respond(&mut stream, 404, "text/plain", "not found; try /metrics, /healthz or /status\n").await,
+        _ => {
+            respond(&mut stream, 404, "text/plain", "not found; try /metrics, /healthz, /status or /api/v1/query\n")
+                .await
+        }
     }
 }
 
 async fn respond(stream: &mut TcpStream, code: u16, content_type: &str, body: &str) -> std::io::Result<()> {
     let reason = match code {
         200 => "OK",
+        400 => "Bad Request",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
         404 => "Not Found",
         405 => "Method Not Allowed",
         _ => "Request Header Fields Too Large",

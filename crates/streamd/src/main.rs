@@ -6,6 +6,7 @@ mod config;
 mod embedded;
 mod http;
 mod metrics;
+mod query_api;
 
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
@@ -31,7 +32,7 @@ struct Args {
     /// Address of /metrics, /healthz and /status (overrides the file).
     #[arg(long, env = "STREAMD_HTTP_ADDR")]
     http_addr: Option<String>,
-    /// Store URL, `sqlite:PATH` (overrides the file).
+    /// Store URL, `sqlite:PATH` or `scylla:HOST[:PORT][,HOST…][/KEYSPACE]` (overrides the file).
     #[arg(long, env = "STREAMD_STORE")]
     store: Option<String>,
     /// Kafka bootstrap servers (overrides the file).
@@ -96,12 +97,6 @@ fn run(args: Args) -> anyhow::Result<()> {
         config.kafka.dead_letter_topic = Some(format!("{}.dlq", config.kafka.topics[0]));
     }
     let metrics = Arc::new(metrics::Metrics::new(&plan.plan).context("cannot register metrics")?);
-    let info = Arc::new(http::Info {
-        plan_hash: plan.plan.hash.clone(),
-        language_version: plan.plan.language_version,
-        metrics: plan.plan.metrics.iter().map(|m| m.name.clone()).collect(),
-        is_embedded: args.embedded,
-    });
 
     let embedded = if args.embedded {
         let cluster = embedded::Embedded::start(
@@ -115,10 +110,16 @@ fn run(args: Args) -> anyhow::Result<()> {
         None
     };
 
-    let Some(path) = config.store_url.strip_prefix("sqlite:") else { bail!("unsupported store") };
-    let store = store::sqlite::SqliteStore::open(path)?;
+    let (store, reader) = open_store(&config.store_url)?;
+    let info = Arc::new(http::Info {
+        plan_hash: plan.plan.hash.clone(),
+        language_version: plan.plan.language_version,
+        metrics: plan.plan.metrics.iter().map(|m| m.name.clone()).collect(),
+        is_embedded: args.embedded,
+        query: Some(Arc::new(query_api::QueryApi::new(reader, plan.clone()))),
+    });
     let shutdown = Arc::new(AtomicBool::new(false));
-    let consumer = kafka::Consumer::new(config.kafka.clone(), plan.clone(), Box::new(store), metrics.clone())?;
+    let consumer = kafka::Consumer::new(config.kafka.clone(), plan.clone(), store, metrics.clone())?;
     let flag = shutdown.clone();
     let consumer_thread = std::thread::Builder::new().name("consumer".into()).spawn(move || consumer.run(&flag))?;
     info!(plan = %&plan.plan.hash[..16], metrics = plan.plan.metrics.len(), http = %config.http_addr, "streamd started.");
@@ -146,6 +147,27 @@ fn run(args: Args) -> anyhow::Result<()> {
     consumer_result?;
     info!("streamd stopped cleanly.");
     Ok(())
+}
+
+type BoxedStore = Box<dyn store::Store + Send>;
+
+/// The consumer's store and a second handle for the query API: SQLite opens
+/// a second connection (WAL: readers never block the consumer's write
+/// transactions); Scylla a second session.
+fn open_store(url: &str) -> anyhow::Result<(BoxedStore, BoxedStore)> {
+    if let Some(path) = url.strip_prefix("sqlite:") {
+        let store = store::sqlite::SqliteStore::open(path)?;
+        let reader = store::sqlite::SqliteStore::open(path).context("cannot open the store for queries")?;
+        return Ok((Box::new(store), Box::new(reader)));
+    }
+    if let Some(spec) = url.strip_prefix("scylla:") {
+        let config = store::scylla::ScyllaConfig::parse(spec);
+        let store = store::scylla::ScyllaStore::connect(config.clone())
+            .with_context(|| format!("cannot connect to Scylla `{spec}`"))?;
+        let reader = store::scylla::ScyllaStore::connect(config).context("cannot connect to Scylla for queries")?;
+        return Ok((Box::new(store), Box::new(reader)));
+    }
+    bail!("unsupported store `{url}`")
 }
 
 /// Resolves on SIGINT, SIGTERM, or after `run_for` seconds.

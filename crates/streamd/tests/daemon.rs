@@ -86,6 +86,29 @@ fn embedded_daemon_consumes_serves_metrics_and_stops_cleanly() {
     assert_eq!(status["embedded"], true);
     assert_eq!(status["consumer"]["partitions"].as_array().map(Vec::len), Some(4), "{status}");
 
+    // The query API answers from the store: objects with a `time` column,
+    // merged over source partitions; bad queries are 400 with a message.
+    // Rows of this metric appear once its first windows close; poll for them.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let rows = loop {
+        let body = get(port, "/api/v1/query?metric=delivery_by_sender&tier=1m&group_by=").expect("query");
+        let rows: serde_json::Value = serde_json::from_str(&body).expect("json");
+        if rows.as_array().is_some_and(|r| !r.is_empty()) || Instant::now() > deadline {
+            break rows;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let rows = rows.as_array().expect("an array of rows");
+    assert!(!rows.is_empty(), "closed windows are queryable");
+    for row in rows {
+        assert!(row["time"].as_str().is_some_and(|t| t.ends_with('Z')), "{row}");
+        assert!(row["attempts"].as_u64().is_some_and(|n| n > 0), "{row}");
+        assert!(row.get("sender_domain").is_none(), "grouped to totals: {row}");
+    }
+    let error: serde_json::Value =
+        serde_json::from_str(&get(port, "/api/v1/query?metric=nope").expect("query")).expect("json");
+    assert!(error["error"].as_str().is_some_and(|e| e.contains("unknown metric")), "{error}");
+
     // It stops by itself (--run-for), flushing and committing, exit code 0.
     let exit = guard.0.wait().expect("wait");
     let mut log = String::new();

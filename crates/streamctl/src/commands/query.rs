@@ -11,7 +11,7 @@ use std::process::ExitCode;
 pub struct Args {
     /// Metric name.
     metric: String,
-    /// Where the results are.
+    /// Where the results are: `sqlite:PATH` or `scylla:HOST[:PORT][,HOST…][/KEYSPACE]`.
     #[arg(long, default_value = "sqlite:streams.db")]
     store: String,
     /// The pipelines that wrote them (to know the metric's layout).
@@ -50,9 +50,10 @@ fn parse_time(s: &str) -> Result<i64, String> {
 
 pub fn run(_global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     let plan = pipeline::load(&args.pipelines)?;
-    let Some(path) = args.store.strip_prefix("sqlite:") else { bail!("unsupported store `{}`", args.store) };
-    if !std::path::Path::new(path).exists() {
-        bail!("store `{path}` does not exist; run `streamctl run` first");
+    if let Some(path) = args.store.strip_prefix("sqlite:") {
+        if !std::path::Path::new(path).exists() {
+            bail!("store `{path}` does not exist; run `streamctl run` first");
+        }
     }
     let store = pipeline::open_store(&args.store)?;
     let query = store::query::Query {
@@ -63,7 +64,7 @@ pub fn run(_global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
         filters: args.conditions,
         group_by: args.group_by.map(|names| names.into_iter().filter(|n| !n.is_empty()).collect()),
     };
-    let result = store::query::run(&store, &plan.plan, &query).context("query failed")?;
+    let result = store::query::run(store.as_ref(), &plan.plan, &query).context("query failed")?;
     let mut stdout = std::io::stdout().lock();
     match args.format {
         OutputFormat::Json => {

@@ -18,7 +18,7 @@ pub struct Args {
     /// JSON lines to read; `-` for standard input.
     #[arg(long, short)]
     input: String,
-    /// Where to write results.
+    /// Where to write results: `sqlite:PATH` or `scylla:HOST[:PORT][,HOST…][/KEYSPACE]`.
     #[arg(long, default_value = "sqlite:streams.db")]
     store: String,
     /// Spread lines over this many partitions by the `--key` field.
@@ -83,14 +83,14 @@ pub fn run(_global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
         offsets[p] += 1;
         partitions[p].process(&Message { payload: &line, meta }, 0, &mut out);
         if lines.is_multiple_of(args.batch as u64) {
-            rows_written += flush(&mut store, &plan.plan, &topic, &partitions, &mut out)?;
+            rows_written += flush(store.as_mut(), &plan.plan, &topic, &partitions, &mut out)?;
             progress.show(lines, started);
         }
     }
     for p in &mut partitions {
         p.close_all(&mut out);
     }
-    rows_written += flush(&mut store, &plan.plan, &topic, &partitions, &mut out)?;
+    rows_written += flush(store.as_mut(), &plan.plan, &topic, &partitions, &mut out)?;
     // Retention is measured against the data's own time, so replaying old files keeps their rows.
     if let Some(now) = partitions.iter().filter_map(Partition::max_event_time).max() {
         store.sweep(&plan.plan, now)?;

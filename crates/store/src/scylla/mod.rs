@@ -1,0 +1,746 @@
+//! The ScyllaDB / Cassandra backend, on the `scylla` driver.
+//!
+//! The table layout (partition key with a time bucket, TTL, compaction) is
+//! generated in [`schema`] and documented there; it holds the same logical
+//! schema as SQLite ([`crate::schema`]).
+//!
+//! # Sync over async
+//!
+//! [`Store`] is synchronous (the consumer loop calls it from its own thread).
+//! A `ScyllaStore` owns a small multi-threaded tokio runtime (2 workers) that
+//! drives the driver's connections; each `Store` call blocks on one future in
+//! it. Called from inside another tokio runtime (where `block_on` would
+//! panic), the call runs the future on a scoped helper thread instead, so
+//! the backend is safe anywhere, though async callers should still prefer
+//! `spawn_blocking`.
+//!
+//! # Writes
+//!
+//! Every statement is prepared once and marked idempotent (rows and
+//! checkpoints are absolute upserts, so the driver may retry and speculate);
+//! consistency is configurable (`LOCAL_QUORUM` by default); routing is
+//! token- and shard-aware (the driver's default load balancing). Rows of one
+//! batch are grouped by Scylla partition (table, series, bucket): a group of
+//! several rows goes as one *unlogged* batch (one partition, so one replica
+//! set and no batch log), a single row as a plain execute; at most
+//! [`ScyllaConfig::max_in_flight`] requests are outstanding. Dead letters go
+//! with the rows; checkpoints are written only once every row and dead letter
+//! is acknowledged. Scylla has no multi-partition transactions, so "rows and
+//! checkpoint together" holds in the one direction that matters: a
+//! checkpoint is never durable before its rows. A failure part-way leaves
+//! some rows written and the checkpoint old; the replay after it rewrites
+//! the same absolute rows.
+//!
+//! # Reads
+//!
+//! Reads filter on the clustering column `window_start` across partitions
+//! (`ALLOW FILTERING`, a token-range scan) and apply group-by and source
+//! partition conditions client-side. That is fine for the query API over
+//! modest tables and for restores; a per-bucket series index table is the
+//! known next step for large ones.
+//!
+//! Retention is by TTL, so [`Store::sweep`] deletes nothing and returns 0.
+
+pub mod schema;
+
+use self::schema::Replication;
+use crate::schema::{series_id, table_name, ColumnKind};
+use crate::{Error, Result, RowFilter, Store, StoredDeadLetter, WriteBatch};
+use engine::aggregate::AggState;
+use engine::{Checkpoint, KeyVal, Row};
+use futures_util::{StreamExt, TryStreamExt};
+use scylla::client::execution_profile::ExecutionProfile;
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::errors::{ExecutionError, PagerExecutionError, PrepareError, RequestAttemptError};
+use scylla::frame::response::result::{ColumnSpec, TableSpec};
+use scylla::statement::batch::{Batch, BatchType};
+use scylla::statement::prepared::PreparedStatement;
+use scylla::statement::Consistency;
+use scylla::value::{CqlTimestamp, CqlValue};
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Largest number of statements in one unlogged batch.
+const MAX_BATCH: usize = 100;
+
+/// Where and how to connect.
+#[derive(Debug, Clone)]
+pub struct ScyllaConfig {
+    /// Contact points, `host:port` (port 9042 when omitted).
+    pub nodes: Vec<String>,
+    /// Keyspace, created when missing.
+    pub keyspace: String,
+    /// Replication of a keyspace this creates.
+    pub replication: Replication,
+    /// Consistency of reads and writes.
+    pub consistency: Consistency,
+    /// Most requests outstanding at once during a write.
+    pub max_in_flight: usize,
+    /// Client-side timeout of one request.
+    pub request_timeout: Duration,
+}
+
+impl Default for ScyllaConfig {
+    fn default() -> Self {
+        ScyllaConfig {
+            nodes: vec!["127.0.0.1:9042".into()],
+            keyspace: "streams".into(),
+            replication: Replication::default(),
+            consistency: Consistency::LocalQuorum,
+            max_in_flight: 256,
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl ScyllaConfig {
+    /// Parses `HOST[:PORT][,HOST…][/KEYSPACE]` (the part after `scylla:` in `--store`).
+    pub fn parse(spec: &str) -> Self {
+        let (hosts, keyspace) = spec.split_once('/').unwrap_or((spec, "streams"));
+        let nodes = hosts
+            .split(',')
+            .filter(|h| !h.is_empty())
+            .map(|h| if h.contains(':') { h.to_string() } else { format!("{h}:9042") })
+            .collect();
+        ScyllaConfig { nodes, keyspace: keyspace.to_string(), ..Default::default() }
+    }
+}
+
+/// Whether a driver error is transient: timeouts, unavailable or overloaded
+/// replicas, broken connections, an empty pool. Syntax, invalid requests,
+/// authorisation and configuration errors are not.
+pub fn is_transient(error: &ExecutionError) -> bool {
+    match error {
+        ExecutionError::LastAttemptError(attempt) => attempt_is_transient(attempt),
+        ExecutionError::PrepareError(e) => prepare_is_transient(e),
+        ExecutionError::EmptyPlan
+        | ExecutionError::ConnectionPoolError(_)
+        | ExecutionError::RequestTimeout(_)
+        | ExecutionError::SchemaAgreementError(_)
+        | ExecutionError::MetadataError(_) => true,
+        _ => false,
+    }
+}
+
+/// [`is_transient`] for failed preparations.
+pub fn prepare_is_transient(error: &PrepareError) -> bool {
+    match error {
+        PrepareError::AllAttemptsFailed { first_attempt } => attempt_is_transient(first_attempt),
+        PrepareError::ConnectionPoolError(_) => true,
+        _ => false,
+    }
+}
+
+fn attempt_is_transient(attempt: &RequestAttemptError) -> bool {
+    use scylla::errors::DbError as D;
+    match attempt {
+        RequestAttemptError::DbError(db, _) => matches!(
+            db,
+            D::Unavailable { .. }
+                | D::Overloaded
+                | D::IsBootstrapping
+                | D::ReadTimeout { .. }
+                | D::WriteTimeout { .. }
+                | D::ReadFailure { .. }
+                | D::WriteFailure { .. }
+                | D::TruncateError
+                | D::ServerError
+                | D::RateLimitReached { .. }
+        ),
+        RequestAttemptError::BrokenConnectionError(_) | RequestAttemptError::UnableToAllocStreamId => true,
+        _ => false,
+    }
+}
+
+/// [`is_transient`] for failures to start a paged read.
+fn pager_is_transient(error: &PagerExecutionError) -> bool {
+    match error {
+        PagerExecutionError::PrepareError(e) => prepare_is_transient(e),
+        PagerExecutionError::SerializationError(_) => false,
+        _ => true,
+    }
+}
+
+fn scylla_err<E>(context: impl Into<String>, retryable: bool) -> impl FnOnce(E) -> Error
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let context = context.into();
+    move |source| Error::Scylla { context, retryable, source: Box::new(source) }
+}
+
+fn exec_err(context: impl Into<String>) -> impl FnOnce(ExecutionError) -> Error {
+    let context = context.into();
+    move |source| Error::Scylla { context, retryable: is_transient(&source), source: Box::new(source) }
+}
+
+/// A keyspace on a Scylla or Cassandra cluster.
+pub struct ScyllaStore {
+    runtime: tokio::runtime::Runtime,
+    session: Session,
+    config: ScyllaConfig,
+    prepared: Mutex<HashMap<String, PreparedStatement>>,
+}
+
+impl ScyllaStore {
+    /// Connects and creates the keyspace and bookkeeping tables.
+    ///
+    /// # Errors
+    /// If no node can be reached or the DDL fails.
+    pub fn connect(config: ScyllaConfig) -> Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("scylla")
+            .enable_all()
+            .build()
+            .map_err(scylla_err("cannot start the driver runtime", false))?;
+        let profile = ExecutionProfile::builder()
+            .consistency(config.consistency)
+            .request_timeout(Some(config.request_timeout))
+            .build()
+            .into_handle();
+        let session = block(
+            &runtime,
+            SessionBuilder::new().known_nodes(&config.nodes).default_execution_profile_handle(profile).build(),
+        )
+        .map_err(scylla_err(format!("cannot connect to {}", config.nodes.join(",")), true))?;
+        let store = ScyllaStore { runtime, session, config, prepared: Mutex::new(HashMap::new()) };
+        store.block(async {
+            let ks = &store.config.keyspace;
+            store.ddl(&schema::create_keyspace(ks, &store.config.replication)).await?;
+            for ddl in schema::create_bookkeeping(ks) {
+                store.ddl(&ddl).await?;
+            }
+            Ok(())
+        })?;
+        Ok(store)
+    }
+
+    /// The configuration connected with.
+    pub fn config(&self) -> &ScyllaConfig {
+        &self.config
+    }
+
+    fn block<F: Future + Send>(&self, future: F) -> F::Output
+    where
+        F::Output: Send,
+    {
+        block(&self.runtime, future)
+    }
+
+    async fn ddl(&self, cql: &str) -> Result<()> {
+        self.session.query_unpaged(cql, &[]).await.map_err(exec_err(format!("cannot run `{cql}`")))?;
+        Ok(())
+    }
+
+    async fn prepare(&self, cql: &str) -> Result<PreparedStatement> {
+        if let Some(p) = self.prepared.lock().map_err(|_| poisoned())?.get(cql) {
+            return Ok(p.clone());
+        }
+        let mut p = self.session.prepare(cql).await.map_err(|source| Error::Scylla {
+            context: format!("cannot prepare `{cql}`"),
+            retryable: prepare_is_transient(&source),
+            source: Box::new(source),
+        })?;
+        p.set_is_idempotent(true);
+        p.set_consistency(self.config.consistency);
+        self.prepared.lock().map_err(|_| poisoned())?.insert(cql.to_string(), p.clone());
+        Ok(p)
+    }
+
+    async fn existing_columns(&self, table: &str) -> Result<HashMap<String, (String, String)>> {
+        let result = self
+            .session
+            .query_unpaged(schema::describe_columns(), (&self.config.keyspace, table))
+            .await
+            .map_err(exec_err(format!("cannot describe `{table}`")))?;
+        let rows = result.into_rows_result().map_err(scylla_err(format!("cannot describe `{table}`"), false))?;
+        let mut out = HashMap::new();
+        for r in rows.rows::<(String, String, String)>().map_err(scylla_err("bad system_schema row", false))? {
+            let (name, kind, ty) = r.map_err(scylla_err("bad system_schema row", false))?;
+            out.insert(name, (kind, ty));
+        }
+        Ok(out)
+    }
+
+    async fn setup_async(&self, plan: &dsl::Plan) -> Result<()> {
+        let ks = &self.config.keyspace;
+        for metric in &plan.metrics {
+            for tier in 0..metric.tiers.len() {
+                let table = table_name(metric, tier);
+                self.ddl(&schema::create_table(ks, metric, tier)).await?;
+                let existing = self.existing_columns(&table).await?;
+                let incompatible = |detail: String| Error::IncompatibleSchema { table: table.clone(), detail };
+                for (name, ty) in schema::PRIMARY_KEY {
+                    match existing.get(name) {
+                        Some((_, t)) if t == ty => {}
+                        _ => return Err(incompatible(format!("its primary key differs at `{name}` (want {ty})"))),
+                    }
+                }
+                for key in &metric.keys {
+                    if !existing.contains_key(&key.name) {
+                        return Err(incompatible(format!(
+                            "it has no key column `{}`; give the changed metric a new `into table` name",
+                            key.name
+                        )));
+                    }
+                }
+                for c in schema::data_columns(metric) {
+                    match existing.get(&c.name) {
+                        None => self.ddl(&schema::add_column(ks, &table, &c)).await?,
+                        Some((_, t)) if t == schema::cql_type(c.kind) => {}
+                        Some((_, t)) => {
+                            return Err(incompatible(format!(
+                                "column `{}` is {t}, the plan needs {}",
+                                c.name,
+                                schema::cql_type(c.kind)
+                            )))
+                        }
+                    }
+                }
+            }
+        }
+        let metrics: Vec<String> = plan.metrics.iter().map(|m| format!("{}={}", m.name, m.hash)).collect();
+        let insert = self.prepare(&schema::insert_deployment(ks)).await?;
+        self.session
+            .execute_unpaged(&insert, (&plan.hash, CqlTimestamp(now_ms()), metrics.join("\n")))
+            .await
+            .map_err(exec_err("cannot record the deployment"))?;
+        Ok(())
+    }
+
+    async fn write_async(&self, plan: &dsl::Plan, batch: &WriteBatch<'_>) -> Result<()> {
+        let ks = &self.config.keyspace;
+        // Group rows by Scylla partition: (metric, tier, series, bucket).
+        let mut groups: BTreeMap<(usize, usize, String, i64), Vec<Values>> = BTreeMap::new();
+        for row in batch.rows {
+            let metric = &plan.metrics[row.metric];
+            let series = series_id(&row.keys);
+            let bucket = schema::bucket_of(row.window_start, metric.tiers[row.tier].width_ms);
+            let values = row_values(metric, row, &series, bucket);
+            groups.entry((row.metric, row.tier, series, bucket)).or_default().push(values);
+        }
+        let mut statements: HashMap<(usize, usize), PreparedStatement> = HashMap::new();
+        for &(m, t, _, _) in groups.keys() {
+            if let std::collections::hash_map::Entry::Vacant(e) = statements.entry((m, t)) {
+                e.insert(self.prepare(&schema::upsert(ks, &plan.metrics[m], t)).await?);
+            }
+        }
+        let dead_letter = self.prepare(&schema::insert_dead_letter(ks)).await?;
+        let mut requests = Vec::new();
+        for ((m, t, _, _), rows) in groups {
+            let statement = &statements[&(m, t)];
+            let table = table_name(&plan.metrics[m], t);
+            for chunk in rows.chunks(MAX_BATCH) {
+                requests.push(Request::Rows { statement, table: table.clone(), rows: chunk.to_vec() });
+            }
+        }
+        for d in batch.dead_letters {
+            requests.push(Request::DeadLetter { statement: &dead_letter, dead_letter: d });
+        }
+        let sends: Vec<BoxedSend<'_>> = requests.into_iter().map(|r| Box::pin(self.send(r)) as BoxedSend<'_>).collect();
+        futures_util::stream::iter(sends)
+            .buffer_unordered(self.config.max_in_flight.max(1))
+            .try_collect::<Vec<()>>()
+            .await?;
+        if !batch.checkpoints.is_empty() {
+            let statement = self.prepare(&schema::upsert_checkpoint(ks)).await?;
+            let statement = &statement;
+            let sends: Vec<BoxedSend<'_>> = batch
+                .checkpoints
+                .iter()
+                .map(|c| {
+                    Box::pin(async move {
+                        self.session
+                            .execute_unpaged(
+                                statement,
+                                (batch.topic, c.partition, c.replay_offset, c.next_offset, c.max_event_time),
+                            )
+                            .await
+                            .map_err(exec_err("cannot write a checkpoint"))
+                            .map(drop)
+                    }) as BoxedSend<'_>
+                })
+                .collect();
+            futures_util::stream::iter(sends)
+                .buffer_unordered(self.config.max_in_flight.max(1))
+                .try_collect::<Vec<()>>()
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn send(&self, request: Request<'_>) -> Result<()> {
+        match request {
+            Request::Rows { statement, table, mut rows } if rows.len() == 1 => {
+                let values = rows.pop().unwrap_or_default();
+                self.session
+                    .execute_unpaged(statement, values)
+                    .await
+                    .map_err(exec_err(format!("cannot write to `{table}`")))?;
+            }
+            Request::Rows { statement, table, rows } => {
+                let mut b = Batch::new(BatchType::Unlogged);
+                b.set_is_idempotent(true);
+                b.set_consistency(self.config.consistency);
+                for _ in 0..rows.len() {
+                    b.append_statement(statement.clone());
+                }
+                self.session.batch(&b, rows).await.map_err(exec_err(format!("cannot write a batch to `{table}`")))?;
+            }
+            Request::DeadLetter { statement, dead_letter: d } => {
+                self.session
+                    .execute_unpaged(
+                        statement,
+                        (&d.topic, d.partition, d.offset, d.reason.as_str(), &d.detail, &d.payload, &d.key),
+                    )
+                    .await
+                    .map_err(exec_err("cannot write a dead letter"))?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn read_async(&self, plan: &dsl::Plan, metric: usize, filter: &RowFilter) -> Result<Vec<Row>> {
+        let m = plan.metrics.get(metric).ok_or_else(|| Error::BadQuery(format!("no metric #{metric}")))?;
+        if filter.tier >= m.tiers.len() {
+            return Err(Error::BadQuery(format!("metric `{}` has no tier #{}", m.name, filter.tier)));
+        }
+        for (key, _) in &filter.equals {
+            if *key >= m.keys.len() {
+                return Err(Error::BadQuery(format!("no key column #{key}")));
+            }
+        }
+        let table = table_name(m, filter.tier);
+        let statement = self.prepare(&schema::select(&self.config.keyspace, m, filter.tier)).await?;
+        let from = CqlTimestamp(filter.from_ms.unwrap_or(i64::MIN));
+        let to = CqlTimestamp(filter.to_ms.unwrap_or(i64::MAX));
+        let pager = self.session.execute_iter(statement, (from, to)).await.map_err(|source| Error::Scylla {
+            context: format!("cannot query `{table}`"),
+            retryable: pager_is_transient(&source),
+            source: Box::new(source),
+        })?;
+        let mut stream = pager
+            .rows_stream::<scylla::value::Row>()
+            .map_err(scylla_err(format!("unexpected columns in `{table}`"), false))?;
+        let mut out = Vec::new();
+        while let Some(r) = stream.try_next().await.map_err(scylla_err(format!("cannot read `{table}`"), true))? {
+            let corrupt = |column: &str, source: serde_json::Error| Error::CorruptState {
+                table: table.clone(),
+                column: column.to_string(),
+                source,
+            };
+            let mut columns = r.columns.into_iter();
+            let series = match columns.next().flatten() {
+                Some(CqlValue::Text(s)) => s,
+                _ => String::new(),
+            };
+            let keys: Vec<KeyVal> = serde_json::from_str(&series).map_err(|e| corrupt("series", e))?;
+            let window_start = timestamp(columns.next().flatten()).unwrap_or_default();
+            let partition = match columns.next().flatten() {
+                Some(CqlValue::Int(p)) => p,
+                _ => 0,
+            };
+            let included_through = timestamp(columns.next().flatten());
+            if filter.partition.is_some_and(|p| p != partition)
+                || filter.equals.iter().any(|(k, v)| keys.get(*k) != Some(v))
+            {
+                continue;
+            }
+            let mut states = Vec::with_capacity(m.aggregates.len());
+            for a in &m.aggregates {
+                let bytes = match columns.next().flatten() {
+                    Some(CqlValue::Blob(b)) => b,
+                    _ => Vec::new(),
+                };
+                let state: AggState = serde_json::from_slice(&bytes)
+                    .map_err(|e| corrupt(&format!("{}{}", a.name, crate::schema::STATE_SUFFIX), e))?;
+                states.push(state);
+            }
+            out.push(Row {
+                metric,
+                tier: filter.tier,
+                window_start,
+                partition,
+                included_through,
+                keys: keys.into(),
+                states,
+            });
+        }
+        out.sort_by(|a, b| {
+            (a.window_start, series_id(&a.keys), a.partition).cmp(&(b.window_start, series_id(&b.keys), b.partition))
+        });
+        Ok(out)
+    }
+}
+
+/// Bind values of one statement.
+pub type Values = Vec<Option<CqlValue>>;
+
+type BoxedSend<'a> = std::pin::Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>;
+
+enum Request<'a> {
+    Rows { statement: &'a PreparedStatement, table: String, rows: Vec<Values> },
+    DeadLetter { statement: &'a PreparedStatement, dead_letter: &'a engine::DeadLetter },
+}
+
+fn poisoned() -> Error {
+    Error::Unavailable("the prepared-statement cache lock is poisoned".into())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn timestamp(v: Option<CqlValue>) -> Option<i64> {
+    match v {
+        Some(CqlValue::Timestamp(t)) => Some(t.0),
+        Some(CqlValue::BigInt(i)) => Some(i),
+        _ => None,
+    }
+}
+
+fn block<F: Future + Send>(runtime: &tokio::runtime::Runtime, future: F) -> F::Output
+where
+    F::Output: Send,
+{
+    if tokio::runtime::Handle::try_current().is_ok() {
+        std::thread::scope(|s| match s.spawn(|| runtime.block_on(future)).join() {
+            Ok(out) => out,
+            Err(panic) => std::panic::resume_unwind(panic),
+        })
+    } else {
+        runtime.block_on(future)
+    }
+}
+
+/// A key or aggregate value as the CQL value of a column of `kind`.
+pub fn to_cql(v: &KeyVal, kind: ColumnKind) -> Option<CqlValue> {
+    Some(match (kind, v) {
+        (_, KeyVal::Null) => return None,
+        (ColumnKind::Text, KeyVal::Str(s)) => CqlValue::Text(s.to_string()),
+        (ColumnKind::Int, KeyVal::Int(i) | KeyVal::Ts(i)) => CqlValue::BigInt(*i),
+        (ColumnKind::Int, KeyVal::Float(bits)) => CqlValue::BigInt(f64::from_bits(*bits) as i64),
+        (ColumnKind::Float, KeyVal::Float(bits)) => CqlValue::Double(f64::from_bits(*bits)),
+        (ColumnKind::Float, KeyVal::Int(i)) => CqlValue::Double(*i as f64),
+        (ColumnKind::Bool, KeyVal::Bool(b)) => CqlValue::Boolean(*b),
+        (ColumnKind::Timestamp, KeyVal::Ts(t) | KeyVal::Int(t)) => CqlValue::Timestamp(CqlTimestamp(*t)),
+        (ColumnKind::Text, other) => CqlValue::Text(other.to_json().to_string()),
+        _ => return None,
+    })
+}
+
+/// The bind values of one row for [`schema::upsert`].
+pub fn row_values(metric: &dsl::plan::MetricPlan, row: &Row, series: &str, bucket: i64) -> Vec<Option<CqlValue>> {
+    let columns = schema::data_columns(metric);
+    let mut values = Vec::with_capacity(4 + columns.len());
+    values.push(Some(CqlValue::Text(series.to_string())));
+    values.push(Some(CqlValue::BigInt(bucket)));
+    values.push(Some(CqlValue::Timestamp(CqlTimestamp(row.window_start))));
+    values.push(Some(CqlValue::Int(row.partition)));
+    let mut kinds = columns.iter().map(|c| c.kind);
+    for k in row.keys.iter() {
+        let kind = kinds.next().unwrap_or(ColumnKind::Text);
+        values.push(to_cql(k, kind));
+    }
+    for state in &row.states {
+        let kind = kinds.next().unwrap_or(ColumnKind::Float);
+        values.push(to_cql(&state.finish(), kind));
+        kinds.next();
+        values.push(Some(CqlValue::Blob(serde_json::to_vec(state).unwrap_or_default())));
+    }
+    values.push(row.included_through.map(|t| CqlValue::Timestamp(CqlTimestamp(t))));
+    values
+}
+
+/// The column specifications of [`schema::upsert`]'s bind markers, as the
+/// cluster would describe them when preparing it: what bind values are
+/// type-checked and serialised against (used by tests and the benchmark).
+pub fn upsert_specs(keyspace: &str, metric: &dsl::plan::MetricPlan, tier: usize) -> Vec<ColumnSpec<'static>> {
+    use scylla::frame::response::result::{ColumnType, NativeType};
+    let native = |cql: &str| {
+        ColumnType::Native(match cql {
+            "text" => NativeType::Text,
+            "bigint" => NativeType::BigInt,
+            "int" => NativeType::Int,
+            "double" => NativeType::Double,
+            "boolean" => NativeType::Boolean,
+            "timestamp" => NativeType::Timestamp,
+            _ => NativeType::Blob,
+        })
+    };
+    let table = TableSpec::owned(keyspace.to_string(), table_name(metric, tier));
+    let mut specs: Vec<ColumnSpec<'static>> = schema::PRIMARY_KEY
+        .iter()
+        .map(|(n, t)| ColumnSpec::owned((*n).to_string(), native(t), table.clone()))
+        .collect();
+    specs.extend(
+        schema::data_columns(metric)
+            .into_iter()
+            .map(|c| ColumnSpec::owned(c.name, native(schema::cql_type(c.kind)), table.clone())),
+    );
+    specs
+}
+
+/// Type-checks and serialises `values` against `specs` into `out`, exactly
+/// as the driver does when binding a prepared statement; returns the bytes written.
+///
+/// # Errors
+/// When a value does not fit its column's type.
+pub fn bind(specs: &[ColumnSpec<'_>], values: &Values, out: &mut Vec<u8>) -> Result<usize> {
+    use scylla::serialize::row::{RowSerializationContext, SerializeRow};
+    let before = out.len();
+    let mut writer = scylla::serialize::writers::RowWriter::new(out);
+    values
+        .serialize(&RowSerializationContext::from_specs(specs), &mut writer)
+        .map_err(scylla_err("cannot bind a row", false))?;
+    Ok(out.len() - before)
+}
+
+impl Store for ScyllaStore {
+    fn setup(&mut self, plan: &dsl::Plan) -> Result<()> {
+        self.block(self.setup_async(plan))
+    }
+
+    fn write(&mut self, plan: &dsl::Plan, batch: &WriteBatch<'_>) -> Result<()> {
+        self.block(self.write_async(plan, batch))
+    }
+
+    fn checkpoint(&self, topic: &str, partition: i32) -> Result<Option<Checkpoint>> {
+        self.block(async {
+            let statement = self.prepare(&schema::select_checkpoint(&self.config.keyspace)).await?;
+            let result = self
+                .session
+                .execute_unpaged(&statement, (topic, partition))
+                .await
+                .map_err(exec_err("cannot read a checkpoint"))?;
+            let rows = result.into_rows_result().map_err(scylla_err("cannot read a checkpoint", false))?;
+            let row = rows
+                .maybe_first_row::<(i64, i64, Option<i64>)>()
+                .map_err(scylla_err("cannot read a checkpoint", false))?;
+            Ok(row.map(|(replay_offset, next_offset, max_event_time)| Checkpoint {
+                partition,
+                replay_offset,
+                next_offset,
+                max_event_time,
+            }))
+        })
+    }
+
+    fn read(&self, plan: &dsl::Plan, metric: usize, filter: &RowFilter) -> Result<Vec<Row>> {
+        self.block(self.read_async(plan, metric, filter))
+    }
+
+    fn dead_letters(&self, topic: &str) -> Result<Vec<StoredDeadLetter>> {
+        self.block(async {
+            let statement = self.prepare(&schema::select_dead_letters(&self.config.keyspace)).await?;
+            let pager = self.session.execute_iter(statement, (topic,)).await.map_err(|source| Error::Scylla {
+                context: "cannot query dead letters".into(),
+                retryable: pager_is_transient(&source),
+                source: Box::new(source),
+            })?;
+            let mut stream = pager
+                .rows_stream::<(i32, i64, String, String, Vec<u8>)>()
+                .map_err(scylla_err("unexpected dead-letter columns", false))?;
+            let mut out = Vec::new();
+            while let Some((partition, offset, reason, detail, payload)) =
+                stream.try_next().await.map_err(scylla_err("cannot read dead letters", true))?
+            {
+                out.push(StoredDeadLetter { topic: topic.to_string(), partition, offset, reason, detail, payload });
+            }
+            out.sort_by_key(|d| (d.partition, d.offset));
+            Ok(out)
+        })
+    }
+
+    fn sweep(&mut self, _plan: &dsl::Plan, _now_ms: i64) -> Result<u64> {
+        // Rows expire by TTL (see `schema::ttl_s`); nothing to delete here.
+        Ok(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use scylla::errors::{DbError, WriteType};
+
+    fn db(error: DbError) -> ExecutionError {
+        ExecutionError::LastAttemptError(RequestAttemptError::DbError(error, "from the test".into()))
+    }
+
+    #[test]
+    fn transient_errors_are_retryable() {
+        for e in [
+            db(DbError::Overloaded),
+            db(DbError::WriteTimeout {
+                consistency: Consistency::LocalQuorum,
+                received: 1,
+                required: 2,
+                write_type: WriteType::Simple,
+            }),
+            db(DbError::Unavailable { consistency: Consistency::LocalQuorum, required: 2, alive: 1 }),
+            ExecutionError::EmptyPlan,
+            ExecutionError::RequestTimeout(Duration::from_secs(1)),
+        ] {
+            assert!(is_transient(&e), "{e}");
+            assert!(exec_err("x")(e).is_retryable());
+        }
+        for e in [
+            db(DbError::SyntaxError),
+            db(DbError::Invalid),
+            db(DbError::Unauthorized),
+            ExecutionError::PrepareError(PrepareError::AllAttemptsFailed {
+                first_attempt: RequestAttemptError::DbError(DbError::SyntaxError, "bad".into()),
+            }),
+        ] {
+            assert!(!is_transient(&e), "{e}");
+            assert!(!exec_err("x")(e).is_retryable());
+        }
+    }
+
+    #[test]
+    fn store_spec_parses() {
+        let c = ScyllaConfig::parse("a,b:19042/metrics");
+        assert_eq!(c.nodes, ["a:9042", "b:19042"]);
+        assert_eq!(c.keyspace, "metrics");
+        assert_eq!(c.consistency, Consistency::LocalQuorum);
+        assert_eq!(ScyllaConfig::parse("scylla").keyspace, "streams");
+    }
+
+    #[test]
+    fn bind_values_match_the_upsert_markers() {
+        let compiled = dsl::compile_str(
+            "t.stream",
+            "version 1\n\nsource s from kafka \"t\" format json {\n  ts: timestamp event_time,\n  k: string?,\n  n: int,\n}\n\n\
+             metric m from s\n  group by k\n  compute count() as c, max(n) as top, p99(n) as p\n  window 1m\n  rollup 1h keep 1d\n",
+        );
+        assert!(compiled.plan.is_some(), "{}", compiled.render_diagnostics());
+        let plan = compiled.plan.expect("checked above");
+        let metric = &plan.metrics[0];
+        let row = Row {
+            metric: 0,
+            tier: 1,
+            window_start: 3_600_000,
+            partition: 3,
+            keys: vec![KeyVal::Null].into(),
+            states: metric.aggregates.iter().map(AggState::new).collect(),
+            included_through: Some(3_660_000),
+        };
+        let values = row_values(metric, &row, &series_id(&row.keys), 0);
+        let markers = schema::upsert("ks", metric, 1).matches('?').count();
+        assert_eq!(values.len(), markers);
+        assert_eq!(values[4], None, "null key");
+        assert_eq!(values.last(), Some(&Some(CqlValue::Timestamp(CqlTimestamp(3_660_000)))));
+        let mut out = Vec::new();
+        assert!(bind(&upsert_specs("ks", metric, 1), &values, &mut out).expect("types match") > 0);
+        // A value of the wrong type is refused, as the driver would.
+        let mut wrong = values.clone();
+        wrong[3] = Some(CqlValue::BigInt(3));
+        assert!(bind(&upsert_specs("ks", metric, 1), &wrong, &mut out).is_err());
+    }
+}

@@ -1,0 +1,292 @@
+//! The CQL the Scylla backend runs, generated from the plan (pure text, no
+//! driver): golden-tested in `tests/cql_golden.rs`.
+//!
+//! # Layout of a metric tier table
+//!
+//! ```text
+//! PRIMARY KEY ((series, bucket), window_start, source_partition)
+//! ```
+//!
+//! * `series` is the canonical text of the group-by values
+//!   ([`crate::schema::series_id`]), exactly as in SQLite. It stands for the
+//!   group-by columns in the partition key because CQL primary-key columns
+//!   cannot be null and group-by values can; the group-by columns themselves
+//!   are regular columns (for reading and filtering).
+//! * `bucket` is `window_start` divided (flooring) by the tier's bucket width
+//!   ([`bucket_ms`]), which bounds a partition:
+//!
+//!   | tier width        | bucket  | rows per series and source partition |
+//!   | ----------------- | ------- | ------------------------------------ |
+//!   | below 1h (`1m`)   | 1 day   | 86 400 s / 60 s = 1 440              |
+//!   | 1h up to below 1d | 30 days | 30 × 24 = 720                        |
+//!   | 1d and above      | 366 days| 366                                  |
+//!
+//!   With P source partitions a partition holds at most P times that (each
+//!   row a few hundred bytes plus its sketch states), far under Scylla's
+//!   large-partition warning (1 000 MB / 100 000 rows by default) for any
+//!   realistic P.
+//! * Clustering by `window_start` then `source_partition`, ascending.
+//! * Rows expire by TTL: `USING TTL` of the tier's retention plus one window
+//!   (from the write, so a row lives at least its retention), capped at CQL's
+//!   maximum of 20 years. Time-window compaction with one window per bucket
+//!   lets whole SSTables expire at once.
+
+use crate::schema::{metric_columns, quote, table_name, Column, ColumnKind, STATE_SUFFIX};
+use dsl::plan::MetricPlan;
+
+const DAY_MS: u64 = 86_400_000;
+const HOUR_MS: u64 = 3_600_000;
+/// CQL's largest TTL, seconds (20 years).
+pub const MAX_TTL_S: u64 = 630_720_000;
+
+/// Width of a partition's time bucket for a tier of `width_ms`, ms.
+pub fn bucket_ms(width_ms: u64) -> u64 {
+    if width_ms < HOUR_MS {
+        DAY_MS
+    } else if width_ms < DAY_MS {
+        30 * DAY_MS
+    } else {
+        366 * DAY_MS
+    }
+}
+
+/// The bucket of a window starting at `window_start_ms`.
+pub fn bucket_of(window_start_ms: i64, width_ms: u64) -> i64 {
+    window_start_ms.div_euclid(bucket_ms(width_ms) as i64)
+}
+
+/// TTL of a tier's rows, seconds: retention plus one window, at most [`MAX_TTL_S`].
+pub fn ttl_s(metric: &MetricPlan, tier: usize) -> u64 {
+    let t = &metric.tiers[tier];
+    (t.retention_ms.saturating_add(t.width_ms) / 1000).clamp(1, MAX_TTL_S)
+}
+
+/// The CQL type of a logical column kind.
+pub fn cql_type(kind: ColumnKind) -> &'static str {
+    match kind {
+        ColumnKind::Text => "text",
+        ColumnKind::Int => "bigint",
+        ColumnKind::Float => "double",
+        ColumnKind::Bool => "boolean",
+        ColumnKind::Timestamp => "timestamp",
+        ColumnKind::State => "blob",
+    }
+}
+
+/// Primary-key columns of every metric table, with their CQL types, in key order.
+pub const PRIMARY_KEY: [(&str, &str); 4] =
+    [("series", "text"), ("bucket", "bigint"), ("window_start", "timestamp"), ("source_partition", "int")];
+
+/// How the keyspace is replicated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replication {
+    /// `SimpleStrategy` with this factor (development, one data centre).
+    Simple(u32),
+    /// `NetworkTopologyStrategy` with a factor per data centre.
+    NetworkTopology(Vec<(String, u32)>),
+}
+
+impl Default for Replication {
+    fn default() -> Self {
+        Replication::Simple(1)
+    }
+}
+
+/// `CREATE KEYSPACE IF NOT EXISTS`.
+pub fn create_keyspace(keyspace: &str, replication: &Replication) -> String {
+    let map = match replication {
+        Replication::Simple(n) => format!("{{'class': 'SimpleStrategy', 'replication_factor': {n}}}"),
+        Replication::NetworkTopology(dcs) => {
+            let mut s = "{'class': 'NetworkTopologyStrategy'".to_string();
+            for (dc, n) in dcs {
+                s.push_str(&format!(", '{}': {n}", dc.replace('\'', "''")));
+            }
+            s.push('}');
+            s
+        }
+    };
+    format!("CREATE KEYSPACE IF NOT EXISTS {} WITH replication = {map}", quote(keyspace))
+}
+
+fn qualified(keyspace: &str, table: &str) -> String {
+    format!("{}.{}", quote(keyspace), quote(table))
+}
+
+/// The bookkeeping tables: checkpoints, dead letters, deployment history.
+pub fn create_bookkeeping(keyspace: &str) -> Vec<String> {
+    vec![
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (topic text, partition int, replay_offset bigint, next_offset bigint, \
+             max_event_time bigint, PRIMARY KEY ((topic, partition)))",
+            qualified(keyspace, "stream_checkpoints")
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (topic text, partition int, offset bigint, reason text, detail text, \
+             payload blob, key blob, PRIMARY KEY ((topic, partition), offset)) WITH CLUSTERING ORDER BY (offset ASC)",
+            qualified(keyspace, "stream_dead_letters")
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (plan_hash text, deployed_at timestamp, metrics text, \
+             PRIMARY KEY ((plan_hash), deployed_at)) WITH CLUSTERING ORDER BY (deployed_at DESC)",
+            qualified(keyspace, "stream_deployments")
+        ),
+    ]
+}
+
+/// Every data column of a metric table after the primary key: group-by
+/// columns, then each aggregate's value and state, then `included_through`.
+pub fn data_columns(metric: &MetricPlan) -> Vec<Column> {
+    let mut columns = metric_columns(metric);
+    columns.push(Column { name: "included_through".into(), kind: ColumnKind::Timestamp });
+    columns
+}
+
+/// `CREATE TABLE IF NOT EXISTS` for `metric`'s tier `tier`.
+pub fn create_table(keyspace: &str, metric: &MetricPlan, tier: usize) -> String {
+    let mut cql = format!("CREATE TABLE IF NOT EXISTS {} (", qualified(keyspace, &table_name(metric, tier)));
+    for (name, ty) in PRIMARY_KEY {
+        cql.push_str(&format!("{name} {ty}, "));
+    }
+    for c in data_columns(metric) {
+        cql.push_str(&format!("{} {}, ", quote(&c.name), cql_type(c.kind)));
+    }
+    let bucket_days = bucket_ms(metric.tiers[tier].width_ms) / DAY_MS;
+    cql.push_str(&format!(
+        "PRIMARY KEY ((series, bucket), window_start, source_partition)) \
+         WITH CLUSTERING ORDER BY (window_start ASC, source_partition ASC) \
+         AND compaction = {{'class': 'TimeWindowCompactionStrategy', 'compaction_window_unit': 'DAYS', \
+         'compaction_window_size': {bucket_days}}}"
+    ));
+    cql
+}
+
+/// Additive migration: `ALTER TABLE … ADD` one column.
+pub fn add_column(keyspace: &str, table: &str, column: &Column) -> String {
+    format!("ALTER TABLE {} ADD {} {}", qualified(keyspace, table), quote(&column.name), cql_type(column.kind))
+}
+
+/// The columns of a table as the cluster describes them.
+pub fn describe_columns() -> &'static str {
+    "SELECT column_name, kind, type FROM system_schema.columns WHERE keyspace_name = ? AND table_name = ?"
+}
+
+/// The row upsert of `metric`'s tier `tier`: bind values are the primary key
+/// ([`PRIMARY_KEY`] order), then [`data_columns`].
+pub fn upsert(keyspace: &str, metric: &MetricPlan, tier: usize) -> String {
+    let mut names: Vec<String> = PRIMARY_KEY.iter().map(|(n, _)| (*n).to_string()).collect();
+    names.extend(data_columns(metric).iter().map(|c| quote(&c.name)));
+    let marks = vec!["?"; names.len()].join(", ");
+    format!(
+        "INSERT INTO {} ({}) VALUES ({marks}) USING TTL {}",
+        qualified(keyspace, &table_name(metric, tier)),
+        names.join(", "),
+        ttl_s(metric, tier)
+    )
+}
+
+/// The row read of `metric`'s tier `tier`: bind values are the window start
+/// lower (inclusive) and upper (exclusive) bounds. Selected: series,
+/// window_start, source_partition, included_through, then each state.
+///
+/// Reads scan the table's token ranges with `ALLOW FILTERING` on the
+/// clustering column; group-by and partition conditions are applied by the
+/// reader. See the module documentation of [`super`] for why.
+pub fn select(keyspace: &str, metric: &MetricPlan, tier: usize) -> String {
+    let mut cql = "SELECT series, window_start, source_partition, included_through".to_string();
+    for a in &metric.aggregates {
+        cql.push_str(&format!(", {}", quote(&format!("{}{STATE_SUFFIX}", a.name))));
+    }
+    cql.push_str(&format!(
+        " FROM {} WHERE window_start >= ? AND window_start < ? ALLOW FILTERING",
+        qualified(keyspace, &table_name(metric, tier))
+    ));
+    cql
+}
+
+/// Checkpoint upsert: topic, partition, replay offset, next offset, max event time.
+pub fn upsert_checkpoint(keyspace: &str) -> String {
+    format!(
+        "INSERT INTO {} (topic, partition, replay_offset, next_offset, max_event_time) VALUES (?, ?, ?, ?, ?)",
+        qualified(keyspace, "stream_checkpoints")
+    )
+}
+
+/// Checkpoint read by topic and partition.
+pub fn select_checkpoint(keyspace: &str) -> String {
+    format!(
+        "SELECT replay_offset, next_offset, max_event_time FROM {} WHERE topic = ? AND partition = ?",
+        qualified(keyspace, "stream_checkpoints")
+    )
+}
+
+/// Dead-letter upsert: topic, partition, offset, reason, detail, payload, key.
+pub fn insert_dead_letter(keyspace: &str) -> String {
+    format!(
+        "INSERT INTO {} (topic, partition, offset, reason, detail, payload, key) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        qualified(keyspace, "stream_dead_letters")
+    )
+}
+
+/// Dead letters of a topic (every partition; ordered by the reader).
+pub fn select_dead_letters(keyspace: &str) -> String {
+    format!(
+        "SELECT partition, offset, reason, detail, payload FROM {} WHERE topic = ? ALLOW FILTERING",
+        qualified(keyspace, "stream_dead_letters")
+    )
+}
+
+/// Deployment record: plan hash, time, metrics (`name=hash` lines).
+pub fn insert_deployment(keyspace: &str) -> String {
+    format!(
+        "INSERT INTO {} (plan_hash, deployed_at, metrics) VALUES (?, ?, ?)",
+        qualified(keyspace, "stream_deployments")
+    )
+}
+
+/// Everything generated for `plan`, as one text: what the golden test snapshots.
+pub fn render(keyspace: &str, replication: &Replication, plan: &dsl::Plan) -> String {
+    let mut out = format!("{};\n", create_keyspace(keyspace, replication));
+    for s in create_bookkeeping(keyspace) {
+        out.push_str(&format!("{s};\n"));
+    }
+    for s in [
+        upsert_checkpoint(keyspace),
+        select_checkpoint(keyspace),
+        insert_dead_letter(keyspace),
+        select_dead_letters(keyspace),
+        insert_deployment(keyspace),
+    ] {
+        out.push_str(&format!("{s};\n"));
+    }
+    for metric in &plan.metrics {
+        for tier in 0..metric.tiers.len() {
+            let t = &metric.tiers[tier];
+            out.push_str(&format!(
+                "\n-- {} tier {}: bucket {} days ({} windows), TTL {} s\n",
+                metric.name,
+                t.name,
+                bucket_ms(t.width_ms) / DAY_MS,
+                bucket_ms(t.width_ms) / t.width_ms.max(1),
+                ttl_s(metric, tier)
+            ));
+            out.push_str(&format!("{};\n", create_table(keyspace, metric, tier)));
+            out.push_str(&format!("{};\n", upsert(keyspace, metric, tier)));
+            out.push_str(&format!("{};\n", select(keyspace, metric, tier)));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_bound_partitions() {
+        assert_eq!(bucket_ms(60_000) / 60_000, 1440);
+        assert_eq!(bucket_ms(HOUR_MS) / HOUR_MS, 720);
+        assert_eq!(bucket_ms(DAY_MS) / DAY_MS, 366);
+        assert_eq!(bucket_of(-1, 60_000), -1);
+        assert_eq!(bucket_of(DAY_MS as i64, 60_000), 1);
+    }
+}

@@ -1,0 +1,103 @@
+//! Golden tests of the CQL the Scylla backend generates for the shipped
+//! `pipelines/` plan: keyspace, bookkeeping tables and statements, and per
+//! metric tier the table, its upsert and its read.
+//!
+//! Snapshots live in `tests/golden/cql/`. A mismatch fails with both texts;
+//! after an intended change re-bless with
+//! `BLESS=1 cargo test -p store --test cql_golden` and review the diff.
+
+use std::path::Path;
+use store::scylla::schema::{self, Replication};
+
+fn pipelines_plan() -> dsl::Plan {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../pipelines");
+    let mut roots: Vec<String> = std::fs::read_dir(root)
+        .expect("pipelines dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "stream"))
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    roots.sort();
+    let compiled = dsl::compile(&roots, &|p: &str| std::fs::read_to_string(p).map_err(|e| e.to_string()));
+    assert!(compiled.plan.is_some(), "{}", compiled.render_diagnostics());
+    compiled.plan.expect("checked above")
+}
+
+fn assert_snapshot(name: &str, actual: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/cql").join(name);
+    if std::env::var_os("BLESS").is_some() {
+        std::fs::write(&path, actual).expect("write snapshot");
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        expected == actual,
+        "snapshot {} differs (re-bless with BLESS=1 if intended)\n--- expected\n{expected}\n--- actual\n{actual}",
+        path.display()
+    );
+}
+
+#[test]
+fn pipelines_cql() {
+    let plan = pipelines_plan();
+    assert_snapshot("pipelines.cql", &schema::render("streams", &Replication::Simple(1), &plan));
+}
+
+#[test]
+fn network_topology_keyspace() {
+    let replication = Replication::NetworkTopology(vec![("dc1".into(), 3), ("dc2".into(), 3)]);
+    assert_snapshot(
+        "keyspace_network_topology.cql",
+        &format!("{};\n", schema::create_keyspace("streams", &replication)),
+    );
+}
+
+#[test]
+fn additive_migration() {
+    let plan = pipelines_plan();
+    let metric = &plan.metrics[0];
+    let table = store::schema::table_name(metric, 0);
+    let mut out = String::new();
+    for c in schema::data_columns(metric) {
+        out.push_str(&format!("{};\n", schema::add_column("streams", &table, &c)));
+    }
+    assert_snapshot("add_columns.cql", &out);
+}
+
+/// Every row the engine produces for the shipped pipelines over generated
+/// events binds to its upsert with the column types the CQL declares.
+#[test]
+fn every_generated_row_binds_to_its_upsert() {
+    use engine::{CompiledPlan, EngineConfig, Message, Output, Partition};
+    let plan = std::sync::Arc::new(CompiledPlan::new(pipelines_plan(), EngineConfig::default()).expect("runnable"));
+    let mut out = Output::default();
+    let mut partition = Partition::new(plan.clone(), 0);
+    let config = workload::Config { seed: 7, rate_per_s: 200.0, ..Default::default() };
+    for (offset, line) in workload::Generator::new(config).take(4_000).enumerate() {
+        let meta = engine::eval::MessageMeta {
+            topic: "mta.events",
+            partition: 0,
+            offset: offset as i64,
+            key: None,
+            timestamp_ms: None,
+            headers: &[],
+        };
+        partition.process(&Message { payload: line.as_bytes(), meta }, 0, &mut out);
+    }
+    partition.close_all(&mut out);
+    let mut tables = std::collections::BTreeSet::new();
+    let mut buffer = Vec::new();
+    for row in &out.rows {
+        let metric = &plan.plan.metrics[row.metric];
+        let series = store::schema::series_id(&row.keys);
+        let values = store::scylla::row_values(metric, row, &series, schema::bucket_of(row.window_start, 60_000));
+        let specs = store::scylla::upsert_specs("streams", metric, row.tier);
+        buffer.clear();
+        if let Err(e) = store::scylla::bind(&specs, &values, &mut buffer) {
+            panic!("{} tier {}: {e:?}\n{values:?}", metric.name, row.tier);
+        }
+        tables.insert(store::schema::table_name(metric, row.tier));
+    }
+    let all: usize = plan.plan.metrics.iter().map(|m| m.tiers.len()).sum();
+    assert_eq!(tables.len(), all, "every table got rows: {tables:?}");
+}

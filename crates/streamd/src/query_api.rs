@@ -1,0 +1,221 @@
+//! `GET /api/v1/query`: merged series of a metric as JSON, for Grafana and
+//! for customers.
+//!
+//! Parameters: `metric` (required), `tier` (`1m`, `1h`, …; the finest when
+//! absent), `from` / `to` (window start at or after / before; RFC 3339 or
+//! epoch ms, as Grafana's `${__from}` / `${__to}` give), `where=COLUMN:VALUE`
+//! (repeatable; `null` matches missing keys), `group_by=a,b` (keep these
+//! group-by columns, merging over the others; empty for totals; all when
+//! absent).
+//!
+//! The answer is a JSON array with one object per window and kept key
+//! combination: `time` (window start, RFC 3339), the kept group-by columns,
+//! the aggregates and derived columns. Grafana's Infinity (JSON) data source
+//! reads it as a table with `time` as its time field, without transformations.
+//! Errors are `{"error": "…"}` with 400 (bad query), 503 (store busy or
+//! unavailable, retry) or 500.
+
+use std::sync::{Arc, Mutex};
+use store::query::Query;
+use store::Store;
+
+/// What the query endpoint reads with: its own store handle (a second
+/// connection, so queries never wait on the consumer's transactions) and the plan.
+pub struct QueryApi {
+    store: Mutex<Box<dyn Store + Send>>,
+    plan: Arc<engine::CompiledPlan>,
+}
+
+impl QueryApi {
+    /// A query endpoint over `store`.
+    pub fn new(store: Box<dyn Store + Send>, plan: Arc<engine::CompiledPlan>) -> Self {
+        QueryApi { store: Mutex::new(store), plan }
+    }
+
+    /// Answers the query string `query` (after `?`): status code and JSON body.
+    pub fn answer(&self, query: &str) -> (u16, String) {
+        let parsed = match parse(query) {
+            Ok(q) => q,
+            Err(message) => return error(400, &message),
+        };
+        let Ok(store) = self.store.lock() else { return error(500, "the query store lock is poisoned") };
+        match store::query::run(store.as_ref(), &self.plan.plan, &parsed) {
+            Ok(result) => {
+                let rows: Vec<serde_json::Value> = result
+                    .rows
+                    .into_iter()
+                    .map(|row| {
+                        let object: serde_json::Map<String, serde_json::Value> = result
+                            .columns
+                            .iter()
+                            .enumerate()
+                            .map(|(i, c)| if i == 0 { "time".to_string() } else { c.clone() })
+                            .zip(row)
+                            .collect();
+                        serde_json::Value::Object(object)
+                    })
+                    .collect();
+                (200, serde_json::Value::Array(rows).to_string() + "\n")
+            }
+            Err(e @ store::Error::BadQuery(_)) => error(400, &e.to_string()),
+            Err(e) if e.is_retryable() => error(503, &e.to_string()),
+            Err(e) => error(500, &e.to_string()),
+        }
+    }
+}
+
+fn error(code: u16, message: &str) -> (u16, String) {
+    (code, serde_json::json!({ "error": message }).to_string() + "\n")
+}
+
+fn parse(query: &str) -> Result<Query, String> {
+    let mut q = Query::default();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value =
+            percent_decode(value).ok_or_else(|| format!("parameter `{key}` is not valid percent-encoded UTF-8"))?;
+        match percent_decode(key).as_deref() {
+            Some("metric") => q.metric = value,
+            Some("tier") => q.tier = Some(value).filter(|t| !t.is_empty()),
+            Some("from") => q.from_ms = Some(parse_time("from", &value)?),
+            Some("to") => q.to_ms = Some(parse_time("to", &value)?),
+            Some("where") => {
+                let (column, v) =
+                    value.split_once(':').ok_or_else(|| format!("`where={value}`: expected COLUMN:VALUE"))?;
+                q.filters.push((column.to_string(), v.to_string()));
+            }
+            Some("group_by") => {
+                q.group_by = Some(value.split(',').filter(|c| !c.is_empty()).map(str::to_string).collect());
+            }
+            _ => return Err(format!("unknown parameter `{key}`; known: metric, tier, from, to, where, group_by")),
+        }
+    }
+    if q.metric.is_empty() {
+        return Err("missing parameter `metric`".into());
+    }
+    Ok(q)
+}
+
+fn parse_time(name: &str, text: &str) -> Result<i64, String> {
+    text.parse::<i64>()
+        .ok()
+        .or_else(|| engine::value::parse_timestamp(text))
+        .ok_or_else(|| format!("`{name}={text}`: expected RFC 3339 or epoch milliseconds"))
+}
+
+/// Decodes `%XX` escapes and `+` (as a space).
+fn percent_decode(s: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = [bytes.next()?, bytes.next()?];
+                out.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
+            }
+            _ => out.push(b),
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use engine::eval::MessageMeta;
+    use engine::{Message, Output, Partition};
+    use store::sqlite::SqliteStore;
+    use store::WriteBatch;
+
+    const PIPELINE: &str = r#"version 1
+
+source events from kafka "events" format json {
+  ts: timestamp event_time,
+  provider: string,
+  user: string,
+}
+
+metric users from events
+  group by provider
+  compute count() as n, distinct(user) as users
+  window 1m, lateness 1m
+  rollup 1h keep 90d
+"#;
+
+    fn api() -> QueryApi {
+        let compiled = dsl::compile_str("q.stream", PIPELINE);
+        assert!(compiled.plan.is_some(), "{}", compiled.render_diagnostics());
+        let plan = compiled.plan.expect("checked above");
+        let plan = Arc::new(engine::CompiledPlan::new(plan, engine::EngineConfig::default()).expect("plan"));
+        let mut store = SqliteStore::open(":memory:").expect("store");
+        store.setup(&plan.plan).expect("setup");
+        let mut out = Output::default();
+        for p in 0..2 {
+            let mut partition = Partition::new(plan.clone(), p);
+            for i in 0..4i64 {
+                let line = serde_json::json!({
+                    "ts": engine::value::format_timestamp(1_700_000_040_000 + i * 60_000),
+                    "provider": if i % 2 == 0 { "gmail" } else { "yahoo" },
+                    "user": format!("u{}", i + i64::from(p)),
+                })
+                .to_string();
+                let meta = MessageMeta {
+                    topic: "events",
+                    partition: p,
+                    offset: i,
+                    key: None,
+                    timestamp_ms: None,
+                    headers: &[],
+                };
+                partition.process(&Message { payload: line.as_bytes(), meta }, 0, &mut out);
+            }
+            partition.close_all(&mut out);
+        }
+        let batch = WriteBatch { topic: "events", rows: &out.rows, dead_letters: &[], checkpoints: &[] };
+        store.write(&plan.plan, &batch).expect("write");
+        QueryApi::new(Box::new(store), plan)
+    }
+
+    fn json(answer: (u16, String)) -> (u16, serde_json::Value) {
+        (answer.0, serde_json::from_str(&answer.1).expect("json body"))
+    }
+
+    #[test]
+    fn rows_are_objects_with_a_time_column_merged_over_partitions() {
+        let api = api();
+        let (code, body) = json(api.answer("metric=users&tier=1h&group_by="));
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(body, serde_json::json!([{ "time": "2023-11-14T22:00:00.000Z", "n": 8, "users": 5 }]));
+
+        let (code, body) = json(api.answer(
+            "metric=users&where=provider:gmail&from=2023-11-14T22%3A14%3A00Z&to=1700000280000&group_by=provider",
+        ));
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(
+            body,
+            serde_json::json!([
+                { "time": "2023-11-14T22:14:00.000Z", "provider": "gmail", "n": 2, "users": 2 },
+                { "time": "2023-11-14T22:16:00.000Z", "provider": "gmail", "n": 2, "users": 2 },
+            ])
+        );
+    }
+
+    #[test]
+    fn bad_queries_are_400_with_a_message() {
+        let api = api();
+        for (query, needle) in [
+            ("tier=1m", "missing parameter `metric`"),
+            ("metric=nope", "unknown metric `nope`"),
+            ("metric=users&tier=5m", "unknown tier `5m`"),
+            ("metric=users&where=provider", "expected COLUMN:VALUE"),
+            ("metric=users&from=yesterday", "expected RFC 3339"),
+            ("metric=users&group_by=region", "unknown group-by column `region`"),
+            ("metric=users&limit=3", "unknown parameter `limit`"),
+        ] {
+            let (code, body) = json(api.answer(query));
+            assert_eq!(code, 400, "{query}: {body}");
+            assert!(body["error"].as_str().is_some_and(|e| e.contains(needle)), "{query}: {body}");
+        }
+    }
+}
