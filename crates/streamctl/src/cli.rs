@@ -1,6 +1,6 @@
 //! Command-line arguments.
 
-use crate::commands::{check, explain, fmt, gen, query, run, test};
+use crate::commands::{check, classify, explain, fmt, gen, query, run, test};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Check, explain and format stream pipelines.
@@ -31,6 +31,8 @@ pub enum Command {
     Query(query::Args),
     /// Run pipeline unit tests (`*.test.json` fixtures).
     Test(test::Args),
+    /// Classify JSON lines of SMTP replies with a classifier (default: the standard `bounce`).
+    Classify(classify::Args),
     /// Write generated delivery events as JSON lines.
     Gen(gen::Args),
 }

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod check;
+pub mod classify;
 pub mod explain;
 pub mod fmt;
 pub mod gen;
