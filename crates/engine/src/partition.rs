@@ -85,7 +85,7 @@ impl Output {
 }
 
 /// A partition's persisted progress.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
     /// Partition.
     pub partition: i32,
@@ -95,6 +95,20 @@ pub struct Checkpoint {
     pub next_offset: i64,
     /// Highest event time seen (advanced by idleness), ms.
     pub max_event_time: Option<i64>,
+    /// The metrics that were running, by hash, and where each started.
+    /// `None` (a checkpoint from before plans could change) means every
+    /// metric of the plan has always run.
+    #[serde(default)]
+    pub metrics: Option<Vec<MetricStart>>,
+}
+
+/// Where a metric started counting in a partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetricStart {
+    /// [`dsl::plan::MetricPlan::hash`].
+    pub hash: String,
+    /// First offset the metric counts; `None` for from the beginning.
+    pub since_offset: Option<i64>,
 }
 
 /// Counters of one metric in one partition.
@@ -143,6 +157,10 @@ pub struct Partition {
     plan: Arc<CompiledPlan>,
     partition: i32,
     metrics: Vec<MetricState>,
+    /// Per metric: the first offset it counts (`None`: from the beginning).
+    /// A metric deployed while the partition runs starts where it was, and
+    /// skips older messages when they are replayed.
+    since_offset: Vec<Option<i64>>,
     max_event_time: Option<i64>,
     next_offset: Option<i64>,
     /// Messages below this offset were processed before the last restore.
@@ -157,18 +175,11 @@ pub struct Partition {
 impl Partition {
     /// A fresh partition with no state.
     pub fn new(plan: Arc<CompiledPlan>, partition: i32) -> Self {
-        let metrics = plan
-            .plan
-            .metrics
-            .iter()
-            .map(|m| MetricState {
-                windows: Default::default(),
-                tiers: (0..m.tiers.len()).map(|_| Default::default()).collect(),
-            })
-            .collect();
+        let metrics = plan.plan.metrics.iter().map(MetricState::new).collect();
         let stats =
             PartitionStats { metrics: vec![MetricStats::default(); plan.plan.metrics.len()], ..Default::default() };
         Partition {
+            since_offset: vec![None; plan.plan.metrics.len()],
             plan,
             partition,
             metrics,
@@ -184,14 +195,30 @@ impl Partition {
     /// A partition resuming from `checkpoint`, with the open tier rows read
     /// back from the store. The caller then feeds messages from
     /// `checkpoint.replay_offset` on.
+    ///
+    /// `plan` may differ from the plan that wrote the checkpoint: metrics the
+    /// checkpoint does not list start at its `next_offset`, as if deployed
+    /// there, and their stored tier rows (from an earlier version of the
+    /// same table) are not merged into.
     pub fn restore(plan: Arc<CompiledPlan>, checkpoint: &Checkpoint, tier_rows: Vec<Row>) -> Self {
         let mut p = Partition::new(plan, checkpoint.partition);
         p.max_event_time = checkpoint.max_event_time;
         p.next_offset = Some(checkpoint.next_offset);
         p.replay_barrier = checkpoint.next_offset;
         p.replay_floor = Some(checkpoint.replay_offset);
+        if let Some(known) = &checkpoint.metrics {
+            for (m, metric) in p.plan.plan.metrics.iter().enumerate() {
+                p.since_offset[m] = match known.iter().find(|k| k.hash == metric.hash) {
+                    Some(start) => start.since_offset,
+                    None => Some(checkpoint.next_offset),
+                };
+            }
+        }
         for row in tier_rows {
             let Some(metric_plan) = p.plan.plan.metrics.get(row.metric) else { continue };
+            if p.since_offset[row.metric].is_some_and(|since| since >= checkpoint.next_offset) {
+                continue; // New with this restore: the rows belong to an earlier version.
+            }
             let Some(tier) = metric_plan.tiers.get(row.tier).filter(|_| row.tier > 0) else { continue };
             let end = row.window_start + tier.width_ms as i64;
             if end <= p.watermark(row.metric).unwrap_or(i64::MIN) {
@@ -248,7 +275,62 @@ impl Partition {
             replay_offset: self.replay_point()?,
             next_offset: self.next_offset?,
             max_event_time: self.max_event_time,
+            metrics: Some(
+                self.plan
+                    .plan
+                    .metrics
+                    .iter()
+                    .zip(&self.since_offset)
+                    .map(|(m, since)| MetricStart { hash: m.hash.clone(), since_offset: *since })
+                    .collect(),
+            ),
         })
+    }
+
+    /// Where each metric started counting (`None`: from the beginning), in plan order.
+    pub fn since_offsets(&self) -> &[Option<i64>] {
+        &self.since_offset
+    }
+
+    /// Switches to `plan` between two messages. Metrics with the same hash
+    /// in both plans keep their open windows and counters; metrics only in
+    /// `plan` start counting at the next offset; metrics only in the old
+    /// plan close all their open windows into `out` and stop. The rows in
+    /// `out` refer to the old plan's metric indices, so the caller must
+    /// persist them with the old plan. Returns the old plan.
+    pub fn reconfigure(&mut self, plan: Arc<CompiledPlan>, out: &mut Output) -> Arc<CompiledPlan> {
+        let old_metrics = &self.plan.plan.metrics;
+        let mut kept: Vec<Option<usize>> = vec![None; old_metrics.len()];
+        for (new_index, metric) in plan.plan.metrics.iter().enumerate() {
+            if let Some(old_index) = old_metrics.iter().position(|m| m.hash == metric.hash) {
+                kept[old_index] = Some(new_index);
+            }
+        }
+        for (old_index, new_index) in kept.iter().enumerate() {
+            if new_index.is_none() {
+                self.close_metric(old_index, i64::MAX, out);
+            }
+        }
+        let count = plan.plan.metrics.len();
+        let mut metrics: Vec<Option<MetricState>> = (0..count).map(|_| None).collect();
+        let mut stats = vec![MetricStats::default(); count];
+        let mut since_offset = vec![self.next_offset; count];
+        let old_states = std::mem::take(&mut self.metrics);
+        for (old_index, state) in old_states.into_iter().enumerate() {
+            if let Some(new_index) = kept[old_index] {
+                metrics[new_index] = Some(state);
+                stats[new_index] = self.stats.metrics[old_index];
+                since_offset[new_index] = self.since_offset[old_index];
+            }
+        }
+        self.metrics = metrics
+            .into_iter()
+            .zip(&plan.plan.metrics)
+            .map(|(state, metric)| state.unwrap_or_else(|| MetricState::new(metric)))
+            .collect();
+        self.stats.metrics = stats;
+        self.since_offset = since_offset;
+        std::mem::replace(&mut self.plan, plan)
     }
 
     /// Processes one message, appending rows of windows it closes and dead letters to `out`.
@@ -294,6 +376,9 @@ impl Partition {
             let at = Position { ts, partition: self.partition, offset };
             let mut key: Vec<Val<'_>> = Vec::new();
             for &m in &plan.metrics_by_source[s] {
+                if self.since_offset[m].is_some_and(|since| offset < since) {
+                    continue; // Replayed from before this metric was deployed.
+                }
                 let metric = &plan.plan.metrics[m];
                 if let Some(filter) = &metric.filter {
                     if !eval(filter, &scope, &plan.regexes).is_true() {

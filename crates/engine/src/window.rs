@@ -186,3 +186,10 @@ pub struct MetricState {
     /// Per tier 1.. (index 0 unused), open tier windows by start.
     pub tiers: Vec<BTreeMap<i64, TierWindow>>,
 }
+
+impl MetricState {
+    /// No open windows, with room for every tier of `metric`.
+    pub fn new(metric: &MetricPlan) -> Self {
+        MetricState { windows: BTreeMap::new(), tiers: (0..metric.tiers.len()).map(|_| BTreeMap::new()).collect() }
+    }
+}

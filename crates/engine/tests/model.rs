@@ -703,7 +703,7 @@ fn run_with_crashes(
                 }
             }
         }
-        let Some(checkpoint) = history[at].checkpoint else {
+        let Some(checkpoint) = history[at].checkpoint.clone() else {
             // Nothing committed yet: start over from the first offset.
             p = Partition::new(Arc::clone(plan), partition);
             next = 0;
@@ -725,7 +725,7 @@ fn run_with_crashes(
             .map(|r| Row { states: through_json(&r.states), ..r.clone() })
             .collect();
         p = Partition::restore(Arc::clone(plan), &checkpoint, tier_rows);
-        prop_assert_eq!(p.checkpoint(), Some(checkpoint), "a restored partition starts at its checkpoint");
+        prop_assert_eq!(p.checkpoint(), Some(checkpoint.clone()), "a restored partition starts at its checkpoint");
         next = (checkpoint.replay_offset - first_offset) as usize;
         history = vec![Step { checkpoint: Some(checkpoint), out: Output::default(), late: late_of(&p) }];
     }

@@ -167,6 +167,12 @@ impl Store for FlakyStore {
     fn sweep(&mut self, plan: &dsl::Plan, now_ms: i64) -> store::Result<u64> {
         self.inner.sweep(plan, now_ms)
     }
+    fn record_deployment(&mut self, record: &store::DeploymentRecord) -> store::Result<()> {
+        self.inner.record_deployment(record)
+    }
+    fn deployments(&self) -> store::Result<Vec<store::DeploymentRecord>> {
+        self.inner.deployments()
+    }
 }
 
 fn settings(brokers: &str) -> Settings {

@@ -146,6 +146,23 @@ pub struct StoredDeadLetter {
     pub payload: Vec<u8>,
 }
 
+/// A plan version a daemon applied or rejected: the store's deployment history.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DeploymentRecord {
+    /// Bundle version.
+    pub version: u64,
+    /// The daemon instance that recorded it.
+    pub instance: String,
+    /// When, ms since the epoch.
+    pub at_ms: i64,
+    /// `applied` or `rejected`.
+    pub outcome: String,
+    /// Hash of the running plan after it (for a rejection: the plan that stayed).
+    pub plan_hash: String,
+    /// Why it was rejected, or a summary of what changed.
+    pub detail: String,
+}
+
 /// A place metric rows, checkpoints and dead letters live.
 pub trait Store {
     /// Creates or migrates the tables `plan` needs.
@@ -203,11 +220,41 @@ pub trait Store {
     /// On storage failure.
     fn dead_letters(&self, topic: &str) -> Result<Vec<StoredDeadLetter>>;
 
+    /// Appends to the deployment history.
+    ///
+    /// # Errors
+    /// On storage failure.
+    fn record_deployment(&mut self, record: &DeploymentRecord) -> Result<()>;
+
+    /// The deployment history, oldest first.
+    ///
+    /// # Errors
+    /// On storage failure.
+    fn deployments(&self) -> Result<Vec<DeploymentRecord>>;
+
     /// Deletes rows whose tier retention has passed at `now_ms`; returns how many.
     ///
     /// # Errors
     /// On storage failure.
     fn sweep(&mut self, plan: &dsl::Plan, now_ms: i64) -> Result<u64>;
+}
+
+/// The checkpoint's metric starts as stored (JSON), `None` when it has none.
+fn checkpoint_metrics_json(checkpoint: &Checkpoint) -> Option<String> {
+    checkpoint.metrics.as_ref().and_then(|m| serde_json::to_string(m).ok())
+}
+
+/// `checkpoint` with the metric starts read back from `json`.
+fn with_checkpoint_metrics(mut checkpoint: Checkpoint, json: Option<&str>) -> Result<Checkpoint> {
+    checkpoint.metrics = match json {
+        None => None,
+        Some(text) => Some(serde_json::from_str(text).map_err(|source| Error::CorruptState {
+            table: "stream_checkpoints".into(),
+            column: "metrics".into(),
+            source,
+        })?),
+    };
+    Ok(checkpoint)
 }
 
 /// A canonical text line per stored row of every metric and tier (finished

@@ -4,7 +4,7 @@
 //! checkpoints commit together), prepared statements cached per table.
 
 use crate::schema::{metric_columns, quote, series_id, table_name, ColumnKind, STATE_SUFFIX};
-use crate::{Error, Result, RowFilter, Store, StoredDeadLetter, WriteBatch};
+use crate::{DeploymentRecord, Error, Result, RowFilter, Store, StoredDeadLetter, WriteBatch};
 use engine::aggregate::AggState;
 use engine::{Checkpoint, KeyVal, Row};
 use rusqlite::types::{Value, ValueRef};
@@ -35,13 +35,28 @@ impl SqliteStore {
              CREATE TABLE IF NOT EXISTS stream_checkpoints (
                topic TEXT NOT NULL, partition INTEGER NOT NULL,
                replay_offset INTEGER NOT NULL, next_offset INTEGER NOT NULL, max_event_time INTEGER,
+               metrics TEXT,
                PRIMARY KEY (topic, partition));
+             CREATE TABLE IF NOT EXISTS stream_deployments (
+               version INTEGER NOT NULL, instance TEXT NOT NULL, at_ms INTEGER NOT NULL,
+               outcome TEXT NOT NULL, plan_hash TEXT NOT NULL, detail TEXT NOT NULL,
+               PRIMARY KEY (version, instance, at_ms));
              CREATE TABLE IF NOT EXISTS stream_dead_letters (
                topic TEXT NOT NULL, partition INTEGER NOT NULL, offset INTEGER NOT NULL,
                reason TEXT NOT NULL, detail TEXT NOT NULL, payload BLOB NOT NULL, key BLOB,
                PRIMARY KEY (topic, partition, offset));",
         )
         .map_err(sqlite("cannot create the bookkeeping tables"))?;
+        // Checkpoints written before plans could change have no `metrics` column.
+        let has_metrics: bool = conn
+            .query_row("SELECT count(*) FROM pragma_table_info('stream_checkpoints') WHERE name = 'metrics'", [], |r| {
+                r.get(0)
+            })
+            .map_err(sqlite("cannot inspect the checkpoint table"))?;
+        if !has_metrics {
+            conn.execute_batch("ALTER TABLE stream_checkpoints ADD COLUMN metrics TEXT")
+                .map_err(sqlite("cannot add the checkpoint metrics column"))?;
+        }
         conn.set_prepared_statement_cache_capacity(256);
         Ok(SqliteStore { conn })
     }
@@ -156,13 +171,21 @@ impl Store for SqliteStore {
         {
             let mut statement = tx
                 .prepare_cached(
-                    "INSERT OR REPLACE INTO stream_checkpoints (topic, partition, replay_offset, next_offset, max_event_time)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT OR REPLACE INTO stream_checkpoints (topic, partition, replay_offset, next_offset, max_event_time, metrics)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )
                 .map_err(sqlite("cannot prepare a checkpoint write"))?;
             for c in batch.checkpoints {
+                let metrics = crate::checkpoint_metrics_json(c);
                 statement
-                    .execute(params![batch.topic, c.partition, c.replay_offset, c.next_offset, c.max_event_time])
+                    .execute(params![
+                        batch.topic,
+                        c.partition,
+                        c.replay_offset,
+                        c.next_offset,
+                        c.max_event_time,
+                        metrics
+                    ])
                     .map_err(sqlite("cannot write a checkpoint"))?;
             }
         }
@@ -172,12 +195,65 @@ impl Store for SqliteStore {
     fn checkpoint(&self, topic: &str, partition: i32) -> Result<Option<Checkpoint>> {
         self.conn
             .query_row(
-                "SELECT replay_offset, next_offset, max_event_time FROM stream_checkpoints WHERE topic = ?1 AND partition = ?2",
+                "SELECT replay_offset, next_offset, max_event_time, metrics FROM stream_checkpoints WHERE topic = ?1 AND partition = ?2",
                 params![topic, partition],
-                |r| Ok(Checkpoint { partition, replay_offset: r.get(0)?, next_offset: r.get(1)?, max_event_time: r.get(2)? }),
+                |r| {
+                    let checkpoint = Checkpoint {
+                        partition,
+                        replay_offset: r.get(0)?,
+                        next_offset: r.get(1)?,
+                        max_event_time: r.get(2)?,
+                        metrics: None,
+                    };
+                    Ok((checkpoint, r.get::<_, Option<String>>(3)?))
+                },
             )
             .optional()
-            .map_err(sqlite("cannot read a checkpoint"))
+            .map_err(sqlite("cannot read a checkpoint"))?
+            .map(|(checkpoint, metrics)| crate::with_checkpoint_metrics(checkpoint, metrics.as_deref()))
+            .transpose()
+    }
+
+    fn record_deployment(&mut self, record: &DeploymentRecord) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO stream_deployments (version, instance, at_ms, outcome, plan_hash, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    i64::try_from(record.version).unwrap_or(i64::MAX),
+                    record.instance,
+                    record.at_ms,
+                    record.outcome,
+                    record.plan_hash,
+                    record.detail
+                ],
+            )
+            .map_err(sqlite("cannot record a deployment"))?;
+        Ok(())
+    }
+
+    fn deployments(&self) -> Result<Vec<DeploymentRecord>> {
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT version, instance, at_ms, outcome, plan_hash, detail FROM stream_deployments
+                 ORDER BY at_ms, version, instance",
+            )
+            .map_err(sqlite("cannot read the deployment history"))?;
+        let rows = statement
+            .query_map([], |r| {
+                Ok(DeploymentRecord {
+                    version: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                    instance: r.get(1)?,
+                    at_ms: r.get(2)?,
+                    outcome: r.get(3)?,
+                    plan_hash: r.get(4)?,
+                    detail: r.get(5)?,
+                })
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(sqlite("cannot read the deployment history"))?;
+        Ok(rows)
     }
 
     fn read(&self, plan: &dsl::Plan, metric: usize, filter: &RowFilter) -> Result<Vec<Row>> {

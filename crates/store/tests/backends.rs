@@ -8,10 +8,10 @@
 //! rows and sweeps.
 
 use engine::aggregate::AggState;
-use engine::{Checkpoint, DeadLetter, KeyVal, Reason, Row};
+use engine::{Checkpoint, DeadLetter, KeyVal, MetricStart, Reason, Row};
 use store::scylla::{ScyllaConfig, ScyllaStore};
 use store::sqlite::SqliteStore;
-use store::{RowFilter, Store, WriteBatch};
+use store::{DeploymentRecord, RowFilter, Store, WriteBatch};
 
 const TOPIC: &str = "deliveries";
 const T0: i64 = 1_700_000_040_000; // a minute boundary
@@ -104,12 +104,38 @@ fn suite(store: &mut dyn Store, retention: Retention) {
             key: Some(b"k".to_vec()),
         },
     ];
-    let checkpoint = Checkpoint { partition: 0, replay_offset: 5, next_offset: 9, max_event_time: Some(T0 + 150_000) };
-    let batch = WriteBatch { topic: TOPIC, rows: &rows, dead_letters: &dead, checkpoints: &[checkpoint] };
+    let checkpoint = Checkpoint {
+        partition: 0,
+        replay_offset: 5,
+        next_offset: 9,
+        max_event_time: Some(T0 + 150_000),
+        metrics: Some(vec![
+            MetricStart { hash: plan.metrics[0].hash.clone(), since_offset: None },
+            MetricStart { hash: "added-later".into(), since_offset: Some(7) },
+        ]),
+    };
+    let legacy = Checkpoint { partition: 2, replay_offset: 1, next_offset: 2, max_event_time: None, metrics: None };
+    let checkpoints = [checkpoint.clone(), legacy.clone()];
+    let batch = WriteBatch { topic: TOPIC, rows: &rows, dead_letters: &dead, checkpoints: &checkpoints };
     store.write(&plan, &batch).expect("write");
 
-    assert_eq!(store.checkpoint(TOPIC, 0).expect("checkpoint"), Some(checkpoint));
+    assert_eq!(store.checkpoint(TOPIC, 0).expect("checkpoint"), Some(checkpoint.clone()));
+    assert_eq!(store.checkpoint(TOPIC, 2).expect("checkpoint"), Some(legacy));
     assert_eq!(store.checkpoint(TOPIC, 1).expect("checkpoint"), None);
+
+    // The deployment history keeps every record, oldest first.
+    let record = |version: u64, at_ms: i64, outcome: &str| DeploymentRecord {
+        version,
+        instance: "host-1".into(),
+        at_ms,
+        outcome: outcome.into(),
+        plan_hash: format!("hash-{version}"),
+        detail: String::new(),
+    };
+    store.record_deployment(&record(2, T0 + 10, "rejected")).expect("record");
+    store.record_deployment(&record(1, T0, "applied")).expect("record");
+    let history = store.deployments().expect("history");
+    assert_eq!(history, vec![record(1, T0, "applied"), record(2, T0 + 10, "rejected")]);
     assert_eq!(store.checkpoint("other", 0).expect("checkpoint"), None);
 
     let read = store.read(&plan, 0, &all(0)).expect("read");

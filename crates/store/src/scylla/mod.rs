@@ -45,7 +45,7 @@ pub mod schema;
 
 use self::schema::Replication;
 use crate::schema::{series_id, table_name, ColumnKind};
-use crate::{Error, Result, RowFilter, Store, StoredDeadLetter, WriteBatch};
+use crate::{DeploymentRecord, Error, Result, RowFilter, Store, StoredDeadLetter, WriteBatch};
 use engine::aggregate::AggState;
 use engine::{Checkpoint, KeyVal, Row};
 use futures_util::{StreamExt, TryStreamExt};
@@ -303,12 +303,6 @@ impl ScyllaStore {
                 }
             }
         }
-        let metrics: Vec<String> = plan.metrics.iter().map(|m| format!("{}={}", m.name, m.hash)).collect();
-        let insert = self.prepare(&schema::insert_deployment(ks)).await?;
-        self.session
-            .execute_unpaged(&insert, (&plan.hash, CqlTimestamp(now_ms()), metrics.join("\n")))
-            .await
-            .map_err(exec_err("cannot record the deployment"))?;
         Ok(())
     }
 
@@ -357,7 +351,14 @@ impl ScyllaStore {
                         self.session
                             .execute_unpaged(
                                 statement,
-                                (batch.topic, c.partition, c.replay_offset, c.next_offset, c.max_event_time),
+                                (
+                                    batch.topic,
+                                    c.partition,
+                                    c.replay_offset,
+                                    c.next_offset,
+                                    c.max_event_time,
+                                    crate::checkpoint_metrics_json(c),
+                                ),
                             )
                             .await
                             .map_err(exec_err("cannot write a checkpoint"))
@@ -491,12 +492,6 @@ fn poisoned() -> Error {
     Error::Unavailable("the prepared-statement cache lock is poisoned".into())
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 fn timestamp(v: Option<CqlValue>) -> Option<i64> {
     match v {
         Some(CqlValue::Timestamp(t)) => Some(t.0),
@@ -621,14 +616,58 @@ impl Store for ScyllaStore {
                 .map_err(exec_err("cannot read a checkpoint"))?;
             let rows = result.into_rows_result().map_err(scylla_err("cannot read a checkpoint", false))?;
             let row = rows
-                .maybe_first_row::<(i64, i64, Option<i64>)>()
+                .maybe_first_row::<(i64, i64, Option<i64>, Option<String>)>()
                 .map_err(scylla_err("cannot read a checkpoint", false))?;
-            Ok(row.map(|(replay_offset, next_offset, max_event_time)| Checkpoint {
-                partition,
-                replay_offset,
-                next_offset,
-                max_event_time,
-            }))
+            row.map(|(replay_offset, next_offset, max_event_time, metrics)| {
+                let checkpoint = Checkpoint { partition, replay_offset, next_offset, max_event_time, metrics: None };
+                crate::with_checkpoint_metrics(checkpoint, metrics.as_deref())
+            })
+            .transpose()
+        })
+    }
+
+    fn record_deployment(&mut self, record: &DeploymentRecord) -> Result<()> {
+        self.block(async {
+            let insert = self.prepare(&schema::insert_deployment(&self.config.keyspace)).await?;
+            let version = i64::try_from(record.version).unwrap_or(i64::MAX);
+            self.session
+                .execute_unpaged(
+                    &insert,
+                    (
+                        version,
+                        &record.instance,
+                        CqlTimestamp(record.at_ms),
+                        &record.outcome,
+                        &record.plan_hash,
+                        &record.detail,
+                    ),
+                )
+                .await
+                .map_err(exec_err("cannot record a deployment"))?;
+            Ok(())
+        })
+    }
+
+    fn deployments(&self) -> Result<Vec<DeploymentRecord>> {
+        self.block(async {
+            let statement = self.prepare(&schema::select_deployments(&self.config.keyspace)).await?;
+            let pager = self.session.execute_iter(statement, ()).await.map_err(|source| Error::Scylla {
+                context: "cannot query the deployment history".into(),
+                retryable: pager_is_transient(&source),
+                source: Box::new(source),
+            })?;
+            let mut stream = pager
+                .rows_stream::<(i64, String, CqlTimestamp, String, String, String)>()
+                .map_err(scylla_err("unexpected deployment columns", false))?;
+            let mut out = Vec::new();
+            while let Some((version, instance, at, outcome, plan_hash, detail)) =
+                stream.try_next().await.map_err(scylla_err("cannot read the deployment history", true))?
+            {
+                let version = u64::try_from(version).unwrap_or(0);
+                out.push(DeploymentRecord { version, instance, at_ms: at.0, outcome, plan_hash, detail });
+            }
+            out.sort_by(|a, b| (a.at_ms, a.version, &a.instance).cmp(&(b.at_ms, b.version, &b.instance)));
+            Ok(out)
         })
     }
 

@@ -117,7 +117,7 @@ pub fn create_bookkeeping(keyspace: &str) -> Vec<String> {
     vec![
         format!(
             "CREATE TABLE IF NOT EXISTS {} (topic text, partition int, replay_offset bigint, next_offset bigint, \
-             max_event_time bigint, PRIMARY KEY ((topic, partition)))",
+             max_event_time bigint, metrics text, PRIMARY KEY ((topic, partition)))",
             qualified(keyspace, "stream_checkpoints")
         ),
         format!(
@@ -126,8 +126,8 @@ pub fn create_bookkeeping(keyspace: &str) -> Vec<String> {
             qualified(keyspace, "stream_dead_letters")
         ),
         format!(
-            "CREATE TABLE IF NOT EXISTS {} (plan_hash text, deployed_at timestamp, metrics text, \
-             PRIMARY KEY ((plan_hash), deployed_at)) WITH CLUSTERING ORDER BY (deployed_at DESC)",
+            "CREATE TABLE IF NOT EXISTS {} (version bigint, instance text, at timestamp, outcome text, \
+             plan_hash text, detail text, PRIMARY KEY ((version), instance, at))",
             qualified(keyspace, "stream_deployments")
         ),
     ]
@@ -203,10 +203,11 @@ pub fn select(keyspace: &str, metric: &MetricPlan, tier: usize) -> String {
     cql
 }
 
-/// Checkpoint upsert: topic, partition, replay offset, next offset, max event time.
+/// Checkpoint upsert: topic, partition, replay offset, next offset, max event time, metric starts (JSON).
 pub fn upsert_checkpoint(keyspace: &str) -> String {
     format!(
-        "INSERT INTO {} (topic, partition, replay_offset, next_offset, max_event_time) VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO {} (topic, partition, replay_offset, next_offset, max_event_time, metrics) \
+         VALUES (?, ?, ?, ?, ?, ?)",
         qualified(keyspace, "stream_checkpoints")
     )
 }
@@ -214,7 +215,7 @@ pub fn upsert_checkpoint(keyspace: &str) -> String {
 /// Checkpoint read by topic and partition.
 pub fn select_checkpoint(keyspace: &str) -> String {
     format!(
-        "SELECT replay_offset, next_offset, max_event_time FROM {} WHERE topic = ? AND partition = ?",
+        "SELECT replay_offset, next_offset, max_event_time, metrics FROM {} WHERE topic = ? AND partition = ?",
         qualified(keyspace, "stream_checkpoints")
     )
 }
@@ -235,10 +236,18 @@ pub fn select_dead_letters(keyspace: &str) -> String {
     )
 }
 
-/// Deployment record: plan hash, time, metrics (`name=hash` lines).
+/// Deployment record: version, instance, time, outcome, plan hash, detail.
 pub fn insert_deployment(keyspace: &str) -> String {
     format!(
-        "INSERT INTO {} (plan_hash, deployed_at, metrics) VALUES (?, ?, ?)",
+        "INSERT INTO {} (version, instance, at, outcome, plan_hash, detail) VALUES (?, ?, ?, ?, ?, ?)",
+        qualified(keyspace, "stream_deployments")
+    )
+}
+
+/// The whole deployment history (a small table: one row per version and instance).
+pub fn select_deployments(keyspace: &str) -> String {
+    format!(
+        "SELECT version, instance, at, outcome, plan_hash, detail FROM {}",
         qualified(keyspace, "stream_deployments")
     )
 }
@@ -255,6 +264,7 @@ pub fn render(keyspace: &str, replication: &Replication, plan: &dsl::Plan) -> St
         insert_dead_letter(keyspace),
         select_dead_letters(keyspace),
         insert_deployment(keyspace),
+        select_deployments(keyspace),
     ] {
         out.push_str(&format!("{s};\n"));
     }

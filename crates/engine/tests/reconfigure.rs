@@ -1,0 +1,184 @@
+//! Switching a partition to a new plan between two messages: unchanged
+//! metrics keep their state, added ones start at the switch, removed and
+//! changed ones flush and stop — and a restore from a checkpoint written
+//! before or after the switch keeps exactly those semantics.
+
+use engine::{CompiledPlan, EngineConfig, Message, MessageMeta, Output, Partition, Row};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+const SOURCE: &str = r#"version 1
+
+source s from kafka "t" format json { ts: timestamp event_time, k: string, v: int }
+"#;
+
+/// Stays the same in both plans.
+const KEPT: &str = r#"
+metric kept from s
+  group by k
+  compute count() as c, sum(v) as sv
+  window 10s, lateness 5s
+  rollup 1m keep 1h
+"#;
+
+/// Only in the old plan.
+const REMOVED: &str = r#"
+metric removed from s
+  compute count() as c
+  window 10s, lateness 5s
+"#;
+
+const CHANGED_OLD: &str = r#"
+metric changed from s
+  group by k
+  compute max(v) as mx
+  window 10s, lateness 5s
+"#;
+
+const CHANGED_NEW: &str = r#"
+metric changed from s
+  where v > 3
+  group by k
+  compute max(v) as mx
+  window 10s, lateness 5s
+"#;
+
+/// Only in the new plan.
+const ADDED: &str = r#"
+metric added from s
+  group by k
+  compute count() as c, min(v) as mn
+  window 10s, lateness 5s
+  rollup 1m keep 1h
+"#;
+
+fn compile(metrics: &[&str]) -> Arc<CompiledPlan> {
+    let text = format!("{SOURCE}{}", metrics.concat());
+    let compiled = dsl::compile_str("p.stream", &text);
+    let plan = compiled.plan.clone().unwrap_or_else(|| panic!("{}", compiled.render_diagnostics()));
+    Arc::new(CompiledPlan::new(plan, EngineConfig::default()).expect("the plan builds"))
+}
+
+/// 400 events, 1 s apart in event time with some disorder, over 5 keys.
+fn payloads() -> Vec<String> {
+    (0..400i64)
+        .map(|i| {
+            let ts = 1_717_372_800_000 + i * 1000 - (i % 7) * 700;
+            let secs = ts / 1000;
+            let ms = ts % 1000;
+            let time = format!("2024-06-03T00:{:02}:{:02}.{ms:03}Z", (secs / 60) % 60, secs % 60);
+            format!(r#"{{"ts":"{time}","k":"k{}","v":{}}}"#, i % 5, (i * 7) % 11)
+        })
+        .collect()
+}
+
+fn message(payload: &str, offset: i64) -> Message<'_> {
+    Message {
+        payload: payload.as_bytes(),
+        meta: MessageMeta { topic: "t", partition: 0, offset, key: None, timestamp_ms: None, headers: &[] },
+    }
+}
+
+/// Finished rows of metric `name` (tier, window, keys → values), last write wins as in a store.
+type Table = BTreeMap<(usize, i64, String), String>;
+
+fn table(plan: &CompiledPlan, rows: &[Row], name: &str) -> Table {
+    let mut out = Table::new();
+    for row in rows.iter().filter(|r| plan.plan.metrics[r.metric].name == name) {
+        let values: Vec<_> = row.states.iter().map(engine::aggregate::AggState::finish).collect();
+        out.insert((row.tier, row.window_start, format!("{:?}", row.keys)), format!("{values:?}"));
+    }
+    out
+}
+
+/// Runs `plan` over offsets `from..` of `payloads` in a fresh partition, to the end.
+fn reference(plan: &Arc<CompiledPlan>, payloads: &[String], from: usize, name: &str) -> Table {
+    let mut p = Partition::new(Arc::clone(plan), 0);
+    let mut out = Output::default();
+    for (offset, payload) in payloads.iter().enumerate().skip(from) {
+        p.process(&message(payload, offset as i64), 0, &mut out);
+    }
+    p.close_all(&mut out);
+    table(plan, &out.rows, name)
+}
+
+#[test]
+fn a_switch_keeps_unchanged_metrics_and_starts_new_ones_at_the_switch() {
+    let old = compile(&[KEPT, REMOVED, CHANGED_OLD]);
+    let new = compile(&[ADDED, CHANGED_NEW, KEPT]);
+    let payloads = payloads();
+    let switch = 170;
+
+    let mut p = Partition::new(Arc::clone(&old), 0);
+    let mut before = Output::default();
+    for (offset, payload) in payloads.iter().enumerate().take(switch) {
+        p.process(&message(payload, offset as i64), 0, &mut before);
+    }
+    let mut retired = Output::default();
+    let previous = p.reconfigure(Arc::clone(&new), &mut retired);
+    assert!(Arc::ptr_eq(&previous, &old));
+    let mut after = Output::default();
+    for (offset, payload) in payloads.iter().enumerate().skip(switch) {
+        p.process(&message(payload, offset as i64), 0, &mut after);
+    }
+    p.close_all(&mut after);
+
+    // Unchanged: as if nothing happened.
+    let mut kept = table(&old, &before.rows, "kept");
+    kept.extend(table(&new, &after.rows, "kept"));
+    assert_eq!(kept, reference(&old, &payloads, 0, "kept"));
+    // Added and changed: as if started at the switch.
+    assert_eq!(table(&new, &after.rows, "added"), reference(&new, &payloads, switch, "added"));
+    assert_eq!(table(&new, &after.rows, "changed"), reference(&new, &payloads, switch, "changed"));
+    // Removed and the old version of the changed one: everything up to the switch, flushed at it.
+    for name in ["removed", "changed"] {
+        let mut flushed = table(&old, &before.rows, name);
+        flushed.extend(table(&old, &retired.rows, name));
+        assert_eq!(flushed, reference(&old, &payloads[..switch], 0, name), "{name}");
+    }
+    assert!(retired.rows.iter().all(|r| ["removed", "changed"].contains(&old.plan.metrics[r.metric].name.as_str())));
+    // Counters moved with their metric.
+    let kept_index = new.plan.metrics.iter().position(|m| m.name == "kept").expect("kept");
+    assert_eq!(p.stats().metrics[kept_index].events, payloads.len() as u64);
+    let added_index = new.plan.metrics.iter().position(|m| m.name == "added").expect("added");
+    assert_eq!(p.stats().metrics[added_index].events, (payloads.len() - switch) as u64);
+    assert_eq!(p.since_offsets()[added_index], Some(switch as i64));
+    assert_eq!(p.since_offsets()[kept_index], None);
+}
+
+/// A crash right after the switch: the new plan restores from the checkpoint
+/// the old plan wrote at the switch, replays from its replay point, and the
+/// added metric still counts from the switch only.
+#[test]
+fn a_restore_under_a_new_plan_starts_its_new_metrics_at_the_checkpoint() {
+    let old = compile(&[KEPT, REMOVED]);
+    let new = compile(&[KEPT, ADDED]);
+    let payloads = payloads();
+    let switch = 203;
+
+    let mut p = Partition::new(Arc::clone(&old), 0);
+    let mut durable = Output::default();
+    for (offset, payload) in payloads.iter().enumerate().take(switch) {
+        p.process(&message(payload, offset as i64), 0, &mut durable);
+    }
+    let checkpoint = p.checkpoint().expect("a checkpoint");
+    assert!(checkpoint.replay_offset < switch as i64, "open windows hold the replay point back");
+    let tier_rows: Vec<Row> = durable.rows.iter().filter(|r| r.tier > 0).cloned().collect();
+
+    let mut restored = Partition::restore(Arc::clone(&new), &checkpoint, tier_rows);
+    let mut out = Output::default();
+    for (offset, payload) in payloads.iter().enumerate().skip(checkpoint.replay_offset as usize) {
+        restored.process(&message(payload, offset as i64), 0, &mut out);
+    }
+    restored.close_all(&mut out);
+    assert_eq!(table(&new, &out.rows, "added"), reference(&new, &payloads, switch, "added"));
+    let mut kept = table(&old, &durable.rows, "kept");
+    kept.extend(table(&new, &out.rows, "kept"));
+    assert_eq!(kept, reference(&old, &payloads, 0, "kept"));
+
+    // The checkpoint written after the switch lists the added metric's start,
+    // so a second restore keeps it.
+    let again = Partition::restore(Arc::clone(&new), &restored.checkpoint().expect("checkpoint"), Vec::new());
+    let added_index = new.plan.metrics.iter().position(|m| m.name == "added").expect("added");
+    assert_eq!(again.since_offsets()[added_index], Some(switch as i64));
+}
