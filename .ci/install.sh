@@ -4,8 +4,9 @@
 set -euo pipefail
 
 # zlib for librdkafka (built from source by rdkafka-sys); python3 runs the
-# shared workload generator in tests; prometheus/promtool for the scrape test.
-packages=(zlib1g-dev python3 build-essential)
+# shared workload generator in tests; prometheus and promtool for the alert
+# rule tests and the scrape test.
+packages=(zlib1g-dev python3 build-essential prometheus)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

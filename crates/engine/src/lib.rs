@@ -18,6 +18,7 @@
 pub mod aggregate;
 pub mod decode;
 pub mod eval;
+pub mod export;
 pub mod partition;
 pub mod value;
 pub mod window;

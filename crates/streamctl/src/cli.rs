@@ -1,6 +1,6 @@
 //! Command-line arguments.
 
-use crate::commands::{check, classify, explain, fmt, gen, query, run, test};
+use crate::commands::{alerts, check, classify, explain, fmt, gen, query, run, test};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Check, explain and format stream pipelines.
@@ -35,6 +35,8 @@ pub enum Command {
     Classify(classify::Args),
     /// Write generated delivery events as JSON lines.
     Gen(gen::Args),
+    /// Compile `alert` definitions into a Prometheus alerting rules file.
+    Alerts(alerts::Args),
 }
 
 /// How to print results.

@@ -4,6 +4,7 @@ mod cli;
 mod commands;
 mod files;
 mod pipeline;
+mod promql;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -19,6 +20,7 @@ fn main() -> ExitCode {
         cli::Command::Test(args) => commands::test::run(&cli.global, args),
         cli::Command::Classify(args) => commands::classify::run(&cli.global, args),
         cli::Command::Gen(args) => commands::gen::run(&cli.global, args),
+        cli::Command::Alerts(args) => commands::alerts::run(&cli.global, args),
     };
     match result {
         Ok(code) => code,

@@ -32,3 +32,49 @@ pub fn open_store(spec: &str) -> anyhow::Result<Box<dyn store::Store + Send>> {
     }
     bail!("unsupported store `{spec}`; use `sqlite:PATH` or `scylla:HOST[:PORT][,HOST…][/KEYSPACE]`")
 }
+
+/// One pipeline file named on the command line, with what it defines.
+pub struct PipelineFile {
+    /// The path as expanded from the command line, e.g. `pipelines/delivery.stream`.
+    pub path: String,
+    /// Indices into the plan's metrics of the metrics defined in this file.
+    pub metrics: Vec<usize>,
+    /// Indices into the plan's alerts of the alerts defined in this file,
+    /// with each condition in canonical text.
+    pub alerts: Vec<(usize, String)>,
+}
+
+/// Compiles `paths` together (as the daemon does) and attributes each
+/// metric and alert to the file that defines it, for commands that
+/// generate one artefact per file. `Ok(None)` when the pipelines have errors
+/// (already printed).
+pub fn compile_by_file(paths: &[String]) -> anyhow::Result<Option<(dsl::Plan, Vec<PipelineFile>)>> {
+    let roots = files::expand(paths)?;
+    let compiled = dsl::compile(&roots, &files::load);
+    if !compiled.diagnostics.is_empty() {
+        eprintln!("{}", compiled.render_diagnostics());
+    }
+    let Some(plan) = compiled.plan else { return Ok(None) };
+    let mut out = Vec::new();
+    for path in roots {
+        let text = files::load(&path).map_err(|e| anyhow::anyhow!("cannot read `{path}`: {e}"))?;
+        // It compiled above, so it parses; the file id only labels spans.
+        let Ok(ast) = dsl::parser::parse(dsl::span::FileId::default(), &text) else { continue };
+        let mut file = PipelineFile { path, metrics: Vec::new(), alerts: Vec::new() };
+        for item in &ast.items {
+            match item {
+                dsl::ast::Item::Metric(m) => {
+                    file.metrics.extend(plan.metrics.iter().position(|p| p.name == m.name.node));
+                }
+                dsl::ast::Item::Alert(a) => {
+                    if let Some(i) = plan.alerts.iter().position(|p| p.name == a.name.node) {
+                        file.alerts.push((i, dsl::fmt::format_expr(&a.condition)));
+                    }
+                }
+                _ => {}
+            }
+        }
+        out.push(file);
+    }
+    Ok(Some((plan, out)))
+}

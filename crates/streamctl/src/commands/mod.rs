@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod alerts;
 pub mod check;
 pub mod classify;
 pub mod explain;
