@@ -5,12 +5,17 @@ set -euo pipefail
 
 # zlib for librdkafka (built from source by rdkafka-sys); python3 runs the
 # shared workload generator in tests; prometheus and promtool for the alert
-# rule tests and the scrape test.
-packages=(zlib1g-dev python3 build-essential prometheus)
+# rule tests and the scrape test; amtool checks the Alertmanager config.
+packages=(zlib1g-dev python3 build-essential prometheus prometheus-alertmanager)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
+# node and npm type-check the generated Grafana dashboards; a machine that
+# already has them (from any source) keeps its own.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  missing+=(nodejs npm)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,6 +1,6 @@
 //! Command-line arguments.
 
-use crate::commands::{alerts, check, classify, explain, fmt, gen, query, run, test};
+use crate::commands::{alerts, check, classify, dashboards, explain, fmt, gen, query, run, test};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Check, explain and format stream pipelines.
@@ -37,6 +37,8 @@ pub enum Command {
     Gen(gen::Args),
     /// Compile `alert` definitions into a Prometheus alerting rules file.
     Alerts(alerts::Args),
+    /// Generate Grafana dashboards: one per pipeline file, and one for streamd.
+    Dashboards(dashboards::Args),
 }
 
 /// How to print results.

@@ -21,6 +21,7 @@ fn main() -> ExitCode {
         cli::Command::Classify(args) => commands::classify::run(&cli.global, args),
         cli::Command::Gen(args) => commands::gen::run(&cli.global, args),
         cli::Command::Alerts(args) => commands::alerts::run(&cli.global, args),
+        cli::Command::Dashboards(args) => commands::dashboards::run(&cli.global, args),
     };
     match result {
         Ok(code) => code,

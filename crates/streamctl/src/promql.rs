@@ -94,6 +94,24 @@ impl<'p> MetricQueries<'p> {
         }
     }
 
+    /// The exported columns.
+    pub fn columns(&self) -> &[ExportedColumn] {
+        &self.columns
+    }
+
+    /// The value of exported column `name` per key, with every group-by
+    /// column matched against the dashboard variable of the same name
+    /// (`provider=~"$provider"`).
+    pub fn column_for_dashboard(&self, name: &str) -> Result<String> {
+        let matchers: Vec<Matcher> = self
+            .metric
+            .keys
+            .iter()
+            .map(|k| Matcher { label: k.name.clone(), op: "=~", value: format!("${}", k.name) })
+            .collect();
+        self.column_with(name, &matchers)
+    }
+
     fn column_with(&self, name: &str, matchers: &[Matcher]) -> Result<String> {
         let Some(column) = self.columns.iter().find(|c| c.column == name) else {
             bail!("column `{name}` of metric `{}` is not exported (string columns have no series)", self.metric.name);
