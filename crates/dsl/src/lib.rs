@@ -23,6 +23,7 @@
 #![deny(clippy::unwrap_used)]
 
 pub mod ast;
+pub mod bundle;
 mod check;
 pub mod codes;
 mod compile;

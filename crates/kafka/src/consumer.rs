@@ -1,7 +1,8 @@
 //! The consumer loop and the rebalance callbacks.
 
 use crate::dead_letter::DeadLetterProducer;
-use crate::{Error, FlushReport, MetricStatus, Observer, PartitionStatus, Result, Settings, Status};
+use crate::{Error, FlushReport, MetricStatus, Observer, PartitionStatus, PlanUpdate, Result, Settings, Status};
+use dsl::bundle::MetricChanges;
 use engine::{CompiledPlan, Message, MessageMeta, Output, Partition, Reason};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance};
@@ -10,9 +11,10 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use store::{Store, WriteBatch};
+use store::{DeploymentRecord, Store, WriteBatch};
 use tracing::{debug, error, info, warn};
 
 type Key = (String, i32);
@@ -20,6 +22,11 @@ type Key = (String, i32);
 /// Everything the loop and the rebalance callbacks share.
 struct Shared {
     plan: Arc<CompiledPlan>,
+    /// Bundle version of `plan`; `None` for local files.
+    plan_version: Option<u64>,
+    /// Rows that metrics of earlier plans flushed when they stopped, with
+    /// the plan their indices refer to; written before anything else.
+    retired: Vec<(Arc<CompiledPlan>, BTreeMap<String, Output>)>,
     store: Box<dyn Store + Send>,
     settings: Settings,
     partitions: BTreeMap<Key, Partition>,
@@ -186,8 +193,20 @@ impl Shared {
     fn flush(&mut self, consumer: &BaseConsumer<Context>) -> std::result::Result<(), FlushError> {
         let started = Instant::now();
         let mut report = FlushReport { messages: self.pending_messages, ..Default::default() };
-        report.rows_by_metric = vec![0; self.plan.plan.metrics.len()];
         let mut dead_by_reason: BTreeMap<Reason, u64> = BTreeMap::new();
+        // Stopped metrics' last rows, under the plan that defined them. The
+        // checkpoints that follow may already leave those metrics out.
+        for (plan, outputs) in &self.retired {
+            for (topic, out) in outputs {
+                self.store
+                    .write(&plan.plan, &WriteBatch { topic, rows: &out.rows, ..Default::default() })
+                    .map_err(FlushError::Store)?;
+                for row in &out.rows {
+                    *report.rows_by_metric.entry(plan.plan.metrics[row.metric].name.clone()).or_default() += 1;
+                }
+            }
+        }
+        self.retired.clear();
         for (topic, out) in &self.pending {
             if let Some(producer) = &self.dead_letters {
                 producer.send_all(&out.dead_letters, Duration::from_secs(30)).map_err(FlushError::DeadLetters)?;
@@ -201,7 +220,7 @@ impl Shared {
                 )
                 .map_err(FlushError::Store)?;
             for row in &out.rows {
-                report.rows_by_metric[row.metric] += 1;
+                *report.rows_by_metric.entry(self.plan.plan.metrics[row.metric].name.clone()).or_default() += 1;
             }
             for d in &out.dead_letters {
                 *dead_by_reason.entry(d.reason).or_default() += 1;
@@ -209,6 +228,10 @@ impl Shared {
         }
         report.store_write = started.elapsed();
         report.dead_letters = dead_by_reason.into_iter().collect();
+        let partitions: Vec<(&str, &Partition)> = self.partitions.iter().map(|((t, _), p)| (t.as_str(), p)).collect();
+        let rows: Vec<(&str, &engine::Row)> =
+            self.pending.iter().flat_map(|(t, out)| out.rows.iter().map(move |r| (t.as_str(), r))).collect();
+        self.observer.flushed_state(&self.plan, &partitions, &rows);
         self.pending.clear();
         self.pending_messages = 0;
         self.last_flush = Instant::now();
@@ -241,6 +264,49 @@ impl Shared {
             self.sweep();
         }
         Ok(())
+    }
+
+    /// Switches every partition to `update` (the caller has flushed, so
+    /// nothing pending refers to the old plan). Returns what changed, or
+    /// why the plan cannot run here.
+    fn switch(&mut self, plan: &Arc<CompiledPlan>, version: Option<u64>) -> std::result::Result<MetricChanges, String> {
+        self.store.setup(&plan.plan).map_err(|e| format!("the store cannot hold the plan: {e}"))?;
+        let old = Arc::clone(&self.plan);
+        let changes = MetricChanges::between(Some(&old.plan), &plan.plan);
+        let mut retired: BTreeMap<String, Output> = BTreeMap::new();
+        for ((topic, _), partition) in self.partitions.iter_mut() {
+            partition.reconfigure(Arc::clone(plan), retired.entry(topic.clone()).or_default());
+        }
+        retired.retain(|_, out| !out.rows.is_empty());
+        if !retired.is_empty() {
+            self.retired.push((old, retired));
+        }
+        self.plan = Arc::clone(plan);
+        self.plan_version = version;
+        Ok(changes)
+    }
+
+    fn reject(&mut self, version: Option<u64>, error: &str) {
+        warn!(version = ?version, error = %error, "Rejected a plan; the running plan stays.");
+        self.record_deployment(version, "rejected", error.to_string());
+        self.observer.plan_rejected(version, error);
+        self.publish_status();
+    }
+
+    /// Appends to the store's deployment history; a failure only costs the record.
+    fn record_deployment(&mut self, version: Option<u64>, outcome: &str, detail: String) {
+        let Some(version) = version else { return };
+        let record = DeploymentRecord {
+            version,
+            instance: self.settings.instance.clone(),
+            at_ms: now_ms(),
+            outcome: outcome.into(),
+            plan_hash: self.plan.plan.hash.clone(),
+            detail,
+        };
+        if let Err(error) = self.store.record_deployment(&record) {
+            warn!(error = %error, version, "Cannot record the deployment in the store.");
+        }
     }
 
     /// Deletes rows past their tier's retention, measured against the data's
@@ -294,6 +360,7 @@ pub struct Consumer {
     consumer: BaseConsumer<Context>,
     shared: Arc<Mutex<Shared>>,
     settings: Settings,
+    updates: Option<Receiver<PlanUpdate>>,
 }
 
 impl Consumer {
@@ -330,6 +397,8 @@ impl Consumer {
         };
         let shared = Arc::new(Mutex::new(Shared {
             plan,
+            plan_version: None,
+            retired: Vec::new(),
             store,
             settings: settings.clone(),
             partitions: BTreeMap::new(),
@@ -351,7 +420,67 @@ impl Consumer {
             .subscribe(&topics)
             .map_err(|source| Error::Kafka { context: format!("cannot subscribe to {topics:?}"), source })?;
         info!(topics = ?topics, group = %settings.group_id, "Subscribed.");
-        Ok(Consumer { consumer, shared, settings })
+        Ok(Consumer { consumer, shared, settings, updates: None })
+    }
+
+    /// Follows `updates`: each plan received is applied between two batches
+    /// (see [`engine::Partition::reconfigure`]); `version` is the bundle
+    /// version of the plan this consumer starts with.
+    pub fn with_plan_updates(mut self, version: Option<u64>, updates: Receiver<PlanUpdate>) -> Self {
+        lock(&self.shared).plan_version = version;
+        self.updates = Some(updates);
+        self
+    }
+
+    /// Records waiting refusals and applies the newest waiting plan, if any.
+    fn apply_updates(&self, shutdown: &AtomicBool) -> Result<()> {
+        let Some(updates) = &self.updates else { return Ok(()) };
+        let waiting: Vec<PlanUpdate> = updates.try_iter().collect();
+        let newest = waiting.iter().rposition(|u| u.plan.is_ok());
+        for (i, update) in waiting.iter().enumerate() {
+            if let Err(error) = &update.plan {
+                lock(&self.shared).reject(update.version, error);
+            } else if Some(i) == newest {
+                self.apply(update, shutdown)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&self, update: &PlanUpdate, shutdown: &AtomicBool) -> Result<()> {
+        let Ok(plan) = &update.plan else { return Ok(()) };
+        // What was consumed so far belongs to the old plan: make it durable under it.
+        self.flush_until_done(shutdown)?;
+        let mut shared = lock(&self.shared);
+        let old_topics = topics_of(&shared.plan);
+        match shared.switch(plan, update.version) {
+            Ok(changes) => {
+                let detail = format!(
+                    "kept {:?}, added {:?}, changed {:?}, removed {:?}",
+                    changes.kept, changes.added, changes.changed, changes.removed
+                );
+                info!(version = ?update.version, plan = %&plan.plan.hash[..16], %detail, "Applied a new plan.");
+                shared.record_deployment(update.version, "applied", detail);
+                shared.observer.plan_applied(update.version, &plan.plan, &changes);
+            }
+            Err(error) => {
+                shared.reject(update.version, &error);
+                return Ok(());
+            }
+        }
+        let new_topics = topics_of(&shared.plan);
+        shared.publish_status();
+        drop(shared);
+        // The stopped metrics' last rows and the new checkpoints, at once.
+        self.flush_until_done(shutdown)?;
+        if new_topics != old_topics {
+            let topics: Vec<&str> = new_topics.iter().map(String::as_str).collect();
+            self.consumer
+                .subscribe(&topics)
+                .map_err(|source| Error::Kafka { context: format!("cannot subscribe to {topics:?}"), source })?;
+            info!(topics = ?topics, "Subscribed to the new plan's topics.");
+        }
+        Ok(())
     }
 
     /// Consumes until `shutdown` is set, then flushes, commits and leaves the group.
@@ -374,6 +503,7 @@ impl Consumer {
             if is_due {
                 self.flush_until_done(shutdown)?;
             }
+            self.apply_updates(shutdown)?;
         }
         info!("Shutting down: flushing and committing.");
         self.flush_until_done(&AtomicBool::new(false))?;
@@ -449,6 +579,14 @@ impl Consumer {
 fn jitter(delay: Duration, attempt: u32) -> Duration {
     let spread = (u64::from(attempt).wrapping_mul(0x9e37_79b9) ^ now_ms() as u64) % 500;
     delay.mul_f64(0.75 + spread as f64 / 1000.0)
+}
+
+/// The topics a plan reads, sorted and without repeats.
+fn topics_of(plan: &CompiledPlan) -> Vec<String> {
+    let mut topics: Vec<String> = plan.plan.sources.iter().map(|s| s.topic.clone()).collect();
+    topics.sort();
+    topics.dedup();
+    topics
 }
 
 fn config_for_producer(settings: &Settings) -> ClientConfig {

@@ -22,6 +22,7 @@
 #![deny(clippy::unwrap_used)]
 
 mod consumer;
+pub mod control;
 mod dead_letter;
 
 pub use consumer::{run, Consumer};
@@ -43,6 +44,9 @@ pub enum Error {
     /// The store failed in a way retrying cannot fix.
     #[error("store")]
     Store(#[source] store::Error),
+    /// The control topic cannot be used.
+    #[error("{0}")]
+    Control(String),
 }
 
 /// Results of this crate.
@@ -71,6 +75,8 @@ pub struct Settings {
     pub retry_initial: Duration,
     /// Longest retry delay.
     pub retry_max: Duration,
+    /// This instance's name in the deployment history.
+    pub instance: String,
 }
 
 impl Default for Settings {
@@ -86,6 +92,7 @@ impl Default for Settings {
             idle_timeout: Duration::from_secs(30),
             retry_initial: Duration::from_millis(100),
             retry_max: Duration::from_secs(10),
+            instance: "streamd".into(),
         }
     }
 }
@@ -95,8 +102,8 @@ impl Default for Settings {
 pub struct FlushReport {
     /// Messages consumed since the previous flush.
     pub messages: u64,
-    /// Rows written, by metric index.
-    pub rows_by_metric: Vec<u64>,
+    /// Rows written, by metric name.
+    pub rows_by_metric: std::collections::BTreeMap<String, u64>,
     /// Dead letters written, by reason.
     pub dead_letters: Vec<(engine::Reason, u64)>,
     /// How long the store write took.
@@ -109,12 +116,37 @@ pub struct FlushReport {
 pub trait Observer: Send + Sync {
     /// A flush completed.
     fn flushed(&self, _report: &FlushReport) {}
+    /// After a flush made them durable, for live exports: every assigned
+    /// partition with its topic, and the rows emitted since the previous
+    /// flush with theirs, all under `plan`. Called with the consumer's state
+    /// locked: keep it short.
+    fn flushed_state(
+        &self,
+        _plan: &engine::CompiledPlan,
+        _partitions: &[(&str, &engine::Partition)],
+        _rows: &[(&str, &engine::Row)],
+    ) {
+    }
     /// A store write failed and will be retried after `retry_in`.
     fn store_failed(&self, _error: &store::Error, _retry_in: Duration) {}
     /// Consumer lag of a partition, from librdkafka statistics.
     fn lag(&self, _topic: &str, _partition: i32, _lag: i64) {}
     /// The status changed (assignment, watermarks, replay points).
     fn status(&self, _status: &Status) {}
+    /// A new plan runs: `version` of the bundle, or `None` for local files.
+    fn plan_applied(&self, _version: Option<u64>, _plan: &dsl::Plan, _changes: &dsl::bundle::MetricChanges) {}
+    /// A plan was refused and the running plan stays.
+    fn plan_rejected(&self, _version: Option<u64>, _error: &str) {}
+}
+
+/// A plan to switch to between two batches, or one that was refused
+/// before it reached the consumer (so the refusal is recorded in order).
+#[derive(Debug, Clone)]
+pub struct PlanUpdate {
+    /// Bundle version; `None` for local files.
+    pub version: Option<u64>,
+    /// The compiled plan, or why it cannot run here.
+    pub plan: std::result::Result<std::sync::Arc<engine::CompiledPlan>, String>,
 }
 
 /// A snapshot of the consumer, for `/status`.

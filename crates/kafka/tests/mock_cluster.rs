@@ -187,6 +187,7 @@ fn settings(brokers: &str) -> Settings {
         idle_timeout: Duration::from_secs(3600),
         retry_initial: Duration::from_millis(50),
         retry_max: Duration::from_millis(400),
+        instance: "test".into(),
     }
 }
 
@@ -347,4 +348,203 @@ fn rows_equal_a_direct_run_through_rebalance_store_outage_and_broker_errors() {
     }
     // At least once on the topic: a flush retried after an outage may send a record twice.
     assert_eq!(positions.len(), dead.len(), "every dead letter is on the dead-letter topic");
+}
+
+/// Test pipelines for the live deploy: `kept` is in both versions, `changed`
+/// gets a different filter, `removed` goes, `added` comes. Lateness exceeds
+/// the generator's latest events (15 minutes), so no event is late and a
+/// run started at the switch counts exactly the events after it.
+fn deploy_files(version: u32) -> Vec<(String, String)> {
+    let source = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../pipelines/deliveries.stream"))
+        .expect("deliveries.stream");
+    let metric = |name: &str, filter: &str| {
+        format!(
+            "version 1\n\nimport \"deliveries.stream\"\n\nmetric {name} from deliveries\n  where {filter}\n  \
+             group by provider\n  compute count() as n, sum(latency_ms) as latency\n  window 1m, lateness 16m\n  \
+             rollup 1h keep 30d\n"
+        )
+    };
+    let mut files = vec![
+        ("deliveries.stream".to_string(), source),
+        ("kept.stream".to_string(), metric("kept", "event == \"delivered\"")),
+    ];
+    if version == 1 {
+        files.push(("changed.stream".into(), metric("changed", "event == \"bounced\"")));
+        files.push(("removed.stream".into(), metric("removed", "event == \"deferred\"")));
+    } else {
+        files.push(("changed.stream".into(), metric("changed", "event != \"bounced\"")));
+        files.push(("added.stream".into(), metric("added", "attempt > 1")));
+    }
+    files
+}
+
+fn deploy_bundle(version: u32) -> (dsl::bundle::Bundle, Arc<CompiledPlan>) {
+    let built = dsl::bundle::Bundle::build(deploy_files(version), version.into(), Default::default());
+    let (bundle, compiled) = built.unwrap_or_else(|c| panic!("{}", c.render_diagnostics()));
+    let plan = compiled.plan.expect("compiled");
+    (bundle, Arc::new(CompiledPlan::new(plan, EngineConfig::default()).expect("runnable")))
+}
+
+/// Rows of metric `name` as `dump` prints them.
+fn dump_metric(plan: &dsl::Plan, store: &dyn Store, name: &str) -> Vec<String> {
+    dump(plan, store).into_iter().filter(|l| l.starts_with(&format!("{name} "))).collect()
+}
+
+#[derive(Default)]
+struct DeployRecorder {
+    inner: Recorder,
+    applied: Mutex<Vec<Option<u64>>>,
+    rejected: Mutex<Vec<(Option<u64>, String)>>,
+}
+
+impl Observer for DeployRecorder {
+    fn flushed(&self, report: &FlushReport) {
+        self.inner.flushed(report);
+    }
+    fn status(&self, status: &kafka::Status) {
+        self.inner.status(status);
+    }
+    fn plan_applied(&self, version: Option<u64>, _: &dsl::Plan, _: &dsl::bundle::MetricChanges) {
+        self.applied.lock().expect("lock").push(version);
+    }
+    fn plan_rejected(&self, version: Option<u64>, error: &str) {
+        self.rejected.lock().expect("lock").push((version, error.to_string()));
+    }
+}
+
+/// A deploy through the control topic while events flow: the unchanged
+/// metric's rows equal a run without a deploy, the added metric's rows equal
+/// a run started at the switch, the removed one flushed what it had, a bad
+/// bundle is refused, and the consumer never restarted.
+#[test]
+fn a_live_deploy_keeps_unchanged_metrics_and_starts_new_ones_at_the_switch() {
+    use kafka::control::{ControlTopic, Follower};
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic(TOPIC, PARTITIONS, 1).expect("topic");
+    cluster.create_topic(&format!("{TOPIC}.dlq"), 1, 1).expect("dlq topic");
+    cluster.create_topic("streamd.control", 1, 1).expect("control topic");
+    let brokers = cluster.bootstrap_servers();
+    let control = ControlTopic { brokers: brokers.clone(), topic: "streamd.control".into(), librdkafka: vec![] };
+    let publisher = control.publisher().expect("publisher");
+    let (v1, plan_v1) = deploy_bundle(1);
+    let (v2, plan_v2) = deploy_bundle(2);
+    publisher.publish_bundle(&v1, Duration::from_secs(10)).expect("publish v1");
+
+    // Slow event time (2 events/s), so that 16 minutes of lateness still closes windows.
+    let config = workload::Config { seed: 11, rate_per_s: 2.0, bad_ratio: 0.01, ..Default::default() };
+    let all: Vec<(i32, String)> =
+        workload::Generator::new(config).take(9_000).enumerate().map(|(i, l)| (i as i32 % PARTITIONS, l)).collect();
+    let db = temp_db("deploy");
+    let path = db.to_str().expect("utf-8").to_string();
+    let recorder = Arc::new(DeployRecorder::default());
+    let (updates, plan_updates) = std::sync::mpsc::channel();
+    let store = SqliteStore::open(&path).expect("store");
+    let consumer = kafka::Consumer::new(settings(&brokers), plan_v1.clone(), Box::new(store), recorder.clone())
+        .expect("consumer")
+        .with_plan_updates(Some(1), plan_updates);
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let flag = shutdown.clone();
+    let consumer_thread = std::thread::spawn(move || consumer.run(&flag));
+    let follower = Follower {
+        reader: control.reader(Duration::from_secs(10)).expect("reader"),
+        publisher: control.publisher().expect("publisher"),
+        updates,
+        last_tried: Some(1),
+        report_interval: Duration::from_secs(1),
+    };
+    let flag = shutdown.clone();
+    let follower_thread = std::thread::spawn(move || {
+        let compile = |b: &dsl::bundle::Bundle| {
+            b.validate()?;
+            let plan = b.compile().plan.ok_or_else(|| "does not compile".to_string())?;
+            CompiledPlan::new(plan, EngineConfig::default()).map(Arc::new).map_err(|e| e.to_string())
+        };
+        let report = || kafka::control::InstanceReport {
+            instance: "test".into(),
+            group: "streamd-test".into(),
+            plan_version: None,
+            plan_hash: String::new(),
+            assignment: vec![],
+            is_paused: false,
+            last_rejection: None,
+            started_at_ms: 0,
+            reported_at_ms: kafka::control::now_ms(),
+        };
+        follower.run(&flag, &compile, &report);
+    });
+
+    let positions = recorder.inner.positions.clone();
+    let processed = |n: usize| {
+        let positions = positions.lock().expect("lock");
+        (0..PARTITIONS)
+            .all(|p| positions.get(&p).copied().unwrap_or(0) >= all[..n].iter().filter(|(q, _)| *q == p).count() as i64)
+    };
+    // A steady stream: the deploy lands while messages keep arriving.
+    let producer_events = all.clone();
+    let producer_brokers = brokers.clone();
+    let producer = std::thread::spawn(move || {
+        for chunk in producer_events.chunks(200) {
+            produce(&producer_brokers, chunk);
+            std::thread::sleep(Duration::from_millis(150));
+        }
+    });
+    wait_for("the first part", Duration::from_secs(60), || processed(2500));
+    publisher.publish_bundle(&v2, Duration::from_secs(10)).expect("publish v2");
+    wait_for("v2 applied", Duration::from_secs(30), || recorder.applied.lock().expect("lock").contains(&Some(2)));
+    // A bundle that does not compile is refused; v2 keeps running.
+    let mut bad = v2.clone();
+    bad.version = 3;
+    bad.files.retain(|f| f.path != "deliveries.stream");
+    bad.hash = String::new();
+    publisher.publish_bundle(&bad, Duration::from_secs(10)).expect("publish v3");
+    wait_for("v3 rejected", Duration::from_secs(30), || !recorder.rejected.lock().expect("lock").is_empty());
+    producer.join().expect("producer");
+    wait_for("everything", Duration::from_secs(90), || processed(all.len()));
+    shutdown.store(true, Ordering::SeqCst);
+    consumer_thread.join().expect("consumer thread").expect("consumer ran");
+    follower_thread.join().expect("follower thread");
+    assert_eq!(*recorder.applied.lock().expect("lock"), vec![Some(2)], "one switch, no restart");
+    assert_eq!(recorder.rejected.lock().expect("lock")[0].0, Some(3));
+
+    let stored = SqliteStore::open(&path).expect("reopen");
+    // Unchanged: as if nothing had been deployed.
+    let without_deploy = reference(&plan_v1, &all);
+    let kept = dump_metric(&plan_v2.plan, &stored, "kept");
+    assert!(!kept.is_empty());
+    assert_eq!(kept, dump_metric(&plan_v1.plan, &without_deploy, "kept"));
+    // Added: as if started at the switch, which each partition's checkpoint records.
+    let added_hash = &plan_v2.plan.metrics.iter().find(|m| m.name == "added").expect("added").hash;
+    let mut from_switch = SqliteStore::open(":memory:").expect("store");
+    from_switch.setup(&plan_v2.plan).expect("setup");
+    let mut out = Output::default();
+    for p in 0..PARTITIONS {
+        let checkpoint = stored.checkpoint(TOPIC, p).expect("read").expect("a checkpoint");
+        let starts = checkpoint.metrics.expect("metric starts");
+        let since = starts.iter().find(|s| &s.hash == added_hash).and_then(|s| s.since_offset).expect("a start");
+        assert!(since > 0, "partition {p} switched mid-stream");
+        let mut partition = Partition::new(plan_v2.clone(), p);
+        for (offset, (_, line)) in all.iter().filter(|(q, _)| *q == p).enumerate().skip(since as usize) {
+            let meta = MessageMeta {
+                topic: TOPIC,
+                partition: p,
+                offset: offset as i64,
+                key: None,
+                timestamp_ms: None,
+                headers: &[],
+            };
+            partition.process(&Message { payload: line.as_bytes(), meta }, 0, &mut out);
+        }
+    }
+    from_switch
+        .write(&plan_v2.plan, &WriteBatch { topic: TOPIC, rows: &out.rows, ..Default::default() })
+        .expect("write");
+    let added = dump_metric(&plan_v2.plan, &stored, "added");
+    assert!(!added.is_empty());
+    assert_eq!(added, dump_metric(&plan_v2.plan, &from_switch, "added"));
+    // Removed: flushed up to the switch, so its table holds rows and no more arrive.
+    assert!(!dump_metric(&plan_v1.plan, &stored, "removed").is_empty());
+    // The history records the switch and the refusal.
+    let history: Vec<(u64, String)> =
+        stored.deployments().expect("history").into_iter().map(|r| (r.version, r.outcome)).collect();
+    assert_eq!(history, vec![(2, "applied".to_string()), (3, "rejected".to_string())]);
 }

@@ -22,6 +22,33 @@ pub struct RawConfig {
     pub http: RawHttp,
     /// The built-in demo.
     pub embedded: RawEmbedded,
+    /// Deployment: the control topic and the admin endpoint.
+    pub deploy: RawDeploy,
+}
+
+/// `[deploy]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDeploy {
+    /// Compacted topic of bundles and instance reports; empty: run local files only, no live deploys.
+    pub control_topic: String,
+    /// Bearer token of `/admin/v1/*`; empty disables the admin endpoint (`STREAMD_ADMIN_TOKEN` overrides).
+    pub admin_token: String,
+    /// This instance's name in reports and the deployment history; empty: `<host>-<pid>`.
+    pub instance: String,
+    /// Seconds between instance reports on the control topic.
+    pub report_interval_s: u64,
+}
+
+impl Default for RawDeploy {
+    fn default() -> Self {
+        RawDeploy {
+            control_topic: kafka::control::DEFAULT_CONTROL_TOPIC.into(),
+            admin_token: String::new(),
+            instance: String::new(),
+            report_interval_s: 5,
+        }
+    }
 }
 
 /// `[kafka]`
@@ -139,6 +166,12 @@ pub struct Config {
     pub http_addr: SocketAddr,
     /// Embedded demo settings.
     pub embedded: RawEmbedded,
+    /// Control topic, if live deploys are on.
+    pub control_topic: Option<String>,
+    /// Admin endpoint token, if the endpoint is on.
+    pub admin_token: Option<String>,
+    /// Seconds between instance reports.
+    pub report_interval: Duration,
 }
 
 impl TryFrom<RawConfig> for Config {
@@ -174,6 +207,7 @@ impl TryFrom<RawConfig> for Config {
             bail!("invalid configuration:\n  {}", problems.join("\n  "));
         };
         let k = raw.kafka;
+        let instance = if raw.deploy.instance.is_empty() { default_instance() } else { raw.deploy.instance };
         Ok(Config {
             kafka: kafka::Settings {
                 brokers: k.brokers,
@@ -187,13 +221,28 @@ impl TryFrom<RawConfig> for Config {
                 idle_timeout: Duration::from_millis(k.idle_timeout_ms),
                 retry_initial: Duration::from_millis(k.retry_initial_ms),
                 retry_max: Duration::from_millis(k.retry_max_ms.max(k.retry_initial_ms)),
+                instance,
             },
             store_url: raw.store.url,
             pipelines: raw.pipelines.paths,
             http_addr,
             embedded: raw.embedded,
+            control_topic: (!raw.deploy.control_topic.is_empty()).then_some(raw.deploy.control_topic),
+            admin_token: (!raw.deploy.admin_token.is_empty()).then_some(raw.deploy.admin_token),
+            report_interval: Duration::from_secs(raw.deploy.report_interval_s.max(1)),
         })
     }
+}
+
+/// `<host>-<pid>`: unique among running instances, readable in reports.
+fn default_instance() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "streamd".into());
+    format!("{host}-{}", std::process::id())
 }
 
 /// Reads `path` (if any) into a raw configuration.

@@ -20,12 +20,22 @@ pub struct Embedded {
 }
 
 impl Embedded {
-    /// Starts a one-broker mock cluster with `topic` (and `dead_letter_topic`) and the generator.
-    pub fn start(topic: &str, dead_letter_topic: Option<&str>, settings: RawEmbedded) -> anyhow::Result<Self> {
+    /// Starts a one-broker mock cluster with `topic` (and the dead-letter
+    /// and control topics) and the generator.
+    pub fn start(
+        topic: &str,
+        dead_letter_topic: Option<&str>,
+        control_topic: Option<&str>,
+        settings: RawEmbedded,
+    ) -> anyhow::Result<Self> {
         let cluster = MockCluster::new(1).context("cannot start the mock cluster")?;
         cluster.create_topic(topic, settings.partitions, 1).context("cannot create the topic")?;
         if let Some(dlq) = dead_letter_topic {
             cluster.create_topic(dlq, 1, 1).context("cannot create the dead-letter topic")?;
+        }
+        if let Some(control) = control_topic {
+            // The mock does not serve the admin API; create the control topic directly.
+            cluster.create_topic(control, 1, 1).context("cannot create the control topic")?;
         }
         let brokers = cluster.bootstrap_servers();
         let producer: BaseProducer = ClientConfig::new()

@@ -1,9 +1,12 @@
 //! The HTTP endpoint: `/metrics` (Prometheus text), `/healthz`, `/status`,
-//! and the query API `/api/v1/query` (see [`crate::query_api`]).
+//! the query API `/api/v1/query` (see [`crate::query_api`]) and, with a
+//! token configured, the admin API `/admin/v1/*` (see [`crate::deploy`]).
 //!
-//! A deliberately small HTTP/1.1 server over tokio (GET only, one request per
-//! connection): these are scrape and probe endpoints, not a web application.
+//! A deliberately small HTTP/1.1 server over tokio (one request per
+//! connection; a body only for the admin POST): these are scrape, probe and
+//! operator endpoints, not a web application.
 
+use crate::deploy::Admin;
 use crate::metrics::Metrics;
 use crate::query_api::QueryApi;
 use std::sync::Arc;
@@ -11,19 +14,22 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
-/// What `/status` reports besides the consumer status.
+/// What `/status` reports besides the consumer status, and the APIs.
 pub struct Info {
-    /// Hash of the running plan.
-    pub plan_hash: String,
-    /// Language version.
-    pub language_version: u64,
-    /// Metric names.
-    pub metrics: Vec<String>,
+    /// This instance's name.
+    pub instance: String,
+    /// Process start, ms since the epoch.
+    pub started_at_ms: i64,
     /// Whether this is the embedded demo.
     pub is_embedded: bool,
     /// The query API, when the store supports reads from a second handle.
     pub query: Option<Arc<QueryApi>>,
+    /// The admin API, when a token is configured.
+    pub admin: Option<Arc<Admin>>,
 }
+
+/// Largest request body accepted (a bundle of pipeline files).
+const MAX_BODY: usize = 32 << 20;
 
 /// Serves until `shutdown` resolves.
 pub async fn serve(
@@ -54,7 +60,7 @@ pub async fn serve(
 async fn handle(mut stream: TcpStream, metrics: &Metrics, info: &Info) -> std::io::Result<()> {
     let mut buffer = vec![0u8; 8192];
     let mut filled = 0;
-    // Read the request head (bodies are not used by any endpoint).
+    // Read the request head; only the admin POST has a body, read after it.
     while !buffer[..filled].windows(4).any(|w| w == b"\r\n\r\n") {
         if filled == buffer.len() {
             return respond(&mut stream, 431, "text/plain", "request head too large\n").await;
@@ -65,12 +71,54 @@ async fn handle(mut stream: TcpStream, metrics: &Metrics, info: &Info) -> std::i
         }
         filled += n;
     }
-    let head = String::from_utf8_lossy(&buffer[..filled]);
+    let head_end = buffer[..filled].windows(4).position(|w| w == b"\r\n\r\n").map_or(filled, |i| i + 4);
+    let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
     let mut parts = head.lines().next().unwrap_or("").split_whitespace();
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = target.split('?').next().unwrap_or("");
+    let header = |name: &str| {
+        head.lines().skip(1).find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.trim().eq_ignore_ascii_case(name).then(|| value.trim().to_string())
+        })
+    };
+    if path.starts_with("/admin/") {
+        let Some(admin) = info.admin.clone() else {
+            return respond(
+                &mut stream,
+                404,
+                "application/json",
+                "{\"error\":\"the admin API is off: set deploy.admin_token or STREAMD_ADMIN_TOKEN\"}\n",
+            )
+            .await;
+        };
+        if !admin.is_authorized(header("authorization").as_deref()) {
+            return respond(&mut stream, 401, "application/json", "{\"error\":\"a valid bearer token is required\"}\n")
+                .await;
+        }
+        let (code, body) = match (method, path) {
+            ("GET", "/admin/v1/control") => {
+                tokio::task::spawn_blocking(move || admin.control_state()).await.unwrap_or((500, String::new()))
+            }
+            ("POST", "/admin/v1/bundles") => {
+                let length: usize = header("content-length").and_then(|l| l.parse().ok()).unwrap_or(0);
+                if length > MAX_BODY {
+                    return respond(&mut stream, 413, "application/json", "{\"error\":\"the body is too large\"}\n")
+                        .await;
+                }
+                let mut body = buffer[head_end..filled].to_vec();
+                body.resize(length, 0);
+                let already = (filled - head_end).min(length);
+                tokio::time::timeout(std::time::Duration::from_secs(30), stream.read_exact(&mut body[already..]))
+                    .await??;
+                tokio::task::spawn_blocking(move || admin.publish(&body)).await.unwrap_or((500, String::new()))
+            }
+            _ => (404, "{\"error\":\"try GET /admin/v1/control or POST /admin/v1/bundles\"}".to_string()),
+        };
+        return respond(&mut stream, code, "application/json", &(body + "\n")).await;
+    }
     if method != "GET" {
-        return respond(&mut stream, 405, "text/plain", "only GET is supported\n").await;
+        return respond(&mut stream, 405, "text/plain", "only GET is supported here\n").await;
     }
     match path {
         "/metrics" => respond(&mut stream, 200, "text/plain; version=0.0.4; charset=utf-8", &metrics.render()).await,
@@ -92,10 +140,16 @@ async fn handle(mut stream: TcpStream, metrics: &Metrics, info: &Info) -> std::i
             respond(&mut stream, code, "application/json", &body).await
         }
         "/status" => {
+            let deployment = metrics.deployment();
             let body = serde_json::json!({
-                "plan_hash": info.plan_hash,
-                "language_version": info.language_version,
-                "metrics": info.metrics,
+                "instance": info.instance,
+                "started_at_ms": info.started_at_ms,
+                "plan_version": deployment.plan_version,
+                "plan_hash": deployment.plan_hash,
+                "applied_at_ms": deployment.applied_at_ms,
+                "last_rejection": deployment.last_rejection,
+                "language_version": dsl::LANGUAGE_VERSION,
+                "metrics": deployment.metrics,
                 "embedded": info.is_embedded,
                 "consumer": metrics.status(),
             });
@@ -117,6 +171,10 @@ async fn handle(mut stream: TcpStream, metrics: &Metrics, info: &Info) -> std::i
 async fn respond(stream: &mut TcpStream, code: u16, content_type: &str, body: &str) -> std::io::Result<()> {
     let reason = match code {
         200 => "OK",
+        202 => "Accepted",
+        401 => "Unauthorized",
+        409 => "Conflict",
+        413 => "Payload Too Large",
         400 => "Bad Request",
         500 => "Internal Server Error",
         503 => "Service Unavailable",

@@ -3,6 +3,7 @@
 //! in-process cluster fed by the built-in generator.
 
 mod config;
+mod deploy;
 mod embedded;
 mod http;
 mod metrics;
@@ -38,6 +39,12 @@ struct Args {
     /// Kafka bootstrap servers (overrides the file).
     #[arg(long, env = "STREAMD_BROKERS")]
     brokers: Option<String>,
+    /// Publish this directory as a new bundle whenever its files change (live reload).
+    #[arg(long, value_name = "DIR")]
+    watch: Option<String>,
+    /// Bearer token of the admin API `/admin/v1/*` (overrides the file).
+    #[arg(long, env = "STREAMD_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
     /// Stop by itself after this many seconds (for demos and tests).
     #[arg(long, value_name = "SECONDS")]
     run_for: Option<u64>,
@@ -85,23 +92,28 @@ fn run(args: Args) -> anyhow::Result<()> {
     if let Some(brokers) = &args.brokers {
         raw.kafka.brokers = brokers.clone();
     }
+    if let Some(dir) = &args.watch {
+        raw.pipelines.paths = vec![dir.clone()];
+    }
     let mut config = config::Config::try_from(raw)?;
-
-    let plan = load_plan(&config.pipelines)?;
-    config.kafka.topics = plan.plan.sources.iter().map(|s| s.topic.clone()).collect();
-    config.kafka.topics.dedup();
-    if config.kafka.topics.is_empty() {
-        bail!("the pipelines declare no source");
+    if let Some(token) = args.admin_token.clone().filter(|t| !t.is_empty()) {
+        config.admin_token = Some(token);
     }
-    if config.kafka.dead_letter_topic.is_none() {
-        config.kafka.dead_letter_topic = Some(format!("{}.dlq", config.kafka.topics[0]));
+    if args.watch.is_some() && config.control_topic.is_none() {
+        bail!("--watch publishes to the control topic: set deploy.control_topic");
     }
-    let metrics = Arc::new(metrics::Metrics::new(&plan.plan).context("cannot register metrics")?);
+    let started_at_ms = kafka::control::now_ms();
 
+    // Local files: the plan when nothing is deployed yet, and the embedded demo's topic.
+    let local = load_plan(&config.pipelines);
     let embedded = if args.embedded {
+        let plan = local.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        let topic = plan.plan.sources.first().map(|s| s.topic.clone()).context("the pipelines declare no source")?;
+        let dead_letter_topic = config.kafka.dead_letter_topic.clone().unwrap_or_else(|| format!("{topic}.dlq"));
         let cluster = embedded::Embedded::start(
-            &config.kafka.topics[0],
-            config.kafka.dead_letter_topic.as_deref(),
+            &topic,
+            Some(&dead_letter_topic),
+            config.control_topic.as_deref(),
             config.embedded,
         )?;
         config.kafka.brokers = cluster.brokers();
@@ -110,19 +122,91 @@ fn run(args: Args) -> anyhow::Result<()> {
         None
     };
 
+    // What is deployed wins over local files.
+    let control = config.control_topic.as_ref().map(|topic| kafka::control::ControlTopic {
+        brokers: config.kafka.brokers.clone(),
+        topic: topic.clone(),
+        librdkafka: config.kafka.librdkafka.clone(),
+    });
+    let control_state = match &control {
+        Some(control) => {
+            control.ensure_exists(Duration::from_secs(15))?;
+            control.read_all(Duration::from_secs(30))?
+        }
+        None => kafka::control::ControlState::default(),
+    };
+    let (deployed, rejections) = kafka::control::newest_runnable(&control_state, &deploy::compile_bundle);
+    let (version, plan) = match deployed {
+        Some((version, plan)) => {
+            info!(version, "Running the deployed bundle.");
+            (Some(version), plan)
+        }
+        None => (None, local?),
+    };
+    config.kafka.topics = plan.plan.sources.iter().map(|s| s.topic.clone()).collect();
+    config.kafka.topics.sort();
+    config.kafka.topics.dedup();
+    if config.kafka.topics.is_empty() {
+        bail!("the pipelines declare no source");
+    }
+    if config.kafka.dead_letter_topic.is_none() {
+        config.kafka.dead_letter_topic = Some(format!("{}.dlq", config.kafka.topics[0]));
+    }
+    let metrics = Arc::new(metrics::Metrics::new(version, &plan.plan).context("cannot register metrics")?);
+
     let (store, reader) = open_store(&config.store_url)?;
+    let admin = match (&control, &config.admin_token) {
+        (Some(control), Some(token)) => {
+            Some(Arc::new(deploy::Admin { token: token.clone(), control: control.clone() }))
+        }
+        _ => None,
+    };
     let info = Arc::new(http::Info {
-        plan_hash: plan.plan.hash.clone(),
-        language_version: plan.plan.language_version,
-        metrics: plan.plan.metrics.iter().map(|m| m.name.clone()).collect(),
+        instance: config.kafka.instance.clone(),
+        started_at_ms,
         is_embedded: args.embedded,
-        query: Some(Arc::new(query_api::QueryApi::new(reader, plan.clone()))),
+        query: Some(Arc::new(query_api::QueryApi::new(reader, metrics.current_plan()))),
+        admin,
     });
     let shutdown = Arc::new(AtomicBool::new(false));
-    let consumer = kafka::Consumer::new(config.kafka.clone(), plan.clone(), store, metrics.clone())?;
+    let (updates, plan_updates) = std::sync::mpsc::channel();
+    for rejection in rejections {
+        let _ = updates.send(kafka::PlanUpdate { version: rejection.version, plan: Err(rejection.error) });
+    }
+    let consumer = kafka::Consumer::new(config.kafka.clone(), plan.clone(), store, metrics.clone())?
+        .with_plan_updates(version, plan_updates);
     let flag = shutdown.clone();
     let consumer_thread = std::thread::Builder::new().name("consumer".into()).spawn(move || consumer.run(&flag))?;
-    info!(plan = %&plan.plan.hash[..16], metrics = plan.plan.metrics.len(), http = %config.http_addr, "streamd started.");
+    let mut helpers = Vec::new();
+    if let Some(control) = &control {
+        let follower = kafka::control::Follower {
+            reader: control.reader(Duration::from_secs(15))?,
+            publisher: control.publisher()?,
+            updates: updates.clone(),
+            last_tried: control_state.bundles.keys().next_back().copied(),
+            report_interval: config.report_interval,
+        };
+        let (flag, metrics) = (shutdown.clone(), metrics.clone());
+        let (instance, group) = (config.kafka.instance.clone(), config.kafka.group_id.clone());
+        helpers.push(std::thread::Builder::new().name("control".into()).spawn(move || {
+            let report = || deploy::report(&metrics, &instance, &group, started_at_ms);
+            follower.run(&flag, &deploy::compile_bundle, &report);
+        })?);
+        if let Some(dir) = &args.watch {
+            let watch = deploy::Watch { dir: dir.into(), control: control.clone(), updates: updates.clone() };
+            let flag = shutdown.clone();
+            helpers.push(std::thread::Builder::new().name("watch".into()).spawn(move || watch.run(&flag))?);
+        }
+    }
+    drop(updates);
+    info!(
+        plan = %&plan.plan.hash[..16],
+        version = ?version,
+        metrics = plan.plan.metrics.len(),
+        instance = %config.kafka.instance,
+        http = %config.http_addr,
+        "streamd started."
+    );
 
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let result = runtime.block_on(async {
@@ -142,6 +226,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     });
     shutdown.store(true, Ordering::SeqCst);
     let consumer_result = consumer_thread.join().map_err(|_| anyhow::anyhow!("the consumer thread panicked"))?;
+    for helper in helpers {
+        let _ = helper.join();
+    }
     drop(embedded);
     result?;
     consumer_result?;

@@ -6,13 +6,16 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 /// The registry and every metric in it.
 pub struct Metrics {
     registry: Registry,
-    metric_names: Vec<String>,
+    /// Shared with the query API, which answers for the running plan.
+    current_plan: crate::query_api::CurrentPlan,
+    plan_info: IntGaugeVec,
+    plan_rejections: IntCounter,
     events_consumed: IntCounter,
     pipeline_events: IntCounterVec,
     late_events: IntCounterVec,
@@ -31,10 +34,26 @@ pub struct Metrics {
 #[derive(Default)]
 struct State {
     status: Status,
-    /// Per metric, the last totals seen, to turn status snapshots into counter increments.
-    last_totals: Vec<(u64, u64, u64)>,
+    deployment: Deployment,
+    /// Per metric name, the last totals seen, to turn status snapshots into counter increments.
+    last_totals: BTreeMap<String, (u64, u64, u64)>,
     /// Per partition: the replay point and when it last moved.
     replay_points: BTreeMap<(String, i32), (i64, Instant)>,
+}
+
+/// The running plan and the last refusal, for `/status` and instance reports.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Deployment {
+    /// Bundle version of the running plan; `None` for local files.
+    pub plan_version: Option<u64>,
+    /// Hash of the running plan.
+    pub plan_hash: String,
+    /// Metric names of the running plan.
+    pub metrics: Vec<String>,
+    /// When the running plan was applied, ms since the epoch.
+    pub applied_at_ms: i64,
+    /// The last plan refused, if any.
+    pub last_rejection: Option<kafka::control::Rejection>,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -44,22 +63,29 @@ fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registr
 }
 
 impl Metrics {
-    /// Registers every metric; `plan` gives the pipeline names and the plan identity.
-    pub fn new(plan: &dsl::Plan) -> prometheus::Result<Self> {
+    /// Registers every metric; `plan` (bundle `version`) is the plan it starts with.
+    pub fn new(version: Option<u64>, plan: &dsl::Plan) -> prometheus::Result<Self> {
         let registry = Registry::new();
         let counter_vec = |name: &str, help: &str, labels: &[&str]| IntCounterVec::new(Opts::new(name, help), labels);
         let gauge_vec = |name: &str, help: &str, labels: &[&str]| IntGaugeVec::new(Opts::new(name, help), labels);
         let build = gauge_vec("stream_build_info", "Build of this streamd.", &["version"])?;
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         register(&registry, build);
-        let plan_info =
-            gauge_vec("stream_plan_info", "The running plan.", &["plan_hash", "language_version", "metrics"])?;
-        plan_info
-            .with_label_values(&[&plan.hash[..16], &plan.language_version.to_string(), &plan.metrics.len().to_string()])
-            .set(1);
-        register(&registry, plan_info);
-        Ok(Metrics {
-            metric_names: plan.metrics.iter().map(|m| m.name.clone()).collect(),
+        let plan_info = register(
+            &registry,
+            gauge_vec(
+                "stream_plan_info",
+                "The running plan: its bundle version (`local` for files), hash, language version, metric count.",
+                &["version", "plan_hash", "language_version", "metrics"],
+            )?,
+        );
+        let metrics = Metrics {
+            current_plan: Arc::new(RwLock::new(Arc::new(plan.clone()))),
+            plan_info,
+            plan_rejections: register(
+                &registry,
+                IntCounter::new("stream_plan_rejections_total", "Plans refused; the running plan stayed.")?,
+            ),
             events_consumed: register(
                 &registry,
                 IntCounter::new("stream_events_consumed_total", "Messages consumed and processed.")?,
@@ -125,7 +151,40 @@ impl Metrics {
             ),
             registry,
             state: Mutex::new(State::default()),
-        })
+        };
+        metrics.set_plan(version, plan);
+        Ok(metrics)
+    }
+
+    /// Records `plan` as the running plan.
+    fn set_plan(&self, version: Option<u64>, plan: &dsl::Plan) {
+        self.plan_info.reset();
+        let version_label = version.map_or_else(|| "local".to_string(), |v| v.to_string());
+        let hash = plan.hash.get(..16).unwrap_or(&plan.hash);
+        self.plan_info
+            .with_label_values(&[
+                &version_label,
+                hash,
+                &plan.language_version.to_string(),
+                &plan.metrics.len().to_string(),
+            ])
+            .set(1);
+        *self.current_plan.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(plan.clone());
+        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.deployment.plan_version = version;
+        state.deployment.plan_hash = plan.hash.clone();
+        state.deployment.metrics = plan.metrics.iter().map(|m| m.name.clone()).collect();
+        state.deployment.applied_at_ms = kafka::control::now_ms();
+    }
+
+    /// The running plan, for readers that must follow deploys.
+    pub fn current_plan(&self) -> crate::query_api::CurrentPlan {
+        Arc::clone(&self.current_plan)
+    }
+
+    /// The running plan and the last refusal.
+    pub fn deployment(&self) -> Deployment {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).deployment.clone()
     }
 
     /// The exposition in Prometheus text format.
@@ -152,10 +211,8 @@ impl Metrics {
 impl Observer for Metrics {
     fn flushed(&self, report: &FlushReport) {
         self.events_consumed.inc_by(report.messages);
-        for (m, rows) in report.rows_by_metric.iter().enumerate() {
-            if *rows > 0 {
-                self.rows_written.with_label_values(&[&self.metric_names[m]]).inc_by(*rows);
-            }
+        for (metric, rows) in &report.rows_by_metric {
+            self.rows_written.with_label_values(&[metric]).inc_by(*rows);
         }
         for (reason, n) in &report.dead_letters {
             self.dead_letters.with_label_values(&[reason.as_str()]).inc_by(*n);
@@ -180,19 +237,33 @@ impl Observer for Metrics {
 
     fn status(&self, status: &Status) {
         let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        state.last_totals.resize(status.metrics.len(), (0, 0, 0));
-        for (i, m) in status.metrics.iter().enumerate() {
-            let (events, late, overflow) = state.last_totals[i];
+        for m in &status.metrics {
+            let (events, late, overflow) = state.last_totals.get(&m.name).copied().unwrap_or_default();
             // Totals drop when partitions move away; counters only count increases.
             self.pipeline_events.with_label_values(&[&m.name]).inc_by(m.events.saturating_sub(events));
             self.late_events.with_label_values(&[&m.name]).inc_by(m.late.saturating_sub(late));
             self.overflow_events.with_label_values(&[&m.name]).inc_by(m.overflow.saturating_sub(overflow));
-            state.last_totals[i] = (m.events, m.late, m.overflow);
+            state.last_totals.insert(m.name.clone(), (m.events, m.late, m.overflow));
             self.live_series.with_label_values(&[&m.name]).set(m.live_series as i64);
         }
         self.paused.set(i64::from(status.is_paused));
         let assigned: Vec<(String, i32)> = status.partitions.iter().map(|p| (p.topic.clone(), p.partition)).collect();
         state.replay_points.retain(|k, _| assigned.contains(k));
         state.status = status.clone();
+    }
+
+    fn plan_applied(&self, version: Option<u64>, plan: &dsl::Plan, changes: &dsl::bundle::MetricChanges) {
+        self.set_plan(version, plan);
+        // Stopped metrics have no live series any more.
+        for name in changes.removed.iter() {
+            let _ = self.live_series.remove_label_values(&[name]);
+        }
+    }
+
+    fn plan_rejected(&self, version: Option<u64>, error: &str) {
+        self.plan_rejections.inc();
+        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.deployment.last_rejection =
+            Some(kafka::control::Rejection { version, error: error.to_string(), at_ms: kafka::control::now_ms() });
     }
 }

@@ -23,12 +23,15 @@ use store::Store;
 /// connection, so queries never wait on the consumer's transactions) and the plan.
 pub struct QueryApi {
     store: Mutex<Box<dyn Store + Send>>,
-    plan: Arc<engine::CompiledPlan>,
+    plan: CurrentPlan,
 }
 
+/// The running plan, replaced when a deploy is applied.
+pub type CurrentPlan = Arc<std::sync::RwLock<Arc<dsl::Plan>>>;
+
 impl QueryApi {
-    /// A query endpoint over `store`.
-    pub fn new(store: Box<dyn Store + Send>, plan: Arc<engine::CompiledPlan>) -> Self {
+    /// A query endpoint over `store`, answering for whatever plan `plan` holds.
+    pub fn new(store: Box<dyn Store + Send>, plan: CurrentPlan) -> Self {
         QueryApi { store: Mutex::new(store), plan }
     }
 
@@ -39,7 +42,8 @@ impl QueryApi {
             Err(message) => return error(400, &message),
         };
         let Ok(store) = self.store.lock() else { return error(500, "the query store lock is poisoned") };
-        match store::query::run(store.as_ref(), &self.plan.plan, &parsed) {
+        let plan = Arc::clone(&self.plan.read().unwrap_or_else(std::sync::PoisonError::into_inner));
+        match store::query::run(store.as_ref(), &plan, &parsed) {
             Ok(result) => {
                 let rows: Vec<serde_json::Value> = result
                     .rows
@@ -174,7 +178,7 @@ metric users from events
         }
         let batch = WriteBatch { topic: "events", rows: &out.rows, dead_letters: &[], checkpoints: &[] };
         store.write(&plan.plan, &batch).expect("write");
-        QueryApi::new(Box::new(store), plan)
+        QueryApi::new(Box::new(store), Arc::new(std::sync::RwLock::new(Arc::new(plan.plan.clone()))))
     }
 
     fn json(answer: (u16, String)) -> (u16, serde_json::Value) {

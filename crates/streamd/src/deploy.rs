@@ -1,0 +1,185 @@
+//! Live reconfiguration on the daemon's side: compiling bundles from the
+//! control topic, reporting this instance, `--watch`, and the admin
+//! endpoint that publishes bundles for clients without Kafka access.
+
+use crate::metrics::Metrics;
+use dsl::bundle::{Bundle, Provenance};
+use engine::{CompiledPlan, EngineConfig};
+use kafka::control::{ControlPublisher, ControlTopic, InstanceReport};
+use kafka::PlanUpdate;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// Compiles a bundle with this build's language and engine, or says why it cannot run here.
+pub fn compile_bundle(bundle: &Bundle) -> Result<Arc<CompiledPlan>, String> {
+    bundle.validate()?;
+    if bundle.language_version > dsl::LANGUAGE_VERSION {
+        return Err(format!(
+            "bundle {} needs language version {}; this streamd reads up to {}",
+            bundle.version,
+            bundle.language_version,
+            dsl::LANGUAGE_VERSION
+        ));
+    }
+    let compiled = bundle.compile();
+    let Some(plan) = compiled.plan.filter(|_| !compiled.diagnostics.iter().any(dsl::Diagnostic::is_error)) else {
+        return Err(format!(
+            "bundle {} does not compile:\n{}",
+            bundle.version,
+            dsl::render_all(&compiled.diagnostics, &compiled.sources)
+        ));
+    };
+    CompiledPlan::new(plan, EngineConfig::default())
+        .map(Arc::new)
+        .map_err(|e| format!("bundle {} cannot run: {e}", bundle.version))
+}
+
+/// Describes this instance for the control topic.
+pub fn report(metrics: &Metrics, instance: &str, group: &str, started_at_ms: i64) -> InstanceReport {
+    let status = metrics.status();
+    let deployment = metrics.deployment();
+    InstanceReport {
+        instance: instance.to_string(),
+        group: group.to_string(),
+        plan_version: deployment.plan_version,
+        plan_hash: deployment.plan_hash,
+        assignment: status.partitions.iter().map(|p| (p.topic.clone(), p.partition)).collect(),
+        is_paused: status.is_paused,
+        last_rejection: deployment.last_rejection,
+        started_at_ms,
+        reported_at_ms: kafka::control::now_ms(),
+    }
+}
+
+/// `streamd --watch DIR`: publishes the directory as a new bundle whenever
+/// its files change (and compile); a version that does not compile is
+/// reported as a refusal and nothing is published.
+pub struct Watch {
+    /// The directory.
+    pub dir: PathBuf,
+    /// Where bundles go.
+    pub control: ControlTopic,
+    /// Refusals go to the consumer like any other.
+    pub updates: Sender<PlanUpdate>,
+}
+
+impl Watch {
+    /// Polls every second until `shutdown` is set.
+    pub fn run(self, shutdown: &AtomicBool) {
+        let publisher = match self.control.publisher() {
+            Ok(p) => p,
+            Err(error) => {
+                warn!(error = %error, "--watch cannot publish; watching stopped.");
+                return;
+            }
+        };
+        let mut last_files: Option<Vec<(String, String)>> = None;
+        while !shutdown.load(Ordering::Relaxed) {
+            match kafka::control::read_pipeline_dir(&self.dir) {
+                Ok(files) if last_files.as_ref() != Some(&files) => {
+                    last_files = Some(files.clone());
+                    self.publish_if_new(&publisher, files);
+                }
+                Ok(_) => {}
+                Err(error) => warn!(dir = %self.dir.display(), error = %error, "--watch cannot read the directory."),
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+
+    fn publish_if_new(&self, publisher: &ControlPublisher, files: Vec<(String, String)>) {
+        let state = match self.control.read_all(Duration::from_secs(10)) {
+            Ok(state) => state,
+            Err(error) => {
+                warn!(error = %error, "--watch cannot read the control topic.");
+                return;
+            }
+        };
+        let provenance = Provenance {
+            author: "streamd --watch".into(),
+            created_at_ms: kafka::control::now_ms(),
+            note: Some(format!("files of {}", self.dir.display())),
+            git_commit: None,
+        };
+        match Bundle::build(files, state.next_version(), provenance) {
+            Ok((bundle, _)) if state.latest().is_some_and(|b| b.hash == bundle.hash) => {}
+            Ok((bundle, _)) => match publisher.publish_bundle(&bundle, Duration::from_secs(10)) {
+                Ok(()) => info!(version = bundle.version, dir = %self.dir.display(), "Published the changed files."),
+                Err(error) => warn!(error = %error, "--watch cannot publish the bundle."),
+            },
+            Err(compiled) => {
+                let error = format!(
+                    "files of {} do not compile:\n{}",
+                    self.dir.display(),
+                    dsl::render_all(&compiled.diagnostics, &compiled.sources)
+                );
+                let _ = self.updates.send(PlanUpdate { version: None, plan: Err(error) });
+            }
+        }
+    }
+}
+
+/// The admin endpoint's work, behind its bearer token.
+pub struct Admin {
+    /// The expected token.
+    pub token: String,
+    /// The control topic it reads and publishes to.
+    pub control: ControlTopic,
+}
+
+impl Admin {
+    /// Whether the `authorization` header value carries the token.
+    pub fn is_authorized(&self, authorization: Option<&str>) -> bool {
+        let given = authorization.and_then(|a| a.strip_prefix("Bearer ")).map(str::trim);
+        // Compare in constant time: the token is a secret.
+        given.is_some_and(|g| {
+            g.len() == self.token.len() && g.bytes().zip(self.token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+        })
+    }
+
+    /// `GET /admin/v1/control`: every bundle and instance report.
+    pub fn control_state(&self) -> (u16, String) {
+        match self.control.read_all(Duration::from_secs(10)) {
+            Ok(state) => (200, serde_json::to_string(&state).unwrap_or_default()),
+            Err(error) => (503, json_error(&error.to_string())),
+        }
+    }
+
+    /// `POST /admin/v1/bundles`: publishes a bundle whose version is the next one.
+    pub fn publish(&self, body: &[u8]) -> (u16, String) {
+        let bundle: Bundle = match serde_json::from_slice(body) {
+            Ok(b) => b,
+            Err(e) => return (400, json_error(&format!("not a bundle: {e}"))),
+        };
+        if let Err(error) = bundle.validate() {
+            return (400, json_error(&error));
+        }
+        let state = match self.control.read_all(Duration::from_secs(10)) {
+            Ok(state) => state,
+            Err(error) => return (503, json_error(&error.to_string())),
+        };
+        if bundle.version != state.next_version() {
+            return (
+                409,
+                json_error(&format!(
+                    "version {} is not the next one ({}); read the control state again",
+                    bundle.version,
+                    state.next_version()
+                )),
+            );
+        }
+        let published = self.control.publisher().and_then(|p| p.publish_bundle(&bundle, Duration::from_secs(10)));
+        match published {
+            Ok(()) => (202, serde_json::json!({ "version": bundle.version }).to_string()),
+            Err(error) => (503, json_error(&error.to_string())),
+        }
+    }
+}
+
+fn json_error(message: &str) -> String {
+    serde_json::json!({ "error": message }).to_string()
+}
