@@ -1,5 +1,5 @@
-//! `export prometheus`: which Prometheus series a metric exports, and under
-//! which names.
+//! `export prometheus`: which Prometheus series a metric exports, under
+//! which names, and (in [`live`]) what they hold while windows open and close.
 //!
 //! Naming is defined here once, because three things must agree on it: the
 //! daemon serving `/metrics`, and the alert rules and dashboards that
@@ -14,6 +14,8 @@
 //! * string-valued columns are not exported (a sample is a number);
 //! * each group-by column is a label of the same name; a null key value is
 //!   the empty label value, which Prometheus treats as an absent label.
+
+pub mod live;
 
 use crate::value::{format_timestamp, KeyVal};
 use dsl::plan::{AggregateFn, MetricPlan, Scalar, Type};

@@ -261,6 +261,17 @@ impl Partition {
         self.metrics.iter().map(|m| m.windows.values().map(|w| w.series.len()).sum()).collect()
     }
 
+    /// The plan this partition runs; metric indices refer to it.
+    pub fn plan(&self) -> &Arc<CompiledPlan> {
+        &self.plan
+    }
+
+    /// The open base windows of metric `metric`, oldest first, with their
+    /// start (for live exports; see `export::live`).
+    pub fn open_windows(&self, metric: usize) -> impl Iterator<Item = (i64, &SeriesMap)> {
+        self.metrics.get(metric).into_iter().flat_map(|m| m.windows.iter().map(|(start, w)| (*start, &w.series)))
+    }
+
     /// The first offset still needed to rebuild the open windows: the offset
     /// that may be committed once the rows emitted so far are durable.
     pub fn replay_point(&self) -> Option<i64> {

@@ -5,6 +5,7 @@
 mod config;
 mod deploy;
 mod embedded;
+mod export;
 mod http;
 mod metrics;
 mod query_api;

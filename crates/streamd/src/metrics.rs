@@ -29,6 +29,8 @@ pub struct Metrics {
     live_series: IntGaugeVec,
     paused: IntGauge,
     state: Mutex<State>,
+    /// The pipelines' `export prometheus` series.
+    export: crate::export::Exporter,
 }
 
 #[derive(Default)]
@@ -151,6 +153,7 @@ impl Metrics {
             ),
             registry,
             state: Mutex::new(State::default()),
+            export: crate::export::Exporter::default(),
         };
         metrics.set_plan(version, plan);
         Ok(metrics)
@@ -198,8 +201,12 @@ impl Metrics {
             }
         }
         let mut buffer = Vec::new();
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
-        String::from_utf8(buffer).unwrap_or_default()
+        let families = self.registry.gather();
+        let _ = TextEncoder::new().encode(&families, &mut buffer);
+        let mut text = String::from_utf8(buffer).unwrap_or_default();
+        let taken = families.iter().map(|f| f.name().to_string()).collect();
+        self.export.render(&taken, &mut text);
+        text
     }
 
     /// The latest status.
@@ -209,6 +216,15 @@ impl Metrics {
 }
 
 impl Observer for Metrics {
+    fn flushed_state(
+        &self,
+        plan: &engine::CompiledPlan,
+        partitions: &[(&str, &engine::Partition)],
+        rows: &[(&str, &engine::Row)],
+    ) {
+        self.export.observe(plan, partitions, rows);
+    }
+
     fn flushed(&self, report: &FlushReport) {
         self.events_consumed.inc_by(report.messages);
         for (metric, rows) in &report.rows_by_metric {
