@@ -60,12 +60,17 @@ fn produce(brokers: &str, events: &[(i32, String)]) {
 /// The engine run directly over each partition's messages in order: the rows
 /// a correct consumer must have written once all of them are processed.
 fn reference(plan: &Arc<CompiledPlan>, events: &[(i32, String)]) -> SqliteStore {
+    reference_from(plan, events, |_| 0)
+}
+
+/// [`reference`] over each partition's messages from offset `from(partition)` on.
+fn reference_from(plan: &Arc<CompiledPlan>, events: &[(i32, String)], from: impl Fn(i32) -> i64) -> SqliteStore {
     let mut store = SqliteStore::open(":memory:").expect("store");
     store.setup(&plan.plan).expect("setup");
     let mut out = Output::default();
     for p in 0..PARTITIONS {
         let mut partition = Partition::new(plan.clone(), p);
-        for (offset, (_, line)) in events.iter().filter(|(q, _)| *q == p).enumerate() {
+        for (offset, (_, line)) in events.iter().filter(|(q, _)| *q == p).enumerate().skip(from(p) as usize) {
             let meta = MessageMeta {
                 topic: TOPIC,
                 partition: p,
@@ -514,30 +519,16 @@ fn a_live_deploy_keeps_unchanged_metrics_and_starts_new_ones_at_the_switch() {
     assert_eq!(kept, dump_metric(&plan_v1.plan, &without_deploy, "kept"));
     // Added: as if started at the switch, which each partition's checkpoint records.
     let added_hash = &plan_v2.plan.metrics.iter().find(|m| m.name == "added").expect("added").hash;
-    let mut from_switch = SqliteStore::open(":memory:").expect("store");
-    from_switch.setup(&plan_v2.plan).expect("setup");
-    let mut out = Output::default();
-    for p in 0..PARTITIONS {
-        let checkpoint = stored.checkpoint(TOPIC, p).expect("read").expect("a checkpoint");
-        let starts = checkpoint.metrics.expect("metric starts");
-        let since = starts.iter().find(|s| &s.hash == added_hash).and_then(|s| s.since_offset).expect("a start");
-        assert!(since > 0, "partition {p} switched mid-stream");
-        let mut partition = Partition::new(plan_v2.clone(), p);
-        for (offset, (_, line)) in all.iter().filter(|(q, _)| *q == p).enumerate().skip(since as usize) {
-            let meta = MessageMeta {
-                topic: TOPIC,
-                partition: p,
-                offset: offset as i64,
-                key: None,
-                timestamp_ms: None,
-                headers: &[],
-            };
-            partition.process(&Message { payload: line.as_bytes(), meta }, 0, &mut out);
-        }
-    }
-    from_switch
-        .write(&plan_v2.plan, &WriteBatch { topic: TOPIC, rows: &out.rows, ..Default::default() })
-        .expect("write");
+    let starts: Vec<i64> = (0..PARTITIONS)
+        .map(|p| {
+            let checkpoint = stored.checkpoint(TOPIC, p).expect("read").expect("a checkpoint");
+            let starts = checkpoint.metrics.expect("metric starts");
+            let since = starts.iter().find(|s| &s.hash == added_hash).and_then(|s| s.since_offset).expect("a start");
+            assert!(since > 0, "partition {p} switched mid-stream");
+            since
+        })
+        .collect();
+    let from_switch = reference_from(&plan_v2, &all, |p| starts[p as usize]);
     let added = dump_metric(&plan_v2.plan, &stored, "added");
     assert!(!added.is_empty());
     assert_eq!(added, dump_metric(&plan_v2.plan, &from_switch, "added"));

@@ -1,6 +1,6 @@
 //! Command-line arguments.
 
-use crate::commands::{alerts, check, classify, dashboards, explain, fmt, gen, query, run, test};
+use crate::commands::{alerts, check, classify, dashboards, deploy, explain, fmt, gen, query, run, test};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Check, explain and format stream pipelines.
@@ -39,6 +39,16 @@ pub enum Command {
     Alerts(alerts::Args),
     /// Generate Grafana dashboards: one per pipeline file, and one for streamd.
     Dashboards(dashboards::Args),
+    /// Publish a directory of pipelines to the live fleet (applied without restart).
+    Deploy(deploy::DeployArgs),
+    /// Compare a directory with what is deployed.
+    Diff(deploy::DiffArgs),
+    /// Show each live streamd: applied version, assignment, health, refusals.
+    Status(deploy::StatusArgs),
+    /// Republish an earlier version.
+    Rollback(deploy::RollbackArgs),
+    /// List every deployed version.
+    History(deploy::HistoryArgs),
 }
 
 /// How to print results.

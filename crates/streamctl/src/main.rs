@@ -22,6 +22,11 @@ fn main() -> ExitCode {
         cli::Command::Gen(args) => commands::gen::run(&cli.global, args),
         cli::Command::Alerts(args) => commands::alerts::run(&cli.global, args),
         cli::Command::Dashboards(args) => commands::dashboards::run(&cli.global, args),
+        cli::Command::Deploy(args) => commands::deploy::deploy(&cli.global, args),
+        cli::Command::Diff(args) => commands::deploy::diff(&cli.global, args),
+        cli::Command::Status(args) => commands::deploy::status(&cli.global, args),
+        cli::Command::Rollback(args) => commands::deploy::rollback(&cli.global, args),
+        cli::Command::History(args) => commands::deploy::history(&cli.global, args),
     };
     match result {
         Ok(code) => code,

@@ -4,6 +4,7 @@ pub mod alerts;
 pub mod check;
 pub mod classify;
 pub mod dashboards;
+pub mod deploy;
 pub mod explain;
 pub mod fmt;
 pub mod gen;

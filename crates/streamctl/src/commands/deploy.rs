@@ -1,0 +1,429 @@
+//! `deploy`, `diff`, `status`, `rollback`, `history`: the live fleet's
+//! plans, through the control topic (`--brokers`) or a daemon's admin API
+//! (`--admin URL --token …`, e.g. the embedded demo).
+
+use crate::cli::GlobalArgs;
+use anyhow::{bail, Context};
+use dsl::bundle::{Bundle, FileChange, MetricChanges, Provenance};
+use kafka::control::{ControlState, ControlTopic, InstanceReport, DEFAULT_CONTROL_TOPIC};
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// Where the fleet's control state lives.
+#[derive(clap::Args)]
+pub struct TargetArgs {
+    /// Kafka bootstrap servers of the fleet.
+    #[arg(long, env = "STREAMD_BROKERS", conflicts_with = "admin")]
+    brokers: Option<String>,
+    /// The control topic.
+    #[arg(long, env = "STREAMD_CONTROL_TOPIC", default_value = DEFAULT_CONTROL_TOPIC)]
+    control_topic: String,
+    /// A daemon's admin API instead of Kafka, e.g. `http://127.0.0.1:9464`.
+    #[arg(long, env = "STREAMD_ADMIN_URL")]
+    admin: Option<String>,
+    /// Bearer token of the admin API.
+    #[arg(long, env = "STREAMD_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+/// `streamctl deploy`.
+#[derive(clap::Args)]
+pub struct DeployArgs {
+    /// Directory of pipeline files.
+    dir: String,
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Show what would change and publish nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Why (recorded with the bundle).
+    #[arg(long, short)]
+    message: Option<String>,
+    /// Wait up to this many seconds until every live instance applied (or refused) it.
+    #[arg(long, value_name = "SECONDS")]
+    wait: Option<u64>,
+}
+
+/// `streamctl diff`.
+#[derive(clap::Args)]
+pub struct DiffArgs {
+    /// Directory of pipeline files.
+    dir: String,
+    #[command(flatten)]
+    target: TargetArgs,
+}
+
+/// `streamctl status`.
+#[derive(clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `streamctl rollback`.
+#[derive(clap::Args)]
+pub struct RollbackArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// The version to go back to (default: the newest version before the one the fleet runs, with other files).
+    #[arg(long)]
+    to: Option<u64>,
+    /// Show what would change and publish nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Wait up to this many seconds until every live instance applied (or refused) it.
+    #[arg(long, value_name = "SECONDS")]
+    wait: Option<u64>,
+}
+
+/// `streamctl history`.
+#[derive(clap::Args)]
+pub struct HistoryArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+}
+
+/// An instance that has not reported for this long is shown as stale.
+const STALE_AFTER_MS: i64 = 30_000;
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+enum Target {
+    Kafka(ControlTopic),
+    Admin { url: String, token: String },
+}
+
+impl TargetArgs {
+    fn target(&self) -> anyhow::Result<Target> {
+        if let Some(url) = &self.admin {
+            let token = self.token.clone().context("--admin needs --token (or STREAMD_ADMIN_TOKEN)")?;
+            return Ok(Target::Admin { url: url.trim_end_matches('/').to_string(), token });
+        }
+        let Some(brokers) = &self.brokers else {
+            bail!("say where the fleet is: --brokers HOST:PORT (or STREAMD_BROKERS), or --admin URL --token TOKEN")
+        };
+        Ok(Target::Kafka(ControlTopic {
+            brokers: brokers.clone(),
+            topic: self.control_topic.clone(),
+            librdkafka: Vec::new(),
+        }))
+    }
+}
+
+impl Target {
+    fn state(&self) -> anyhow::Result<ControlState> {
+        match self {
+            Target::Kafka(control) => Ok(control.read_all(TIMEOUT)?),
+            Target::Admin { url, token } => {
+                let body = http(url, token, "GET", "/admin/v1/control", None)?;
+                serde_json::from_slice(&body).context("the admin API answered with something else than control state")
+            }
+        }
+    }
+
+    fn publish(&self, bundle: &Bundle) -> anyhow::Result<()> {
+        match self {
+            Target::Kafka(control) => {
+                control.ensure_exists(TIMEOUT)?;
+                Ok(control.publisher()?.publish_bundle(bundle, TIMEOUT)?)
+            }
+            Target::Admin { url, token } => {
+                http(url, token, "POST", "/admin/v1/bundles", Some(&serde_json::to_vec(bundle)?))?;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// One HTTP/1.1 request over a plain TCP connection; the body of a 2xx answer.
+fn http(url: &str, token: &str, method: &str, path: &str, body: Option<&[u8]>) -> anyhow::Result<Vec<u8>> {
+    let Some(host) = url.strip_prefix("http://") else { bail!("--admin takes an http:// URL, not `{url}`") };
+    let mut stream = std::net::TcpStream::connect(host).with_context(|| format!("cannot connect to {url}"))?;
+    stream.set_read_timeout(Some(TIMEOUT))?;
+    let body = body.unwrap_or_default();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {host}\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body)?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).with_context(|| format!("no answer from {url}"))?;
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").context("a malformed HTTP answer")?;
+    let status_line = String::from_utf8_lossy(&response[..split]).lines().next().unwrap_or_default().to_string();
+    let code: u16 = status_line.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = response[split + 4..].to_vec();
+    if !(200..300).contains(&code) {
+        let message = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(String::from))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        bail!("{method} {path}: {status_line}: {}", message.trim());
+    }
+    Ok(body)
+}
+
+/// Runs `git` in `dir`; `None` when it is not a repository or git is missing.
+fn git(dir: &Path, args: &[&str]) -> Option<String> {
+    let output = std::process::Command::new("git").arg("-C").arg(dir).args(args).output().ok()?;
+    output.status.success().then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
+}
+
+fn provenance(dir: &Path, note: Option<String>) -> Provenance {
+    let git_commit = git(dir, &["rev-parse", "HEAD"]).map(|commit| {
+        // Uncommitted edits under the directory make the commit an approximation: say so.
+        let is_dirty = git(dir, &["status", "--porcelain", "--", "."]).is_some_and(|s| !s.is_empty());
+        if is_dirty {
+            format!("{commit}-dirty")
+        } else {
+            commit
+        }
+    });
+    let author = git(dir, &["config", "user.email"])
+        .filter(|a| !a.is_empty())
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "unknown".into());
+    Provenance { git_commit, author, created_at_ms: kafka::control::now_ms(), note }
+}
+
+/// Builds the directory's bundle as the next version, printing diagnostics if it does not compile.
+fn build(dir: &str, state: &ControlState, note: Option<String>) -> anyhow::Result<Option<Bundle>> {
+    let files = kafka::control::read_pipeline_dir(Path::new(dir)).with_context(|| format!("cannot read `{dir}`"))?;
+    if files.is_empty() {
+        bail!("`{dir}` has no .stream files");
+    }
+    match Bundle::build(files, state.next_version(), provenance(Path::new(dir), note)) {
+        Ok((bundle, compiled)) => {
+            if !compiled.diagnostics.is_empty() {
+                eprint!("{}", compiled.render_diagnostics());
+            }
+            Ok(Some(bundle))
+        }
+        Err(compiled) => {
+            eprint!("{}", compiled.render_diagnostics());
+            Ok(None)
+        }
+    }
+}
+
+/// Prints what going from the deployed bundle to `new` changes; whether anything does.
+fn print_changes(deployed: Option<&Bundle>, new: &Bundle) -> bool {
+    match deployed {
+        Some(old) => println!("deployed: version {} ({})", old.version, short(&old.hash)),
+        None => println!("deployed: nothing yet"),
+    }
+    let files = new.file_changes(deployed);
+    let mut is_changed = false;
+    for change in &files {
+        match change {
+            FileChange::Added(path) => println!("  added     {path}"),
+            FileChange::Removed(path) => println!("  removed   {path}"),
+            FileChange::Changed(path, _) => println!("  changed   {path}"),
+            FileChange::Unchanged(path) => println!("  unchanged {path}"),
+        }
+        is_changed |= !matches!(change, FileChange::Unchanged(_));
+    }
+    let old_plan = deployed.and_then(|b| b.compile().plan);
+    if let Some(new_plan) = new.compile().plan {
+        let metrics = MetricChanges::between(old_plan.as_ref(), &new_plan);
+        let list = |names: &[String]| if names.is_empty() { "-".to_string() } else { names.join(", ") };
+        println!("metrics:");
+        println!("  keep state:            {}", list(&metrics.kept));
+        println!("  start at the switch:   {}", list(&metrics.added));
+        println!("  restart (changed):     {}", list(&metrics.changed));
+        println!("  flush and stop:        {}", list(&metrics.removed));
+    }
+    for change in &files {
+        if let FileChange::Changed(_, diff) = change {
+            print!("\n{diff}");
+        }
+    }
+    is_changed
+}
+
+fn short(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
+}
+
+/// `streamctl deploy DIR`.
+pub fn deploy(_global: &GlobalArgs, args: DeployArgs) -> anyhow::Result<ExitCode> {
+    let target = args.target.target()?;
+    let state = target.state()?;
+    let Some(bundle) = build(&args.dir, &state, args.message)? else { return Ok(super::bad_pipelines()) };
+    if state.latest().is_some_and(|b| b.hash == bundle.hash) {
+        println!("nothing to deploy: `{}` is what version {} holds", args.dir, state.next_version() - 1);
+        return Ok(ExitCode::SUCCESS);
+    }
+    print_changes(state.latest(), &bundle);
+    publish(&target, &bundle, args.dry_run, args.wait)
+}
+
+/// `streamctl diff DIR`.
+pub fn diff(_global: &GlobalArgs, args: DiffArgs) -> anyhow::Result<ExitCode> {
+    let target = args.target.target()?;
+    let state = target.state()?;
+    let Some(bundle) = build(&args.dir, &state, None)? else { return Ok(super::bad_pipelines()) };
+    if !print_changes(state.latest(), &bundle) {
+        println!("no difference");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `streamctl status`.
+pub fn status(_global: &GlobalArgs, args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let state = args.target.target()?.state()?;
+    let now = kafka::control::now_ms();
+    if args.json {
+        let instances: Vec<serde_json::Value> = state
+            .instances
+            .values()
+            .map(|r| {
+                let mut value = serde_json::to_value(r).unwrap_or_default();
+                value["is_live"] = (now - r.reported_at_ms < STALE_AFTER_MS).into();
+                value
+            })
+            .collect();
+        let latest = state.latest().map(|b| b.version);
+        println!("{}", serde_json::json!({ "latest_version": latest, "instances": instances }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    match state.latest() {
+        Some(b) => println!("latest deployed version: {} ({}, by {})", b.version, short(&b.hash), b.author),
+        None => println!("nothing deployed yet"),
+    }
+    if state.instances.is_empty() {
+        println!("no instance has reported");
+    }
+    for report in state.instances.values() {
+        print_instance(report, now);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_instance(r: &InstanceReport, now: i64) {
+    let age_s = (now - r.reported_at_ms) / 1000;
+    let health = if now - r.reported_at_ms >= STALE_AFTER_MS {
+        format!("stale (last report {age_s}s ago)")
+    } else if r.is_paused {
+        "paused: the store is failing".to_string()
+    } else {
+        format!("ok (reported {age_s}s ago)")
+    };
+    let version = r.plan_version.map_or_else(|| "local files".to_string(), |v| format!("version {v}"));
+    let partitions: Vec<String> = r.assignment.iter().map(|(t, p)| format!("{t}/{p}")).collect();
+    println!("{} [{}]: {version} ({}), {health}", r.instance, r.group, short(&r.plan_hash));
+    println!("  partitions: {}", if partitions.is_empty() { "none".to_string() } else { partitions.join(" ") });
+    if let Some(rejection) = &r.last_rejection {
+        let which = rejection.version.map_or_else(|| "local files".to_string(), |v| format!("version {v}"));
+        println!("  refused {which}: {}", rejection.error.lines().next().unwrap_or_default());
+    }
+}
+
+/// `streamctl rollback`.
+pub fn rollback(_global: &GlobalArgs, args: RollbackArgs) -> anyhow::Result<ExitCode> {
+    let target = args.target.target()?;
+    let state = target.state()?;
+    let Some(latest) = state.latest() else { bail!("nothing is deployed: there is nothing to roll back") };
+    // Undo the deploy the fleet runs (which may be older than the newest
+    // version, when that was refused): go to the newest earlier version
+    // with other files.
+    let now = kafka::control::now_ms();
+    let mut running = state
+        .instances
+        .values()
+        .filter(|r| now - r.reported_at_ms < STALE_AFTER_MS)
+        .filter_map(|r| r.plan_version)
+        .collect::<Vec<_>>();
+    running.sort_unstable();
+    running.dedup();
+    let current = match running.as_slice() {
+        [version] => state.bundles.get(version).unwrap_or(latest),
+        _ => latest,
+    };
+    let previous = match args.to {
+        Some(version) => state.bundles.get(&version).with_context(|| format!("there is no version {version}"))?,
+        None => state
+            .bundles
+            .range(..current.version)
+            .rev()
+            .map(|(_, b)| b)
+            .find(|b| b.hash != current.hash)
+            .with_context(|| format!("no version before {} holds other files", current.version))?,
+    };
+    let note = Some(format!("rollback to {}", previous.version));
+    let bundle = previous.republished(state.next_version(), provenance(Path::new("."), note));
+    println!("rolling back to version {} as version {}", previous.version, bundle.version);
+    print_changes(Some(latest), &bundle);
+    publish(&target, &bundle, args.dry_run, args.wait)
+}
+
+/// `streamctl history`.
+pub fn history(_global: &GlobalArgs, args: HistoryArgs) -> anyhow::Result<ExitCode> {
+    let state = args.target.target()?.state()?;
+    if state.bundles.is_empty() {
+        println!("nothing deployed yet");
+    }
+    for b in state.bundles.values() {
+        let when = engine::value::format_timestamp(b.created_at_ms);
+        let commit = b.git_commit.as_deref().map(short).unwrap_or("-");
+        let note = b.note.as_deref().map(|n| format!("  ({n})")).unwrap_or_default();
+        println!(
+            "{:>5}  {when}  {}  {:<24}  git {commit}  {} files{note}",
+            b.version,
+            short(&b.hash),
+            b.author,
+            b.files.len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Publishes `bundle` (unless `dry_run`), then waits for the fleet if asked to.
+fn publish(target: &Target, bundle: &Bundle, dry_run: bool, wait: Option<u64>) -> anyhow::Result<ExitCode> {
+    if dry_run {
+        println!("\ndry run: version {} not published", bundle.version);
+        return Ok(ExitCode::SUCCESS);
+    }
+    target.publish(bundle)?;
+    println!("\npublished version {} ({})", bundle.version, short(&bundle.hash));
+    wait_for_fleet(target, bundle.version, wait)
+}
+
+/// Waits until every live instance runs `version` or refused it; prints each outcome.
+fn wait_for_fleet(target: &Target, version: u64, wait: Option<u64>) -> anyhow::Result<ExitCode> {
+    let Some(seconds) = wait else { return Ok(ExitCode::SUCCESS) };
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds);
+    loop {
+        let state = target.state()?;
+        let now = kafka::control::now_ms();
+        let live: Vec<&InstanceReport> =
+            state.instances.values().filter(|r| now - r.reported_at_ms < STALE_AFTER_MS).collect();
+        let refused = |r: &InstanceReport| r.last_rejection.as_ref().is_some_and(|x| x.version == Some(version));
+        let done = live.iter().all(|r| r.plan_version == Some(version) || refused(r));
+        if done && !live.is_empty() {
+            let elapsed = started.elapsed().as_secs_f64();
+            for r in &live {
+                print_instance(r, now);
+            }
+            if live.iter().any(|r| refused(r)) {
+                eprintln!("version {version} was refused (see above); the previous plan keeps running");
+                return Ok(ExitCode::FAILURE);
+            }
+            println!("applied by {} instance(s) within {elapsed:.1}s", live.len());
+            return Ok(ExitCode::SUCCESS);
+        }
+        if Instant::now() >= deadline {
+            for r in &live {
+                print_instance(r, now);
+            }
+            bail!("not every live instance applied version {version} within {seconds}s");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
