@@ -1,0 +1,109 @@
+//! Helpers for tests that start `streamd` and other servers on loopback.
+
+#![allow(dead_code)] // Each test crate uses a different part.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// `GET path` on 127.0.0.1:`port`; the body, or `None` if the server is not there (yet).
+pub fn get(port: u16, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n").ok()?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).ok()?;
+    let response = String::from_utf8_lossy(&response);
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        return Some(dechunk(body));
+    }
+    Some(body.to_string())
+}
+
+/// The body of a chunked HTTP/1.1 response.
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { break };
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+/// A child process killed when the test ends, however it ends.
+pub struct Guard(pub Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A fresh temporary directory for `name`.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("streamd-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Starts `streamd --embedded` on 127.0.0.1:`port` over `pipelines`, with
+/// event time running fast so windows close within seconds, stopping by
+/// itself after `run_for` seconds.
+pub fn start_embedded(dir: &Path, port: u16, pipelines: &Path, run_for: u32) -> Guard {
+    let config = dir.join("streamd.toml");
+    std::fs::write(
+        &config,
+        "[embedded]\nevents_per_second = 3000\ntime_acceleration = 60.0\nbad_ratio = 0.01\n[kafka]\nflush_interval_ms = 200\n",
+    )
+    .expect("config");
+    let child = Command::new(env!("CARGO_BIN_EXE_streamd"))
+        .args(["--embedded", "--run-for", &run_for.to_string(), "--config", config.to_str().expect("utf-8")])
+        .args(["--pipelines", pipelines.to_str().expect("utf-8")])
+        .args(["--http-addr", &format!("127.0.0.1:{port}")])
+        .args(["--store", &format!("sqlite:{}", dir.join("streamd.db").display())])
+        .current_dir(repo())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start streamd");
+    Guard(child)
+}
+
+/// Whether `tool --version` runs. When it does not: under `CI` the test
+/// fails (CI installs it), elsewhere it prints `SKIPPED: …` and returns false.
+pub fn require_tool(tool: &str, test: &str, install: &str) -> bool {
+    if Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success()) {
+        return true;
+    }
+    assert!(std::env::var_os("CI").is_none(), "{tool} is required in CI ({install}; .ci/install.sh does it)");
+    println!("SKIPPED: {test}: {tool} is not installed ({install})");
+    false
+}
+
+/// The sum of every sample of `name` (all label sets) in an exposition.
+pub fn sample_sum(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && (l[name.len()..].starts_with(' ') || l[name.len()..].starts_with('{')))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
