@@ -194,7 +194,10 @@ impl ControlTopic {
             .set("group.id", "streamd-control-reader")
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true")
-            .set("auto.offset.reset", "earliest");
+            .set("auto.offset.reset", "earliest")
+            // Deploy latency: a broker may hold an idle fetch this long
+            // before answering; the topic is tiny, frequent fetches cost nothing.
+            .set("fetch.wait.max.ms", "100");
         let consumer: BaseConsumer = config
             .create()
             .map_err(|source| Error::Kafka { context: "cannot create the control reader".into(), source })?;
