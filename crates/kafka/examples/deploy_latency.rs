@@ -137,9 +137,8 @@ fn main() {
         let published = Instant::now();
         publisher.publish_bundle(&bundle, Duration::from_secs(10)).expect("publish");
         let deadline = published + Duration::from_secs(60);
-        let applied_at = |m: &Applied| {
-            m.0.lock().ok().and_then(|a| a.iter().find(|(v, _)| *v == version).map(|(_, at)| *at))
-        };
+        let applied_at =
+            |m: &Applied| m.0.lock().ok().and_then(|a| a.iter().find(|(v, _)| *v == version).map(|(_, at)| *at));
         loop {
             let times: Vec<Option<Instant>> = members.iter().map(|m| applied_at(m)).collect();
             if times.iter().all(Option::is_some) {
