@@ -172,3 +172,21 @@ fn stale_keys_are_forgotten_and_a_changed_metric_starts_anew() {
     observe(&mut export, &unexported, &[], &mut out, STALE_MS + 3);
     assert!(export.families().is_empty());
 }
+
+#[test]
+fn a_metric_kept_by_a_new_plan_keeps_counting_where_it_was() {
+    let old = compile(METRIC);
+    let other = "\nmetric first from s\n  compute count() as n\n  window 10s\n  export prometheus\n";
+    // The same metric, now second in the plan: another index, the same hash.
+    let new = compile(&format!("{other}{METRIC}"));
+    let mut export = LiveExport::new();
+    let mut out = Output::default();
+    let mut p = Partition::new(old.clone(), 0);
+    feed(&mut p, &[(1, "a", 1), (2, "a", 1), (3, "a", 1)], 0, &mut out);
+    observe(&mut export, &old, &[&p], &mut out, 1_000);
+    p.reconfigure(new.clone(), &mut out);
+    feed(&mut p, &[(4, "a", 1), (5, "a", 1)], 3, &mut out);
+    observe(&mut export, &new, &[&p], &mut out, 2_000);
+    assert_eq!(samples(&export, "stream_m_c_total")["a"], 5.0, "open windows carried over are not counted again");
+    assert_eq!(samples(&export, "stream_first_n_total")[""], 2.0, "the new metric counts from the switch");
+}
