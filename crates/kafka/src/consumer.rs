@@ -6,11 +6,11 @@ use dsl::bundle::MetricChanges;
 use engine::{CompiledPlan, Message, MessageMeta, Output, Partition, Reason};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance};
-use rdkafka::message::{Headers, Message as _};
+use rdkafka::message::{Headers, Message as _, OwnedMessage};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -30,6 +30,11 @@ struct Shared {
     store: Box<dyn Store + Send>,
     settings: Settings,
     partitions: BTreeMap<Key, Partition>,
+    /// Assigned partitions, with the rebalance count at their assignment:
+    /// a message polled before that belongs to an earlier ownership.
+    assigned: BTreeMap<Key, u64>,
+    /// Rebalances so far (shared with the loop, which stamps each message).
+    rebalances: Arc<AtomicU64>,
     /// Output not yet written, per topic.
     pending: BTreeMap<String, Output>,
     pending_messages: u64,
@@ -55,6 +60,17 @@ struct Context {
     shared: Arc<Mutex<Shared>>,
     observer: Arc<dyn Observer>,
 }
+
+/// A message taken from the consumer, stamped with the rebalance count at
+/// the time: the loop gathers a batch before processing it, and a
+/// rebalance in between may have taken its partition away.
+struct Polled {
+    message: OwnedMessage,
+    rebalances: u64,
+}
+
+/// Most messages gathered into one batch.
+const MAX_BATCH: usize = 4096;
 
 fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
     // A panic while holding the lock leaves state we can still flush: recover it.
@@ -92,10 +108,12 @@ impl ConsumerContext for Context {
                 warn!(error = %error, "Revoked partitions could not be flushed; the next owner replays them.")
             }
         }
+        shared.rebalances.fetch_add(1, Ordering::SeqCst);
         for element in tpl.elements() {
             let key = (element.topic().to_string(), element.partition());
             shared.partitions.remove(&key);
             shared.committed.remove(&key);
+            shared.assigned.remove(&key);
         }
         shared.publish_status();
     }
@@ -103,8 +121,10 @@ impl ConsumerContext for Context {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Assign(tpl) = rebalance else { return };
         let mut shared = lock(&self.shared);
+        let now = shared.rebalances.fetch_add(1, Ordering::SeqCst) + 1;
         for element in tpl.elements() {
             let key = (element.topic().to_string(), element.partition());
+            shared.assigned.entry(key.clone()).or_insert(now);
             if !shared.partitions.contains_key(&key) {
                 shared.restore(&key);
             }
@@ -142,36 +162,64 @@ impl Shared {
         }
     }
 
-    fn process(&mut self, message: &rdkafka::message::BorrowedMessage<'_>) {
-        // No allocation per message: an instance holds few partitions, so
-        // they are found by a scan with the borrowed topic.
-        let (topic, partition_id) = (message.topic(), message.partition());
-        let is_known = |k: &Key| k.0 == topic && k.1 == partition_id;
-        if !self.partitions.keys().any(is_known) {
-            self.restore(&(topic.to_string(), partition_id));
+    /// Runs the engine over a batch: each partition's messages in order,
+    /// partitions spread over the worker threads. Messages of partitions
+    /// taken away (or handed back) since they were polled are dropped: they
+    /// were not committed, so their owner reads them again.
+    fn process_batch(&mut self, batch: &[Polled]) {
+        let _span = tracing::debug_span!("batch", messages = batch.len()).entered();
+        let now = now_ms();
+        let mut groups: Vec<(Key, Vec<&OwnedMessage>)> = Vec::new();
+        for polled in batch {
+            let (topic, partition) = (polled.message.topic(), polled.message.partition());
+            let is_ours =
+                |(k, assigned_at): (&Key, &u64)| k.0 == topic && k.1 == partition && *assigned_at <= polled.rebalances;
+            if !self.assigned.iter().any(is_ours) {
+                debug!(topic, partition, "Dropped a message polled before a rebalance.");
+                continue;
+            }
+            match groups.iter_mut().find(|(k, _)| k.0 == topic && k.1 == partition) {
+                Some((_, messages)) => messages.push(&polled.message),
+                None => groups.push(((topic.to_string(), partition), vec![&polled.message])),
+            }
         }
-        if !self.pending.contains_key(topic) {
-            self.pending.insert(topic.to_string(), Output::default());
+        for (key, messages) in &groups {
+            if !self.partitions.contains_key(key) {
+                self.restore(key);
+            }
+            self.pending_messages += messages.len() as u64;
         }
-        let headers: Vec<(&str, &[u8])> = message
-            .headers()
-            .map(|h| {
-                (0..h.count()).filter_map(|i| h.try_get(i)).map(|h| (h.key, h.value.unwrap_or_default())).collect()
+        let mut jobs: Vec<Job<'_>> = Vec::new();
+        for (key, partition) in self.partitions.iter_mut() {
+            if let Some((_, messages)) = groups.iter().find(|(k, _)| k == key) {
+                jobs.push(Job { topic: &key.0, partition, messages, out: Output::default() });
+            }
+        }
+        // Spread partitions over the workers, biggest first, each to the least loaded.
+        let workers = self.settings.workers.max(1).min(jobs.len().max(1));
+        jobs.sort_by_key(|j| std::cmp::Reverse(j.messages.len()));
+        let mut bins: Vec<(usize, Vec<Job<'_>>)> = (0..workers).map(|_| (0, Vec::new())).collect();
+        for job in jobs {
+            if let Some(bin) = bins.iter_mut().min_by_key(|(load, _)| *load) {
+                bin.0 += job.messages.len();
+                bin.1.push(job);
+            }
+        }
+        let done: Vec<Vec<Job<'_>>> = if bins.len() == 1 {
+            bins.into_iter().map(|(_, jobs)| run_jobs(jobs, now)).collect()
+        } else {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> =
+                    bins.into_iter().map(|(_, jobs)| scope.spawn(move || run_jobs(jobs, now))).collect();
+                // The engine does not panic on input; if it did, fail as loudly as inline.
+                handles.into_iter().map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
             })
-            .unwrap_or_default();
-        let meta = MessageMeta {
-            topic: message.topic(),
-            partition: message.partition(),
-            offset: message.offset(),
-            key: message.key(),
-            timestamp_ms: message.timestamp().to_millis(),
-            headers: &headers,
         };
-        let partition = self.partitions.iter_mut().find(|(k, _)| is_known(k)).map(|(_, p)| p);
-        if let (Some(partition), Some(out)) = (partition, self.pending.get_mut(topic)) {
-            partition.process(&Message { payload: message.payload().unwrap_or_default(), meta }, now_ms(), out);
+        for job in done.into_iter().flatten() {
+            let pending = self.pending.entry(job.topic.to_string()).or_default();
+            pending.rows.extend(job.out.rows);
+            pending.dead_letters.extend(job.out.dead_letters);
         }
-        self.pending_messages += 1;
     }
 
     fn is_due(&self) -> bool {
@@ -191,6 +239,7 @@ impl Shared {
     /// Dead letters to Kafka, then rows + dead letters + checkpoints to the
     /// store in one batch per topic, then replay points to Kafka.
     fn flush(&mut self, consumer: &BaseConsumer<Context>) -> std::result::Result<(), FlushError> {
+        let _span = tracing::info_span!("flush", messages = self.pending_messages).entered();
         let started = Instant::now();
         let mut report = FlushReport { messages: self.pending_messages, ..Default::default() };
         let mut dead_by_reason: BTreeMap<Reason, u64> = BTreeMap::new();
@@ -355,10 +404,44 @@ impl Shared {
     }
 }
 
+/// One partition's share of a batch.
+struct Job<'a> {
+    topic: &'a str,
+    partition: &'a mut Partition,
+    messages: &'a [&'a OwnedMessage],
+    out: Output,
+}
+
+/// Runs each job's messages through its partition, in offset order.
+fn run_jobs(mut jobs: Vec<Job<'_>>, now_ms: i64) -> Vec<Job<'_>> {
+    for job in &mut jobs {
+        for message in job.messages {
+            let headers: Vec<(&str, &[u8])> = message
+                .headers()
+                .map(|h| {
+                    (0..h.count()).filter_map(|i| h.try_get(i)).map(|h| (h.key, h.value.unwrap_or_default())).collect()
+                })
+                .unwrap_or_default();
+            let meta = MessageMeta {
+                topic: message.topic(),
+                partition: message.partition(),
+                offset: message.offset(),
+                key: message.key(),
+                timestamp_ms: message.timestamp().to_millis(),
+                headers: &headers,
+            };
+            let payload = message.payload().unwrap_or_default();
+            job.partition.process(&Message { payload, meta }, now_ms, &mut job.out);
+        }
+    }
+    jobs
+}
+
 /// A running consumer-group member.
 pub struct Consumer {
     consumer: BaseConsumer<Context>,
     shared: Arc<Mutex<Shared>>,
+    rebalances: Arc<AtomicU64>,
     settings: Settings,
     updates: Option<Receiver<PlanUpdate>>,
 }
@@ -395,7 +478,10 @@ impl Consumer {
             }
             None => None,
         };
+        let rebalances = Arc::new(AtomicU64::new(0));
         let shared = Arc::new(Mutex::new(Shared {
+            assigned: BTreeMap::new(),
+            rebalances: rebalances.clone(),
             plan,
             plan_version: None,
             retired: Vec::new(),
@@ -420,7 +506,7 @@ impl Consumer {
             .subscribe(&topics)
             .map_err(|source| Error::Kafka { context: format!("cannot subscribe to {topics:?}"), source })?;
         info!(topics = ?topics, group = %settings.group_id, "Subscribed.");
-        Ok(Consumer { consumer, shared, settings, updates: None })
+        Ok(Consumer { consumer, shared, rebalances, settings, updates: None })
     }
 
     /// Follows `updates`: each plan received is applied between two batches
@@ -489,11 +575,27 @@ impl Consumer {
     /// If the store fails in a way that retrying cannot fix.
     pub fn run(self, shutdown: &AtomicBool) -> Result<()> {
         let mut last_idle_check = Instant::now();
+        let mut batch = Vec::with_capacity(MAX_BATCH);
         while !shutdown.load(Ordering::Relaxed) {
-            match self.consumer.poll(Duration::from_millis(50)) {
-                Some(Ok(message)) => lock(&self.shared).process(&message),
-                Some(Err(error)) => warn!(error = %error, "Kafka error; librdkafka retries."),
-                None => {}
+            // Wait for the first message, then take what is already buffered.
+            let mut wait = Duration::from_millis(50);
+            while batch.len() < MAX_BATCH.min(self.settings.flush_messages.max(1)) {
+                match self.consumer.poll(wait) {
+                    Some(Ok(message)) => {
+                        let rebalances = self.rebalances.load(Ordering::SeqCst);
+                        batch.push(Polled { message: message.detach(), rebalances });
+                    }
+                    Some(Err(error)) => {
+                        warn!(error = %error, "Kafka error; librdkafka retries.");
+                        break;
+                    }
+                    None => break,
+                }
+                wait = Duration::ZERO;
+            }
+            if !batch.is_empty() {
+                lock(&self.shared).process_batch(&batch);
+                batch.clear();
             }
             if last_idle_check.elapsed() >= Duration::from_secs(1) {
                 lock(&self.shared).advance_idle();
@@ -556,7 +658,8 @@ impl Consumer {
             let until = Instant::now() + jitter(delay, attempt);
             while Instant::now() < until {
                 if let Some(Ok(message)) = self.consumer.poll(Duration::from_millis(20)) {
-                    lock(&self.shared).process(&message);
+                    let rebalances = self.rebalances.load(Ordering::SeqCst);
+                    lock(&self.shared).process_batch(&[Polled { message: message.detach(), rebalances }]);
                 }
             }
             delay = (delay * 2).min(self.settings.retry_max);

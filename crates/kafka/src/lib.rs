@@ -77,6 +77,8 @@ pub struct Settings {
     pub retry_max: Duration,
     /// This instance's name in the deployment history.
     pub instance: String,
+    /// Threads that run the engine, each over a share of the assigned partitions.
+    pub workers: usize,
 }
 
 impl Default for Settings {
@@ -93,6 +95,7 @@ impl Default for Settings {
             retry_initial: Duration::from_millis(100),
             retry_max: Duration::from_secs(10),
             instance: "streamd".into(),
+            workers: std::thread::available_parallelism().map_or(1, usize::from),
         }
     }
 }

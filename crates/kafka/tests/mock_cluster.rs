@@ -193,6 +193,8 @@ fn settings(brokers: &str) -> Settings {
         retry_initial: Duration::from_millis(50),
         retry_max: Duration::from_millis(400),
         instance: "test".into(),
+        // More workers than cores: the parallel path runs even on one core.
+        workers: 3,
     }
 }
 

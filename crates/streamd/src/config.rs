@@ -71,6 +71,8 @@ pub struct RawKafka {
     pub retry_initial_ms: u64,
     /// Longest retry delay, ms.
     pub retry_max_ms: u64,
+    /// Threads running the engine over the assigned partitions; 0: one per core.
+    pub workers: usize,
     /// Passed to librdkafka as given, e.g. `"session.timeout.ms" = "10000"`.
     pub librdkafka: BTreeMap<String, String>,
 }
@@ -86,6 +88,7 @@ impl Default for RawKafka {
             idle_timeout_ms: 30_000,
             retry_initial_ms: 100,
             retry_max_ms: 10_000,
+            workers: 0,
             librdkafka: BTreeMap::new(),
         }
     }
@@ -222,6 +225,10 @@ impl TryFrom<RawConfig> for Config {
                 retry_initial: Duration::from_millis(k.retry_initial_ms),
                 retry_max: Duration::from_millis(k.retry_max_ms.max(k.retry_initial_ms)),
                 instance,
+                workers: match k.workers {
+                    0 => std::thread::available_parallelism().map_or(1, usize::from),
+                    n => n,
+                },
             },
             store_url: raw.store.url,
             pipelines: raw.pipelines.paths,
