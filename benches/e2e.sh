@@ -22,8 +22,11 @@ tool=target/release/examples/throughput
 $tool produce "$brokers" bench.events "$events" 4
 consume=$($tool consume "$brokers" bench.events "$events")
 pipeline=$($tool pipeline "$brokers" bench.events "$events" "$work/e2e.db")
+single=$(WORKERS=1 $tool pipeline "$brokers" bench.events "$events" "$work/e2e-single.db")
 echo "$consume"
 echo "$pipeline"
+echo "$single (one worker thread)"
 c=$(echo "$consume" | awk '{print $5}')
 p=$(echo "$pipeline" | awk '{print $5}')
-python3 -c "print(f'streamd keeps {100*$p/$c:.0f}% of the consume-only rate ({$p:.0f} vs {$c:.0f} events/s)')"
+s=$(echo "$single" | awk '{print $5}')
+python3 -c "print(f'streamd keeps {100*$p/$c:.0f}% of the consume-only rate ({$p:.0f} vs {$c:.0f} events/s); one worker thread: {100*$s/$c:.0f}% ({$s:.0f} events/s)')"

@@ -134,6 +134,8 @@ fn pipeline(brokers: &str, topic: &str, events: usize, db: &str) {
         dead_letter_topic: None,
         librdkafka: vec![],
         idle_timeout: Duration::from_secs(3600),
+        // `WORKERS=1` measures the single-threaded path against the default (one per core).
+        workers: std::env::var("WORKERS").ok().and_then(|w| w.parse().ok()).unwrap_or(Settings::default().workers),
         ..Default::default()
     };
     let stop = Arc::new(AtomicBool::new(false));
