@@ -33,6 +33,7 @@ pub mod fmt;
 pub mod load;
 pub mod parser;
 pub mod plan;
+pub mod providers;
 pub mod span;
 
 pub use check::{RESERVED, RESERVED_COLUMNS};

@@ -336,6 +336,7 @@ pub enum Function {
     Hour,
     DayOfWeek,
     Header,
+    Provider,
 }
 
 /// Aggregate functions.

@@ -372,6 +372,15 @@ fn call<'s>(function: Function, args: &'s [Expr], scope: &Scope<'s, '_>, regexes
             let condition = eval(&args[0], scope, regexes).is_true();
             return eval(&args[if condition { 1 } else { 2 }], scope, regexes);
         }
+        Function::Provider => {
+            // Nulls do not make it null: a missing MX host falls back to the domain.
+            let values: Vec<Val<'s>> = args.iter().map(|a| eval(a, scope, regexes)).collect();
+            let text = |i: usize| match values.get(i) {
+                Some(Val::Str(s)) => Some(s.as_ref()),
+                _ => None,
+            };
+            return dsl::providers::of(text(0), text(1)).map_or(Val::Null, |p| Val::Str(Cow::Borrowed(p)));
+        }
         Function::Header => {
             let (Scope::Event(EventCtx { meta, .. }), Some(Expr::Literal(Value::String(name)))) = (scope, args.first())
             else {
@@ -490,7 +499,7 @@ fn call<'s>(function: Function, args: &'s [Expr], scope: &Scope<'s, '_>, regexes
             Val::Ts(t) => Val::Int(day_of_week(t)),
             _ => Val::Null,
         },
-        Function::Coalesce | Function::If | Function::Header => unreachable!("handled above"),
+        Function::Coalesce | Function::If | Function::Header | Function::Provider => unreachable!("handled above"),
     }
 }
 

@@ -98,6 +98,7 @@ const FUNCTIONS: &[(&str, Function)] = &[
     ("length", Function::Length),
     ("split_part", Function::SplitPart),
     ("domain_of_email", Function::DomainOfEmail),
+    ("provider", Function::Provider),
     ("starts_with", Function::StartsWith),
     ("ends_with", Function::EndsWith),
     ("contains", Function::Contains),
@@ -549,6 +550,7 @@ impl Checker<'_> {
             Function::Abs | Function::Round | Function::Floor | Function::Ceil => (1, 1),
             Function::ToString | Function::ToInt | Function::ToFloat | Function::Hour | Function::DayOfWeek => (1, 1),
             Function::Header => (1, 1),
+            Function::Provider => (1, 2),
             Function::StartsWith | Function::EndsWith | Function::Contains | Function::TimeBucket => (2, 2),
             Function::SplitPart | Function::If => (3, 3),
             Function::Concat | Function::Coalesce => (1, usize::MAX),
@@ -610,6 +612,12 @@ impl Checker<'_> {
             }
             Function::DomainOfEmail => {
                 self.expect(tys[0], &[String], args[0].span, &what)?;
+                Ty::of(String, true)
+            }
+            Function::Provider => {
+                for (ty, arg) in tys.iter().zip(args) {
+                    self.expect(*ty, &[String], arg.span, &what)?;
+                }
                 Ty::of(String, true)
             }
             Function::SplitPart => {

@@ -6,8 +6,9 @@
 //! `bounce`); missing keys and `null` are null. Other keys (`rhost`,
 //! `recipient_domain`, `smtp_command`, ...) are ignored, except that when the
 //! classifier has a `provider` parameter and the line has no `provider`, one
-//! is derived from `rhost` or `recipient_domain` with a small built-in table
-//! (see [`derive_provider`]).
+//! is derived from `rhost` (or `mx_host`) and `recipient_domain` exactly as
+//! the language's `provider(recipient_domain, mx_host)` does, from the table
+//! `dsl/stdlib/providers.tsv`.
 //!
 //! Output per line: `{"category","reason","kind","provider","rule"}` where
 //! `rule` is the matching rule's position counting from 1, 0 for the
@@ -132,11 +133,9 @@ impl Classifier {
         }
         if let Some(i) = self.provider_param {
             if matches!(params[i], Val::Null) {
-                let host = ["rhost", "mx_host", "recipient_domain"]
-                    .iter()
-                    .filter_map(|k| object.get(*k).and_then(Value::as_str))
-                    .find_map(derive_provider);
-                if let Some(provider) = host {
+                let text = |key: &str| object.get(key).and_then(Value::as_str);
+                let host = text("rhost").or_else(|| text("mx_host"));
+                if let Some(provider) = dsl::providers::of(text("recipient_domain"), host) {
                     params[i] = Val::Str(provider.into());
                 }
             }
@@ -195,48 +194,6 @@ fn param<'a>(name: &str, scalar: Scalar, value: Option<&'a Value>) -> Result<Val
     })
 }
 
-/// The mailbox provider for an MX host or recipient domain, when it is a well-known one.
-pub fn derive_provider(host: &str) -> Option<&'static str> {
-    const TABLE: &[(&str, &str)] = &[
-        ("google.com", "gmail"),
-        ("googlemail.com", "gmail"),
-        ("gmail.com", "gmail"),
-        ("outlook.com", "microsoft"),
-        ("hotmail.com", "microsoft"),
-        ("live.com", "microsoft"),
-        ("msn.com", "microsoft"),
-        ("yahoodns.net", "yahoo"),
-        ("yahoo.com", "yahoo"),
-        ("aol.com", "yahoo"),
-        ("icloud.com", "apple"),
-        ("me.com", "apple"),
-        ("mac.com", "apple"),
-        ("comcast.net", "comcast"),
-        ("gmx.net", "gmx"),
-        ("gmx.de", "gmx"),
-        ("web.de", "gmx"),
-        ("orange.fr", "orange"),
-        ("wanadoo.fr", "orange"),
-        ("mail.ru", "mailru"),
-        ("yandex.ru", "yandex"),
-        ("yandex.net", "yandex"),
-        ("qq.com", "tencent"),
-        ("163.com", "netease"),
-        ("126.com", "netease"),
-        ("protonmail.ch", "proton"),
-        ("proton.me", "proton"),
-        ("pphosted.com", "proofpoint"),
-        ("mimecast.com", "mimecast"),
-        ("barracudanetworks.com", "barracuda"),
-    ];
-    let host = host.trim().trim_end_matches('.').to_ascii_lowercase();
-    let host = host.rsplit_once('@').map_or(host.as_str(), |(_, d)| d);
-    TABLE
-        .iter()
-        .find(|(suffix, _)| host == *suffix || host.strip_suffix(suffix).is_some_and(|rest| rest.ends_with('.')))
-        .map(|(_, provider)| *provider)
-}
-
 /// The classifier's outcomes as a Markdown table, then counts per reason.
 pub fn taxonomy(plan: &ClassifierPlan) -> String {
     let mut out = String::from("| # | category | reason | kind | hint |\n| ---: | --- | --- | --- | --- |\n");
@@ -261,18 +218,4 @@ pub fn taxonomy(plan: &ClassifierPlan) -> String {
         out.push_str(&format!("| {reason} | {count} | {} |\n", kinds.join(", ")));
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::derive_provider;
-
-    #[test]
-    fn providers_come_from_host_suffixes() {
-        assert_eq!(derive_provider("gmail-smtp-in.l.google.com"), Some("gmail"));
-        assert_eq!(derive_provider("contoso-com.mail.protection.outlook.com."), Some("microsoft"));
-        assert_eq!(derive_provider("a@AOL.com"), Some("yahoo"));
-        assert_eq!(derive_provider("notgmail.com"), None);
-        assert_eq!(derive_provider("example.org"), None);
-    }
 }
