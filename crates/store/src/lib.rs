@@ -204,7 +204,8 @@ pub trait Store {
                 let filter = RowFilter {
                     tier: t,
                     from_ms: Some(from),
-                    to_ms: None,
+                    // No window starts after the highest event time: a bounded range reads by index.
+                    to_ms: checkpoint.max_event_time.map(|t| t.saturating_add(1)),
                     equals: vec![],
                     partition: Some(checkpoint.partition),
                 };

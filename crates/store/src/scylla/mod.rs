@@ -33,11 +33,14 @@
 //!
 //! # Reads
 //!
-//! Reads filter on the clustering column `window_start` across partitions
-//! (`ALLOW FILTERING`, a token-range scan) and apply group-by and source
-//! partition conditions client-side. That is fine for the query API over
-//! modest tables and for restores; a per-bucket series index table is the
-//! known next step for large ones.
+//! Every row write also records its series in the tier's series index
+//! (`<table>__series`, one partition per bucket, same TTL). A read with a
+//! bounded time range of at most [`MAX_INDEXED_BUCKETS`] buckets lists the
+//! series of each bucket there, drops those the key conditions exclude, and
+//! reads only the matching partitions (`WHERE series = ? AND bucket = ?` and
+//! the window range), `max_in_flight` at a time. Reads without both bounds
+//! fall back to a token-range scan filtered on the clustering column
+//! (`ALLOW FILTERING`). Source partition conditions are applied client-side.
 //!
 //! Retention is by TTL, so [`Store::sweep`] deletes nothing and returns 0.
 
@@ -272,6 +275,7 @@ impl ScyllaStore {
             for tier in 0..metric.tiers.len() {
                 let table = table_name(metric, tier);
                 self.ddl(&schema::create_table(ks, metric, tier)).await?;
+                self.ddl(&schema::create_series_index(ks, metric, tier)).await?;
                 let existing = self.existing_columns(&table).await?;
                 let incompatible = |detail: String| Error::IncompatibleSchema { table: table.clone(), detail };
                 for (name, ty) in schema::PRIMARY_KEY {
@@ -323,12 +327,29 @@ impl ScyllaStore {
                 e.insert(self.prepare(&schema::upsert(ks, &plan.metrics[m], t)).await?);
             }
         }
+        // The series index entries of the rows' partitions, grouped by index partition (bucket).
+        let mut index: BTreeMap<(usize, usize, i64), Vec<Values>> = BTreeMap::new();
+        let mut index_statements: HashMap<(usize, usize), PreparedStatement> = HashMap::new();
+        for (m, t, series, bucket) in groups.keys() {
+            let entry = vec![Some(CqlValue::BigInt(*bucket)), Some(CqlValue::Text(series.clone()))];
+            index.entry((*m, *t, *bucket)).or_default().push(entry);
+            if let std::collections::hash_map::Entry::Vacant(e) = index_statements.entry((*m, *t)) {
+                e.insert(self.prepare(&schema::insert_series_index(ks, &plan.metrics[*m], *t)).await?);
+            }
+        }
         let dead_letter = self.prepare(&schema::insert_dead_letter(ks)).await?;
         let mut requests = Vec::new();
         for ((m, t, _, _), rows) in groups {
             let statement = &statements[&(m, t)];
             let table = table_name(&plan.metrics[m], t);
             for chunk in rows.chunks(MAX_BATCH) {
+                requests.push(Request::Rows { statement, table: table.clone(), rows: chunk.to_vec() });
+            }
+        }
+        for ((m, t, _), entries) in index {
+            let statement = &index_statements[&(m, t)];
+            let table = schema::series_index_name(&plan.metrics[m], t);
+            for chunk in entries.chunks(MAX_BATCH) {
                 requests.push(Request::Rows { statement, table: table.clone(), rows: chunk.to_vec() });
             }
         }
@@ -415,66 +436,164 @@ impl ScyllaStore {
                 return Err(Error::BadQuery(format!("no key column #{key}")));
             }
         }
-        let table = table_name(m, filter.tier);
-        let statement = self.prepare(&schema::select(&self.config.keyspace, m, filter.tier)).await?;
-        let from = CqlTimestamp(filter.from_ms.unwrap_or(i64::MIN));
-        let to = CqlTimestamp(filter.to_ms.unwrap_or(i64::MAX));
+        let reader = RowReader { m, metric, filter, table: table_name(m, filter.tier) };
+        let mut out = match indexed_buckets(m.tiers[filter.tier].width_ms, filter) {
+            Some(buckets) => self.read_indexed(&reader, buckets).await?,
+            None => self.read_scan(&reader).await?,
+        };
+        out.sort_by(|a, b| {
+            (a.window_start, series_id(&a.keys), a.partition).cmp(&(b.window_start, series_id(&b.keys), b.partition))
+        });
+        Ok(out)
+    }
+
+    /// A bounded time range: the series index of each bucket, then each
+    /// matching series' partition, at most `max_in_flight` at a time.
+    async fn read_indexed(&self, reader: &RowReader<'_>, buckets: std::ops::RangeInclusive<i64>) -> Result<Vec<Row>> {
+        let ks = &self.config.keyspace;
+        let (m, tier) = (reader.m, reader.filter.tier);
+        let index = self.prepare(&schema::select_series_index(ks, m, tier)).await?;
+        let rows = self.prepare(&schema::select_series(ks, m, tier)).await?;
+        let from = CqlTimestamp(reader.filter.from_ms.unwrap_or(i64::MIN));
+        let to = CqlTimestamp(reader.filter.to_ms.unwrap_or(i64::MAX));
+        let mut partitions = Vec::new();
+        for bucket in buckets {
+            let pager = self.session.execute_iter(index.clone(), (bucket,)).await.map_err(|source| Error::Scylla {
+                context: format!("cannot read the series index of `{}`", reader.table),
+                retryable: pager_is_transient(&source),
+                source: Box::new(source),
+            })?;
+            let mut stream =
+                pager.rows_stream::<(String,)>().map_err(scylla_err("unexpected series index columns", false))?;
+            while let Some((series,)) =
+                stream.try_next().await.map_err(scylla_err("cannot read the series index", true))?
+            {
+                // Key conditions are decided on the series id alone, before reading rows.
+                let keys: Vec<KeyVal> = serde_json::from_str(&series).map_err(|source| Error::CorruptState {
+                    table: schema::series_index_name(m, tier),
+                    column: "series".into(),
+                    source,
+                })?;
+                if reader.filter.equals.iter().all(|(k, v)| keys.get(*k) == Some(v)) {
+                    partitions.push((series, bucket));
+                }
+            }
+        }
+        let reads = partitions.into_iter().map(|(series, bucket)| {
+            let rows = &rows;
+            async move {
+                let result = self
+                    .session
+                    .execute_unpaged(rows, (series, bucket, from, to))
+                    .await
+                    .map_err(exec_err(format!("cannot read `{}`", reader.table)))?;
+                let result =
+                    result.into_rows_result().map_err(scylla_err(format!("cannot read `{}`", reader.table), false))?;
+                let mut out = Vec::new();
+                for r in result
+                    .rows::<scylla::value::Row>()
+                    .map_err(scylla_err(format!("unexpected columns in `{}`", reader.table), false))?
+                {
+                    let r = r.map_err(scylla_err(format!("cannot read `{}`", reader.table), false))?;
+                    out.extend(reader.decode(r)?);
+                }
+                Ok::<_, Error>(out)
+            }
+        });
+        let parts: Vec<Vec<Row>> =
+            futures_util::stream::iter(reads).buffer_unordered(self.config.max_in_flight.max(1)).try_collect().await?;
+        Ok(parts.into_iter().flatten().collect())
+    }
+
+    /// An unbounded range: a token-range scan with `ALLOW FILTERING`.
+    async fn read_scan(&self, reader: &RowReader<'_>) -> Result<Vec<Row>> {
+        let statement = self.prepare(&schema::select(&self.config.keyspace, reader.m, reader.filter.tier)).await?;
+        let from = CqlTimestamp(reader.filter.from_ms.unwrap_or(i64::MIN));
+        let to = CqlTimestamp(reader.filter.to_ms.unwrap_or(i64::MAX));
         let pager = self.session.execute_iter(statement, (from, to)).await.map_err(|source| Error::Scylla {
-            context: format!("cannot query `{table}`"),
+            context: format!("cannot query `{}`", reader.table),
             retryable: pager_is_transient(&source),
             source: Box::new(source),
         })?;
         let mut stream = pager
             .rows_stream::<scylla::value::Row>()
-            .map_err(scylla_err(format!("unexpected columns in `{table}`"), false))?;
+            .map_err(scylla_err(format!("unexpected columns in `{}`", reader.table), false))?;
         let mut out = Vec::new();
-        while let Some(r) = stream.try_next().await.map_err(scylla_err(format!("cannot read `{table}`"), true))? {
-            let corrupt = |column: &str, source: serde_json::Error| Error::CorruptState {
-                table: table.clone(),
-                column: column.to_string(),
-                source,
-            };
-            let mut columns = r.columns.into_iter();
-            let series = match columns.next().flatten() {
-                Some(CqlValue::Text(s)) => s,
-                _ => String::new(),
-            };
-            let keys: Vec<KeyVal> = serde_json::from_str(&series).map_err(|e| corrupt("series", e))?;
-            let window_start = timestamp(columns.next().flatten()).unwrap_or_default();
-            let partition = match columns.next().flatten() {
-                Some(CqlValue::Int(p)) => p,
-                _ => 0,
-            };
-            let included_through = timestamp(columns.next().flatten());
-            if filter.partition.is_some_and(|p| p != partition)
-                || filter.equals.iter().any(|(k, v)| keys.get(*k) != Some(v))
-            {
-                continue;
-            }
-            let mut states = Vec::with_capacity(m.aggregates.len());
-            for a in &m.aggregates {
-                let bytes = match columns.next().flatten() {
-                    Some(CqlValue::Blob(b)) => b,
-                    _ => Vec::new(),
-                };
-                let state: AggState = serde_json::from_slice(&bytes)
-                    .map_err(|e| corrupt(&format!("{}{}", a.name, crate::schema::STATE_SUFFIX), e))?;
-                states.push(state);
-            }
-            out.push(Row {
-                metric,
-                tier: filter.tier,
-                window_start,
-                partition,
-                included_through,
-                keys: keys.into(),
-                states,
-            });
+        while let Some(r) =
+            stream.try_next().await.map_err(scylla_err(format!("cannot read `{}`", reader.table), true))?
+        {
+            out.extend(reader.decode(r)?);
         }
-        out.sort_by(|a, b| {
-            (a.window_start, series_id(&a.keys), a.partition).cmp(&(b.window_start, series_id(&b.keys), b.partition))
-        });
         Ok(out)
+    }
+}
+
+/// Most buckets a read walks through the series index; wider ranges scan.
+const MAX_INDEXED_BUCKETS: i64 = 1000;
+
+/// The buckets a read covers, when its time range is bounded and narrow
+/// enough for the series index.
+pub fn indexed_buckets(width_ms: u64, filter: &RowFilter) -> Option<std::ops::RangeInclusive<i64>> {
+    let (from, to) = (filter.from_ms?, filter.to_ms?);
+    if to <= from {
+        return Some(std::ops::RangeInclusive::new(1, 0)); // Empty: nothing can match.
+    }
+    let (first, last) = (schema::bucket_of(from, width_ms), schema::bucket_of(to - 1, width_ms));
+    (last - first < MAX_INDEXED_BUCKETS).then_some(first..=last)
+}
+
+/// Decodes the selected columns of one metric tier into rows.
+struct RowReader<'a> {
+    m: &'a dsl::plan::MetricPlan,
+    metric: usize,
+    filter: &'a RowFilter,
+    table: String,
+}
+
+impl RowReader<'_> {
+    /// The row, or `None` when the filter's partition or key conditions exclude it.
+    fn decode(&self, r: scylla::value::Row) -> Result<Option<Row>> {
+        let corrupt = |column: &str, source: serde_json::Error| Error::CorruptState {
+            table: self.table.clone(),
+            column: column.to_string(),
+            source,
+        };
+        let mut columns = r.columns.into_iter();
+        let series = match columns.next().flatten() {
+            Some(CqlValue::Text(s)) => s,
+            _ => String::new(),
+        };
+        let keys: Vec<KeyVal> = serde_json::from_str(&series).map_err(|e| corrupt("series", e))?;
+        let window_start = timestamp(columns.next().flatten()).unwrap_or_default();
+        let partition = match columns.next().flatten() {
+            Some(CqlValue::Int(p)) => p,
+            _ => 0,
+        };
+        let included_through = timestamp(columns.next().flatten());
+        if self.filter.partition.is_some_and(|p| p != partition)
+            || self.filter.equals.iter().any(|(k, v)| keys.get(*k) != Some(v))
+        {
+            return Ok(None);
+        }
+        let mut states = Vec::with_capacity(self.m.aggregates.len());
+        for a in &self.m.aggregates {
+            let bytes = match columns.next().flatten() {
+                Some(CqlValue::Blob(b)) => b,
+                _ => Vec::new(),
+            };
+            let state: AggState = serde_json::from_slice(&bytes)
+                .map_err(|e| corrupt(&format!("{}{}", a.name, crate::schema::STATE_SUFFIX), e))?;
+            states.push(state);
+        }
+        Ok(Some(Row {
+            metric: self.metric,
+            tier: self.filter.tier,
+            window_start,
+            partition,
+            included_through,
+            keys: keys.into(),
+            states,
+        }))
     }
 }
 
@@ -781,5 +900,30 @@ mod tests {
         let mut wrong = values.clone();
         wrong[3] = Some(CqlValue::BigInt(3));
         assert!(bind(&upsert_specs("ks", metric, 1), &wrong, &mut out).is_err());
+    }
+}
+
+#[cfg(test)]
+mod index_tests {
+    use super::*;
+
+    fn range(from: Option<i64>, to: Option<i64>) -> RowFilter {
+        RowFilter { tier: 0, from_ms: from, to_ms: to, equals: vec![], partition: None }
+    }
+
+    #[test]
+    fn bounded_narrow_ranges_read_through_the_index() {
+        const MINUTE: u64 = 60_000;
+        let day = schema::bucket_ms(MINUTE) as i64;
+        // One day of 1m windows is one bucket; the end bound is exclusive.
+        assert_eq!(indexed_buckets(MINUTE, &range(Some(0), Some(day))), Some(0..=0));
+        assert_eq!(indexed_buckets(MINUTE, &range(Some(day - 1), Some(day + 1))), Some(0..=1));
+        assert_eq!(indexed_buckets(MINUTE, &range(Some(-1), Some(1))), Some(-1..=0));
+        assert!(indexed_buckets(MINUTE, &range(Some(5), Some(5))).is_some_and(|r| r.is_empty()));
+        // Unbounded or too wide: scan.
+        assert_eq!(indexed_buckets(MINUTE, &range(None, Some(day))), None);
+        assert_eq!(indexed_buckets(MINUTE, &range(Some(0), None)), None);
+        assert_eq!(indexed_buckets(MINUTE, &range(Some(0), Some(day * MAX_INDEXED_BUCKETS))), Some(0..=999));
+        assert_eq!(indexed_buckets(MINUTE, &range(Some(0), Some(day * MAX_INDEXED_BUCKETS + 1))), None);
     }
 }

@@ -160,6 +160,46 @@ pub fn create_table(keyspace: &str, metric: &MetricPlan, tier: usize) -> String 
     cql
 }
 
+/// The series index of a tier table: which series have rows in a bucket.
+pub fn series_index_name(metric: &MetricPlan, tier: usize) -> String {
+    format!("{}__series", table_name(metric, tier))
+}
+
+/// The series index: one partition per bucket listing its series, written
+/// with the rows (same TTL), so a time-range read visits only the buckets
+/// of the range and the partitions of their series instead of scanning.
+pub fn create_series_index(keyspace: &str, metric: &MetricPlan, tier: usize) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} (bucket bigint, series text, PRIMARY KEY ((bucket), series))",
+        qualified(keyspace, &series_index_name(metric, tier))
+    )
+}
+
+/// Index insert: bucket, series.
+pub fn insert_series_index(keyspace: &str, metric: &MetricPlan, tier: usize) -> String {
+    format!(
+        "INSERT INTO {} (bucket, series) VALUES (?, ?) USING TTL {}",
+        qualified(keyspace, &series_index_name(metric, tier)),
+        ttl_s(metric, tier)
+    )
+}
+
+/// The series of one bucket.
+pub fn select_series_index(keyspace: &str, metric: &MetricPlan, tier: usize) -> String {
+    format!("SELECT series FROM {} WHERE bucket = ?", qualified(keyspace, &series_index_name(metric, tier)))
+}
+
+/// One partition's rows in a time range: bind values are series, bucket,
+/// window start lower (inclusive) and upper (exclusive) bound; selected as
+/// by [`select`].
+pub fn select_series(keyspace: &str, metric: &MetricPlan, tier: usize) -> String {
+    format!(
+        "{} FROM {} WHERE series = ? AND bucket = ? AND window_start >= ? AND window_start < ?",
+        selected_columns(metric),
+        qualified(keyspace, &table_name(metric, tier))
+    )
+}
+
 /// Additive migration: `ALTER TABLE … ADD` one column.
 pub fn add_column(keyspace: &str, table: &str, column: &Column) -> String {
     format!("ALTER TABLE {} ADD {} {}", qualified(keyspace, table), quote(&column.name), cql_type(column.kind))
@@ -188,18 +228,23 @@ pub fn upsert(keyspace: &str, metric: &MetricPlan, tier: usize) -> String {
 /// lower (inclusive) and upper (exclusive) bounds. Selected: series,
 /// window_start, source_partition, included_through, then each state.
 ///
-/// Reads scan the table's token ranges with `ALLOW FILTERING` on the
-/// clustering column; group-by and partition conditions are applied by the
-/// reader. See the module documentation of [`super`] for why.
+/// This scans the table's token ranges with `ALLOW FILTERING` on the
+/// clustering column: the fallback for reads without a bounded time range
+/// (see [`select_series`] for the indexed path); group-by and partition
+/// conditions are applied by the reader.
 pub fn select(keyspace: &str, metric: &MetricPlan, tier: usize) -> String {
+    format!(
+        "{} FROM {} WHERE window_start >= ? AND window_start < ? ALLOW FILTERING",
+        selected_columns(metric),
+        qualified(keyspace, &table_name(metric, tier))
+    )
+}
+
+fn selected_columns(metric: &MetricPlan) -> String {
     let mut cql = "SELECT series, window_start, source_partition, included_through".to_string();
     for a in &metric.aggregates {
         cql.push_str(&format!(", {}", quote(&format!("{}{STATE_SUFFIX}", a.name))));
     }
-    cql.push_str(&format!(
-        " FROM {} WHERE window_start >= ? AND window_start < ? ALLOW FILTERING",
-        qualified(keyspace, &table_name(metric, tier))
-    ));
     cql
 }
 
@@ -282,6 +327,10 @@ pub fn render(keyspace: &str, replication: &Replication, plan: &dsl::Plan) -> St
             out.push_str(&format!("{};\n", create_table(keyspace, metric, tier)));
             out.push_str(&format!("{};\n", upsert(keyspace, metric, tier)));
             out.push_str(&format!("{};\n", select(keyspace, metric, tier)));
+            out.push_str(&format!("{};\n", create_series_index(keyspace, metric, tier)));
+            out.push_str(&format!("{};\n", insert_series_index(keyspace, metric, tier)));
+            out.push_str(&format!("{};\n", select_series_index(keyspace, metric, tier)));
+            out.push_str(&format!("{};\n", select_series(keyspace, metric, tier)));
         }
     }
     out
