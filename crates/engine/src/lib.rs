@@ -16,8 +16,10 @@
 #![deny(clippy::unwrap_used)]
 
 pub mod aggregate;
+pub mod classify;
 pub mod decode;
 pub mod eval;
+pub mod literals;
 pub mod partition;
 pub mod value;
 pub mod window;
