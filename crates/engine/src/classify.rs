@@ -50,6 +50,14 @@ pub struct ClassifierRuntime {
     /// of which one must be set for each clause.
     clauses: Vec<Vec<(u32, u32)>>,
     masks: Vec<(u32, u64)>,
+    /// Rule bit sets, `rule_words` words each: the rules without clauses,
+    /// then per pattern (matcher by matcher) the rules whose first clause
+    /// names it. A rule can only be true when its bit is set in `always` or
+    /// in the set of a pattern that may match, so only those are checked.
+    rule_sets: Vec<u64>,
+    rule_words: usize,
+    /// Per matcher: the index of its first pattern's rule set (1-based; 0 is `always`).
+    pattern_base: Vec<usize>,
     /// Per matcher: where its bits start in a [`Hits`] word array.
     layout: Vec<usize>,
     words: usize,
@@ -97,10 +105,30 @@ impl ClassifierRuntime {
             layout.push(words);
             words += Hits::words_for(m.regexes.len());
         }
+        let rule_words = plan.rules.len().div_ceil(64);
+        let mut pattern_base = Vec::with_capacity(matchers.len());
+        let mut sets = 1;
+        for m in &matchers {
+            pattern_base.push(sets);
+            sets += m.regexes.len();
+        }
+        let mut rule_sets = vec![0u64; sets * rule_words];
         let (mut rule_clauses, mut masks) = (Vec::new(), Vec::new());
-        for rule in &plan.rules {
+        for (r, rule) in plan.rules.iter().enumerate() {
             let mut ranges = Vec::new();
-            for clause in clauses(&rule.condition) {
+            let clauses = clauses(&rule.condition);
+            let (word, bit) = (r / 64, 1u64 << (r % 64));
+            match clauses.first() {
+                None => rule_sets[word] |= bit,
+                Some(first) => {
+                    for &(m, p) in first {
+                        if matchers.get(m).is_some_and(|matcher| p < matcher.regexes.len()) {
+                            rule_sets[(pattern_base[m] + p) * rule_words + word] |= bit;
+                        }
+                    }
+                }
+            }
+            for clause in clauses {
                 let start = masks.len() as u32;
                 for (m, p) in clause {
                     // A hit of a matcher or pattern that does not exist is null: never true.
@@ -114,20 +142,52 @@ impl ClassifierRuntime {
             }
             rule_clauses.push(ranges);
         }
-        Ok(ClassifierRuntime { plan, matchers, clauses: rule_clauses, masks, layout, words })
+        Ok(ClassifierRuntime {
+            plan,
+            matchers,
+            clauses: rule_clauses,
+            masks,
+            rule_sets,
+            rule_words,
+            pattern_base,
+            layout,
+            words,
+        })
     }
 
     /// The index of the first rule that matches `params`, or `None` for the default.
     pub fn classify(&self, params: &[Val<'_>], regexes: &RegexCache) -> Option<usize> {
         let hits = Hits::new(self, params);
         let scope = Scope::Classifier { params, hits: &hits };
-        self.plan.rules.iter().zip(&self.clauses).position(|(rule, clauses)| {
-            clauses.iter().all(|&(start, end)| {
-                self.masks[start as usize..end as usize]
-                    .iter()
-                    .any(|&(w, mask)| hits.words[w as usize].get() & mask != 0)
-            }) && eval(&rule.condition, &scope, regexes).is_true()
-        })
+        let mut rules = self.rule_sets[..self.rule_words].to_vec();
+        for (m, matcher) in self.matchers.iter().enumerate() {
+            let first = self.layout[m] + 1;
+            for (w, word) in hits.words[first..first + matcher.regexes.len().div_ceil(64)].iter().enumerate() {
+                let mut bits = word.get();
+                while bits != 0 {
+                    let p = w * 64 + bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    let set = (self.pattern_base[m] + p) * self.rule_words;
+                    rules.iter_mut().zip(&self.rule_sets[set..set + self.rule_words]).for_each(|(r, s)| *r |= s);
+                }
+            }
+        }
+        // Candidate rules in order; the first that holds wins.
+        for (w, mut bits) in rules.into_iter().enumerate() {
+            while bits != 0 {
+                let r = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let holds = self.clauses[r].iter().all(|&(start, end)| {
+                    self.masks[start as usize..end as usize]
+                        .iter()
+                        .any(|&(w, mask)| hits.words[w as usize].get() & mask != 0)
+                });
+                if holds && eval(&self.plan.rules[r].condition, &scope, regexes).is_true() {
+                    return Some(r);
+                }
+            }
+        }
+        None
     }
 }
 
