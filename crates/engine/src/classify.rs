@@ -86,6 +86,9 @@ struct Prefilter {
     literal_pattern: Vec<usize>,
     /// Patterns without necessary literals: always candidates.
     unfiltered: Vec<usize>,
+    /// Per pattern: whether it is just its literals, so a literal found is
+    /// a match and no regex need run.
+    is_exact: Vec<bool>,
 }
 
 /// Conjunctive normal form over hits: every inner list needs one true hit.
@@ -215,14 +218,21 @@ impl MatcherRuntime {
 impl Prefilter {
     fn new(patterns: &[String], texts: Texts) -> Self {
         let (mut literals, mut literal_pattern, mut unfiltered) = (Vec::new(), Vec::new(), Vec::new());
+        let mut is_exact = vec![false; patterns.len()];
         for (i, pattern) in patterns.iter().enumerate() {
-            match required_literals(pattern, texts) {
-                Requirement::Any => unfiltered.push(i),
-                Requirement::OneOf(set) => {
-                    literal_pattern.extend(std::iter::repeat_n(i, set.len()));
-                    literals.extend(set);
+            let set = match required_literals(pattern, texts) {
+                Requirement::Any => {
+                    unfiltered.push(i);
+                    continue;
                 }
-            }
+                Requirement::OneOf(set) => set,
+                Requirement::Exactly(set) => {
+                    is_exact[i] = true;
+                    set
+                }
+            };
+            literal_pattern.extend(std::iter::repeat_n(i, set.len()));
+            literals.extend(set);
         }
         let literals = AhoCorasick::builder()
             .ascii_case_insensitive(true)
@@ -231,19 +241,20 @@ impl Prefilter {
             .build(&literals)
             .or_else(|_| AhoCorasick::builder().ascii_case_insensitive(true).build(&literals))
             .ok();
-        Prefilter { literals, literal_pattern, unfiltered }
+        Prefilter { literals, literal_pattern, unfiltered, is_exact }
     }
 
-    /// Calls `candidate` with every pattern that may match `text`; `false`
-    /// when it cannot tell.
-    fn candidates(&self, text: &str, mut candidate: impl FnMut(usize)) -> bool {
+    /// Calls `candidate` with every pattern that may match `text` and
+    /// whether it is known to match; `false` when it cannot tell.
+    fn candidates(&self, text: &str, mut candidate: impl FnMut(usize, bool)) -> bool {
         let Some(found) = self.literals.as_ref().and_then(|ac| ac.try_find_overlapping_iter(text).ok()) else {
             return false;
         };
         for hit in found {
-            candidate(self.literal_pattern[hit.pattern().as_usize()]);
+            let p = self.literal_pattern[hit.pattern().as_usize()];
+            candidate(p, self.is_exact[p]);
         }
-        self.unfiltered.iter().for_each(|&p| candidate(p));
+        self.unfiltered.iter().for_each(|&p| candidate(p, false));
         true
     }
 }
@@ -290,7 +301,14 @@ impl<'r> Hits<'r> {
                 w.set(w.get() | 1 << (p % 64));
             };
             let prefilter = if text.is_ascii() { &matcher.ascii } else { &matcher.any };
-            let filtered = use_prefilter && prefilter.candidates(text, |p| set_bit(0, p));
+            let filtered = use_prefilter
+                && prefilter.candidates(text, |p, is_match| {
+                    set_bit(0, p);
+                    if is_match {
+                        set_bit(1, p);
+                        set_bit(2, p);
+                    }
+                });
             if !filtered {
                 // Everything known at once: the full set.
                 let matches = matcher.set.matches(text);

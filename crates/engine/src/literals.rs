@@ -16,7 +16,7 @@ use regex_syntax::hir::{Class, Hir, HirKind};
 const MAX_SET: usize = 32;
 /// Literals handed to the prefilter are cut to this length (a prefix of a
 /// necessary substring is itself necessary).
-const MAX_LEN: usize = 24;
+const MAX_LEN: usize = 32;
 /// A class is spelled out when it holds at most this many characters
 /// (after folding ASCII case).
 const MAX_CLASS: usize = 3;
@@ -29,6 +29,9 @@ pub enum Requirement {
     /// It can match only texts that contain one of these (ASCII lowercase,
     /// compared ASCII-case-insensitively). Empty: it cannot match at all.
     OneOf(Vec<Vec<u8>>),
+    /// It matches exactly the texts that contain one of these (compared
+    /// the same way): the pattern is no more than this set of literals.
+    Exactly(Vec<Vec<u8>>),
 }
 
 /// Which texts a requirement is for.
@@ -46,7 +49,16 @@ pub enum Texts {
 /// The requirement of `pattern` over `texts`, parsed as the `regex` crate parses it.
 pub fn required_literals(pattern: &str, texts: Texts) -> Requirement {
     let Ok(hir) = regex_syntax::Parser::new().parse(pattern) else { return Requirement::Any };
-    match best(&analyse(&hir, texts)) {
+    let facts = analyse(&hir, texts);
+    if let Some(exact) = facts.exact.as_ref().filter(|set| facts.is_precise && score(set) > 0) {
+        if exact.iter().all(|l| l.len() <= MAX_LEN) {
+            let mut exact = exact.clone();
+            exact.sort();
+            exact.dedup();
+            return Requirement::Exactly(exact);
+        }
+    }
+    match best(&facts) {
         None => Requirement::Any,
         Some(set) => {
             let mut cut: Vec<Vec<u8>> = set.into_iter().map(cut_short).collect();
@@ -73,14 +85,18 @@ struct Facts {
     exact: Option<Vec<Vec<u8>>>,
     /// A set one of whose members every match contains.
     required: Option<Vec<Vec<u8>>>,
+    /// Whether `exact` is all there is to it: a text has a match exactly
+    /// when it contains a member, compared ASCII-case-insensitively (no
+    /// anchors or word boundaries, and every letter matches in both cases).
+    is_precise: bool,
 }
 
 impl Facts {
     fn unknown() -> Self {
-        Facts { exact: None, required: None }
+        Facts { exact: None, required: None, is_precise: false }
     }
-    fn exactly(set: Vec<Vec<u8>>) -> Self {
-        Facts { exact: Some(set), required: None }
+    fn exactly(set: Vec<Vec<u8>>, is_precise: bool) -> Self {
+        Facts { exact: Some(set), required: None, is_precise }
     }
 }
 
@@ -98,14 +114,30 @@ fn score(set: &[Vec<u8>]) -> usize {
 
 fn analyse(hir: &Hir, texts: Texts) -> Facts {
     match hir.kind() {
-        HirKind::Empty | HirKind::Look(_) => Facts::exactly(vec![Vec::new()]),
-        HirKind::Literal(literal) if texts == Texts::Ascii && !literal.0.is_ascii() => Facts::exactly(Vec::new()),
-        HirKind::Literal(literal) => Facts::exactly(vec![literal.0.to_ascii_lowercase()]),
+        HirKind::Empty => Facts::exactly(vec![Vec::new()], true),
+        HirKind::Look(_) => Facts::exactly(vec![Vec::new()], false),
+        HirKind::Literal(literal) if texts == Texts::Ascii && !literal.0.is_ascii() => Facts::exactly(Vec::new(), true),
+        HirKind::Literal(literal) => {
+            // The prefilter ignores ASCII case; a literal letter does not.
+            let is_precise = !literal.0.iter().any(u8::is_ascii_alphabetic);
+            Facts::exactly(vec![literal.0.to_ascii_lowercase()], is_precise)
+        }
         HirKind::Class(class) => match members(class, texts) {
-            Some(members) => Facts::exactly(members),
+            Some((members, is_precise)) => Facts::exactly(members, is_precise),
             None => Facts::unknown(),
         },
         HirKind::Capture(capture) => analyse(&capture.sub, texts),
+        HirKind::Repetition(repetition) if repetition.min == 0 && repetition.max == Some(1) => {
+            // `x?`: the empty string or x.
+            let sub = analyse(&repetition.sub, texts);
+            match sub.exact {
+                Some(mut set) if set.len() < MAX_SET => {
+                    set.push(Vec::new());
+                    Facts::exactly(set, sub.is_precise)
+                }
+                _ => Facts::unknown(),
+            }
+        }
         HirKind::Repetition(repetition) => {
             if repetition.min == 0 {
                 return Facts::unknown();
@@ -115,7 +147,7 @@ fn analyse(hir: &Hir, texts: Texts) -> Facts {
                 return sub;
             }
             // Each match contains at least one match of the sub-expression.
-            Facts { exact: None, required: best(&sub) }
+            Facts { exact: None, required: best(&sub), is_precise: false }
         }
         HirKind::Concat(subs) => concat(subs, texts),
         HirKind::Alternation(subs) => {
@@ -124,6 +156,7 @@ fn analyse(hir: &Hir, texts: Texts) -> Facts {
                 all.extend(f.exact.as_ref()?.iter().cloned());
                 (all.len() <= MAX_SET).then_some(all)
             });
+            let is_precise = exact.is_some() && facts.iter().all(|f| f.is_precise);
             // Every branch must bring a set of its own (an impossible
             // branch brings the empty set, which adds nothing).
             let required = facts.iter().try_fold(Vec::new(), |mut all, f| {
@@ -134,7 +167,7 @@ fn analyse(hir: &Hir, texts: Texts) -> Facts {
                 all.extend(set);
                 (all.len() <= MAX_SET).then_some(all)
             });
-            Facts { exact, required }
+            Facts { exact, required, is_precise }
         }
     }
 }
@@ -145,10 +178,12 @@ fn concat(subs: &[Hir], texts: Texts) -> Facts {
     let mut necessary: Vec<Vec<Vec<u8>>> = Vec::new();
     let mut run: Vec<Vec<u8>> = vec![Vec::new()];
     let mut is_exact = true;
+    let mut is_precise = true;
     for sub in subs {
         let facts = analyse(sub, texts);
+        is_precise &= facts.is_precise;
         match facts.exact {
-            Some(set) if set.is_empty() => return Facts::exactly(Vec::new()),
+            Some(set) if set.is_empty() => return Facts::exactly(Vec::new(), true),
             Some(set) if run.len() * set.len() <= MAX_SET => {
                 run = run.iter().flat_map(|a| set.iter().map(move |b| [a.as_slice(), b].concat())).collect();
             }
@@ -164,18 +199,20 @@ fn concat(subs: &[Hir], texts: Texts) -> Facts {
         }
     }
     if is_exact {
-        return Facts::exactly(run);
+        return Facts::exactly(run, is_precise);
     }
     necessary.push(run);
     let required = necessary.into_iter().filter(|set| score(set) > 0).max_by_key(|set| score(set));
-    Facts { exact: None, required }
+    Facts { exact: None, required, is_precise: false }
 }
 
 /// What `class` can match, each as UTF-8 with ASCII letters lowercased,
 /// deduplicated, when there are few enough to spell out. An empty class
 /// gives the empty set: it matches nothing.
-fn members(class: &Class, texts: Texts) -> Option<Vec<Vec<u8>>> {
+fn members(class: &Class, texts: Texts) -> Option<(Vec<Vec<u8>>, bool)> {
     let mut members = Vec::new();
+    // ASCII letters as the class has them, to tell whether it holds both cases.
+    let mut letters = Vec::new();
     match class {
         Class::Unicode(c) => {
             for range in c.iter() {
@@ -188,6 +225,9 @@ fn members(class: &Class, texts: Texts) -> Option<Vec<Vec<u8>>> {
                     return None;
                 }
                 for ch in range.start()..=end {
+                    if ch.is_ascii_alphabetic() {
+                        letters.push(ch as u8);
+                    }
                     let mut buf = [0; 4];
                     members.push(ch.encode_utf8(&mut buf).as_bytes().to_ascii_lowercase());
                 }
@@ -203,13 +243,15 @@ fn members(class: &Class, texts: Texts) -> Option<Vec<Vec<u8>>> {
                 if end - range.start() >= 2 * MAX_CLASS as u8 {
                     return None;
                 }
+                letters.extend((range.start()..=end).filter(u8::is_ascii_alphabetic));
                 members.extend((range.start()..=end).map(|b| vec![b.to_ascii_lowercase()]));
             }
         }
     }
     members.sort_unstable();
     members.dedup();
-    (members.len() <= MAX_CLASS).then_some(members)
+    let is_precise = letters.iter().all(|&c| letters.contains(&(c ^ 0x20)));
+    (members.len() <= MAX_CLASS).then_some((members, is_precise))
 }
 
 #[cfg(test)]
@@ -225,38 +267,62 @@ mod tests {
             Requirement::OneOf(set) => {
                 set.into_iter().map(|l| String::from_utf8(l).expect("whole characters")).collect()
             }
+            Requirement::Exactly(set) => std::iter::once("<exactly>".to_string())
+                .chain(set.into_iter().map(|l| String::from_utf8(l).expect("whole characters")))
+                .collect(),
             Requirement::Any => vec!["<any>".into()],
         }
     }
 
     #[test]
     fn finds_the_most_selective_necessary_set() {
-        assert_eq!(one_of("(?i)mailbox (is )?full|over quota"), ["mailbox ", "over quota"]);
-        assert_eq!(one_of("(?i)account (that you tried to reach )?(blocked|inactive)"), ["account "]);
+        assert_eq!(
+            one_of_in("(?i)mailbox (is )?full|over quota", Texts::Ascii),
+            ["<exactly>", "mailbox full", "mailbox is full", "over quota"]
+        );
+        assert_eq!(
+            one_of("(?i)mailbox (is )?full|over quota"),
+            ["<exactly>", "mailbox full", "mailbox is full", "mailbox iſ full", "over quota"]
+        );
+        assert_eq!(
+            one_of("(?i)account (that you tried to reach )?(blocked|inactive)"),
+            ["account blocked", "account bloc\u{212A}ed", "account inactive", "account that you tried to reach "],
+            "cut to 32 bytes, so not exact"
+        );
         assert_eq!(
             one_of("(?i)is (disabled|inactive)"),
-            ["is disabled", "is diſabled", "is inactive", "iſ disabled", "iſ diſabled", "iſ inactive"],
+            ["<exactly>", "is disabled", "is diſabled", "is inactive", "iſ disabled", "iſ diſabled", "iſ inactive"],
             "the long s folds to s"
         );
         assert_eq!(one_of(r"^4\."), ["4."]);
         assert_eq!(one_of(r"(?i)gsmtp$|gsmtp\b"), ["gsmtp", "gſmtp"]);
         assert_eq!(one_of(r"(?i)(?-u:\b)dmarc(?-u:\b)"), ["dmarc"]);
-        assert_eq!(one_of("(?i)daily (user )?rate (quota|limit)"), ["rate limit", "rate quota"]);
+        assert_eq!(
+            one_of_in("(?i)daily (user )?rate (quota|limit)", Texts::Ascii),
+            ["<exactly>", "daily rate limit", "daily rate quota", "daily user rate limit", "daily user rate quota"]
+        );
+        assert_eq!(one_of("Dmarc"), ["dmarc"], "case-sensitive letters are not exact");
+        assert_eq!(one_of("(?i)d[-_]marc"), ["<exactly>", "d-marc", "d_marc"]);
         assert_eq!(one_of("x*"), ["<any>"]);
         assert_eq!(one_of(r"\d+"), ["<any>"]);
         assert_eq!(one_of("später"), ["später"]);
-        assert_eq!(one_of("(?i)voll|später"), ["spÄter", "später", "voll", "ſpÄter", "ſpäter"]);
-        assert_eq!(one_of("(?i)ok"), ["ok", "o\u{212A}"], "the Kelvin sign folds to k");
-        assert_eq!(one_of("[^\\s\\S]"), Vec::<String>::new(), "matches nothing");
-        assert_eq!(one_of_in("(?i)is (disabled|inactive)", Texts::Ascii), ["is disabled", "is inactive"]);
-        assert_eq!(one_of_in("(?i)voll|später", Texts::Ascii), ["voll"]);
-        assert_eq!(one_of_in("später", Texts::Ascii), Vec::<String>::new(), "cannot match ASCII");
+        assert_eq!(one_of("(?i)voll|später"), ["<exactly>", "spÄter", "später", "voll", "ſpÄter", "ſpäter"]);
+        assert_eq!(one_of("(?i)ok"), ["<exactly>", "ok", "o\u{212A}"], "the Kelvin sign folds to k");
+        assert_eq!(one_of("[^\\s\\S]"), ["<exactly>"], "matches nothing");
+        assert_eq!(one_of_in("(?i)is (disabled|inactive)", Texts::Ascii), ["<exactly>", "is disabled", "is inactive"]);
+        assert_eq!(one_of_in("(?i)voll|später", Texts::Ascii), ["<exactly>", "voll"]);
+        assert_eq!(one_of_in("später", Texts::Ascii), ["<exactly>"], "cannot match ASCII");
     }
 
+    /// Necessary literals: every match contains one. Exact ones: a text
+    /// matches exactly when it contains one.
     #[test]
     fn every_match_contains_a_required_literal() {
         let patterns = [
             "(?i)mailbox (is )?full|over quota",
+            "(?i)ok|[Mm]ailbox",
+            "Over quota",
+            "(?i)over.quota",
             r"(?i)(?-u:\b)ptr(?-u:\b)|reverse dns",
             r"(?i)5\.7\.[0-9]+ .*(block|listed)",
             "(?i)k[a-c]?[-_ ]x{2,3}",
@@ -272,23 +338,30 @@ mod tests {
             "kb xxx",
             "ACEGIK",
             "bdfhjl",
+            "OK",
+            "o\u{212A}",
+            "MAILBOX",
+            "over QUOTA",
+            "overxquota",
+            "mailbox iſ full",
         ];
         for pattern in patterns {
             let regex = regex::Regex::new(pattern).expect("compiles");
             for text in texts {
-                if !regex.is_match(text) {
-                    continue;
-                }
+                let is_match = regex.is_match(text);
                 let modes = [Texts::Any, Texts::Ascii].into_iter().filter(|t| *t == Texts::Any || text.is_ascii());
                 for texts in modes {
+                    let lower = text.to_ascii_lowercase();
+                    let contains = |set: &[Vec<u8>]| {
+                        set.iter().any(|l| lower.contains(std::str::from_utf8(l).expect("whole characters")))
+                    };
                     match required_literals(pattern, texts) {
                         Requirement::Any => {}
                         Requirement::OneOf(set) => {
-                            let lower = text.to_ascii_lowercase();
-                            assert!(
-                                set.iter().any(|l| lower.contains(std::str::from_utf8(l).expect("whole characters"))),
-                                "{pattern} matches {text:?} without {set:?}"
-                            );
+                            assert!(!is_match || contains(&set), "{pattern} matches {text:?} without {set:?}");
+                        }
+                        Requirement::Exactly(set) => {
+                            assert_eq!(is_match, contains(&set), "{pattern} on {text:?} against {set:?}");
                         }
                     }
                 }
