@@ -217,6 +217,13 @@ impl MatcherRuntime {
 
 impl Prefilter {
     fn new(patterns: &[String], texts: Texts) -> Self {
+        // Nearly every SMTP reply is ASCII: its automaton is a DFA (about 4 MB
+        // for std:bounces, measured fastest). The rare other texts get a
+        // contiguous NFA, a twentieth of the size and quicker to build.
+        let kind = match texts {
+            Texts::Ascii => AhoCorasickKind::DFA,
+            Texts::Any => AhoCorasickKind::ContiguousNFA,
+        };
         let (mut literals, mut literal_pattern, mut unfiltered) = (Vec::new(), Vec::new(), Vec::new());
         let mut is_exact = vec![false; patterns.len()];
         for (i, pattern) in patterns.iter().enumerate() {
@@ -236,7 +243,7 @@ impl Prefilter {
         }
         let literals = AhoCorasick::builder()
             .ascii_case_insensitive(true)
-            .kind(Some(AhoCorasickKind::DFA))
+            .kind(Some(kind))
             .prefilter(false)
             .build(&literals)
             .or_else(|_| AhoCorasick::builder().ascii_case_insensitive(true).build(&literals))
