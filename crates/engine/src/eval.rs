@@ -1,9 +1,10 @@
 //! Evaluating plan expressions over one event, and running classifiers.
 
+pub use crate::classify::{ClassifierRuntime, Hits};
 use crate::value::{day_of_week, format_timestamp, Val};
 use dsl::ast::BinaryOp;
-use dsl::plan::{ClassOutput, Classification, ClassifierPlan, Expr, Function, Meta, Value};
-use regex::{Regex, RegexSet, SetMatches};
+use dsl::plan::{ClassOutput, Classification, Expr, Function, Meta, Value};
+use regex::Regex;
 use std::borrow::Cow;
 use std::cell::Cell;
 
@@ -22,63 +23,6 @@ pub struct MessageMeta<'a> {
     pub timestamp_ms: Option<i64>,
     /// Headers.
     pub headers: &'a [(&'a str, &'a [u8])],
-}
-
-/// See [`ClassifierRuntime::new`].
-const NO_PREFILTER: &str = r"\A\z";
-
-/// A classifier ready to run: its plan and one compiled set per matcher.
-#[derive(Debug)]
-pub struct ClassifierRuntime {
-    /// The plan.
-    pub plan: ClassifierPlan,
-    sets: Vec<RegexSet>,
-}
-
-impl ClassifierRuntime {
-    /// Compiles the matchers of `plan`.
-    ///
-    /// # Errors
-    /// If a pattern set does not compile (too large for the regex engine).
-    pub fn new(plan: ClassifierPlan) -> Result<Self, regex::Error> {
-        let sets = plan
-            .matchers
-            .iter()
-            .map(|m| {
-                // `\A\z` (only the empty text) goes after the real patterns, so their
-                // indices and results are unchanged; its own result is never read.
-                // Its empty literal prefix keeps the regex engine from putting a
-                // literal (Aho-Corasick) prefilter in front of the set, which for
-                // sets of case-insensitive alternations like `std:bounces` makes
-                // the overlapping search over SMTP replies 2-2.5x slower than the
-                // lazy DFA alone (regex 1.13, generated workload).
-                let patterns = m.patterns.iter().map(String::as_str).chain([NO_PREFILTER]);
-                // With ~200 case-insensitive patterns the default 2 MiB lazy-DFA
-                // cache thrashes and matching falls back to a slow engine; the
-                // cache grows only as needed (13.5 MiB RSS over 79k diagnostics
-                // with the standard rules), so a high ceiling costs nothing
-                // until it is needed: 4.8x faster on the 210-rule `std:bounces`.
-                regex::RegexSetBuilder::new(patterns).size_limit(64 << 20).dfa_size_limit(256 << 20).build()
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(ClassifierRuntime { plan, sets })
-    }
-
-    /// The index of the first rule that matches `params`, or `None` for the default.
-    pub fn classify(&self, params: &[Val<'_>], regexes: &RegexCache) -> Option<usize> {
-        let matches: Vec<Option<SetMatches>> = self
-            .plan
-            .matchers
-            .iter()
-            .zip(&self.sets)
-            .map(|(m, set)| match &params[m.param] {
-                Val::Str(s) => Some(set.matches(s)),
-                _ => None,
-            })
-            .collect();
-        let scope = Scope::Classifier { params, matches: &matches };
-        self.plan.rules.iter().position(|rule| eval(&rule.condition, &scope, regexes).is_true())
-    }
 }
 
 /// Compiled standalone regexes (those not folded into a matcher), by pattern.
@@ -168,8 +112,8 @@ pub enum Scope<'s, 'a> {
     Classifier {
         /// Parameter values.
         params: &'s [Val<'a>],
-        /// Matcher results per matcher; `None` when the parameter was not a string.
-        matches: &'s [Option<SetMatches>],
+        /// Matcher results, worked out as conditions ask for them.
+        hits: &'s Hits<'s>,
     },
     /// Finished columns of a metric row.
     Columns {
@@ -207,10 +151,7 @@ pub fn eval<'s>(expr: &'s Expr, scope: &Scope<'s, '_>, regexes: &'s RegexCache) 
         },
         Expr::MatcherHit { matcher, pattern } => match scope {
             // Like a regex test of null, a test of a null parameter is null.
-            Scope::Classifier { matches, .. } => match matches.get(*matcher).and_then(Option::as_ref) {
-                Some(m) => Val::Bool(m.matched(*pattern)),
-                None => Val::Null,
-            },
+            Scope::Classifier { hits, .. } => hits.get(*matcher, *pattern).map_or(Val::Null, Val::Bool),
             _ => Val::Null,
         },
         Expr::Column(name) => match scope {
@@ -500,52 +441,5 @@ fn call<'s>(function: Function, args: &'s [Expr], scope: &Scope<'s, '_>, regexes
             _ => Val::Null,
         },
         Function::Coalesce | Function::If | Function::Header | Function::Provider => unreachable!("handled above"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn runtime(text: &str) -> (ClassifierRuntime, RegexCache) {
-        let compiled = dsl::compile_str("t.stream", text);
-        assert!(compiled.plan.is_some(), "{}", compiled.render_diagnostics());
-        let plan = compiled.plan.expect("checked above").classifiers.remove(0);
-        let mut regexes = RegexCache::default();
-        regexes.add_all(plan.rules.iter().map(|r| &r.condition)).expect("regexes compile");
-        (ClassifierRuntime::new(plan).expect("sets compile"), regexes)
-    }
-
-    #[test]
-    fn the_prefilter_sentinel_changes_no_result() {
-        let (classifier, regexes) = runtime(
-            "version 1\nclassifier c(d: string?, s: string?) {\n  \
-             rule a reason full soft when d ~ /mailbox (is )?full|over quota/i\n  \
-             rule b reason unknown hard when d ~ /user unknown|no such user/i and starts_with(s, \"5.\")\n  \
-             rule c reason empty soft when d ~ /^$/\n  \
-             rule d reason blocked block when contains(d, \"Spamhaus\")\n  \
-             default unclassified reason undefined soft\n}\n",
-        );
-        let texts = ["", "Mailbox FULL", "550 user unknown", "listed at Spamhaus", "über quota", "ok", "\n"];
-        for (matcher, set) in classifier.plan.matchers.iter().zip(&classifier.sets) {
-            assert_eq!(set.len(), matcher.patterns.len() + 1, "one sentinel per set");
-            for text in texts {
-                let matches = set.matches(text);
-                for (i, pattern) in matcher.patterns.iter().enumerate() {
-                    let alone = Regex::new(pattern).expect("compiles").is_match(text);
-                    assert_eq!(matches.matched(i), alone, "{pattern} on {text:?}");
-                }
-            }
-        }
-        let classify = |d: Option<&str>, s: &str| {
-            let params = [d.map_or(Val::Null, |d| Val::Str(d.into())), Val::Str(s.into())];
-            classifier.classify(&params, &regexes)
-        };
-        assert_eq!(classify(Some("mailbox is full"), "4.2.2"), Some(0));
-        assert_eq!(classify(Some("no such user here"), "5.1.1"), Some(1));
-        assert_eq!(classify(Some("no such user here"), "4.1.1"), None);
-        assert_eq!(classify(Some(""), "5.0.0"), Some(2));
-        assert_eq!(classify(Some("blocked: Spamhaus"), "5.7.1"), Some(3));
-        assert_eq!(classify(None, "5.0.0"), None);
     }
 }

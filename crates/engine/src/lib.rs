@@ -16,9 +16,11 @@
 #![deny(clippy::unwrap_used)]
 
 pub mod aggregate;
+pub mod classify;
 pub mod decode;
 pub mod eval;
 pub mod export;
+pub mod literals;
 pub mod partition;
 pub mod value;
 pub mod window;

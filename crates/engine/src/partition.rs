@@ -483,21 +483,27 @@ impl Partition {
 
     /// Closes base windows ending at or before `watermark`, merges them into
     /// the tiers, and drops tier windows that can receive nothing more.
+    ///
+    /// A tier window that closes in this same call is dropped right after
+    /// its last base window merges in, so the rows of that last merge take
+    /// its keys and states instead of copies: at a large close (100k series
+    /// into a 1d tier) that is one copy of every state fewer in memory.
     fn close_metric(&mut self, m: usize, watermark: i64, out: &mut Output) {
         let plan = &self.plan.plan.metrics[m];
         let width = plan.window_ms as i64;
         let state = &mut self.metrics[m];
-        while let Some(entry) = state.windows.first_entry() {
-            let start = *entry.key();
-            if start.saturating_add(width) > watermark {
-                break;
-            }
-            let window = entry.remove();
+        let closing: Vec<i64> =
+            state.windows.keys().take_while(|start| start.saturating_add(width) <= watermark).copied().collect();
+        for (k, &start) in closing.iter().enumerate() {
+            let Some(window) = state.windows.remove(&start) else { continue };
             let end = start + width;
             self.stats.metrics[m].windows_closed += 1;
+            out.rows.reserve(window.series.len() * plan.tiers.len().max(1));
             for (t, tier) in plan.tiers.iter().enumerate().skip(1) {
                 let tier_width = tier.width_ms as i64;
                 let tier_start = start.div_euclid(tier_width) * tier_width;
+                let is_last_merge = tier_start.saturating_add(tier_width) <= watermark
+                    && closing.get(k + 1).is_none_or(|next| next.div_euclid(tier_width) * tier_width != tier_start);
                 let tier_window = state.tiers[t].entry(tier_start).or_default();
                 let mut touched = Vec::with_capacity(window.series.len());
                 for (key, states) in window.series.keys.iter().zip(&window.series.states) {
@@ -508,14 +514,32 @@ impl Partition {
                     tier_window.series.states[i].iter_mut().zip(states).for_each(|(mine, theirs)| mine.merge(theirs));
                     touched.push(i);
                 }
-                for i in touched {
+                // A series touched twice (a key equal to the overflow series'
+                // key) is copied for its first row and taken for its last.
+                let mut is_taken = vec![false; if is_last_merge { tier_window.series.len() } else { 0 }];
+                let mut can_take = vec![false; touched.len()];
+                for (position, &i) in touched.iter().enumerate().rev() {
+                    if let Some(taken) = is_taken.get_mut(i) {
+                        can_take[position] = !*taken;
+                        *taken = true;
+                    }
+                }
+                for (&i, can_take) in touched.iter().zip(can_take) {
+                    let (keys, states) = if can_take {
+                        (
+                            std::mem::take(&mut tier_window.series.keys[i]),
+                            std::mem::take(&mut tier_window.series.states[i]),
+                        )
+                    } else {
+                        (tier_window.series.keys[i].clone(), tier_window.series.states[i].clone())
+                    };
                     out.rows.push(Row {
                         metric: m,
                         tier: t,
                         window_start: tier_start,
                         partition: self.partition,
-                        keys: tier_window.series.keys[i].clone(),
-                        states: tier_window.series.states[i].clone(),
+                        keys,
+                        states,
                         included_through: Some(end),
                     });
                     self.stats.metrics[m].rows += 1;

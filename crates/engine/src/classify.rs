@@ -1,0 +1,513 @@
+//! Running a classifier: which rule of a [`ClassifierPlan`] matches first.
+//!
+//! A classifier's text tests are folded by the compiler into one matcher per
+//! parameter (`diagnostic`, `status`, ...), each a list of patterns. With
+//! the standard library's ~230 case-insensitive patterns, asking a
+//! `RegexSet` which of them match costs about 15 µs per SMTP reply: the
+//! overlapping search over a set that large keeps outgrowing the lazy DFA
+//! and falls back to the PikeVM. Instead, for ASCII texts (nearly all SMTP
+//! replies):
+//!
+//! 1. one Aho-Corasick pass over the text finds which patterns *can* match,
+//!    from literals every match of a pattern must contain
+//!    ([`crate::literals`]);
+//! 2. each rule lists, from its condition, hits it cannot be true without
+//!    ([`Clauses`]); a rule none of whose candidates can match is skipped
+//!    without being evaluated;
+//! 3. the rules that remain are evaluated in order, and a pattern's real
+//!    regex runs only when a condition asks for it, at most once per text.
+//!
+//! The answer is the same as the full set's: step 1 only rules out patterns
+//! that cannot match, step 2 only rules that cannot be true, and step 3 asks
+//! each pattern's own regex, which matches exactly when the set says so.
+//! Texts with non-ASCII bytes take the full `RegexSet` as before.
+
+use crate::eval::{eval, RegexCache, Scope};
+use crate::literals::{required_literals, Requirement, Texts};
+use crate::value::Val;
+use aho_corasick::{AhoCorasick, AhoCorasickKind};
+use dsl::ast::BinaryOp;
+use dsl::plan::{ClassifierPlan, Expr};
+use regex::{Regex, RegexSet};
+use std::cell::Cell;
+
+/// See [`ClassifierRuntime::new`].
+const NO_PREFILTER: &str = r"\A\z";
+
+/// A rule's condition holds only if, for each clause, one of the clause's
+/// hits is true. Clauses longer than this are not kept (they filter little).
+const MAX_CLAUSE: usize = 8;
+
+/// A classifier ready to run: its plan and, per matcher, the compiled set,
+/// each pattern's regex and the literal prefilter.
+#[derive(Debug)]
+pub struct ClassifierRuntime {
+    /// The plan.
+    pub plan: ClassifierPlan,
+    matchers: Vec<MatcherRuntime>,
+    /// Per rule: the hits its condition needs, in conjunctive form, as
+    /// ranges of `masks`: `(word, mask)` of candidate bits in [`Hits`],
+    /// of which one must be set for each clause.
+    clauses: Vec<Vec<(u32, u32)>>,
+    masks: Vec<(u32, u64)>,
+    /// Rule bit sets, `rule_words` words each: the rules without clauses,
+    /// then per pattern (matcher by matcher) the rules whose first clause
+    /// names it. A rule can only be true when its bit is set in `always` or
+    /// in the set of a pattern that may match, so only those are checked.
+    rule_sets: Vec<u64>,
+    rule_words: usize,
+    /// Per matcher: the index of its first pattern's rule set (1-based; 0 is `always`).
+    pattern_base: Vec<usize>,
+    /// Per matcher: where its bits start in a [`Hits`] word array.
+    layout: Vec<usize>,
+    words: usize,
+}
+
+#[derive(Debug)]
+struct MatcherRuntime {
+    param: usize,
+    /// All patterns at once, for texts the prefilter does not handle.
+    set: RegexSet,
+    /// Each pattern alone.
+    regexes: Vec<Regex>,
+    /// For ASCII texts (smaller, longer literal sets).
+    ascii: Prefilter,
+    /// For all other texts.
+    any: Prefilter,
+}
+
+/// The patterns that may match a text, from the literals they need.
+#[derive(Debug)]
+struct Prefilter {
+    /// Necessary literals of the patterns that have them; `None` when it
+    /// could not be built (every text then takes the full set).
+    literals: Option<AhoCorasick>,
+    /// Literal index → pattern index.
+    literal_pattern: Vec<usize>,
+    /// Patterns without necessary literals: always candidates.
+    unfiltered: Vec<usize>,
+    /// Per pattern: whether it is just its literals, so a literal found is
+    /// a match and no regex need run.
+    is_exact: Vec<bool>,
+}
+
+/// Conjunctive normal form over hits: every inner list needs one true hit.
+type Clauses = Vec<Vec<(usize, usize)>>;
+
+impl ClassifierRuntime {
+    /// Compiles the matchers of `plan`.
+    ///
+    /// # Errors
+    /// If a pattern set does not compile (too large for the regex engine).
+    pub fn new(plan: ClassifierPlan) -> Result<Self, regex::Error> {
+        let matchers =
+            plan.matchers.iter().map(|m| MatcherRuntime::new(m.param, &m.patterns)).collect::<Result<Vec<_>, _>>()?;
+        let mut layout = Vec::with_capacity(matchers.len());
+        let mut words = 0;
+        for m in &matchers {
+            layout.push(words);
+            words += Hits::words_for(m.regexes.len());
+        }
+        let rule_words = plan.rules.len().div_ceil(64);
+        let mut pattern_base = Vec::with_capacity(matchers.len());
+        let mut sets = 1;
+        for m in &matchers {
+            pattern_base.push(sets);
+            sets += m.regexes.len();
+        }
+        let mut rule_sets = vec![0u64; sets * rule_words];
+        let (mut rule_clauses, mut masks) = (Vec::new(), Vec::new());
+        for (r, rule) in plan.rules.iter().enumerate() {
+            let mut ranges = Vec::new();
+            let clauses = clauses(&rule.condition);
+            let (word, bit) = (r / 64, 1u64 << (r % 64));
+            match clauses.first() {
+                None => rule_sets[word] |= bit,
+                Some(first) => {
+                    for &(m, p) in first {
+                        if matchers.get(m).is_some_and(|matcher| p < matcher.regexes.len()) {
+                            rule_sets[(pattern_base[m] + p) * rule_words + word] |= bit;
+                        }
+                    }
+                }
+            }
+            for clause in clauses {
+                let start = masks.len() as u32;
+                for (m, p) in clause {
+                    // A hit of a matcher or pattern that does not exist is null: never true.
+                    if matchers.get(m).is_none_or(|matcher| p >= matcher.regexes.len()) {
+                        continue;
+                    }
+                    let (word, bit) = Hits::candidate_bit(layout[m], p);
+                    masks.push((word as u32, bit));
+                }
+                ranges.push((start, masks.len() as u32));
+            }
+            rule_clauses.push(ranges);
+        }
+        Ok(ClassifierRuntime {
+            plan,
+            matchers,
+            clauses: rule_clauses,
+            masks,
+            rule_sets,
+            rule_words,
+            pattern_base,
+            layout,
+            words,
+        })
+    }
+
+    /// The index of the first rule that matches `params`, or `None` for the default.
+    pub fn classify(&self, params: &[Val<'_>], regexes: &RegexCache) -> Option<usize> {
+        let hits = Hits::new(self, params);
+        let scope = Scope::Classifier { params, hits: &hits };
+        let mut rules = self.rule_sets[..self.rule_words].to_vec();
+        for (m, matcher) in self.matchers.iter().enumerate() {
+            let first = self.layout[m] + 1;
+            for (w, word) in hits.words[first..first + matcher.regexes.len().div_ceil(64)].iter().enumerate() {
+                let mut bits = word.get();
+                while bits != 0 {
+                    let p = w * 64 + bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    let set = (self.pattern_base[m] + p) * self.rule_words;
+                    rules.iter_mut().zip(&self.rule_sets[set..set + self.rule_words]).for_each(|(r, s)| *r |= s);
+                }
+            }
+        }
+        // Candidate rules in order; the first that holds wins.
+        for (w, mut bits) in rules.into_iter().enumerate() {
+            while bits != 0 {
+                let r = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let holds = self.clauses[r].iter().all(|&(start, end)| {
+                    self.masks[start as usize..end as usize]
+                        .iter()
+                        .any(|&(w, mask)| hits.words[w as usize].get() & mask != 0)
+                });
+                if holds && eval(&self.plan.rules[r].condition, &scope, regexes).is_true() {
+                    return Some(r);
+                }
+            }
+        }
+        None
+    }
+}
+
+impl MatcherRuntime {
+    fn new(param: usize, patterns: &[String]) -> Result<Self, regex::Error> {
+        // `\A\z` (only the empty text) goes after the real patterns, so their
+        // indices and results are unchanged; its own result is never read.
+        // Its empty literal prefix keeps the regex engine from putting a
+        // literal (Aho-Corasick) prefilter in front of the set, which for
+        // sets of case-insensitive alternations like `std:bounces` makes
+        // the overlapping search over SMTP replies 2-2.5x slower than the
+        // lazy DFA alone (regex 1.13, generated workload).
+        let all = patterns.iter().map(String::as_str).chain([NO_PREFILTER]);
+        // With ~200 case-insensitive patterns the default 2 MiB lazy-DFA
+        // cache thrashes and matching falls back to a slow engine; the
+        // cache grows only as needed, so a high ceiling costs nothing until
+        // it is needed (4.8x faster on the 210-rule `std:bounces`).
+        let set = regex::RegexSetBuilder::new(all).size_limit(64 << 20).dfa_size_limit(256 << 20).build()?;
+        let regexes = patterns.iter().map(|p| Regex::new(p)).collect::<Result<Vec<_>, _>>()?;
+        let (ascii, any) = (Prefilter::new(patterns, Texts::Ascii), Prefilter::new(patterns, Texts::Any));
+        Ok(MatcherRuntime { param, set, regexes, ascii, any })
+    }
+}
+
+impl Prefilter {
+    fn new(patterns: &[String], texts: Texts) -> Self {
+        // Nearly every SMTP reply is ASCII: its automaton is a DFA (about 4 MB
+        // for std:bounces, measured fastest). The rare other texts get a
+        // contiguous NFA, a twentieth of the size and quicker to build.
+        let kind = match texts {
+            Texts::Ascii => AhoCorasickKind::DFA,
+            Texts::Any => AhoCorasickKind::ContiguousNFA,
+        };
+        let (mut literals, mut literal_pattern, mut unfiltered) = (Vec::new(), Vec::new(), Vec::new());
+        let mut is_exact = vec![false; patterns.len()];
+        for (i, pattern) in patterns.iter().enumerate() {
+            let set = match required_literals(pattern, texts) {
+                Requirement::Any => {
+                    unfiltered.push(i);
+                    continue;
+                }
+                Requirement::OneOf(set) => set,
+                Requirement::Exactly(set) => {
+                    is_exact[i] = true;
+                    set
+                }
+            };
+            literal_pattern.extend(std::iter::repeat_n(i, set.len()));
+            literals.extend(set);
+        }
+        let literals = AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .kind(Some(kind))
+            .prefilter(false)
+            .build(&literals)
+            .or_else(|_| AhoCorasick::builder().ascii_case_insensitive(true).build(&literals))
+            .ok();
+        Prefilter { literals, literal_pattern, unfiltered, is_exact }
+    }
+
+    /// Calls `candidate` with every pattern that may match `text` and
+    /// whether it is known to match; `false` when it cannot tell.
+    fn candidates(&self, text: &str, mut candidate: impl FnMut(usize, bool)) -> bool {
+        let Some(found) = self.literals.as_ref().and_then(|ac| ac.try_find_overlapping_iter(text).ok()) else {
+            return false;
+        };
+        for hit in found {
+            let p = self.literal_pattern[hit.pattern().as_usize()];
+            candidate(p, self.is_exact[p]);
+        }
+        self.unfiltered.iter().for_each(|&p| candidate(p, false));
+        true
+    }
+}
+
+/// The hits of one classification, worked out lazily. Per matcher, a block
+/// of words: the first holds flags, then one bit per pattern for "may
+/// match" (a candidate), "known" and "matches".
+pub struct Hits<'r> {
+    runtime: &'r ClassifierRuntime,
+    texts: Vec<Option<&'r str>>,
+    words: Vec<Cell<u64>>,
+}
+
+/// Flag: the matcher's parameter is a string (otherwise every hit is null).
+const IS_TEXT: u64 = 1;
+
+impl<'r> Hits<'r> {
+    /// Words per matcher of `n` patterns: a flag word and three bit arrays.
+    fn words_for(n: usize) -> usize {
+        1 + 3 * n.div_ceil(64)
+    }
+
+    fn new(runtime: &'r ClassifierRuntime, params: &'r [Val<'_>]) -> Self {
+        Hits::with(runtime, params, true)
+    }
+
+    /// With `use_prefilter` false, every text takes the full set (the
+    /// reference the prefilter is tested against).
+    fn with(runtime: &'r ClassifierRuntime, params: &'r [Val<'_>], use_prefilter: bool) -> Self {
+        let words = vec![Cell::new(0); runtime.words];
+        let mut texts = Vec::with_capacity(runtime.matchers.len());
+        for (m, matcher) in runtime.matchers.iter().enumerate() {
+            let text = match params.get(matcher.param) {
+                Some(Val::Str(s)) => Some(s.as_ref()),
+                _ => None,
+            };
+            texts.push(text);
+            let Some(text) = text else { continue };
+            let base = runtime.layout[m];
+            let n = matcher.regexes.len().div_ceil(64);
+            words[base].set(IS_TEXT);
+            let set_bit = |array: usize, p: usize| {
+                let w = &words[base + 1 + array * n + p / 64];
+                w.set(w.get() | 1 << (p % 64));
+            };
+            let prefilter = if text.is_ascii() { &matcher.ascii } else { &matcher.any };
+            let filtered = use_prefilter
+                && prefilter.candidates(text, |p, is_match| {
+                    set_bit(0, p);
+                    if is_match {
+                        set_bit(1, p);
+                        set_bit(2, p);
+                    }
+                });
+            if !filtered {
+                // Everything known at once: the full set.
+                let matches = matcher.set.matches(text);
+                for p in 0..matcher.regexes.len() {
+                    set_bit(0, p);
+                    set_bit(1, p);
+                    if matches.matched(p) {
+                        set_bit(2, p);
+                    }
+                }
+            }
+        }
+        Hits { runtime, texts, words }
+    }
+
+    fn bit(&self, m: usize, array: usize, p: usize) -> bool {
+        let n = self.runtime.matchers[m].regexes.len().div_ceil(64);
+        self.words[self.runtime.layout[m] + 1 + array * n + p / 64].get() & (1 << (p % 64)) != 0
+    }
+
+    /// The word and bit that say whether pattern `p` may match, for a
+    /// matcher whose block starts at `base`.
+    fn candidate_bit(base: usize, p: usize) -> (usize, u64) {
+        (base + 1 + p / 64, 1 << (p % 64))
+    }
+
+    /// Whether pattern `p` of matcher `m` matches; `None` when the
+    /// parameter is not a string (or the hit does not exist).
+    pub fn get(&self, m: usize, p: usize) -> Option<bool> {
+        let matcher = self.runtime.matchers.get(m)?;
+        if p >= matcher.regexes.len() || self.words[self.runtime.layout[m]].get() & IS_TEXT == 0 {
+            return None;
+        }
+        if !self.bit(m, 0, p) {
+            return Some(false);
+        }
+        if !self.bit(m, 1, p) {
+            let is_match = self.texts[m].is_some_and(|t| matcher.regexes[p].is_match(t));
+            let n = matcher.regexes.len().div_ceil(64);
+            let base = self.runtime.layout[m] + 1;
+            let known = &self.words[base + n + p / 64];
+            known.set(known.get() | 1 << (p % 64));
+            if is_match {
+                let value = &self.words[base + 2 * n + p / 64];
+                value.set(value.get() | 1 << (p % 64));
+            }
+            return Some(is_match);
+        }
+        Some(self.bit(m, 2, p))
+    }
+}
+
+/// The hits `condition` needs to be true (three-valued: `and` is true only
+/// when both sides are, `or` when one is), as clauses. Leaving a clause out
+/// only weakens the filter, so whatever is too large to say is left out.
+fn clauses(condition: &Expr) -> Clauses {
+    match condition {
+        Expr::MatcherHit { matcher, pattern } => vec![vec![(*matcher, *pattern)]],
+        Expr::Binary { op: BinaryOp::And, lhs, rhs } => {
+            let mut all = clauses(lhs);
+            all.extend(clauses(rhs));
+            all
+        }
+        Expr::Binary { op: BinaryOp::Or, lhs, rhs } => {
+            let (left, right) = (clauses(lhs), clauses(rhs));
+            let mut all = Vec::new();
+            if left.len() * right.len() <= MAX_CLAUSE {
+                for l in &left {
+                    for r in &right {
+                        let clause: Vec<_> = l.iter().chain(r).copied().collect();
+                        if clause.len() <= MAX_CLAUSE {
+                            all.push(clause);
+                        }
+                    }
+                }
+            }
+            all
+        }
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::RegexCache;
+
+    fn runtime(text: &str) -> (ClassifierRuntime, RegexCache) {
+        let compiled = dsl::compile_str("t.stream", text);
+        assert!(compiled.plan.is_some(), "{}", compiled.render_diagnostics());
+        let plan = compiled.plan.expect("checked above").classifiers.remove(0);
+        let mut regexes = RegexCache::default();
+        regexes.add_all(plan.rules.iter().map(|r| &r.condition)).expect("regexes compile");
+        (ClassifierRuntime::new(plan).expect("sets compile"), regexes)
+    }
+
+    #[test]
+    fn every_path_gives_the_answer_of_each_pattern_alone() {
+        let (classifier, regexes) = runtime(
+            "version 1\nclassifier c(d: string?, s: string?) {\n  \
+             rule a reason full soft when d ~ /mailbox (is )?full|over quota/i\n  \
+             rule b reason unknown hard when d ~ /user unknown|no such user/i and starts_with(s, \"5.\")\n  \
+             rule c reason empty soft when d ~ /^$/\n  \
+             rule d reason blocked block when contains(d, \"Spamhaus\")\n  \
+             default unclassified reason undefined soft\n}\n",
+        );
+        // ASCII texts go through the literal prefilter, the others through the set.
+        let texts =
+            ["", "Mailbox FULL", "550 user unknown", "listed at Spamhaus", "über quota", "ok", "\n", "MAILBOX IS FULL"];
+        for (m, runtime) in classifier.matchers.iter().enumerate() {
+            let matcher = &classifier.plan.matchers[m];
+            assert_eq!(runtime.set.len(), matcher.patterns.len() + 1, "one sentinel per set");
+            for text in texts {
+                let mut params = vec![Val::Null; classifier.plan.params.len()];
+                params[matcher.param] = Val::Str(text.into());
+                let hits = Hits::new(&classifier, &params);
+                let matches = runtime.set.matches(text);
+                for (i, pattern) in matcher.patterns.iter().enumerate() {
+                    let alone = Regex::new(pattern).expect("compiles").is_match(text);
+                    assert_eq!(matches.matched(i), alone, "{pattern} on {text:?}");
+                    assert_eq!(hits.get(m, i), Some(alone), "{pattern} on {text:?}");
+                }
+            }
+        }
+        let classify = |d: Option<&str>, s: &str| {
+            let params = [d.map_or(Val::Null, |d| Val::Str(d.into())), Val::Str(s.into())];
+            classifier.classify(&params, &regexes)
+        };
+        assert_eq!(classify(Some("mailbox is full"), "4.2.2"), Some(0));
+        assert_eq!(classify(Some("no such user here"), "5.1.1"), Some(1));
+        assert_eq!(classify(Some("no such user here"), "4.1.1"), None);
+        assert_eq!(classify(Some(""), "5.0.0"), Some(2));
+        assert_eq!(classify(Some("blocked: Spamhaus"), "5.7.1"), Some(3));
+        assert_eq!(classify(None, "5.0.0"), None);
+    }
+}
+
+#[cfg(test)]
+mod stdlib_tests {
+    use super::*;
+
+    /// Every labelled reply classifies as when every rule is evaluated over
+    /// the full set's hits, and every hit of the standard classifier, over
+    /// those replies and variants of them (case changed, cut short, padded),
+    /// equals the full set's answer.
+    #[test]
+    fn standard_rules_hit_exactly_as_the_full_set() {
+        let compiled = dsl::compile_str("t.stream", "version 1\nimport \"std:bounces\"\n");
+        assert!(compiled.plan.is_some(), "{}", compiled.render_diagnostics());
+        let plan = compiled.plan.expect("checked above").classifiers.remove(0);
+        let classifier = ClassifierRuntime::new(plan).expect("sets compile");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../dsl/stdlib/tests/bounces.labelled.jsonl");
+        let labelled = std::fs::read_to_string(path).expect("labelled set");
+        let mut texts = Vec::new();
+        for line in labelled.lines() {
+            let value: serde_json::Value = serde_json::from_str(line).expect("labelled line");
+            for key in ["diagnostic", "status"] {
+                if let Some(text) = value.get(key).and_then(|v| v.as_str()) {
+                    let half: String = text.chars().take(text.chars().count() / 2).collect();
+                    texts.extend([text.to_string(), text.to_uppercase(), text.to_lowercase(), half]);
+                    texts.push(format!("x{text}y"));
+                }
+            }
+        }
+        let regexes = RegexCache::default();
+        for line in labelled.lines() {
+            let value: serde_json::Value = serde_json::from_str(line).expect("labelled line");
+            let params: Vec<Val<'_>> = classifier
+                .plan
+                .params
+                .iter()
+                .map(|p| match value.get(&p.name) {
+                    Some(serde_json::Value::String(s)) => Val::Str(s.as_str().into()),
+                    Some(serde_json::Value::Number(n)) => n.as_i64().map_or(Val::Null, Val::Int),
+                    _ => Val::Null,
+                })
+                .collect();
+            let exact = Hits::with(&classifier, &params, false);
+            let scope = Scope::Classifier { params: &params, hits: &exact };
+            let reference = classifier.plan.rules.iter().position(|r| eval(&r.condition, &scope, &regexes).is_true());
+            assert_eq!(classifier.classify(&params, &regexes), reference, "{line}");
+        }
+        for (m, runtime) in classifier.matchers.iter().enumerate() {
+            for text in &texts {
+                let mut params = vec![Val::Null; classifier.plan.params.len()];
+                params[runtime.param] = Val::Str(text.as_str().into());
+                let hits = Hits::new(&classifier, &params);
+                let matches = runtime.set.matches(text);
+                for p in 0..runtime.regexes.len() {
+                    assert_eq!(hits.get(m, p), Some(matches.matched(p)), "pattern {p} of matcher {m} on {text:?}");
+                }
+            }
+        }
+    }
+}
