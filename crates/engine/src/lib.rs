@@ -76,6 +76,33 @@ pub struct CompiledPlan {
 }
 
 impl CompiledPlan {
+    /// Validates and compiles a deployment bundle with this build's language
+    /// and engine: the plan, or why it cannot run here (for the refusal report).
+    ///
+    /// # Errors
+    /// A bundle that fails validation, needs a newer language, does not
+    /// compile, or whose matchers do not build.
+    pub fn from_bundle(bundle: &dsl::bundle::Bundle, config: EngineConfig) -> Result<Self, String> {
+        bundle.validate()?;
+        if bundle.language_version > dsl::LANGUAGE_VERSION {
+            return Err(format!(
+                "bundle {} needs language version {}; this build reads up to {}",
+                bundle.version,
+                bundle.language_version,
+                dsl::LANGUAGE_VERSION
+            ));
+        }
+        let compiled = bundle.compile();
+        let Some(plan) = compiled.plan.filter(|_| !compiled.diagnostics.iter().any(dsl::Diagnostic::is_error)) else {
+            return Err(format!(
+                "bundle {} does not compile:\n{}",
+                bundle.version,
+                dsl::render_all(&compiled.diagnostics, &compiled.sources)
+            ));
+        };
+        CompiledPlan::new(plan, config).map_err(|e| format!("bundle {} cannot run: {e}", bundle.version))
+    }
+
     /// Builds decoders, matchers and regexes.
     ///
     /// # Errors

@@ -46,9 +46,7 @@ fn files(variant: u64) -> Vec<(String, String)> {
 }
 
 fn compile(bundle: &Bundle) -> Result<Arc<CompiledPlan>, String> {
-    bundle.validate()?;
-    let plan = bundle.compile().plan.ok_or("does not compile")?;
-    CompiledPlan::new(plan, EngineConfig::default()).map(Arc::new).map_err(|e| e.to_string())
+    CompiledPlan::from_bundle(bundle, EngineConfig::default()).map(Arc::new)
 }
 
 fn main() {

@@ -461,11 +461,7 @@ fn a_live_deploy_keeps_unchanged_metrics_and_starts_new_ones_at_the_switch() {
     };
     let flag = shutdown.clone();
     let follower_thread = std::thread::spawn(move || {
-        let compile = |b: &dsl::bundle::Bundle| {
-            b.validate()?;
-            let plan = b.compile().plan.ok_or_else(|| "does not compile".to_string())?;
-            CompiledPlan::new(plan, EngineConfig::default()).map(Arc::new).map_err(|e| e.to_string())
-        };
+        let compile = |b: &dsl::bundle::Bundle| CompiledPlan::from_bundle(b, EngineConfig::default()).map(Arc::new);
         let report = || kafka::control::InstanceReport {
             instance: "test".into(),
             group: "streamd-test".into(),

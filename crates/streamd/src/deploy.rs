@@ -16,26 +16,7 @@ use tracing::{info, warn};
 
 /// Compiles a bundle with this build's language and engine, or says why it cannot run here.
 pub fn compile_bundle(bundle: &Bundle) -> Result<Arc<CompiledPlan>, String> {
-    bundle.validate()?;
-    if bundle.language_version > dsl::LANGUAGE_VERSION {
-        return Err(format!(
-            "bundle {} needs language version {}; this streamd reads up to {}",
-            bundle.version,
-            bundle.language_version,
-            dsl::LANGUAGE_VERSION
-        ));
-    }
-    let compiled = bundle.compile();
-    let Some(plan) = compiled.plan.filter(|_| !compiled.diagnostics.iter().any(dsl::Diagnostic::is_error)) else {
-        return Err(format!(
-            "bundle {} does not compile:\n{}",
-            bundle.version,
-            dsl::render_all(&compiled.diagnostics, &compiled.sources)
-        ));
-    };
-    CompiledPlan::new(plan, EngineConfig::default())
-        .map(Arc::new)
-        .map_err(|e| format!("bundle {} cannot run: {e}", bundle.version))
+    CompiledPlan::from_bundle(bundle, EngineConfig::default()).map(Arc::new)
 }
 
 /// Describes this instance for the control topic.
