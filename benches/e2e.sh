@@ -19,10 +19,10 @@ for _ in $(seq 50); do (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; 
 
 cargo build --release -q -p kafka --example throughput
 tool=target/release/examples/throughput
-$tool produce "$brokers" bench.events "$events" 4
-consume=$($tool consume "$brokers" bench.events "$events")
-pipeline=$($tool pipeline "$brokers" bench.events "$events" "$work/e2e.db")
-single=$(WORKERS=1 $tool pipeline "$brokers" bench.events "$events" "$work/e2e-single.db")
+$tool produce "$brokers" mta.events "$events" 4
+consume=$($tool consume "$brokers" mta.events "$events")
+pipeline=$($tool pipeline "$brokers" mta.events "$events" "$work/e2e.db")
+single=$(WORKERS=1 $tool pipeline "$brokers" mta.events "$events" "$work/e2e-single.db")
 echo "$consume"
 echo "$pipeline"
 echo "$single (one worker thread)"

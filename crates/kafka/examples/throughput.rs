@@ -99,9 +99,13 @@ fn consume(brokers: &str, topic: &str, events: usize) {
 #[derive(Default)]
 struct Progress {
     processed: Mutex<(i64, Option<Instant>)>,
+    rows: std::sync::atomic::AtomicU64,
 }
 
 impl Observer for Progress {
+    fn flushed(&self, report: &kafka::FlushReport) {
+        self.rows.fetch_add(report.rows_by_metric.values().sum(), Ordering::Relaxed);
+    }
     fn status(&self, status: &Status) {
         let total: i64 = status.partitions.iter().filter_map(|p| p.next_offset).sum();
         let mut progress = self.processed.lock().expect("lock");
@@ -125,6 +129,12 @@ fn pipeline(brokers: &str, topic: &str, events: usize, db: &str) {
     let plan = Arc::new(
         CompiledPlan::new(compiled.plan.expect("pipelines check"), EngineConfig::default()).expect("runnable"),
     );
+    // A topic no source reads would measure the consumer without the engine.
+    assert!(
+        plan.plan.sources.iter().any(|s| s.topic == topic),
+        "no pipeline reads `{topic}`; use one of {:?}",
+        plan.plan.sources.iter().map(|s| &s.topic).collect::<Vec<_>>()
+    );
     let store = store::sqlite::SqliteStore::open(db).expect("store");
     let progress = Arc::new(Progress::default());
     let settings = Settings {
@@ -134,6 +144,8 @@ fn pipeline(brokers: &str, topic: &str, events: usize, db: &str) {
         dead_letter_topic: None,
         librdkafka: vec![],
         idle_timeout: Duration::from_secs(3600),
+        // Progress is seen at flushes: flush often enough that the end is seen within 100 ms.
+        flush_interval: Duration::from_millis(100),
         // `WORKERS=1` measures the single-threaded path against the default (one per core).
         workers: std::env::var("WORKERS").ok().and_then(|w| w.parse().ok()).unwrap_or(Settings::default().workers),
         ..Default::default()
@@ -155,5 +167,6 @@ fn pipeline(brokers: &str, topic: &str, events: usize, db: &str) {
     let elapsed = started.map_or(0.0, |s| s.elapsed().as_secs_f64());
     stop.store(true, Ordering::SeqCst);
     handle.join().expect("consumer thread").expect("consumer");
-    println!("pipeline {events} events {elapsed:.3}s {:.0} events/s", events as f64 / elapsed);
+    let rows = progress.rows.load(Ordering::Relaxed);
+    println!("pipeline {events} events {elapsed:.3}s {:.0} events/s ({rows} rows written)", events as f64 / elapsed);
 }

@@ -5,6 +5,7 @@ use crate::{Error, FlushReport, MetricStatus, Observer, PartitionStatus, PlanUpd
 use dsl::bundle::MetricChanges;
 use engine::{CompiledPlan, Message, MessageMeta, Output, Partition, Reason};
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance};
 use rdkafka::message::{Headers, Message as _, OwnedMessage};
 use rdkafka::statistics::Statistics;
@@ -439,7 +440,7 @@ fn run_jobs(mut jobs: Vec<Job<'_>>, now_ms: i64) -> Vec<Job<'_>> {
 
 /// A running consumer-group member.
 pub struct Consumer {
-    consumer: BaseConsumer<Context>,
+    consumer: Arc<BaseConsumer<Context>>,
     shared: Arc<Mutex<Shared>>,
     rebalances: Arc<AtomicU64>,
     settings: Settings,
@@ -506,7 +507,7 @@ impl Consumer {
             .subscribe(&topics)
             .map_err(|source| Error::Kafka { context: format!("cannot subscribe to {topics:?}"), source })?;
         info!(topics = ?topics, group = %settings.group_id, "Subscribed.");
-        Ok(Consumer { consumer, shared, rebalances, settings, updates: None })
+        Ok(Consumer { consumer: Arc::new(consumer), shared, rebalances, settings, updates: None })
     }
 
     /// Follows `updates`: each plan received is applied between two batches
@@ -516,6 +517,11 @@ impl Consumer {
         lock(&self.shared).plan_version = version;
         self.updates = Some(updates);
         self
+    }
+
+    fn push(&self, batch: &mut Vec<Polled>, message: rdkafka::message::BorrowedMessage<'_>) {
+        let rebalances = self.rebalances.load(Ordering::SeqCst);
+        batch.push(Polled { message: message.detach(), rebalances });
     }
 
     /// Records waiting refusals and applies the newest waiting plan, if any.
@@ -576,15 +582,27 @@ impl Consumer {
     pub fn run(self, shutdown: &AtomicBool) -> Result<()> {
         let mut last_idle_check = Instant::now();
         let mut batch = Vec::with_capacity(MAX_BATCH);
+        let limit = MAX_BATCH.min(self.settings.flush_messages.max(1));
+        // One queue per assigned partition, so that a batch takes from every
+        // partition even when librdkafka delivers one partition's fetched
+        // chunk after another (catching up on a backlog); rebuilt after
+        // every rebalance (an assignment resets them).
+        let mut queues: Vec<PartitionQueue<Context>> = Vec::new();
+        let mut queues_at = u64::MAX;
         while !shutdown.load(Ordering::Relaxed) {
-            // Wait for the first message, then take what is already buffered.
-            let mut wait = Duration::from_millis(50);
-            while batch.len() < MAX_BATCH.min(self.settings.flush_messages.max(1)) {
+            let at_start = self.rebalances.load(Ordering::SeqCst);
+            if at_start != queues_at {
+                queues.clear();
+                let assigned: Vec<Key> = lock(&self.shared).assigned.keys().cloned().collect();
+                queues = assigned.iter().filter_map(|(t, p)| self.consumer.split_partition_queue(t, *p)).collect();
+                queues_at = at_start;
+            }
+            // The main queue first: callbacks, and messages fetched before
+            // their partition's queue was split off (older, so they go first).
+            let mut wait = if queues.is_empty() { Duration::from_millis(50) } else { Duration::ZERO };
+            while batch.len() < limit {
                 match self.consumer.poll(wait) {
-                    Some(Ok(message)) => {
-                        let rebalances = self.rebalances.load(Ordering::SeqCst);
-                        batch.push(Polled { message: message.detach(), rebalances });
-                    }
+                    Some(Ok(message)) => self.push(&mut batch, message),
                     Some(Err(error)) => {
                         warn!(error = %error, "Kafka error; librdkafka retries.");
                         break;
@@ -592,6 +610,28 @@ impl Consumer {
                     None => break,
                 }
                 wait = Duration::ZERO;
+            }
+            // Then a share from each partition, unless a rebalance just made the queues stale.
+            if !queues.is_empty() && self.rebalances.load(Ordering::SeqCst) == at_start {
+                let share = (limit.saturating_sub(batch.len()) / queues.len()).max(1);
+                for queue in &queues {
+                    for _ in 0..share {
+                        match queue.poll(Duration::ZERO) {
+                            Some(Ok(message)) => self.push(&mut batch, message),
+                            Some(Err(error)) => {
+                                warn!(error = %error, "Kafka error; librdkafka retries.");
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                }
+                if batch.is_empty() {
+                    // Idle: wait on the main queue, which also serves callbacks.
+                    if let Some(Ok(message)) = self.consumer.poll(Duration::from_millis(20)) {
+                        self.push(&mut batch, message);
+                    }
+                }
             }
             if !batch.is_empty() {
                 lock(&self.shared).process_batch(&batch);
