@@ -95,14 +95,8 @@ fn main() {
         threads.push(std::thread::spawn(move || {
             let report = move || InstanceReport {
                 instance: format!("member-{m}"),
-                group: "deploy-latency".into(),
-                plan_version: None,
-                plan_hash: String::new(),
-                assignment: vec![],
-                is_paused: false,
-                last_rejection: None,
-                started_at_ms: 0,
                 reported_at_ms: kafka::control::now_ms(),
+                ..Default::default()
             };
             follower.run(&flag, &compile, &report);
             Ok(())

@@ -37,7 +37,7 @@ const BUNDLE_PREFIX: &str = "bundle/";
 const INSTANCE_PREFIX: &str = "instance/";
 
 /// What one `streamd` instance last said about itself.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstanceReport {
     /// Instance id (host and process).
     pub instance: String,

@@ -464,14 +464,8 @@ fn a_live_deploy_keeps_unchanged_metrics_and_starts_new_ones_at_the_switch() {
         let compile = |b: &dsl::bundle::Bundle| CompiledPlan::from_bundle(b, EngineConfig::default()).map(Arc::new);
         let report = || kafka::control::InstanceReport {
             instance: "test".into(),
-            group: "streamd-test".into(),
-            plan_version: None,
-            plan_hash: String::new(),
-            assignment: vec![],
-            is_paused: false,
-            last_rejection: None,
-            started_at_ms: 0,
             reported_at_ms: kafka::control::now_ms(),
+            ..Default::default()
         };
         follower.run(&flag, &compile, &report);
     });
