@@ -118,17 +118,10 @@ impl Observer for Progress {
 
 fn pipeline(brokers: &str, topic: &str, events: usize, db: &str) {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../pipelines");
-    let mut roots: Vec<String> = std::fs::read_dir(dir)
-        .expect("pipelines")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "stream"))
-        .map(|p| p.to_string_lossy().into_owned())
-        .collect();
-    roots.sort();
-    let compiled = dsl::compile(&roots, &|p: &str| std::fs::read_to_string(p).map_err(|e| e.to_string()));
-    let plan = Arc::new(
-        CompiledPlan::new(compiled.plan.expect("pipelines check"), EngineConfig::default()).expect("runnable"),
-    );
+    let files = kafka::control::read_pipeline_dir(std::path::Path::new(dir)).expect("pipelines");
+    let (bundle, _) = dsl::bundle::Bundle::build(files, 1, Default::default())
+        .unwrap_or_else(|c| panic!("{}", c.render_diagnostics()));
+    let plan = Arc::new(CompiledPlan::from_bundle(&bundle, EngineConfig::default()).expect("runnable"));
     // A topic no source reads would measure the consumer without the engine.
     assert!(
         plan.plan.sources.iter().any(|s| s.topic == topic),

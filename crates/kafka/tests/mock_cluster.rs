@@ -19,18 +19,11 @@ const TOPIC: &str = "mta.events";
 const PARTITIONS: i32 = 4;
 
 fn plan() -> Arc<CompiledPlan> {
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../pipelines");
-    let mut roots: Vec<String> = std::fs::read_dir(root)
-        .expect("pipelines dir")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "stream"))
-        .map(|p| p.to_string_lossy().into_owned())
-        .collect();
-    roots.sort();
-    let compiled = dsl::compile(&roots, &|p: &str| std::fs::read_to_string(p).map_err(|e| e.to_string()));
-    assert!(compiled.plan.is_some(), "{}", compiled.render_diagnostics());
-    let plan = compiled.plan.expect("checked above");
-    Arc::new(CompiledPlan::new(plan, EngineConfig::default()).expect("runnable"))
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../pipelines");
+    let files = kafka::control::read_pipeline_dir(std::path::Path::new(dir)).expect("pipelines dir");
+    let (bundle, _) = dsl::bundle::Bundle::build(files, 1, Default::default())
+        .unwrap_or_else(|c| panic!("{}", c.render_diagnostics()));
+    Arc::new(CompiledPlan::from_bundle(&bundle, EngineConfig::default()).expect("runnable"))
 }
 
 /// Generated events with a few malformed lines, each with its partition.

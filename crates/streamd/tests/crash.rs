@@ -130,16 +130,10 @@ fn wait_caught_up(port: u16, per_partition: &[i64]) {
 
 fn plan() -> dsl::Plan {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines");
-    let mut roots: Vec<String> = std::fs::read_dir(&dir)
-        .expect("pipelines")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "stream"))
-        .map(|p| p.to_string_lossy().into_owned())
-        .collect();
-    roots.sort();
-    let compiled = dsl::compile(&roots, &|p: &str| std::fs::read_to_string(p).map_err(|e| e.to_string()));
-    assert!(compiled.plan.is_some(), "{}", compiled.render_diagnostics());
-    compiled.plan.expect("checked above")
+    let files = kafka::control::read_pipeline_dir(&dir).expect("pipelines");
+    let built = dsl::bundle::Bundle::build(files, 1, Default::default());
+    let (_, compiled) = built.unwrap_or_else(|c| panic!("{}", c.render_diagnostics()));
+    compiled.plan.expect("compiled")
 }
 
 #[test]
