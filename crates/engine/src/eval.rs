@@ -189,6 +189,97 @@ pub fn eval<'s>(expr: &'s Expr, scope: &Scope<'s, '_>, regexes: &'s RegexCache) 
     }
 }
 
+/// An expression prepared for the per-event path. The shapes real
+/// pipelines use in filters, keys and `count_if` (a field, a string field
+/// compared with string literals, `and` / `or` / `not` of those) run without
+/// walking the plan's tree or building values; everything else goes to
+/// [`eval`]. It gives what [`eval`] of the original expression gives.
+#[derive(Debug, Clone)]
+pub enum Prepared {
+    /// A source field.
+    Field(usize),
+    /// `field == "text"` (`is_equal`) or `field != "text"`; null-safe.
+    StrEq {
+        /// The field.
+        field: usize,
+        /// The literal.
+        text: Box<str>,
+        /// `==` rather than `!=`.
+        is_equal: bool,
+    },
+    /// `field in ["a", "b", ...]`.
+    StrIn {
+        /// The field.
+        field: usize,
+        /// The literals.
+        texts: Box<[Box<str>]>,
+    },
+    /// `not`.
+    Not(Box<Prepared>),
+    /// `and`, three-valued.
+    And(Box<Prepared>, Box<Prepared>),
+    /// `or`, three-valued.
+    Or(Box<Prepared>, Box<Prepared>),
+    /// Anything else, evaluated by [`eval`].
+    Other(Expr),
+}
+
+impl Prepared {
+    /// Prepares `expr`.
+    pub fn new(expr: &Expr) -> Self {
+        let text = |e: &Expr| match e {
+            Expr::Literal(Value::String(s)) => Some(s.as_str().into()),
+            _ => None,
+        };
+        match expr {
+            Expr::Field(i) => Prepared::Field(*i),
+            Expr::Not(e) => Prepared::Not(Box::new(Prepared::new(e))),
+            Expr::Binary { op: BinaryOp::And, lhs, rhs } => {
+                Prepared::And(Box::new(Prepared::new(lhs)), Box::new(Prepared::new(rhs)))
+            }
+            Expr::Binary { op: BinaryOp::Or, lhs, rhs } => {
+                Prepared::Or(Box::new(Prepared::new(lhs)), Box::new(Prepared::new(rhs)))
+            }
+            Expr::Binary { op: op @ (BinaryOp::Eq | BinaryOp::Ne), lhs, rhs } => {
+                let field_and_text = match (&**lhs, &**rhs) {
+                    (Expr::Field(field), other) | (other, Expr::Field(field)) => text(other).map(|t| (*field, t)),
+                    _ => None,
+                };
+                match field_and_text {
+                    Some((field, text)) => Prepared::StrEq { field, text, is_equal: *op == BinaryOp::Eq },
+                    None => Prepared::Other(expr.clone()),
+                }
+            }
+            Expr::In { arg, list } => match (&**arg, list.iter().map(text).collect::<Option<Box<[_]>>>()) {
+                (Expr::Field(field), Some(texts)) => Prepared::StrIn { field: *field, texts },
+                _ => Prepared::Other(expr.clone()),
+            },
+            _ => Prepared::Other(expr.clone()),
+        }
+    }
+
+    /// Evaluates it over the event or classifier parameters of `scope`.
+    pub fn eval<'s>(&'s self, scope: &Scope<'s, '_>, regexes: &'s RegexCache) -> Val<'s> {
+        let field = |i: usize| match scope {
+            Scope::Event(ctx) => ctx.row.get(i),
+            _ => None,
+        };
+        let is_text = |i: usize, text: &str| matches!(field(i), Some(Val::Str(s)) if s.as_ref() == text);
+        match self {
+            Prepared::Field(i) => field(*i).map_or(Val::Null, borrow),
+            Prepared::StrEq { field, text, is_equal } => Val::Bool(is_text(*field, text) == *is_equal),
+            Prepared::StrIn { field, texts } => Val::Bool(texts.iter().any(|t| is_text(*field, t))),
+            Prepared::Not(e) => match e.eval(scope, regexes) {
+                Val::Bool(b) => Val::Bool(!b),
+                _ => Val::Null,
+            },
+            Prepared::And(lhs, rhs) => and(lhs.eval(scope, regexes), || rhs.eval(scope, regexes)),
+            Prepared::Or(lhs, rhs) => or(lhs.eval(scope, regexes), || rhs.eval(scope, regexes)),
+            Prepared::Other(expr) => eval(expr, scope, regexes),
+        }
+    }
+}
+
 fn literal(v: &Value) -> Val<'_> {
     match v {
         Value::Null => Val::Null,
@@ -233,26 +324,8 @@ fn order(a: &Val<'_>, b: &Val<'_>) -> Option<std::cmp::Ordering> {
 fn binary<'s>(op: BinaryOp, lhs: &'s Expr, rhs: &'s Expr, scope: &Scope<'s, '_>, regexes: &'s RegexCache) -> Val<'s> {
     // `and` / `or` short-circuit with three-valued logic.
     match op {
-        BinaryOp::And => {
-            return match eval(lhs, scope, regexes) {
-                Val::Bool(false) => Val::Bool(false),
-                l => match (l, eval(rhs, scope, regexes)) {
-                    (_, Val::Bool(false)) => Val::Bool(false),
-                    (Val::Bool(true), Val::Bool(true)) => Val::Bool(true),
-                    _ => Val::Null,
-                },
-            }
-        }
-        BinaryOp::Or => {
-            return match eval(lhs, scope, regexes) {
-                Val::Bool(true) => Val::Bool(true),
-                l => match (l, eval(rhs, scope, regexes)) {
-                    (_, Val::Bool(true)) => Val::Bool(true),
-                    (Val::Bool(false), Val::Bool(false)) => Val::Bool(false),
-                    _ => Val::Null,
-                },
-            }
-        }
+        BinaryOp::And => return and(eval(lhs, scope, regexes), || eval(rhs, scope, regexes)),
+        BinaryOp::Or => return or(eval(lhs, scope, regexes), || eval(rhs, scope, regexes)),
         _ => {}
     }
     let (l, r) = (eval(lhs, scope, regexes), eval(rhs, scope, regexes));
@@ -275,6 +348,30 @@ fn binary<'s>(op: BinaryOp, lhs: &'s Expr, rhs: &'s Expr, scope: &Scope<'s, '_>,
             _ => Val::Null,
         },
         _ => arithmetic(op, &l, &r),
+    }
+}
+
+/// Three-valued `and`: false if either side is, else null if either is not a boolean.
+fn and<'s>(lhs: Val<'s>, rhs: impl FnOnce() -> Val<'s>) -> Val<'s> {
+    match lhs {
+        Val::Bool(false) => Val::Bool(false),
+        l => match (l, rhs()) {
+            (_, Val::Bool(false)) => Val::Bool(false),
+            (Val::Bool(true), Val::Bool(true)) => Val::Bool(true),
+            _ => Val::Null,
+        },
+    }
+}
+
+/// Three-valued `or`: true if either side is, else null if either is not a boolean.
+fn or<'s>(lhs: Val<'s>, rhs: impl FnOnce() -> Val<'s>) -> Val<'s> {
+    match lhs {
+        Val::Bool(true) => Val::Bool(true),
+        l => match (l, rhs()) {
+            (_, Val::Bool(true)) => Val::Bool(true),
+            (Val::Bool(false), Val::Bool(false)) => Val::Bool(false),
+            _ => Val::Null,
+        },
     }
 }
 
@@ -441,5 +538,66 @@ fn call<'s>(function: Function, args: &'s [Expr], scope: &Scope<'s, '_>, regexes
             _ => Val::Null,
         },
         Function::Coalesce | Function::If | Function::Header | Function::Provider => unreachable!("handled above"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every prepared shape gives what `eval` of the expression gives, over
+    /// fields that are strings, other strings, null and of another type.
+    #[test]
+    fn prepared_expressions_evaluate_as_the_tree() {
+        let field = |i| Box::new(Expr::Field(i));
+        let text = |s: &str| Expr::Literal(Value::String(s.to_string()));
+        let eq = |op, lhs: Box<Expr>, rhs: Expr| Expr::Binary { op, lhs, rhs: Box::new(rhs) };
+        let is_a = eq(BinaryOp::Eq, field(0), text("a"));
+        let a_is = Expr::Binary { op: BinaryOp::Eq, lhs: Box::new(text("a")), rhs: field(0) };
+        let not_b = eq(BinaryOp::Ne, field(1), text("b"));
+        let in_list = Expr::In { arg: field(1), list: vec![text("b"), text("c")] };
+        let mixed_list = Expr::In { arg: field(1), list: vec![text("b"), Expr::Literal(Value::Int(1))] };
+        let and =
+            |l: &Expr, r: &Expr| Expr::Binary { op: BinaryOp::And, lhs: Box::new(l.clone()), rhs: Box::new(r.clone()) };
+        let or =
+            |l: &Expr, r: &Expr| Expr::Binary { op: BinaryOp::Or, lhs: Box::new(l.clone()), rhs: Box::new(r.clone()) };
+        let exprs = vec![
+            Expr::Field(0),
+            is_a.clone(),
+            a_is,
+            not_b.clone(),
+            in_list.clone(),
+            mixed_list,
+            Expr::Not(Box::new(Expr::Field(2))),
+            and(&is_a, &not_b),
+            and(&Expr::Field(2), &in_list),
+            or(&Expr::Field(2), &is_a),
+            or(&not_b, &Expr::Field(2)),
+            eq(BinaryOp::Lt, field(0), text("b")),
+        ];
+        assert!(matches!(Prepared::new(&exprs[1]), Prepared::StrEq { .. }));
+        assert!(matches!(Prepared::new(&exprs[4]), Prepared::StrIn { .. }));
+        assert!(matches!(Prepared::new(&exprs[5]), Prepared::Other(_)));
+        let values = || [Val::Str("a".into()), Val::Str("b".into()), Val::Str("c".into()), Val::Null, Val::Int(1)];
+        let meta = MessageMeta { topic: "t", partition: 0, offset: 0, key: None, timestamp_ms: None, headers: &[] };
+        let regexes = RegexCache::default();
+        let prepared: Vec<Prepared> = exprs.iter().map(Prepared::new).collect();
+        for x in values() {
+            for y in values() {
+                for z in [Val::Bool(true), Val::Bool(false), Val::Null] {
+                    let row = [x.clone(), y.clone(), z];
+                    let ctx =
+                        EventCtx { row: &row, meta: &meta, classifications: &[], classifiers: &[], cache: Vec::new() };
+                    let scope = Scope::Event(&ctx);
+                    for (expr, prepared) in exprs.iter().zip(&prepared) {
+                        assert_eq!(
+                            prepared.eval(&scope, &regexes),
+                            eval(expr, &scope, &regexes),
+                            "{expr:?} over {row:?}"
+                        );
+                    }
+                }
+            }
+        }
     }
 }

@@ -32,7 +32,7 @@ pub use value::KeyVal;
 
 use decode::Decoder;
 use dsl::Plan;
-use eval::{ClassifierRuntime, RegexCache};
+use eval::{ClassifierRuntime, Prepared, RegexCache};
 
 /// Errors building a runnable plan.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +73,17 @@ pub struct CompiledPlan {
     classifiers: Vec<ClassifierRuntime>,
     regexes: RegexCache,
     metrics_by_source: Vec<Vec<usize>>,
+    /// Per metric, its expressions prepared for the per-event path.
+    prepared: Vec<PreparedMetric>,
+}
+
+/// A metric's per-event expressions, prepared (see [`Prepared`]).
+#[derive(Debug)]
+struct PreparedMetric {
+    filter: Option<Prepared>,
+    keys: Vec<Prepared>,
+    /// Per aggregate, its argument (`None` for `count()`).
+    args: Vec<Option<Prepared>>,
 }
 
 impl CompiledPlan {
@@ -133,6 +144,15 @@ impl CompiledPlan {
         let metrics_by_source = (0..plan.sources.len())
             .map(|s| plan.metrics.iter().enumerate().filter(|(_, m)| m.source == s).map(|(i, _)| i).collect())
             .collect();
-        Ok(CompiledPlan { plan, decoders, classifiers, regexes, metrics_by_source })
+        let prepared = plan
+            .metrics
+            .iter()
+            .map(|m| PreparedMetric {
+                filter: m.filter.as_ref().map(Prepared::new),
+                keys: m.keys.iter().map(|k| Prepared::new(&k.expr)).collect(),
+                args: m.aggregates.iter().map(|a| a.arg.as_ref().map(Prepared::new)).collect(),
+            })
+            .collect();
+        Ok(CompiledPlan { plan, decoders, classifiers, regexes, metrics_by_source, prepared })
     }
 }

@@ -13,7 +13,7 @@
 
 use crate::aggregate::{AggState, Position};
 use crate::decode::{Reason, Rejection};
-use crate::eval::{eval, EventCtx, MessageMeta, Scope};
+use crate::eval::{EventCtx, MessageMeta, Scope};
 use crate::value::{format_timestamp, KeyVal, Val};
 use crate::window::{MetricState, SeriesMap, Window};
 use crate::CompiledPlan;
@@ -391,8 +391,9 @@ impl Partition {
                     continue; // Replayed from before this metric was deployed.
                 }
                 let metric = &plan.plan.metrics[m];
-                if let Some(filter) = &metric.filter {
-                    if !eval(filter, &scope, &plan.regexes).is_true() {
+                let prepared = &plan.prepared[m];
+                if let Some(filter) = &prepared.filter {
+                    if !filter.eval(&scope, &plan.regexes).is_true() {
                         continue;
                     }
                 }
@@ -416,14 +417,14 @@ impl Partition {
                     .or_insert_with(|| Window { series: SeriesMap::default(), min_offset: offset });
                 window.min_offset = window.min_offset.min(offset);
                 key.clear();
-                key.extend(metric.keys.iter().map(|k| eval(&k.expr, &scope, &plan.regexes)));
+                key.extend(prepared.keys.iter().map(|k| k.eval(&scope, &plan.regexes)));
                 let (states, is_overflow) = window.series.entry(&key, metric, metric.cardinality_limit as usize);
                 if is_overflow {
                     stats.overflow += 1;
                 }
-                for (state, aggregate) in states.iter_mut().zip(&metric.aggregates) {
-                    let value = match &aggregate.arg {
-                        Some(arg) => eval(arg, &scope, &plan.regexes),
+                for (state, arg) in states.iter_mut().zip(&prepared.args) {
+                    let value = match arg {
+                        Some(arg) => arg.eval(&scope, &plan.regexes),
                         None => Val::Bool(true),
                     };
                     state.add(&value, at);
