@@ -15,7 +15,7 @@ use crate::aggregate::{AggState, Position};
 use crate::decode::{Reason, Rejection};
 use crate::eval::{EventCtx, MessageMeta, Scope};
 use crate::value::{format_timestamp, KeyVal, Val};
-use crate::window::{MetricState, SeriesMap, Window};
+use crate::window::{MetricState, SeriesMap, Slot, Window};
 use crate::CompiledPlan;
 use serde::{Deserialize, Serialize};
 use std::cell::Cell;
@@ -41,10 +41,11 @@ pub struct Row {
     pub window_start: i64,
     /// Source partition that wrote it.
     pub partition: i32,
-    /// Group-by values.
-    pub keys: Box<[KeyVal]>,
-    /// Aggregate states, in plan order.
-    pub states: Vec<AggState>,
+    /// Group-by values (shared with the engine's windows and other rows).
+    pub keys: Arc<[KeyVal]>,
+    /// Aggregate states, in plan order (shared with the tier window they
+    /// belong to until it changes them again).
+    pub states: Arc<[AggState]>,
     /// For tier rows: end of the latest base window merged in.
     pub included_through: Option<i64>,
 }
@@ -226,7 +227,7 @@ impl Partition {
             }
             let window = p.metrics[row.metric].tiers[row.tier].entry(row.window_start).or_default();
             // Each row says how far its own series goes: see `TierWindow::included_through`.
-            let i = window.series.restore(&row.keys, row.states, metric_plan);
+            let i = window.restore(&row.keys, row.states);
             if window.included_through.len() <= i {
                 window.included_through.resize(i + 1, i64::MIN);
             }
@@ -268,8 +269,8 @@ impl Partition {
 
     /// The open base windows of metric `metric`, oldest first, with their
     /// start (for live exports; see `export::live`).
-    pub fn open_windows(&self, metric: usize) -> impl Iterator<Item = (i64, &SeriesMap)> {
-        self.metrics.get(metric).into_iter().flat_map(|m| m.windows.iter().map(|(start, w)| (*start, &w.series)))
+    pub fn open_windows(&self, metric: usize) -> impl Iterator<Item = (i64, &Window)> {
+        self.metrics.get(metric).into_iter().flat_map(|m| m.windows.iter().map(|(start, w)| (*start, w)))
     }
 
     /// The first offset still needed to rebuild the open windows: the offset
@@ -411,17 +412,27 @@ impl Partition {
                 }
                 let stats = &mut self.stats.metrics[m];
                 stats.events += 1;
-                let window = self.metrics[m]
-                    .windows
-                    .entry(start)
-                    .or_insert_with(|| Window { series: SeriesMap::default(), min_offset: offset });
+                let window = self.metrics[m].windows.entry(start).or_insert_with(|| Window {
+                    series: SeriesMap::default(),
+                    states: Vec::new(),
+                    min_offset: offset,
+                });
                 window.min_offset = window.min_offset.min(offset);
                 key.clear();
                 key.extend(prepared.keys.iter().map(|k| k.eval(&scope, &plan.regexes)));
-                let (states, is_overflow) = window.series.entry(&key, metric, metric.cardinality_limit as usize);
-                if is_overflow {
-                    stats.overflow += 1;
-                }
+                let i = match window.series.entry(&key, metric.cardinality_limit as usize) {
+                    Slot::Existing(i) => i,
+                    Slot::Overflow(i) => {
+                        stats.overflow += 1;
+                        i
+                    }
+                    slot @ (Slot::New(i) | Slot::NewOverflow(i)) => {
+                        stats.overflow += u64::from(matches!(slot, Slot::NewOverflow(_)));
+                        window.states.extend(metric.aggregates.iter().map(AggState::new));
+                        i
+                    }
+                };
+                let states = window.states_mut(i, prepared.args.len());
                 for (state, arg) in states.iter_mut().zip(&prepared.args) {
                     let value = match arg {
                         Some(arg) => arg.eval(&scope, &plan.regexes),
@@ -485,69 +496,51 @@ impl Partition {
     /// Closes base windows ending at or before `watermark`, merges them into
     /// the tiers, and drops tier windows that can receive nothing more.
     ///
-    /// A tier window that closes in this same call is dropped right after
-    /// its last base window merges in, so the rows of that last merge take
-    /// its keys and states instead of copies: at a large close (100k series
-    /// into a 1d tier) that is one copy of every state fewer in memory.
+    /// Rows share keys and states with the windows instead of copying
+    /// them: a base window's states go into its row and, for a series new
+    /// to a tier window, become that tier's states too, so a large close
+    /// (100k series into a 1d tier) holds every state once.
     fn close_metric(&mut self, m: usize, watermark: i64, out: &mut Output) {
         let plan = &self.plan.plan.metrics[m];
         let width = plan.window_ms as i64;
         let state = &mut self.metrics[m];
         let closing: Vec<i64> =
             state.windows.keys().take_while(|start| start.saturating_add(width) <= watermark).copied().collect();
-        for (k, &start) in closing.iter().enumerate() {
+        for &start in &closing {
             let Some(window) = state.windows.remove(&start) else { continue };
             let end = start + width;
             self.stats.metrics[m].windows_closed += 1;
             out.rows.reserve(window.series.len() * plan.tiers.len().max(1));
+            let series: Vec<_> = window.into_series(plan.aggregates.len()).collect();
             for (t, tier) in plan.tiers.iter().enumerate().skip(1) {
                 let tier_width = tier.width_ms as i64;
                 let tier_start = start.div_euclid(tier_width) * tier_width;
-                let is_last_merge = tier_start.saturating_add(tier_width) <= watermark
-                    && closing.get(k + 1).is_none_or(|next| next.div_euclid(tier_width) * tier_width != tier_start);
                 let tier_window = state.tiers[t].entry(tier_start).or_default();
-                let mut touched = Vec::with_capacity(window.series.len());
-                for (key, states) in window.series.keys.iter().zip(&window.series.states) {
-                    let i = tier_window.series.insert_key(key, plan);
-                    if tier_window.included_through.get(i).is_some_and(|&through| end <= through) {
+                for (key, states) in &series {
+                    let (i, is_new) = tier_window.series.insert_key(key);
+                    if is_new {
+                        // Merged into nothing, the tier's states are the window's: share them.
+                        tier_window.states.push(Arc::clone(states));
+                    } else if tier_window.included_through.get(i).is_some_and(|&through| end <= through) {
                         continue; // This series' stored row included it before a restart.
-                    }
-                    tier_window.series.states[i].iter_mut().zip(states).for_each(|(mine, theirs)| mine.merge(theirs));
-                    touched.push(i);
-                }
-                // A series touched twice (a key equal to the overflow series'
-                // key) is copied for its first row and taken for its last.
-                let mut is_taken = vec![false; if is_last_merge { tier_window.series.len() } else { 0 }];
-                let mut can_take = vec![false; touched.len()];
-                for (position, &i) in touched.iter().enumerate().rev() {
-                    if let Some(taken) = is_taken.get_mut(i) {
-                        can_take[position] = !*taken;
-                        *taken = true;
-                    }
-                }
-                for (&i, can_take) in touched.iter().zip(can_take) {
-                    let (keys, states) = if can_take {
-                        (
-                            std::mem::take(&mut tier_window.series.keys[i]),
-                            std::mem::take(&mut tier_window.series.states[i]),
-                        )
                     } else {
-                        (tier_window.series.keys[i].clone(), tier_window.series.states[i].clone())
-                    };
+                        // Copies only if a row emitted earlier still holds them.
+                        let mine = Arc::make_mut(&mut tier_window.states[i]);
+                        mine.iter_mut().zip(states.iter()).for_each(|(mine, theirs)| mine.merge(theirs));
+                    }
                     out.rows.push(Row {
                         metric: m,
                         tier: t,
                         window_start: tier_start,
                         partition: self.partition,
-                        keys,
-                        states,
+                        keys: Arc::clone(key),
+                        states: Arc::clone(&tier_window.states[i]),
                         included_through: Some(end),
                     });
                     self.stats.metrics[m].rows += 1;
                 }
             }
-            let SeriesMap { keys, states, .. } = window.series;
-            for (keys, states) in keys.into_iter().zip(states) {
+            for (keys, states) in series {
                 out.rows.push(Row {
                     metric: m,
                     tier: 0,

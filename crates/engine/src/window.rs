@@ -5,11 +5,16 @@ use crate::value::{KeyVal, Val, OTHER};
 use dsl::plan::MetricPlan;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::sync::Arc;
 
 /// No index entry / end of a collision chain.
 const NONE: u32 = u32::MAX;
 
-/// The series of one window: key values → aggregate states, in arrival order.
+/// The keys of one window's series, in arrival order, with a hash index.
+/// The window keeps the series' states beside it, in the same order.
+///
+/// Keys are reference-counted: a closed window's key goes on into its row
+/// and into every tier window it merges into without being copied.
 #[derive(Debug, Default, Clone)]
 pub struct SeriesMap {
     /// Hash of the key → the latest series with that hash; the others with
@@ -18,10 +23,21 @@ pub struct SeriesMap {
     /// Per series: the next series with the same hash, or [`NONE`].
     next: Vec<u32>,
     /// Keys in arrival order.
-    pub keys: Vec<Box<[KeyVal]>>,
-    /// States, parallel to `keys`.
-    pub states: Vec<Vec<AggState>>,
+    pub keys: Vec<Arc<[KeyVal]>>,
     overflow: Option<u32>,
+}
+
+/// Where [`SeriesMap::entry`] put an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    /// An existing series.
+    Existing(usize),
+    /// A series just added: the caller appends its empty states.
+    New(usize),
+    /// The existing overflow series: the key was new and the map full.
+    Overflow(usize),
+    /// The overflow series, just added.
+    NewOverflow(usize),
 }
 
 /// A fixed hasher, so series order never depends on process randomness.
@@ -46,6 +62,24 @@ impl Hasher for PreHashed {
     }
 }
 
+/// The hash of an evaluated key.
+fn hash_of(key: &[Val<'_>]) -> u64 {
+    let mut hasher = FIXED_STATE.build_hasher();
+    for part in key {
+        part.hash_into(&mut hasher);
+    }
+    hasher.finish()
+}
+
+/// The hash of an owned key: the same as [`hash_of`] of its values.
+fn hash_of_owned(key: &[KeyVal]) -> u64 {
+    let mut hasher = FIXED_STATE.build_hasher();
+    for part in key {
+        part.as_val().hash_into(&mut hasher);
+    }
+    hasher.finish()
+}
+
 impl SeriesMap {
     /// Number of series.
     pub fn len(&self) -> usize {
@@ -57,33 +91,26 @@ impl SeriesMap {
         self.keys.is_empty()
     }
 
-    /// The states of the series with key `key`, created if new. When the map
-    /// already holds `limit` series, a new key goes to the overflow series
-    /// and `true` is returned alongside.
-    pub fn entry(&mut self, key: &[Val<'_>], plan: &MetricPlan, limit: usize) -> (&mut Vec<AggState>, bool) {
-        let mut hasher = FIXED_STATE.build_hasher();
-        for part in key {
-            part.hash_into(&mut hasher);
-        }
-        let hash = hasher.finish();
+    /// The series of key `key`, added if new. When the map already holds
+    /// `limit` series, a new key goes to the overflow series instead.
+    pub fn entry(&mut self, key: &[Val<'_>], limit: usize) -> Slot {
+        let hash = hash_of(key);
         if let Some(i) = self.find(hash, |k| k.iter().zip(key).all(|(k, v)| k.matches(v))) {
-            return (&mut self.states[i as usize], false);
+            return Slot::Existing(i as usize);
         }
         if self.keys.len() >= limit {
-            let i = match self.overflow {
-                Some(i) => i,
+            return match self.overflow {
+                Some(i) => Slot::Overflow(i as usize),
                 None => {
-                    let other: Box<[KeyVal]> = key.iter().map(|_| KeyVal::Str(OTHER.into())).collect();
-                    let i = self.push(other, plan);
+                    let i = self.push(key.iter().map(|_| KeyVal::Str(OTHER.into())).collect());
                     self.overflow = Some(i);
-                    i
+                    Slot::NewOverflow(i as usize)
                 }
             };
-            return (&mut self.states[i as usize], true);
         }
-        let i = self.push(key.iter().map(Val::to_key).collect(), plan);
+        let i = self.push(key.iter().map(Val::to_key).collect());
         self.link(hash, i);
-        (&mut self.states[i as usize], false)
+        Slot::New(i as usize)
     }
 
     /// The series with hash `hash` whose key satisfies `is_key`.
@@ -104,66 +131,71 @@ impl SeriesMap {
         self.next[i as usize] = previous.unwrap_or(NONE);
     }
 
-    fn push(&mut self, key: Box<[KeyVal]>, plan: &MetricPlan) -> u32 {
+    fn push(&mut self, key: Arc<[KeyVal]>) -> u32 {
         self.keys.push(key);
-        self.states.push(plan.aggregates.iter().map(AggState::new).collect());
         self.next.push(NONE);
         (self.keys.len() - 1) as u32
     }
 
-    /// Merges the series of `other` into this map (tier roll-ups, reads).
-    /// Returns the indices of the series touched, in `other`'s order.
-    pub fn merge_from(&mut self, other: &SeriesMap, plan: &MetricPlan) -> Vec<usize> {
-        let mut touched = Vec::with_capacity(other.len());
-        for (key, states) in other.keys.iter().zip(&other.states) {
-            let i = self.insert_key(key, plan);
-            for (mine, theirs) in self.states[i].iter_mut().zip(states) {
-                mine.merge(theirs);
-            }
-            touched.push(i);
+    /// The series of the owned key `key`, added (sharing `key`) if absent;
+    /// never overflows, since the key was admitted by a finer window.
+    /// Returns its index and whether it was added.
+    pub fn insert_key(&mut self, key: &Arc<[KeyVal]>) -> (usize, bool) {
+        let hash = hash_of_owned(key);
+        if let Some(i) = self.find(hash, |k| k == key.as_ref()) {
+            return (i as usize, false);
         }
-        touched
-    }
-
-    /// Inserts `key` (owned) with empty states if absent; never overflows,
-    /// since the key was admitted by a finer window. Returns its index.
-    pub fn insert_key(&mut self, key: &[KeyVal], plan: &MetricPlan) -> usize {
-        let mut hasher = FIXED_STATE.build_hasher();
-        for part in key {
-            part.as_val().hash_into(&mut hasher);
-        }
-        let hash = hasher.finish();
-        if let Some(i) = self.find(hash, |k| k.iter().zip(key).all(|(k, v)| k.matches(&v.as_val()))) {
-            return i as usize;
-        }
-        let i = self.push(key.into(), plan);
+        let i = self.push(Arc::clone(key));
         self.link(hash, i);
-        i as usize
-    }
-
-    /// Replaces the states of the series with key `key` (restoring stored
-    /// rows). Returns its index.
-    pub fn restore(&mut self, key: &[KeyVal], states: Vec<AggState>, plan: &MetricPlan) -> usize {
-        let i = self.insert_key(key, plan);
-        self.states[i] = states;
-        i
+        (i as usize, true)
     }
 }
 
 /// An open base window.
 #[derive(Debug, Default)]
 pub struct Window {
-    /// Its series.
+    /// Its series' keys.
     pub series: SeriesMap,
+    /// Their states, one run of the metric's aggregates per series, in
+    /// series order (one allocation for the window, not one per series).
+    pub states: Vec<AggState>,
     /// Lowest offset of an event in it: replay must start there to rebuild it.
     pub min_offset: i64,
+}
+
+impl Window {
+    /// The states of series `i`, of a metric with `width` aggregates.
+    pub fn states_mut(&mut self, i: usize, width: usize) -> &mut [AggState] {
+        &mut self.states[i * width..(i + 1) * width]
+    }
+
+    /// Every series: its key and states, of a metric with `width` aggregates.
+    pub fn series(&self, width: usize) -> impl Iterator<Item = (&Arc<[KeyVal]>, &[AggState])> {
+        self.series.keys.iter().enumerate().map(move |(i, key)| (key, &self.states[i * width..(i + 1) * width]))
+    }
+
+    /// Takes the window apart into keys and one shared state run per series.
+    pub fn into_series(self, width: usize) -> impl Iterator<Item = (Arc<[KeyVal]>, Arc<[AggState]>)> {
+        let mut states = self.states;
+        // From the back, so no element moves twice; `drain` has an exact
+        // length, so each run is allocated once.
+        let mut runs: Vec<Arc<[AggState]>> = Vec::with_capacity(self.series.len());
+        for _ in 0..self.series.len() {
+            runs.push(states.drain(states.len() - width..).collect());
+        }
+        self.series.keys.into_iter().zip(runs.into_iter().rev())
+    }
 }
 
 /// An open tier window (hour, day): merged from closed base windows.
 #[derive(Debug, Default)]
 pub struct TierWindow {
-    /// Its series.
+    /// Its series' keys.
     pub series: SeriesMap,
+    /// Per series, its states. Shared with the rows emitted for it (and
+    /// at first with the base window it came from); a merge copies them
+    /// only while such a row is still alive.
+    pub states: Vec<Arc<[AggState]>>,
     /// Per series (parallel to `series.keys`; absent means `i64::MIN`): the
     /// `included_through` of the stored row the series was restored from.
     /// Base windows ending at or before it are already in its state and are
@@ -176,6 +208,20 @@ pub struct TierWindow {
     /// `i64` defaulting to 0, which skipped base windows ending at or before
     /// the epoch.)
     pub included_through: Vec<i64>,
+}
+
+impl TierWindow {
+    /// Replaces the states of the series with key `key` (restoring a
+    /// stored row). Returns its index.
+    pub fn restore(&mut self, key: &Arc<[KeyVal]>, states: Arc<[AggState]>) -> usize {
+        let (i, is_new) = self.series.insert_key(key);
+        if is_new {
+            self.states.push(states);
+        } else {
+            self.states[i] = states;
+        }
+        i
+    }
 }
 
 /// All open windows of one metric in one partition.

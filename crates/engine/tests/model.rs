@@ -364,9 +364,9 @@ fn merged(stores: &[&Store]) -> BTreeMap<SeriesId, Vec<KeyVal>> {
     for store in stores {
         for ((m, t, start, _, keys), row) in &store.rows {
             match acc.get_mut(&(*m, *t, *start, keys.clone())) {
-                Some(states) => states.iter_mut().zip(&row.states).for_each(|(mine, theirs)| mine.merge(theirs)),
+                Some(states) => states.iter_mut().zip(row.states.iter()).for_each(|(mine, theirs)| mine.merge(theirs)),
                 None => {
-                    acc.insert((*m, *t, *start, keys.clone()), row.states.clone());
+                    acc.insert((*m, *t, *start, keys.clone()), row.states.to_vec());
                 }
             }
         }
@@ -597,11 +597,11 @@ fn check_rollups(plan: &CompiledPlan, store: &Store) -> Result<(), TestCaseError
             let id = (*m, tier, start.div_euclid(width) * width, *partition, keys.clone());
             match covered.get_mut(&id) {
                 Some((states, through)) => {
-                    states.iter_mut().zip(&row.states).for_each(|(mine, theirs)| mine.merge(theirs));
+                    states.iter_mut().zip(row.states.iter()).for_each(|(mine, theirs)| mine.merge(theirs));
                     *through = end;
                 }
                 None => {
-                    covered.insert(id, (row.states.clone(), end));
+                    covered.insert(id, (row.states.to_vec(), end));
                 }
             }
         }
@@ -722,7 +722,7 @@ fn run_with_crashes(
             .rows
             .values()
             .filter(|r| r.tier > 0 && r.partition == partition)
-            .map(|r| Row { states: through_json(&r.states), ..r.clone() })
+            .map(|r| Row { states: through_json(&r.states).into(), ..r.clone() })
             .collect();
         p = Partition::restore(Arc::clone(plan), &checkpoint, tier_rows);
         prop_assert_eq!(p.checkpoint(), Some(checkpoint.clone()), "a restored partition starts at its checkpoint");

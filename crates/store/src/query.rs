@@ -92,12 +92,12 @@ pub fn run(store: &dyn Store, plan: &dsl::Plan, query: &Query) -> Result<QueryRe
         let key: Vec<KeyVal> = kept.iter().map(|&k| row.keys[k].clone()).collect();
         match merged.get_mut(&(row.window_start, key.clone())) {
             Some(states) => {
-                for (mine, theirs) in states.iter_mut().zip(&row.states) {
+                for (mine, theirs) in states.iter_mut().zip(row.states.iter()) {
                     mine.merge(theirs);
                 }
             }
             None => {
-                merged.insert((row.window_start, key), row.states);
+                merged.insert((row.window_start, key), row.states.to_vec());
             }
         }
     }

@@ -143,7 +143,7 @@ impl Store for SqliteStore {
             let mut values: Vec<Value> = Vec::with_capacity(4 + row.keys.len() + 2 * row.states.len());
             values.push(Value::Text(series_id(&row.keys)));
             values.extend(row.keys.iter().map(to_sql));
-            for state in &row.states {
+            for state in row.states.iter() {
                 values.push(to_sql(&state.finish()));
                 values.push(Value::Blob(serde_json::to_vec(state).unwrap_or_default()));
             }
@@ -324,7 +324,7 @@ impl Store for SqliteStore {
                 partition: r.get(2).map_err(sqlite("bad source_partition"))?,
                 included_through: r.get(3).map_err(sqlite("bad included_through"))?,
                 keys: keys.into(),
-                states,
+                states: states.into(),
             });
         }
         Ok(out)

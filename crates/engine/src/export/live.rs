@@ -31,6 +31,7 @@ use crate::value::{KeyVal, Val, OTHER};
 use crate::CompiledPlan;
 use dsl::plan::MetricPlan;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 /// How long a key, a remembered window and a series outlive their last sighting.
 pub const STALE_MS: i64 = 5 * 60_000;
@@ -39,7 +40,7 @@ pub const STALE_MS: i64 = 5 * 60_000;
 /// partitions costs more than counting.
 pub const GAUGE_INTERVAL_MS: i64 = 1_000;
 
-type Key = Box<[KeyVal]>;
+type Key = Arc<[KeyVal]>;
 
 /// The live exported series of every exported metric.
 #[derive(Debug, Default)]
@@ -325,8 +326,8 @@ impl LiveExport {
                 if !std::ptr::eq(partition.plan().as_ref(), plan) {
                     continue; // Still on another plan: its indices mean other metrics.
                 }
-                for (start, series) in partition.open_windows(index) {
-                    for (key, states) in series.keys.iter().zip(&series.states) {
+                for (start, window) in partition.open_windows(index) {
+                    for (key, states) in window.series(metric.aggregates.len()) {
                         export.observe((topic, partition.partition(), start), key, states, now_ms);
                         if !is_gauge_due {
                             continue;
@@ -337,11 +338,11 @@ impl LiveExport {
                             }
                             Some((s, merged)) if *s < start => {
                                 *s = start;
-                                merged.clone_from(states);
+                                *merged = states.to_vec();
                             }
                             Some(_) => {}
                             None => {
-                                newest.insert(key.clone(), (start, states.clone()));
+                                newest.insert(Arc::clone(key), (start, states.to_vec()));
                             }
                         }
                     }

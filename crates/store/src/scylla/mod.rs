@@ -592,7 +592,7 @@ impl RowReader<'_> {
             partition,
             included_through,
             keys: keys.into(),
-            states,
+            states: states.into(),
         }))
     }
 }
@@ -662,7 +662,7 @@ pub fn row_values(metric: &dsl::plan::MetricPlan, row: &Row, series: &str, bucke
         let kind = kinds.next().unwrap_or(ColumnKind::Text);
         values.push(to_cql(k, kind));
     }
-    for state in &row.states {
+    for state in row.states.iter() {
         let kind = kinds.next().unwrap_or(ColumnKind::Float);
         values.push(to_cql(&state.finish(), kind));
         kinds.next();
