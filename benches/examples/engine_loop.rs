@@ -1,16 +1,78 @@
-//! Runs the engine over the bench events in a loop, for profilers.
+//! Runs the engine (or, with `PARSE_ONLY=1`, the benchmark's parse-only
+//! baseline) over the benchmark's events in a loop, for profilers:
+//!
+//! `ROUNDS=1 valgrind --tool=callgrind target/release/examples/engine_loop`
+use serde::Deserialize;
+use std::borrow::Cow;
+
+/// The parse-only baseline's struct, as in `benches/engine.rs`.
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct Event<'a> {
+    #[serde(borrow)]
+    ts: Cow<'a, str>,
+    #[serde(borrow)]
+    event: Cow<'a, str>,
+    #[serde(borrow)]
+    message_id: Cow<'a, str>,
+    #[serde(borrow)]
+    account_id: Cow<'a, str>,
+    #[serde(borrow)]
+    sender_domain: Cow<'a, str>,
+    #[serde(borrow)]
+    sending_ip: Cow<'a, str>,
+    #[serde(borrow)]
+    ip_pool: Cow<'a, str>,
+    #[serde(borrow)]
+    recipient_domain: Cow<'a, str>,
+    #[serde(borrow)]
+    provider: Cow<'a, str>,
+    #[serde(borrow)]
+    mx_host: Cow<'a, str>,
+    smtp_code: i64,
+    #[serde(borrow)]
+    status: Cow<'a, str>,
+    #[serde(borrow)]
+    diagnostic: Option<Cow<'a, str>>,
+    attempt: i64,
+    latency_ms: i64,
+    size_bytes: i64,
+}
+
 fn main() {
-    let n: usize = std::env::var("ENGINE_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
-    let rounds: usize = std::env::var("ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
-    let path = benches::events_file(n, 42, &[]).expect("events");
-    let events = benches::Events::load(&path).expect("load");
+    let env = |name: &str, default: usize| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    let (n, rounds) = (env("ENGINE_BENCH_EVENTS", 200_000), env("ROUNDS", 10));
+    let parse_only = std::env::var_os("PARSE_ONLY").is_some();
+    let decode_only = std::env::var_os("DECODE_ONLY").is_some();
+    let path = benches::events_file(n, 42, &[]).expect("events can be generated");
+    let events = benches::Events::load(&path).expect("events load");
     let plan = benches::pipelines_plan();
     let compiled = std::sync::Arc::new(engine::CompiledPlan::new(plan, engine::EngineConfig::default()).expect("plan"));
     let mut best = 0.0f64;
     for _ in 0..rounds {
         let start = std::time::Instant::now();
-        std::hint::black_box(benches::run_partition(&compiled, &events));
+        if decode_only {
+            let decoder = engine::decode::Decoder::new(&compiled.plan.sources[0], 1 << 20);
+            for line in events.iter() {
+                std::hint::black_box(decoder.decode(line).ok());
+            }
+        } else if parse_only {
+            for line in events.iter() {
+                std::hint::black_box(serde_json::from_slice::<Event<'_>>(line).ok());
+            }
+        } else {
+            std::hint::black_box(benches::run_partition(&compiled, &events));
+        }
         best = best.max(events.len() as f64 / start.elapsed().as_secs_f64());
     }
-    println!("best {best:.0} events/s, rows {:?}", benches::run_partition(&compiled, &events));
+    println!(
+        "{}: best {best:.0} events/s",
+        if decode_only {
+            "decode-only"
+        } else if parse_only {
+            "parse-only"
+        } else {
+            "engine"
+        }
+    );
 }

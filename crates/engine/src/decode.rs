@@ -14,6 +14,8 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 use std::fmt;
 
+mod scan;
+
 /// Why a message could not be turned into an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -128,16 +130,10 @@ impl Decoder {
             reason: Reason::InvalidUtf8,
             detail: format!("invalid UTF-8 at byte {}", e.valid_up_to()),
         })?;
-        let mut row = vec![Val::Null; self.field_count];
-        let problem = RefCell::new(None);
-        let mut deserializer = serde_json::Deserializer::from_str(text);
-        let seed = ObjectSeed { decoder: self, nodes: &self.root, row: &mut row, problem: &problem, is_root: true };
-        let result = seed.deserialize(&mut deserializer).and_then(|()| deserializer.end());
-        if let Err(error) = result {
-            return Err(problem
-                .into_inner()
-                .unwrap_or_else(|| Rejection { reason: Reason::MalformedJson, detail: error.to_string() }));
-        }
+        let row = match self.scan(text) {
+            Some(row) => row,
+            None => self.decode_with_serde(text)?,
+        };
         for &index in &self.required {
             if matches!(row[index], Val::Null) {
                 return Err(Rejection {
@@ -147,6 +143,24 @@ impl Decoder {
             }
         }
         Ok(row)
+    }
+}
+
+impl Decoder {
+    /// The general path: serde over the whole message. It decides every
+    /// message [`Decoder::scan`] leaves to it, bad ones with their reason.
+    fn decode_with_serde<'a>(&self, text: &'a str) -> Result<Vec<Val<'a>>, Rejection> {
+        let mut row = vec![Val::Null; self.field_count];
+        let problem = RefCell::new(None);
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        let seed = ObjectSeed { decoder: self, nodes: &self.root, row: &mut row, problem: &problem, is_root: true };
+        let result = seed.deserialize(&mut deserializer).and_then(|()| deserializer.end());
+        match result {
+            Ok(()) => Ok(row),
+            Err(error) => Err(problem
+                .into_inner()
+                .unwrap_or_else(|| Rejection { reason: Reason::MalformedJson, detail: error.to_string() })),
+        }
     }
 }
 
