@@ -20,49 +20,13 @@
 //! shared machine's drifting speed hits all of them alike), with events/s
 //! and the engine / parse-only ratio per round, median and best.
 
-use benches::Events;
+use benches::{Event, Events};
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use engine::eval::{ClassifierRuntime, RegexCache};
 use engine::value::Val;
-use serde::Deserialize;
-use std::borrow::Cow;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// One delivery event, every field, strings borrowed where unescaped.
-#[derive(Deserialize)]
-#[allow(dead_code)]
-struct Event<'a> {
-    #[serde(borrow)]
-    ts: Cow<'a, str>,
-    #[serde(borrow)]
-    event: Cow<'a, str>,
-    #[serde(borrow)]
-    message_id: Cow<'a, str>,
-    #[serde(borrow)]
-    account_id: Cow<'a, str>,
-    #[serde(borrow)]
-    sender_domain: Cow<'a, str>,
-    #[serde(borrow)]
-    sending_ip: Cow<'a, str>,
-    #[serde(borrow)]
-    ip_pool: Cow<'a, str>,
-    #[serde(borrow)]
-    recipient_domain: Cow<'a, str>,
-    #[serde(borrow)]
-    provider: Cow<'a, str>,
-    #[serde(borrow)]
-    mx_host: Cow<'a, str>,
-    smtp_code: i64,
-    #[serde(borrow)]
-    status: Cow<'a, str>,
-    #[serde(borrow)]
-    diagnostic: Option<Cow<'a, str>>,
-    attempt: i64,
-    latency_ms: i64,
-    size_bytes: i64,
-}
 
 fn event_count() -> usize {
     std::env::var("ENGINE_BENCH_EVENTS").ok().and_then(|v| v.replace('_', "").parse().ok()).unwrap_or(200_000)

@@ -1,44 +1,8 @@
-//! Runs the engine (or, with `PARSE_ONLY=1`, the benchmark's parse-only
-//! baseline) over the benchmark's events in a loop, for profilers:
+//! Runs the engine over the benchmark's events in a loop, for profilers
+//! (`PARSE_ONLY=1`: the parse-only baseline instead; `DECODE_ONLY=1`: the
+//! engine's decoder alone):
 //!
 //! `ROUNDS=1 valgrind --tool=callgrind target/release/examples/engine_loop`
-use serde::Deserialize;
-use std::borrow::Cow;
-
-/// The parse-only baseline's struct, as in `benches/engine.rs`.
-#[derive(Deserialize)]
-#[allow(dead_code)]
-struct Event<'a> {
-    #[serde(borrow)]
-    ts: Cow<'a, str>,
-    #[serde(borrow)]
-    event: Cow<'a, str>,
-    #[serde(borrow)]
-    message_id: Cow<'a, str>,
-    #[serde(borrow)]
-    account_id: Cow<'a, str>,
-    #[serde(borrow)]
-    sender_domain: Cow<'a, str>,
-    #[serde(borrow)]
-    sending_ip: Cow<'a, str>,
-    #[serde(borrow)]
-    ip_pool: Cow<'a, str>,
-    #[serde(borrow)]
-    recipient_domain: Cow<'a, str>,
-    #[serde(borrow)]
-    provider: Cow<'a, str>,
-    #[serde(borrow)]
-    mx_host: Cow<'a, str>,
-    smtp_code: i64,
-    #[serde(borrow)]
-    status: Cow<'a, str>,
-    #[serde(borrow)]
-    diagnostic: Option<Cow<'a, str>>,
-    attempt: i64,
-    latency_ms: i64,
-    size_bytes: i64,
-}
-
 fn main() {
     let env = |name: &str, default: usize| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
     let (n, rounds) = (env("ENGINE_BENCH_EVENTS", 200_000), env("ROUNDS", 10));
@@ -58,7 +22,7 @@ fn main() {
             }
         } else if parse_only {
             for line in events.iter() {
-                std::hint::black_box(serde_json::from_slice::<Event<'_>>(line).ok());
+                std::hint::black_box(serde_json::from_slice::<benches::Event<'_>>(line).ok());
             }
         } else {
             std::hint::black_box(benches::run_partition(&compiled, &events));

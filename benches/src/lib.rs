@@ -1,6 +1,7 @@
 //! Inputs shared by the benchmarks: generated programs, the shipped
 //! pipelines compiled from disk, and generated event files.
 
+use std::borrow::Cow;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -124,6 +125,41 @@ pub fn events_file(n: usize, seed: u64, extra_args: &[&str]) -> Result<PathBuf, 
     }
     std::fs::rename(&partial, &path).map_err(|e| format!("cannot rename {}: {e}", partial.display()))?;
     Ok(path)
+}
+
+/// One delivery event, every field, strings borrowed where unescaped: what
+/// the parse-only baseline decodes into.
+#[derive(serde::Deserialize)]
+#[allow(missing_docs)]
+pub struct Event<'a> {
+    #[serde(borrow)]
+    pub ts: Cow<'a, str>,
+    #[serde(borrow)]
+    pub event: Cow<'a, str>,
+    #[serde(borrow)]
+    pub message_id: Cow<'a, str>,
+    #[serde(borrow)]
+    pub account_id: Cow<'a, str>,
+    #[serde(borrow)]
+    pub sender_domain: Cow<'a, str>,
+    #[serde(borrow)]
+    pub sending_ip: Cow<'a, str>,
+    #[serde(borrow)]
+    pub ip_pool: Cow<'a, str>,
+    #[serde(borrow)]
+    pub recipient_domain: Cow<'a, str>,
+    #[serde(borrow)]
+    pub provider: Cow<'a, str>,
+    #[serde(borrow)]
+    pub mx_host: Cow<'a, str>,
+    pub smtp_code: i64,
+    #[serde(borrow)]
+    pub status: Cow<'a, str>,
+    #[serde(borrow)]
+    pub diagnostic: Option<Cow<'a, str>>,
+    pub attempt: i64,
+    pub latency_ms: i64,
+    pub size_bytes: i64,
 }
 
 /// Events held in memory: one buffer, one range per line.
