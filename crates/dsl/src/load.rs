@@ -67,23 +67,37 @@ pub fn load(
     let mut state = LoadState { loader, sources, diagnostics, loaded: Loaded::default(), stack: Vec::new() };
     for root in roots {
         let path = normalize(root);
-        if let Some(id) = state.sources.find(&path) {
-            if let Some(f) = state.loaded.files.iter_mut().find(|f| f.id == id) {
-                f.is_root = true;
-            }
-            continue;
-        }
-        match read(loader, &path) {
-            Ok(text) => {
-                let id = state.sources.add(path, text);
-                state.visit(id, true);
-            }
+        let text = match state.sources.find(&path) {
+            Some(id) => Ok(state.sources.get(id).text.clone()),
+            None => read(loader, &path),
+        };
+        let text = match text {
+            Ok(text) => text,
             Err(reason) => {
                 let id = state.sources.add(path.clone(), "");
                 state.diagnostics.push(
                     Diagnostic::error(Code::ImportNotFound, Span::new(id, 0, 0), format!("cannot read `{path}`"))
                         .with_note(reason),
                 );
+                continue;
+            }
+        };
+        // A root that is a standard library file itself (`dsl/stdlib/` given
+        // with the pipelines that import it) is that module, not a second
+        // definition of everything in it.
+        let path = match STDLIB.iter().find(|(_, std)| *std == text) {
+            Some((name, _)) => format!("{STD_PREFIX}{name}"),
+            None => path,
+        };
+        match state.sources.find(&path) {
+            Some(id) => {
+                if let Some(f) = state.loaded.files.iter_mut().find(|f| f.id == id) {
+                    f.is_root = true;
+                }
+            }
+            None => {
+                let id = state.sources.add(path, text);
+                state.visit(id, true);
             }
         }
     }
@@ -243,5 +257,26 @@ mod tests {
         assert_eq!(resolve("/x/a.stream", "../../b.stream"), "/b.stream");
         assert_eq!(resolve("pipelines/a.stream", "std:bounces"), "std:bounces");
         assert_eq!(normalize("../../x/./y//z"), "../../x/y/z");
+    }
+
+    #[test]
+    fn a_root_that_is_a_standard_library_file_is_that_module() {
+        let pipeline = "version 1\nimport \"std:bounces\"\n";
+        let edited = format!("{}\n# edited\n", STDLIB[0].1);
+        let loader = |path: &str| match path {
+            "pipelines/a.stream" => Ok(pipeline.to_string()),
+            "dsl/stdlib/bounces.stream" => Ok(STDLIB[0].1.to_string()),
+            "elsewhere/bounces.stream" => Ok(edited.clone()),
+            other => Err(format!("no file {other}")),
+        };
+        let roots = |paths: &[&str]| paths.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+        let same = crate::compile(&roots(&["pipelines/a.stream", "dsl/stdlib/bounces.stream"]), &loader);
+        assert!(same.diagnostics.is_empty(), "{}", same.render_diagnostics());
+        assert_eq!(same.plan.map(|p| p.classifiers.len()), Some(1));
+        let reversed = crate::compile(&roots(&["dsl/stdlib/bounces.stream", "pipelines/a.stream"]), &loader);
+        assert!(reversed.diagnostics.is_empty(), "{}", reversed.render_diagnostics());
+        // A different file that defines the same classifier is still a second definition.
+        let other = crate::compile(&roots(&["pipelines/a.stream", "elsewhere/bounces.stream"]), &loader);
+        assert!(other.diagnostics.iter().any(crate::Diagnostic::is_error));
     }
 }
