@@ -2,9 +2,9 @@
 //! over JSON lines, one result line per input line.
 //!
 //! Each input line is a JSON object. Its keys are matched to the classifier's
-//! parameters by name (`diagnostic`, `status`, `smtp_code`, `provider` for
-//! `bounce`); missing keys and `null` are null. Other keys (`rhost`,
-//! `recipient_domain`, `smtp_command`, ...) are ignored, except that when the
+//! parameters by name (`diagnostic`, `status`, `smtp_code`, `provider`,
+//! `smtp_command` for `bounce`); missing keys and `null` are null. Other keys
+//! (`rhost`, `recipient_domain`, ...) are ignored, except that when the
 //! classifier has a `provider` parameter and the line has no `provider`, one
 //! is derived from `rhost` (or `mx_host`) and `recipient_domain` exactly as
 //! the language's `provider(recipient_domain, mx_host)` does, from the table
