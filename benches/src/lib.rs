@@ -258,8 +258,3 @@ pub fn rss_kib() -> Option<(u64, u64)> {
     };
     Some((field("VmHWM:")?, field("VmRSS:")?))
 }
-
-/// The allocator the `streamd` and `streamctl` binaries run with, so the
-/// benchmarks measure the engine as they run it.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -9,11 +9,6 @@ mod promql;
 use clap::Parser;
 use std::process::ExitCode;
 
-/// mimalloc: about 5% more engine throughput than glibc's allocator, whose
-/// frees of the many small row and state allocations cost ~10% of a run.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let result = match cli.command {

@@ -62,11 +62,6 @@ enum LogFormat {
     Json,
 }
 
-/// mimalloc: about 5% more engine throughput than glibc's allocator, whose
-/// frees of the many small row and state allocations cost ~10% of a run.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let args = Args::parse();
     let filter =
