@@ -89,6 +89,8 @@ struct Prefilter {
     /// Per pattern: whether it is just its literals, so a literal found is
     /// a match and no regex need run.
     is_exact: Vec<bool>,
+    /// Whether texts are searched ASCII-lowercased (literals are lowercase).
+    is_lowered: bool,
 }
 
 /// Conjunctive normal form over hits: every inner list needs one true hit.
@@ -241,22 +243,40 @@ impl Prefilter {
             literal_pattern.extend(std::iter::repeat_n(i, set.len()));
             literals.extend(set);
         }
+        // ASCII texts are lowered before the search, so their automaton
+        // holds lowercase literals only: half the byte classes of a
+        // case-insensitive one, so half the DFA to keep in cache.
+        let is_lowered = texts == Texts::Ascii;
+        if is_lowered {
+            literals.iter_mut().for_each(|l: &mut Vec<u8>| l.make_ascii_lowercase());
+        }
         let literals = AhoCorasick::builder()
-            .ascii_case_insensitive(true)
+            .ascii_case_insensitive(!is_lowered)
             .kind(Some(kind))
             .prefilter(false)
             .build(&literals)
-            .or_else(|_| AhoCorasick::builder().ascii_case_insensitive(true).build(&literals))
+            .or_else(|_| AhoCorasick::builder().ascii_case_insensitive(!is_lowered).build(&literals))
             .ok();
-        Prefilter { literals, literal_pattern, unfiltered, is_exact }
+        Prefilter { literals, literal_pattern, unfiltered, is_exact, is_lowered }
     }
 
     /// Calls `candidate` with every pattern that may match `text` and
     /// whether it is known to match; `false` when it cannot tell.
     fn candidates(&self, text: &str, mut candidate: impl FnMut(usize, bool)) -> bool {
-        let Some(found) = self.literals.as_ref().and_then(|ac| ac.try_find_overlapping_iter(text).ok()) else {
-            return false;
+        let Some(literals) = self.literals.as_ref() else { return false };
+        let mut inline = [0u8; 512];
+        let lowered: Vec<u8>;
+        let haystack: &[u8] = if !self.is_lowered {
+            text.as_bytes()
+        } else if let Some(buffer) = inline.get_mut(..text.len()) {
+            buffer.copy_from_slice(text.as_bytes());
+            buffer.make_ascii_lowercase();
+            buffer
+        } else {
+            lowered = text.to_ascii_lowercase().into_bytes();
+            &lowered
         };
+        let Ok(found) = literals.try_find_overlapping_iter(haystack) else { return false };
         for hit in found {
             let p = self.literal_pattern[hit.pattern().as_usize()];
             candidate(p, self.is_exact[p]);
