@@ -22,7 +22,7 @@
 //! each pattern's own regex, which matches exactly when the set says so.
 //! Texts with non-ASCII bytes take the full `RegexSet` as before.
 
-use crate::eval::{eval, RegexCache, Scope};
+use crate::eval::{Prepared, RegexCache, Scope};
 use crate::literals::{required_literals, Requirement, Texts};
 use crate::value::Val;
 use aho_corasick::{AhoCorasick, AhoCorasickKind};
@@ -44,6 +44,8 @@ const MAX_CLAUSE: usize = 8;
 pub struct ClassifierRuntime {
     /// The plan.
     pub plan: ClassifierPlan,
+    /// Per rule, its condition prepared.
+    conditions: Vec<Prepared>,
     matchers: Vec<MatcherRuntime>,
     /// Per rule: the hits its condition needs, in conjunctive form, as
     /// ranges of `masks`: `(word, mask)` of candidate bits in [`Hits`],
@@ -148,6 +150,7 @@ impl ClassifierRuntime {
             rule_clauses.push(ranges);
         }
         Ok(ClassifierRuntime {
+            conditions: plan.rules.iter().map(|r| Prepared::new(&r.condition)).collect(),
             plan,
             matchers,
             clauses: rule_clauses,
@@ -187,7 +190,7 @@ impl ClassifierRuntime {
                         .iter()
                         .any(|&(w, mask)| hits.words[w as usize].get() & mask != 0)
                 });
-                if holds && eval(&self.plan.rules[r].condition, &scope, regexes).is_true() {
+                if holds && self.conditions[r].eval(&scope, regexes).is_true() {
                     return Some(r);
                 }
             }
@@ -471,6 +474,39 @@ mod tests {
         assert_eq!(classify(Some("blocked: Spamhaus"), "5.7.1"), Some(3));
         assert_eq!(classify(None, "5.0.0"), None);
     }
+
+    /// Rule conditions prepared (parameters compared with literals, prefix
+    /// tests, hits) give what the tree gives, over texts, nulls and numbers.
+    #[test]
+    fn prepared_conditions_evaluate_as_the_tree() {
+        let (classifier, regexes) = runtime(
+            "version 1\nclassifier c(d: string?, s: string?, p: string?, n: int?) {\n  \
+             rule a reason full soft when p == \"gmail\" and d ~ /mailbox (is )?full/i\n  \
+             rule b reason unknown hard when (p in [\"yahoo\", \"aol\"] or d ~ /user unknown/i) and starts_with(s, \"5.\")\n  \
+             rule c reason other soft when not (p != \"x\") or starts_with(s, \"\") and n >= 500\n  \
+             default unclassified reason undefined soft\n}\n",
+        );
+        let prepared: Vec<Prepared> = classifier.plan.rules.iter().map(|r| Prepared::new(&r.condition)).collect();
+        assert!(prepared.iter().all(|p| !matches!(p, Prepared::Other(_))), "{prepared:?}");
+        let texts = || [Val::Null, Val::Str("mailbox is full".into()), Val::Str("5.1.1 user unknown".into())];
+        let providers =
+            [Val::Null, Val::Str("gmail".into()), Val::Str("aol".into()), Val::Str("x".into()), Val::Int(3)];
+        for d in texts() {
+            for s in texts().into_iter().chain([Val::Str("5.2.2".into()), Val::Int(5)]) {
+                for p in providers.clone() {
+                    for n in [Val::Null, Val::Int(550)] {
+                        let params = [d.clone(), s.clone(), p.clone(), n];
+                        let hits = Hits::new(&classifier, &params);
+                        let scope = Scope::Classifier { params: &params, hits: &hits };
+                        for (rule, prepared) in classifier.plan.rules.iter().zip(&prepared) {
+                            let tree = crate::eval::eval(&rule.condition, &scope, &regexes);
+                            assert_eq!(prepared.eval(&scope, &regexes), tree, "{:?} over {params:?}", rule.condition);
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -501,6 +537,7 @@ mod stdlib_tests {
             }
         }
         let regexes = RegexCache::default();
+        use crate::eval::eval;
         for line in labelled.lines() {
             let value: serde_json::Value = serde_json::from_str(line).expect("labelled line");
             let params: Vec<Val<'_>> = classifier

@@ -190,29 +190,45 @@ pub fn eval<'s>(expr: &'s Expr, scope: &Scope<'s, '_>, regexes: &'s RegexCache) 
 }
 
 /// An expression prepared for the per-event path. The shapes real
-/// pipelines use in filters, keys and `count_if` (a field, a string field
-/// compared with string literals, `and` / `or` / `not` of those) run without
-/// walking the plan's tree or building values; everything else goes to
-/// [`eval`]. It gives what [`eval`] of the original expression gives.
+/// pipelines and classifiers use in filters, keys, `count_if` and rule
+/// conditions (a field or parameter, one compared with string literals or
+/// tested for a prefix, a classifier matcher's hit, `and` / `or` / `not` of
+/// those) run without walking the plan's tree or building values;
+/// everything else goes to [`eval`]. It gives what [`eval`] of the original
+/// expression gives.
 #[derive(Debug, Clone)]
 pub enum Prepared {
-    /// A source field.
-    Field(usize),
-    /// `field == "text"` (`is_equal`) or `field != "text"`; null-safe.
+    /// A source field or classifier parameter.
+    Value(Operand),
+    /// `x == "text"` (`is_equal`) or `x != "text"`; null-safe.
     StrEq {
-        /// The field.
-        field: usize,
+        /// The field or parameter.
+        of: Operand,
         /// The literal.
         text: Box<str>,
         /// `==` rather than `!=`.
         is_equal: bool,
     },
-    /// `field in ["a", "b", ...]`.
+    /// `x in ["a", "b", ...]`.
     StrIn {
-        /// The field.
-        field: usize,
+        /// The field or parameter.
+        of: Operand,
         /// The literals.
         texts: Box<[Box<str>]>,
+    },
+    /// `starts_with(x, "prefix")`.
+    StartsWith {
+        /// The field or parameter.
+        of: Operand,
+        /// The literal prefix.
+        prefix: Box<str>,
+    },
+    /// A classifier matcher's pattern hit.
+    Hit {
+        /// The matcher.
+        matcher: usize,
+        /// Its pattern.
+        pattern: usize,
     },
     /// `not`.
     Not(Box<Prepared>),
@@ -224,6 +240,34 @@ pub enum Prepared {
     Other(Expr),
 }
 
+/// What a prepared test reads: a source field or a classifier parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operand {
+    /// A source field (in an event's scope).
+    Field(usize),
+    /// A classifier parameter (in a classifier's scope).
+    Param(usize),
+}
+
+impl Operand {
+    fn of(expr: &Expr) -> Option<Self> {
+        match expr {
+            Expr::Field(i) => Some(Operand::Field(*i)),
+            Expr::Param(i) => Some(Operand::Param(*i)),
+            _ => None,
+        }
+    }
+
+    /// Its value in `scope`; `None` (null) where it does not exist.
+    fn get<'s, 'a>(self, scope: &Scope<'s, 'a>) -> Option<&'s Val<'a>> {
+        match (self, scope) {
+            (Operand::Field(i), Scope::Event(ctx)) => ctx.row.get(i),
+            (Operand::Param(i), Scope::Classifier { params, .. }) => params.get(i),
+            _ => None,
+        }
+    }
+}
+
 impl Prepared {
     /// Prepares `expr`.
     pub fn new(expr: &Expr) -> Self {
@@ -231,44 +275,55 @@ impl Prepared {
             Expr::Literal(Value::String(s)) => Some(s.as_str().into()),
             _ => None,
         };
-        match expr {
-            Expr::Field(i) => Prepared::Field(*i),
-            Expr::Not(e) => Prepared::Not(Box::new(Prepared::new(e))),
+        let prepared = match expr {
+            Expr::Field(_) | Expr::Param(_) => Operand::of(expr).map(Prepared::Value),
+            Expr::MatcherHit { matcher, pattern } => Some(Prepared::Hit { matcher: *matcher, pattern: *pattern }),
+            Expr::Not(e) => Some(Prepared::Not(Box::new(Prepared::new(e)))),
             Expr::Binary { op: BinaryOp::And, lhs, rhs } => {
-                Prepared::And(Box::new(Prepared::new(lhs)), Box::new(Prepared::new(rhs)))
+                Some(Prepared::And(Box::new(Prepared::new(lhs)), Box::new(Prepared::new(rhs))))
             }
             Expr::Binary { op: BinaryOp::Or, lhs, rhs } => {
-                Prepared::Or(Box::new(Prepared::new(lhs)), Box::new(Prepared::new(rhs)))
+                Some(Prepared::Or(Box::new(Prepared::new(lhs)), Box::new(Prepared::new(rhs))))
             }
             Expr::Binary { op: op @ (BinaryOp::Eq | BinaryOp::Ne), lhs, rhs } => {
-                let field_and_text = match (&**lhs, &**rhs) {
-                    (Expr::Field(field), other) | (other, Expr::Field(field)) => text(other).map(|t| (*field, t)),
+                let operand_and_text = match (Operand::of(lhs), Operand::of(rhs)) {
+                    (Some(of), None) => text(rhs).map(|t| (of, t)),
+                    (None, Some(of)) => text(lhs).map(|t| (of, t)),
                     _ => None,
                 };
-                match field_and_text {
-                    Some((field, text)) => Prepared::StrEq { field, text, is_equal: *op == BinaryOp::Eq },
-                    None => Prepared::Other(expr.clone()),
-                }
+                operand_and_text.map(|(of, text)| Prepared::StrEq { of, text, is_equal: *op == BinaryOp::Eq })
             }
-            Expr::In { arg, list } => match (&**arg, list.iter().map(text).collect::<Option<Box<[_]>>>()) {
-                (Expr::Field(field), Some(texts)) => Prepared::StrIn { field: *field, texts },
-                _ => Prepared::Other(expr.clone()),
+            Expr::In { arg, list } => Operand::of(arg)
+                .zip(list.iter().map(text).collect::<Option<Box<[_]>>>())
+                .map(|(of, texts)| Prepared::StrIn { of, texts }),
+            Expr::Call { function: Function::StartsWith, args } => match args.as_slice() {
+                [arg, prefix] => {
+                    Operand::of(arg).zip(text(prefix)).map(|(of, prefix)| Prepared::StartsWith { of, prefix })
+                }
+                _ => None,
             },
-            _ => Prepared::Other(expr.clone()),
-        }
+            _ => None,
+        };
+        prepared.unwrap_or_else(|| Prepared::Other(expr.clone()))
     }
 
     /// Evaluates it over the event or classifier parameters of `scope`.
     pub fn eval<'s>(&'s self, scope: &Scope<'s, '_>, regexes: &'s RegexCache) -> Val<'s> {
-        let field = |i: usize| match scope {
-            Scope::Event(ctx) => ctx.row.get(i),
-            _ => None,
-        };
-        let is_text = |i: usize, text: &str| matches!(field(i), Some(Val::Str(s)) if s.as_ref() == text);
+        let is_text = |of: Operand, text: &str| matches!(of.get(scope), Some(Val::Str(s)) if s.as_ref() == text);
         match self {
-            Prepared::Field(i) => field(*i).map_or(Val::Null, borrow),
-            Prepared::StrEq { field, text, is_equal } => Val::Bool(is_text(*field, text) == *is_equal),
-            Prepared::StrIn { field, texts } => Val::Bool(texts.iter().any(|t| is_text(*field, t))),
+            Prepared::Value(of) => of.get(scope).map_or(Val::Null, borrow),
+            Prepared::StrEq { of, text, is_equal } => Val::Bool(is_text(*of, text) == *is_equal),
+            Prepared::StrIn { of, texts } => Val::Bool(texts.iter().any(|t| is_text(*of, t))),
+            // As the function: null for null, and a non-text value reads as "".
+            Prepared::StartsWith { of, prefix } => match of.get(scope) {
+                None | Some(Val::Null) => Val::Null,
+                Some(Val::Str(s)) => Val::Bool(s.starts_with(prefix.as_ref())),
+                Some(_) => Val::Bool(prefix.is_empty()),
+            },
+            Prepared::Hit { matcher, pattern } => match scope {
+                Scope::Classifier { hits, .. } => hits.get(*matcher, *pattern).map_or(Val::Null, Val::Bool),
+                _ => Val::Null,
+            },
             Prepared::Not(e) => match e.eval(scope, regexes) {
                 Val::Bool(b) => Val::Bool(!b),
                 _ => Val::Null,
