@@ -29,7 +29,7 @@ use aho_corasick::{AhoCorasick, AhoCorasickKind};
 use dsl::ast::BinaryOp;
 use dsl::plan::{ClassifierPlan, Expr};
 use regex::{Regex, RegexSet};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 
 /// See [`ClassifierRuntime::new`].
 const NO_PREFILTER: &str = r"\A\z";
@@ -267,26 +267,34 @@ impl Prefilter {
     /// whether it is known to match; `false` when it cannot tell.
     fn candidates(&self, text: &str, mut candidate: impl FnMut(usize, bool)) -> bool {
         let Some(literals) = self.literals.as_ref() else { return false };
-        let mut inline = [0u8; 512];
-        let lowered: Vec<u8>;
-        let haystack: &[u8] = if !self.is_lowered {
-            text.as_bytes()
-        } else if let Some(buffer) = inline.get_mut(..text.len()) {
-            buffer.copy_from_slice(text.as_bytes());
-            buffer.make_ascii_lowercase();
-            buffer
-        } else {
-            lowered = text.to_ascii_lowercase().into_bytes();
-            &lowered
+        let mut search = |haystack: &[u8]| {
+            let Ok(found) = literals.try_find_overlapping_iter(haystack) else { return false };
+            for hit in found {
+                let p = self.literal_pattern[hit.pattern().as_usize()];
+                candidate(p, self.is_exact[p]);
+            }
+            true
         };
-        let Ok(found) = literals.try_find_overlapping_iter(haystack) else { return false };
-        for hit in found {
-            let p = self.literal_pattern[hit.pattern().as_usize()];
-            candidate(p, self.is_exact[p]);
+        let searched = if self.is_lowered {
+            LOWERED.with_borrow_mut(|lowered| {
+                lowered.clear();
+                lowered.extend_from_slice(text.as_bytes());
+                lowered.make_ascii_lowercase();
+                search(lowered)
+            })
+        } else {
+            search(text.as_bytes())
+        };
+        if searched {
+            self.unfiltered.iter().for_each(|&p| candidate(p, false));
         }
-        self.unfiltered.iter().for_each(|&p| candidate(p, false));
-        true
+        searched
     }
+}
+
+thread_local! {
+    /// The lowered text of the current classification, reused from one to the next.
+    static LOWERED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// The hits of one classification, worked out lazily. Per matcher, a block
