@@ -520,6 +520,7 @@ mod tests {
 #[cfg(test)]
 mod stdlib_tests {
     use super::*;
+    use crate::eval::eval;
 
     /// Every labelled reply classifies as when every rule is evaluated over
     /// the full set's hits, and every hit of the standard classifier, over
@@ -545,7 +546,6 @@ mod stdlib_tests {
             }
         }
         let regexes = RegexCache::default();
-        use crate::eval::eval;
         for line in labelled.lines() {
             let value: serde_json::Value = serde_json::from_str(line).expect("labelled line");
             let params: Vec<Val<'_>> = classifier
