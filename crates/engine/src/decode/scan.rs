@@ -51,7 +51,6 @@ impl Decoder {
         if s.eat(b'}') {
             return Some(());
         }
-        // As in the serde path: keys usually come in declaration order.
         let mut next = 0;
         loop {
             if !s.eat(b'"') {
@@ -63,19 +62,11 @@ impl Decoder {
                 return None;
             }
             s.whitespace();
-            let found = match nodes.get(next) {
-                Some((k, _)) if self.has_unique_names && same_key(k, key) => Some(next),
-                _ => nodes.iter().position(|(k, _)| same_key(k, key)),
-            };
-            if let Some(i) = found {
-                next = i + 1;
-            }
-            match found.map(|i| &nodes[i].1) {
+            match self.find_node(nodes, &mut next, key) {
                 None => s.skip_value(0)?,
                 Some(Node::Leaf(index)) => {
                     let value = self.leaf(s, *index)?;
-                    row[*index] =
-                        if self.is_kept[*index] || matches!(value, Val::Null) { value } else { Val::Bool(true) };
+                    row[*index] = self.kept(*index, value);
                 }
                 Some(Node::Record(children)) => match s.peek()? {
                     b'{' => self.object(s, children, row)?,
@@ -83,11 +74,8 @@ impl Decoder {
                     _ => return None,
                 },
             }
-            s.whitespace();
-            match s.next_byte()? {
-                b',' => s.whitespace(),
-                b'}' => return Some(()),
-                _ => return None,
+            if s.after_member(b'}')? {
+                return Some(());
             }
         }
     }
@@ -121,19 +109,6 @@ impl Decoder {
             _ => None,
         }
     }
-}
-
-/// `a == b` for short strings such as object keys, eight bytes at a time:
-/// with a call to `memcmp` per key, comparing keys was a tenth of decoding.
-fn same_key(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    let (mut left, mut right) = (a.chunks_exact(8), b.chunks_exact(8));
-    let words_match =
-        (&mut left).zip(&mut right).all(|(x, y)| <[u8; 8]>::try_from(x).ok() == <[u8; 8]>::try_from(y).ok());
-    words_match && left.remainder().iter().zip(right.remainder()).all(|(x, y)| x == y)
 }
 
 /// An integer literal as serde_json reads it into an `i64`; `None` where it
@@ -174,6 +149,20 @@ impl<'a> Scanner<'a> {
     fn whitespace(&mut self) {
         while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
             self.pos += 1;
+        }
+    }
+
+    /// After an object member or array element: past the `,` and the
+    /// whitespace after it (`false`: more follow) or past `close` (`true`).
+    fn after_member(&mut self, close: u8) -> Option<bool> {
+        self.whitespace();
+        match self.next_byte()? {
+            b',' => {
+                self.whitespace();
+                Some(false)
+            }
+            b if b == close => Some(true),
+            _ => None,
         }
     }
 
@@ -370,11 +359,8 @@ impl<'a> Scanner<'a> {
                     }
                     self.whitespace();
                     self.skip_value(depth + 1)?;
-                    self.whitespace();
-                    match self.next_byte()? {
-                        b',' => self.whitespace(),
-                        b'}' => return Some(()),
-                        _ => return None,
+                    if self.after_member(b'}')? {
+                        return Some(());
                     }
                 }
             }
@@ -386,11 +372,8 @@ impl<'a> Scanner<'a> {
                 }
                 loop {
                     self.skip_value(depth + 1)?;
-                    self.whitespace();
-                    match self.next_byte()? {
-                        b',' => self.whitespace(),
-                        b']' => return Some(()),
-                        _ => return None,
+                    if self.after_member(b']')? {
+                        return Some(());
                     }
                 }
             }
