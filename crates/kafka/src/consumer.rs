@@ -7,7 +7,8 @@ use engine::{CompiledPlan, Message, MessageMeta, Output, Partition, Reason};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance};
-use rdkafka::message::{Headers, Message as _, OwnedMessage};
+use rdkafka::error::KafkaResult;
+use rdkafka::message::{BorrowedMessage, Headers, Message as _, OwnedMessage};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::BTreeMap;
@@ -519,9 +520,26 @@ impl Consumer {
         self
     }
 
-    fn push(&self, batch: &mut Vec<Polled>, message: rdkafka::message::BorrowedMessage<'_>) {
+    fn push(&self, batch: &mut Vec<Polled>, message: BorrowedMessage<'_>) {
         let rebalances = self.rebalances.load(Ordering::SeqCst);
         batch.push(Polled { message: message.detach(), rebalances });
+    }
+
+    /// Adds what a poll returned to `batch`: `false` when it returned no
+    /// message (nothing waiting, or an error, logged), so that queue is done
+    /// for now.
+    fn take(&self, batch: &mut Vec<Polled>, polled: Option<KafkaResult<BorrowedMessage<'_>>>) -> bool {
+        match polled {
+            Some(Ok(message)) => {
+                self.push(batch, message);
+                true
+            }
+            Some(Err(error)) => {
+                warn!(error = %error, "Kafka error; librdkafka retries.");
+                false
+            }
+            None => false,
+        }
     }
 
     /// Records waiting refusals and applies the newest waiting plan, if any.
@@ -600,15 +618,7 @@ impl Consumer {
             // The main queue first: callbacks, and messages fetched before
             // their partition's queue was split off (older, so they go first).
             let mut wait = if queues.is_empty() { Duration::from_millis(50) } else { Duration::ZERO };
-            while batch.len() < limit {
-                match self.consumer.poll(wait) {
-                    Some(Ok(message)) => self.push(&mut batch, message),
-                    Some(Err(error)) => {
-                        warn!(error = %error, "Kafka error; librdkafka retries.");
-                        break;
-                    }
-                    None => break,
-                }
+            while batch.len() < limit && self.take(&mut batch, self.consumer.poll(wait)) {
                 wait = Duration::ZERO;
             }
             // Then a share from each partition, unless a rebalance just made the queues stale.
@@ -616,13 +626,8 @@ impl Consumer {
                 let share = (limit.saturating_sub(batch.len()) / queues.len()).max(1);
                 for queue in &queues {
                     for _ in 0..share {
-                        match queue.poll(Duration::ZERO) {
-                            Some(Ok(message)) => self.push(&mut batch, message),
-                            Some(Err(error)) => {
-                                warn!(error = %error, "Kafka error; librdkafka retries.");
-                                break;
-                            }
-                            None => break,
+                        if !self.take(&mut batch, queue.poll(Duration::ZERO)) {
+                            break;
                         }
                     }
                 }
@@ -698,8 +703,9 @@ impl Consumer {
             let until = Instant::now() + jitter(delay, attempt);
             while Instant::now() < until {
                 if let Some(Ok(message)) = self.consumer.poll(Duration::from_millis(20)) {
-                    let rebalances = self.rebalances.load(Ordering::SeqCst);
-                    lock(&self.shared).process_batch(&[Polled { message: message.detach(), rebalances }]);
+                    let mut one = Vec::with_capacity(1);
+                    self.push(&mut one, message);
+                    lock(&self.shared).process_batch(&one);
                 }
             }
             delay = (delay * 2).min(self.settings.retry_max);
