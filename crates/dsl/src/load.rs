@@ -67,11 +67,10 @@ pub fn load(
     let mut state = LoadState { loader, sources, diagnostics, loaded: Loaded::default(), stack: Vec::new() };
     for root in roots {
         let path = normalize(root);
-        let text = match state.sources.find(&path) {
-            Some(id) => Ok(state.sources.get(id).text.clone()),
-            None => read(loader, &path),
-        };
-        let text = match text {
+        if state.mark_root(&path) {
+            continue;
+        }
+        let text = match read(loader, &path) {
             Ok(text) => text,
             Err(reason) => {
                 let id = state.sources.add(path.clone(), "");
@@ -89,16 +88,9 @@ pub fn load(
             Some((name, _)) => format!("{STD_PREFIX}{name}"),
             None => path,
         };
-        match state.sources.find(&path) {
-            Some(id) => {
-                if let Some(f) = state.loaded.files.iter_mut().find(|f| f.id == id) {
-                    f.is_root = true;
-                }
-            }
-            None => {
-                let id = state.sources.add(path, text);
-                state.visit(id, true);
-            }
+        if !state.mark_root(&path) {
+            let id = state.sources.add(path, text);
+            state.visit(id, true);
         }
     }
     state.loaded
@@ -113,6 +105,15 @@ struct LoadState<'a> {
 }
 
 impl LoadState<'_> {
+    /// Marks the file at `path` as a root if it is loaded already.
+    fn mark_root(&mut self, path: &str) -> bool {
+        let Some(id) = self.sources.find(path) else { return false };
+        if let Some(f) = self.loaded.files.iter_mut().find(|f| f.id == id) {
+            f.is_root = true;
+        }
+        true
+    }
+
     fn visit(&mut self, id: FileId, is_root: bool) {
         let text = self.sources.get(id).text.clone();
         let ast = match parser::parse(id, &text) {
