@@ -1,6 +1,7 @@
 //! Runs the engine over the benchmark's events in a loop, for profilers
 //! (`PARSE_ONLY=1`: the parse-only baseline instead; `DECODE_ONLY=1`: the
-//! engine's decoder alone):
+//! engine's decoder alone; `PARTITIONS=4`: the events dealt to four
+//! partitions in chunks of 1,024, as the consumer feeds them):
 //!
 //! `ROUNDS=1 valgrind --tool=callgrind target/release/examples/engine_loop`
 fn main() {
@@ -25,7 +26,10 @@ fn main() {
                 std::hint::black_box(serde_json::from_slice::<benches::Event<'_>>(line).ok());
             }
         } else {
-            std::hint::black_box(benches::run_partition(&compiled, &events));
+            match env("PARTITIONS", 1) {
+                1 => drop(std::hint::black_box(benches::run_partition(&compiled, &events))),
+                count => drop(std::hint::black_box(benches::run_partitions(&compiled, &events, count, 1024))),
+            }
         }
         best = best.max(events.len() as f64 / start.elapsed().as_secs_f64());
     }

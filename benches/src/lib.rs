@@ -216,34 +216,78 @@ impl Events {
 /// source topic (offsets = line numbers), clearing emitted output as it goes,
 /// then closes all windows. Returns the number of rows and dead letters.
 pub fn run_partition(plan: &std::sync::Arc<engine::CompiledPlan>, events: &Events) -> (usize, usize) {
+    let (mut rows, mut dead) = (0, 0);
+    feed_partition(plan, events, |out| {
+        rows += out.rows.len();
+        dead += out.dead_letters.len();
+        out.rows.clear();
+        out.dead_letters.clear();
+    });
+    (rows, dead)
+}
+
+/// Every row [`run_partition`] emits, in order.
+pub fn partition_rows(plan: &std::sync::Arc<engine::CompiledPlan>, events: &Events) -> Vec<engine::Row> {
+    let mut rows = Vec::new();
+    feed_partition(plan, events, |out| rows.append(&mut out.rows));
+    rows
+}
+
+/// Runs [`run_partition`]'s partition, handing `take` the output whenever there is some.
+fn feed_partition(
+    plan: &std::sync::Arc<engine::CompiledPlan>,
+    events: &Events,
+    mut take: impl FnMut(&mut engine::Output),
+) {
     let topic = plan.plan.sources[0].topic.clone();
     let mut partition = engine::Partition::new(std::sync::Arc::clone(plan), 0);
     let mut out = engine::Output::default();
-    let (mut rows, mut dead) = (0, 0);
     for (offset, payload) in events.iter().enumerate() {
-        let message = engine::Message {
-            payload,
-            meta: engine::MessageMeta {
-                topic: &topic,
-                partition: 0,
-                offset: offset as i64,
-                key: None,
-                timestamp_ms: None,
-                headers: &[],
-            },
-        };
-        partition.process(&message, 0, &mut out);
+        partition.process(&message(&topic, 0, offset, payload), 0, &mut out);
         if !out.is_empty() {
+            take(&mut out);
+        }
+    }
+    partition.close_all(&mut out);
+    take(&mut out);
+}
+
+/// Like [`run_partition`], with the events dealt round-robin to `count`
+/// partitions and fed in chunks of `chunk` messages per partition, as the
+/// consumer feeds a batch. Returns the number of rows.
+pub fn run_partitions(
+    plan: &std::sync::Arc<engine::CompiledPlan>,
+    events: &Events,
+    count: usize,
+    chunk: usize,
+) -> usize {
+    let topic = plan.plan.sources[0].topic.clone();
+    let mut partitions: Vec<engine::Partition> =
+        (0..count).map(|p| engine::Partition::new(std::sync::Arc::clone(plan), p as i32)).collect();
+    let lines: Vec<&[u8]> = events.iter().collect();
+    let mut out = engine::Output::default();
+    let mut rows = 0;
+    for (round, block) in lines.chunks(count * chunk).enumerate() {
+        for (p, partition) in partitions.iter_mut().enumerate() {
+            for (j, payload) in block.iter().skip(p).step_by(count).enumerate() {
+                partition.process(&message(&topic, p as i32, round * chunk + j, payload), 0, &mut out);
+            }
             rows += out.rows.len();
-            dead += out.dead_letters.len();
             out.rows.clear();
             out.dead_letters.clear();
         }
     }
-    partition.close_all(&mut out);
-    rows += out.rows.len();
-    dead += out.dead_letters.len();
-    (rows, dead)
+    for partition in &mut partitions {
+        partition.close_all(&mut out);
+    }
+    rows + out.rows.len()
+}
+
+/// A message of `topic` without key, timestamp or headers.
+fn message<'a>(topic: &'a str, partition: i32, offset: usize, payload: &'a [u8]) -> engine::Message<'a> {
+    let meta =
+        engine::MessageMeta { topic, partition, offset: offset as i64, key: None, timestamp_ms: None, headers: &[] };
+    engine::Message { payload, meta }
 }
 
 /// Peak and current resident set size of this process, in KiB, from

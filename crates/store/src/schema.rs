@@ -8,6 +8,7 @@
 //! `included_through` for tier rows.
 
 use dsl::plan::{MetricPlan, Scalar};
+use engine::aggregate::AggState;
 use engine::KeyVal;
 
 /// A column of a metric table.
@@ -70,7 +71,35 @@ pub fn metric_columns(metric: &MetricPlan) -> Vec<Column> {
 /// The canonical text of a series key: the same for equal keys whatever the
 /// backend, usable as a primary-key column where keys may be null.
 pub fn series_id(keys: &[KeyVal]) -> String {
-    serde_json::to_string(keys).unwrap_or_default()
+    let mut out = Vec::new();
+    write_series_id(&mut out, keys);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Appends [`series_id`] of `keys` to `out` (for writers that reuse one buffer).
+pub fn write_series_id(out: &mut Vec<u8>, keys: &[KeyVal]) {
+    json_into(out, keys);
+}
+
+/// The stored form of an aggregate state (JSON; empty if it cannot be encoded).
+pub fn encode_state(state: &AggState) -> Vec<u8> {
+    let mut out = Vec::new();
+    write_state(&mut out, state);
+    out
+}
+
+/// Appends the stored form of `state` to `out`, as [`encode_state`].
+pub fn write_state(out: &mut Vec<u8>, state: &AggState) {
+    json_into(out, state);
+}
+
+/// Appends `value` as JSON to `out`, or nothing if it cannot be encoded
+/// (states and keys always can: no maps with non-string keys).
+fn json_into<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    let len = out.len();
+    if serde_json::to_writer(&mut *out, value).is_err() {
+        out.truncate(len);
+    }
 }
 
 /// Quotes an identifier for SQL and CQL.

@@ -3,12 +3,14 @@
 //! WAL journal, one transaction per [`WriteBatch`] (rows, dead letters and
 //! checkpoints commit together), prepared statements cached per table.
 
-use crate::schema::{metric_columns, quote, series_id, table_name, ColumnKind, STATE_SUFFIX};
+use crate::schema::{metric_columns, quote, table_name, write_series_id, write_state, ColumnKind, STATE_SUFFIX};
 use crate::{DeploymentRecord, Error, Result, RowFilter, Store, StoredDeadLetter, WriteBatch};
 use engine::aggregate::AggState;
 use engine::{Checkpoint, KeyVal, Row};
-use rusqlite::types::{Value, ValueRef};
+use rusqlite::types::{ToSqlOutput, Value, ValueRef};
+use rusqlite::ToSql;
 use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 /// A SQLite database file (or `:memory:`).
@@ -32,6 +34,7 @@ impl SqliteStore {
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = NORMAL;
              PRAGMA busy_timeout = 5000;
+             PRAGMA cache_size = -65536;
              CREATE TABLE IF NOT EXISTS stream_checkpoints (
                topic TEXT NOT NULL, partition INTEGER NOT NULL,
                replay_offset INTEGER NOT NULL, next_offset INTEGER NOT NULL, max_event_time INTEGER,
@@ -74,6 +77,44 @@ fn sql_type(kind: ColumnKind) -> &'static str {
         ColumnKind::Float => "REAL",
         ColumnKind::State => "BLOB",
     }
+}
+
+/// A key or finished value bound as a statement parameter without copying it first.
+struct SqlKey<'a>(&'a KeyVal);
+
+impl ToSql for SqlKey<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self.0 {
+            KeyVal::Str(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+            other => ToSqlOutput::Owned(to_sql(other)),
+        })
+    }
+}
+
+/// Binds `row` to its table's upsert (see [`upsert_sql`] for the order) and runs it.
+/// SQLite copies bound text and blobs, so one `buffer` serves every encoded value.
+fn upsert_row(statement: &mut rusqlite::CachedStatement<'_>, row: &Row, buffer: &mut Vec<u8>) -> rusqlite::Result<()> {
+    let mut column = 0;
+    let mut bind = |value: &dyn ToSql| {
+        column += 1;
+        statement.raw_bind_parameter(column, value)
+    };
+    buffer.clear();
+    write_series_id(buffer, &row.keys);
+    bind(&ToSqlOutput::Borrowed(ValueRef::Text(buffer)))?;
+    for key in row.keys.iter() {
+        bind(&SqlKey(key))?;
+    }
+    for state in row.states.iter() {
+        bind(&SqlKey(&state.finish()))?;
+        buffer.clear();
+        write_state(buffer, state);
+        bind(&buffer.as_slice())?;
+    }
+    bind(&row.window_start)?;
+    bind(&row.partition)?;
+    bind(&row.included_through)?;
+    statement.raw_execute().map(drop)
 }
 
 fn to_sql(v: &KeyVal) -> Value {
@@ -136,25 +177,25 @@ impl Store for SqliteStore {
 
     fn write(&mut self, plan: &dsl::Plan, batch: &WriteBatch<'_>) -> Result<()> {
         let tx = self.conn.transaction().map_err(sqlite("cannot begin a write"))?;
-        let mut sql_by_table: HashMap<(usize, usize), String> = HashMap::new();
+        // One statement per table for the whole batch, and the row's values
+        // bound in place (SQLite copies them): no per-row statement-cache
+        // lookup (it hashes the SQL text), no per-row vector of owned values.
+        let mut statements: HashMap<(usize, usize), rusqlite::CachedStatement<'_>> = HashMap::new();
+        let mut buffer = Vec::new();
         for row in batch.rows {
             let metric = &plan.metrics[row.metric];
-            let sql = sql_by_table.entry((row.metric, row.tier)).or_insert_with(|| upsert_sql(metric, row.tier));
-            let mut values: Vec<Value> = Vec::with_capacity(4 + row.keys.len() + 2 * row.states.len());
-            values.push(Value::Text(series_id(&row.keys)));
-            values.extend(row.keys.iter().map(to_sql));
-            for state in row.states.iter() {
-                values.push(to_sql(&state.finish()));
-                values.push(Value::Blob(serde_json::to_vec(state).unwrap_or_default()));
-            }
-            values.push(Value::Integer(row.window_start));
-            values.push(Value::Integer(i64::from(row.partition)));
-            values.push(row.included_through.map_or(Value::Null, Value::Integer));
-            let mut statement = tx.prepare_cached(sql).map_err(sqlite("cannot prepare a row upsert"))?;
-            statement
-                .execute(rusqlite::params_from_iter(values))
-                .map_err(sqlite(format!("cannot write to `{}`", table_name(metric, row.tier))))?;
+            let statement = match statements.entry((row.metric, row.tier)) {
+                Entry::Occupied(entry) => entry.into_mut(),
+                Entry::Vacant(entry) => entry.insert(
+                    tx.prepare_cached(&upsert_sql(metric, row.tier)).map_err(sqlite("cannot prepare a row upsert"))?,
+                ),
+            };
+            upsert_row(statement, row, &mut buffer).map_err(|source| Error::Sqlite {
+                context: format!("cannot write to `{}`", table_name(metric, row.tier)),
+                source,
+            })?;
         }
+        drop(statements);
         {
             let mut statement = tx
                 .prepare_cached(

@@ -47,7 +47,7 @@
 pub mod schema;
 
 use self::schema::Replication;
-use crate::schema::{series_id, table_name, ColumnKind};
+use crate::schema::{encode_state, series_id, table_name, ColumnKind};
 use crate::{DeploymentRecord, Error, Result, RowFilter, Store, StoredDeadLetter, WriteBatch};
 use engine::aggregate::AggState;
 use engine::{Checkpoint, KeyVal, Row};
@@ -665,7 +665,7 @@ pub fn row_values(metric: &dsl::plan::MetricPlan, row: &Row, series: &str, bucke
         let kind = kinds.next().unwrap_or(ColumnKind::Float);
         values.push(to_cql(&state.finish(), kind));
         kinds.next();
-        values.push(Some(CqlValue::Blob(serde_json::to_vec(state).unwrap_or_default())));
+        values.push(Some(CqlValue::Blob(encode_state(state))));
     }
     values.push(row.included_through.map(|t| CqlValue::Timestamp(CqlTimestamp(t))));
     values
