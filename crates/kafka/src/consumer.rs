@@ -3,7 +3,7 @@
 use crate::dead_letter::DeadLetterProducer;
 use crate::{Error, FlushReport, MetricStatus, Observer, PartitionStatus, PlanUpdate, Result, Settings, Status};
 use dsl::bundle::MetricChanges;
-use engine::{CompiledPlan, Message, MessageMeta, Output, Partition, Reason};
+use engine::{Checkpoint, CompiledPlan, Message, MessageMeta, Output, Partition, Reason};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance};
@@ -58,6 +58,15 @@ enum FlushError {
     DeadLetters(String),
 }
 
+impl std::fmt::Display for FlushError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FlushError::Store(error) => error.fmt(f),
+            FlushError::DeadLetters(error) => f.write_str(error),
+        }
+    }
+}
+
 struct Context {
     shared: Arc<Mutex<Shared>>,
     observer: Arc<dyn Observer>,
@@ -103,10 +112,7 @@ impl ConsumerContext for Context {
         // commit nothing: the next owner replays from the last commit.
         match shared.flush(consumer) {
             Ok(()) => info!(partitions = tpl.count(), "Flushed and committed revoked partitions."),
-            Err(FlushError::Store(error)) => {
-                warn!(error = %error, "Revoked partitions could not be flushed; the next owner replays them.")
-            }
-            Err(FlushError::DeadLetters(error)) => {
+            Err(error) => {
                 warn!(error = %error, "Revoked partitions could not be flushed; the next owner replays them.")
             }
         }
@@ -168,8 +174,18 @@ impl Shared {
     /// partitions spread over the worker threads. Messages of partitions
     /// taken away (or handed back) since they were polled are dropped: they
     /// were not committed, so their owner reads them again.
-    fn process_batch(&mut self, batch: &[Polled]) {
+    ///
+    /// With `flush_beside`, what was pending before the batch is flushed
+    /// meanwhile: written on another thread while the workers run (the
+    /// store write would otherwise leave them waiting), then its replay
+    /// points are committed. Nothing of the batch is in that flush.
+    fn process_batch(
+        &mut self,
+        batch: &[Polled],
+        flush_beside: Option<&BaseConsumer<Context>>,
+    ) -> std::result::Result<(), FlushError> {
         let _span = tracing::debug_span!("batch", messages = batch.len()).entered();
+        let taken = flush_beside.map(|_| self.take_pending());
         let now = now_ms();
         let mut groups: Vec<(Key, Vec<&OwnedMessage>)> = Vec::new();
         for polled in batch {
@@ -207,20 +223,26 @@ impl Shared {
                 bin.1.push(job);
             }
         }
-        let done: Vec<Vec<Job<'_>>> = if bins.len() == 1 {
-            bins.into_iter().map(|(_, jobs)| run_jobs(jobs, now)).collect()
-        } else {
-            std::thread::scope(|scope| {
+        let (store, dead_letters) = (self.store.as_mut(), self.dead_letters.as_ref());
+        let (done, written) = std::thread::scope(|scope| {
+            let writer = taken.as_ref().map(|taken| scope.spawn(move || taken.write(store, dead_letters)));
+            let done: Vec<Vec<Job<'_>>> = if bins.len() == 1 {
+                bins.into_iter().map(|(_, jobs)| run_jobs(jobs, now)).collect()
+            } else {
                 let handles: Vec<_> =
                     bins.into_iter().map(|(_, jobs)| scope.spawn(move || run_jobs(jobs, now))).collect();
-                // The engine does not panic on input; if it did, fail as loudly as inline.
-                handles.into_iter().map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
-            })
-        };
+                handles.into_iter().map(join).collect()
+            };
+            (done, writer.map(join))
+        });
         for job in done.into_iter().flatten() {
             let pending = self.pending.entry(job.topic.to_string()).or_default();
             pending.rows.extend(job.out.rows);
             pending.dead_letters.extend(job.out.dead_letters);
+        }
+        match (taken, written, flush_beside) {
+            (Some(taken), Some(written), Some(consumer)) => self.finish_flush(taken, written, consumer),
+            _ => Ok(()),
         }
     }
 
@@ -241,60 +263,70 @@ impl Shared {
     /// Dead letters to Kafka, then rows + dead letters + checkpoints to the
     /// store in one batch per topic, then replay points to Kafka.
     fn flush(&mut self, consumer: &BaseConsumer<Context>) -> std::result::Result<(), FlushError> {
-        let _span = tracing::info_span!("flush", messages = self.pending_messages).entered();
-        let started = Instant::now();
-        let mut report = FlushReport { messages: self.pending_messages, ..Default::default() };
-        let mut dead_by_reason: BTreeMap<Reason, u64> = BTreeMap::new();
-        // Stopped metrics' last rows, under the plan that defined them. The
-        // checkpoints that follow may already leave those metrics out.
-        for (plan, outputs) in &self.retired {
-            for (topic, out) in outputs {
-                self.store
-                    .write(&plan.plan, &WriteBatch { topic, rows: &out.rows, ..Default::default() })
-                    .map_err(FlushError::Store)?;
-                for row in &out.rows {
-                    *report.rows_by_metric.entry(plan.plan.metrics[row.metric].name.clone()).or_default() += 1;
+        let taken = self.take_pending();
+        let _span = tracing::info_span!("flush", messages = taken.messages).entered();
+        let written = taken.write(self.store.as_mut(), self.dead_letters.as_ref());
+        self.finish_flush(taken, written, consumer)
+    }
+
+    /// Takes everything not yet written, with the checkpoints and replay
+    /// points that cover it, for [`Taken::write`].
+    fn take_pending(&mut self) -> Taken {
+        let mut checkpoints: BTreeMap<String, Vec<Checkpoint>> = BTreeMap::new();
+        let mut replay_points = Vec::new();
+        for ((topic, partition), state) in &self.partitions {
+            if let Some(checkpoint) = state.checkpoint() {
+                checkpoints.entry(topic.clone()).or_default().push(checkpoint);
+            }
+            if let Some(replay) = state.replay_point() {
+                if self.committed.get(&(topic.clone(), *partition)) != Some(&replay) {
+                    replay_points.push((topic.clone(), *partition, replay));
                 }
             }
         }
-        self.retired.clear();
-        for (topic, out) in &self.pending {
-            if let Some(producer) = &self.dead_letters {
-                producer.send_all(&out.dead_letters, Duration::from_secs(30)).map_err(FlushError::DeadLetters)?;
-            }
-            let checkpoints: Vec<_> =
-                self.partitions.iter().filter(|((t, _), _)| t == topic).filter_map(|(_, p)| p.checkpoint()).collect();
-            self.store
-                .write(
-                    &self.plan.plan,
-                    &WriteBatch { topic, rows: &out.rows, dead_letters: &out.dead_letters, checkpoints: &checkpoints },
-                )
-                .map_err(FlushError::Store)?;
-            for row in &out.rows {
-                *report.rows_by_metric.entry(self.plan.plan.metrics[row.metric].name.clone()).or_default() += 1;
-            }
-            for d in &out.dead_letters {
-                *dead_by_reason.entry(d.reason).or_default() += 1;
-            }
+        Taken {
+            plan: Arc::clone(&self.plan),
+            retired: std::mem::take(&mut self.retired),
+            outputs: std::mem::take(&mut self.pending),
+            checkpoints,
+            replay_points,
+            messages: std::mem::take(&mut self.pending_messages),
         }
-        report.store_write = started.elapsed();
-        report.dead_letters = dead_by_reason.into_iter().collect();
+    }
+
+    /// After [`Taken::write`]: on success, reports it, commits its replay
+    /// points and publishes the status; on failure, puts it back in front of
+    /// what was consumed since, to be written first next time.
+    fn finish_flush(
+        &mut self,
+        taken: Taken,
+        written: std::result::Result<FlushReport, FlushError>,
+        consumer: &BaseConsumer<Context>,
+    ) -> std::result::Result<(), FlushError> {
+        let mut report = match written {
+            Ok(report) => report,
+            Err(error) => {
+                let newer = std::mem::replace(&mut self.pending, taken.outputs);
+                for (topic, out) in newer {
+                    let pending = self.pending.entry(topic).or_default();
+                    pending.rows.extend(out.rows);
+                    pending.dead_letters.extend(out.dead_letters);
+                }
+                self.retired.splice(0..0, taken.retired);
+                self.pending_messages += taken.messages;
+                return Err(error);
+            }
+        };
+        self.last_flush = Instant::now();
         let partitions: Vec<(&str, &Partition)> = self.partitions.iter().map(|((t, _), p)| (t.as_str(), p)).collect();
         let rows: Vec<(&str, &engine::Row)> =
-            self.pending.iter().flat_map(|(t, out)| out.rows.iter().map(move |r| (t.as_str(), r))).collect();
-        self.observer.flushed_state(&self.plan, &partitions, &rows);
-        self.pending.clear();
-        self.pending_messages = 0;
-        self.last_flush = Instant::now();
+            taken.outputs.iter().flat_map(|(t, out)| out.rows.iter().map(move |r| (t.as_str(), r))).collect();
+        self.observer.flushed_state(&taken.plan, &partitions, &rows);
 
         let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), state) in &self.partitions {
-            let Some(replay) = state.replay_point() else { continue };
-            if self.committed.get(&(topic.clone(), *partition)) == Some(&replay) {
-                continue;
-            }
-            if tpl.add_partition_offset(topic, *partition, Offset::Offset(replay)).is_ok() {
-                report.committed.push((topic.clone(), *partition, replay));
+        for (topic, partition, replay) in &taken.replay_points {
+            if tpl.add_partition_offset(topic, *partition, Offset::Offset(*replay)).is_ok() {
+                report.committed.push((topic.clone(), *partition, *replay));
             }
         }
         if tpl.count() > 0 {
@@ -406,12 +438,84 @@ impl Shared {
     }
 }
 
+/// Output taken from [`Shared::pending`] for one flush, with the
+/// checkpoints and replay points that cover it.
+struct Taken {
+    /// The plan the outputs' metric indices refer to.
+    plan: Arc<CompiledPlan>,
+    /// Rows of metrics that stopped, under their own plans; written first.
+    retired: Vec<(Arc<CompiledPlan>, BTreeMap<String, Output>)>,
+    /// Per topic: rows and dead letters.
+    outputs: BTreeMap<String, Output>,
+    /// Per topic: the checkpoints written with its output.
+    checkpoints: BTreeMap<String, Vec<Checkpoint>>,
+    /// What to commit once written: topic, partition, replay point.
+    replay_points: Vec<(String, i32, i64)>,
+    /// Messages consumed for it.
+    messages: u64,
+}
+
+impl Taken {
+    /// Dead letters to Kafka, then rows + dead letters + checkpoints to the
+    /// store in one batch per topic. Only I/O: it may run beside the
+    /// workers while they process the next batch.
+    fn write(
+        &self,
+        store: &mut (dyn Store + Send),
+        dead_letters: Option<&DeadLetterProducer>,
+    ) -> std::result::Result<FlushReport, FlushError> {
+        let started = Instant::now();
+        let mut report = FlushReport { messages: self.messages, ..Default::default() };
+        let mut count_rows = |plan: &CompiledPlan, rows: &[engine::Row]| {
+            for row in rows {
+                *report.rows_by_metric.entry(plan.plan.metrics[row.metric].name.clone()).or_default() += 1;
+            }
+        };
+        // Stopped metrics' last rows, under the plan that defined them. The
+        // checkpoints that follow may already leave those metrics out.
+        for (plan, outputs) in &self.retired {
+            for (topic, out) in outputs {
+                store
+                    .write(&plan.plan, &WriteBatch { topic, rows: &out.rows, ..Default::default() })
+                    .map_err(FlushError::Store)?;
+                count_rows(plan, &out.rows);
+            }
+        }
+        let mut dead_by_reason: BTreeMap<Reason, u64> = BTreeMap::new();
+        for (topic, out) in &self.outputs {
+            if let Some(producer) = dead_letters {
+                producer.send_all(&out.dead_letters, Duration::from_secs(30)).map_err(FlushError::DeadLetters)?;
+            }
+            let checkpoints = self.checkpoints.get(topic).map_or(&[][..], Vec::as_slice);
+            store
+                .write(
+                    &self.plan.plan,
+                    &WriteBatch { topic, rows: &out.rows, dead_letters: &out.dead_letters, checkpoints },
+                )
+                .map_err(FlushError::Store)?;
+            count_rows(&self.plan, &out.rows);
+            for d in &out.dead_letters {
+                *dead_by_reason.entry(d.reason).or_default() += 1;
+            }
+        }
+        report.store_write = started.elapsed();
+        report.dead_letters = dead_by_reason.into_iter().collect();
+        Ok(report)
+    }
+}
+
 /// One partition's share of a batch.
 struct Job<'a> {
     topic: &'a str,
     partition: &'a mut Partition,
     messages: &'a [&'a OwnedMessage],
     out: Output,
+}
+
+/// Waits for a scoped thread. Neither the engine (it does not panic on
+/// input) nor a store write should panic; if one did, fail as loudly as inline.
+fn join<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 /// Runs each job's messages through its partition, in offset order.
@@ -638,15 +742,21 @@ impl Consumer {
                     }
                 }
             }
+            // A flush that is due runs beside the batch; without a batch, on its own.
+            let mut is_due = lock(&self.shared).is_due();
             if !batch.is_empty() {
-                lock(&self.shared).process_batch(&batch);
+                let flushed = lock(&self.shared).process_batch(&batch, is_due.then_some(&*self.consumer));
                 batch.clear();
+                // A failed flush is back in front of what is pending: retry it all, paused.
+                if let Err(error) = &flushed {
+                    warn!(error = %error, "Flush beside the batch failed; retrying.");
+                }
+                is_due = flushed.is_err();
             }
             if last_idle_check.elapsed() >= Duration::from_secs(1) {
                 lock(&self.shared).advance_idle();
                 last_idle_check = Instant::now();
             }
-            let is_due = lock(&self.shared).is_due();
             if is_due {
                 self.flush_until_done(shutdown)?;
             }
@@ -705,7 +815,8 @@ impl Consumer {
                 if let Some(Ok(message)) = self.consumer.poll(Duration::from_millis(20)) {
                     let mut one = Vec::with_capacity(1);
                     self.push(&mut one, message);
-                    lock(&self.shared).process_batch(&one);
+                    // No flush beside it: this loop is retrying the flush.
+                    let _ = lock(&self.shared).process_batch(&one, None);
                 }
             }
             delay = (delay * 2).min(self.settings.retry_max);
