@@ -8,7 +8,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaResult;
-use rdkafka::message::{BorrowedMessage, Headers, Message as _, OwnedMessage};
+use rdkafka::message::{BorrowedMessage, Headers, Message as _};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::BTreeMap;
@@ -74,9 +74,10 @@ struct Context {
 
 /// A message taken from the consumer, stamped with the rebalance count at
 /// the time: the loop gathers a batch before processing it, and a
-/// rebalance in between may have taken its partition away.
-struct Polled {
-    message: OwnedMessage,
+/// rebalance in between may have taken its partition away. It stays in
+/// librdkafka's buffer (no copy) until the batch is done with it.
+struct Polled<'c> {
+    message: BorrowedMessage<'c>,
     rebalances: u64,
 }
 
@@ -181,13 +182,13 @@ impl Shared {
     /// points are committed. Nothing of the batch is in that flush.
     fn process_batch(
         &mut self,
-        batch: &[Polled],
+        batch: &[Polled<'_>],
         flush_beside: Option<&BaseConsumer<Context>>,
     ) -> std::result::Result<(), FlushError> {
         let _span = tracing::debug_span!("batch", messages = batch.len()).entered();
         let taken = flush_beside.map(|_| self.take_pending());
         let now = now_ms();
-        let mut groups: Vec<(Key, Vec<&OwnedMessage>)> = Vec::new();
+        let mut groups: Vec<(Key, Vec<&BorrowedMessage<'_>>)> = Vec::new();
         for polled in batch {
             let (topic, partition) = (polled.message.topic(), polled.message.partition());
             let is_ours =
@@ -508,7 +509,7 @@ impl Taken {
 struct Job<'a> {
     topic: &'a str,
     partition: &'a mut Partition,
-    messages: &'a [&'a OwnedMessage],
+    messages: &'a [&'a BorrowedMessage<'a>],
     out: Output,
 }
 
@@ -624,15 +625,15 @@ impl Consumer {
         self
     }
 
-    fn push(&self, batch: &mut Vec<Polled>, message: BorrowedMessage<'_>) {
+    fn push<'c>(&self, batch: &mut Vec<Polled<'c>>, message: BorrowedMessage<'c>) {
         let rebalances = self.rebalances.load(Ordering::SeqCst);
-        batch.push(Polled { message: message.detach(), rebalances });
+        batch.push(Polled { message, rebalances });
     }
 
     /// Adds what a poll returned to `batch`: `false` when it returned no
     /// message (nothing waiting, or an error, logged), so that queue is done
     /// for now.
-    fn take(&self, batch: &mut Vec<Polled>, polled: Option<KafkaResult<BorrowedMessage<'_>>>) -> bool {
+    fn take<'c>(&self, batch: &mut Vec<Polled<'c>>, polled: Option<KafkaResult<BorrowedMessage<'c>>>) -> bool {
         match polled {
             Some(Ok(message)) => {
                 self.push(batch, message);
@@ -703,7 +704,6 @@ impl Consumer {
     /// If the store fails in a way that retrying cannot fix.
     pub fn run(self, shutdown: &AtomicBool) -> Result<()> {
         let mut last_idle_check = Instant::now();
-        let mut batch = Vec::with_capacity(MAX_BATCH);
         let limit = MAX_BATCH.min(self.settings.flush_messages.max(1));
         // One queue per assigned partition, so that a batch takes from every
         // partition even when librdkafka delivers one partition's fetched
@@ -719,6 +719,8 @@ impl Consumer {
                 queues = assigned.iter().filter_map(|(t, p)| self.consumer.split_partition_queue(t, *p)).collect();
                 queues_at = at_start;
             }
+            // Per round: its messages borrow the queues, which a rebalance rebuilds.
+            let mut batch = Vec::with_capacity(limit);
             // The main queue first: callbacks, and messages fetched before
             // their partition's queue was split off (older, so they go first).
             let mut wait = if queues.is_empty() { Duration::from_millis(50) } else { Duration::ZERO };
@@ -746,7 +748,7 @@ impl Consumer {
             let mut is_due = lock(&self.shared).is_due();
             if !batch.is_empty() {
                 let flushed = lock(&self.shared).process_batch(&batch, is_due.then_some(&*self.consumer));
-                batch.clear();
+                drop(batch);
                 // A failed flush is back in front of what is pending: retry it all, paused.
                 if let Err(error) = &flushed {
                     warn!(error = %error, "Flush beside the batch failed; retrying.");
