@@ -241,9 +241,9 @@ impl Shared {
             pending.rows.extend(job.out.rows);
             pending.dead_letters.extend(job.out.dead_letters);
         }
-        match (taken, written, flush_beside) {
-            (Some(taken), Some(written), Some(consumer)) => self.finish_flush(taken, written, consumer),
-            _ => Ok(()),
+        match (flush_beside, taken, written) {
+            (Some(consumer), Some(taken), Some(written)) => self.finish_flush(taken, written, consumer),
+            _ => Ok(()), // No flush beside this batch.
         }
     }
 

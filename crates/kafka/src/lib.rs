@@ -121,8 +121,10 @@ pub trait Observer: Send + Sync {
     fn flushed(&self, _report: &FlushReport) {}
     /// After a flush made them durable, for live exports: every assigned
     /// partition with its topic, and the rows emitted since the previous
-    /// flush with theirs, all under `plan`. Called with the consumer's state
-    /// locked: keep it short.
+    /// flush with theirs, all under `plan`. A flush that ran beside a batch
+    /// shows the partitions after that batch (their open windows may be a
+    /// batch ahead of the rows). Called with the consumer's state locked:
+    /// keep it short.
     fn flushed_state(
         &self,
         _plan: &engine::CompiledPlan,
