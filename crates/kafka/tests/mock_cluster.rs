@@ -135,20 +135,46 @@ impl Observer for Recorder {
     }
 }
 
-/// A SQLite store that fails every write while `is_down` is set.
+/// A SQLite store that fails every write while `is_down` is set, and
+/// every second write with `fails_every_other`.
 struct FlakyStore {
     inner: SqliteStore,
     is_down: Arc<AtomicBool>,
     failed_writes: Arc<AtomicU64>,
+    fails_every_other: bool,
+    writes: u64,
+    /// The consumer's thread (it sets the schema up), and failed writes made
+    /// on another one: flushes that ran beside a batch.
+    consumer_thread: Option<std::thread::ThreadId>,
+    failed_beside: Arc<AtomicU64>,
+}
+
+impl FlakyStore {
+    fn new(path: &str, is_down: Arc<AtomicBool>) -> Self {
+        FlakyStore {
+            inner: SqliteStore::open(path).expect("store"),
+            is_down,
+            failed_writes: Arc::default(),
+            fails_every_other: false,
+            writes: 0,
+            consumer_thread: None,
+            failed_beside: Arc::default(),
+        }
+    }
 }
 
 impl Store for FlakyStore {
     fn setup(&mut self, plan: &dsl::Plan) -> store::Result<()> {
+        self.consumer_thread.get_or_insert(std::thread::current().id());
         self.inner.setup(plan)
     }
     fn write(&mut self, plan: &dsl::Plan, batch: &WriteBatch<'_>) -> store::Result<()> {
-        if self.is_down.load(Ordering::SeqCst) {
+        self.writes += 1;
+        if self.is_down.load(Ordering::SeqCst) || (self.fails_every_other && self.writes.is_multiple_of(2)) {
             self.failed_writes.fetch_add(1, Ordering::SeqCst);
+            if self.consumer_thread.is_some_and(|id| id != std::thread::current().id()) {
+                self.failed_beside.fetch_add(1, Ordering::SeqCst);
+            }
             return Err(store::Error::Unavailable("injected outage".into()));
         }
         self.inner.write(plan, batch)
@@ -237,7 +263,6 @@ fn rows_equal_a_direct_run_through_rebalance_store_outage_and_broker_errors() {
     let db = temp_db("equal");
     let path = db.to_str().expect("utf-8").to_string();
     let is_down = Arc::new(AtomicBool::new(false));
-    let failed_writes = Arc::new(AtomicU64::new(0));
     let positions = Positions::default();
     let recorder = Arc::new(Recorder { positions: positions.clone(), ..Default::default() });
     // Processed through the end of `n` produced messages, in every partition.
@@ -246,11 +271,8 @@ fn rows_equal_a_direct_run_through_rebalance_store_outage_and_broker_errors() {
         (0..PARTITIONS)
             .all(|p| positions.get(&p).copied().unwrap_or(0) >= all[..n].iter().filter(|(q, _)| *q == p).count() as i64)
     };
-    let store = FlakyStore {
-        inner: SqliteStore::open(&path).expect("store"),
-        is_down: is_down.clone(),
-        failed_writes: failed_writes.clone(),
-    };
+    let store = FlakyStore::new(&path, is_down.clone());
+    let failed_writes = store.failed_writes.clone();
 
     // A first member consumes the first third.
     produce(&brokers, &all[..4000]);
@@ -348,6 +370,49 @@ fn rows_equal_a_direct_run_through_rebalance_store_outage_and_broker_errors() {
     }
     // At least once on the topic: a flush retried after an outage may send a record twice.
     assert_eq!(positions.len(), dead.len(), "every dead letter is on the dead-letter topic");
+}
+
+/// A flush that runs beside a batch and fails goes back in front of what
+/// the batch added and is written with it later: nothing is lost or counted
+/// twice. Every second write fails, so after the first success every first
+/// attempt of a flush fails (many of them beside a batch) and its retry,
+/// on the consumer thread, succeeds.
+#[test]
+fn flushes_failing_beside_a_batch_lose_and_double_nothing() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic(TOPIC, PARTITIONS, 1).expect("topic");
+    let brokers = cluster.bootstrap_servers();
+    let plan = plan();
+    let all = events(6000, 11);
+    produce(&brokers, &all);
+    let db = temp_db("beside");
+    let path = db.to_str().expect("utf-8").to_string();
+    let mut store = FlakyStore::new(&path, Arc::default());
+    store.fails_every_other = true;
+    let failed_beside = store.failed_beside.clone();
+    let positions = Positions::default();
+    let recorder = Arc::new(Recorder { positions: positions.clone(), ..Default::default() });
+    // Small, frequent flushes, so that most batches have one beside them.
+    let settings = Settings { flush_interval: Duration::from_millis(20), flush_messages: 300, ..settings(&brokers) };
+    let member = start(settings, plan.clone(), Box::new(store), recorder.clone());
+    wait_for("everything", Duration::from_secs(90), || {
+        let positions = positions.lock().expect("lock");
+        (0..PARTITIONS)
+            .all(|p| positions.get(&p).copied().unwrap_or(0) >= all.iter().filter(|(q, _)| *q == p).count() as i64)
+    });
+    member.stop();
+    assert!(failed_beside.load(Ordering::SeqCst) > 0, "no flush failed beside a batch");
+
+    let stored = SqliteStore::open(&path).expect("reopen");
+    let expected = reference(&plan, &all);
+    let (got, want) = (dump(&plan.plan, &stored), dump(&plan.plan, &expected));
+    assert!(!want.is_empty());
+    assert_eq!(got.len(), want.len(), "row count");
+    assert!(got == want, "first difference: {:?}", got.iter().zip(&want).find(|(a, b)| a != b));
+    assert_eq!(
+        stored.dead_letters(TOPIC).expect("dead letters").len(),
+        expected.dead_letters(TOPIC).expect("dead letters").len()
+    );
 }
 
 /// Test pipelines for the live deploy: `kept` is in both versions, `changed`
