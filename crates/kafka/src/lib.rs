@@ -67,7 +67,8 @@ pub struct Settings {
     pub librdkafka: Vec<(String, String)>,
     /// Longest time between flushes.
     pub flush_interval: Duration,
-    /// Messages between flushes at most.
+    /// Messages that make a flush due; it runs beside the next batch, so at
+    /// most one batch more is pending.
     pub flush_messages: usize,
     /// An idle partition's event time advances by processing time after this long.
     pub idle_timeout: Duration,

@@ -63,7 +63,7 @@ pub struct RawKafka {
     pub dead_letter_topic: String,
     /// Longest time between flushes, ms.
     pub flush_interval_ms: u64,
-    /// Most messages between flushes.
+    /// Messages that make a flush due (see [`kafka::Settings::flush_messages`]).
     pub flush_messages: usize,
     /// After this long without messages, a partition's event time follows processing time, ms.
     pub idle_timeout_ms: u64,
