@@ -1,7 +1,9 @@
 //! The SQLite backend: the embedded default.
 //!
 //! WAL journal, one transaction per [`WriteBatch`] (rows, dead letters and
-//! checkpoints commit together), prepared statements cached per table.
+//! checkpoints commit together), prepared statements cached per table, and
+//! a page cache of up to 64 MiB per connection (SQLite's default of 2 MiB
+//! makes upserts into a growing database re-read their pages).
 
 use crate::schema::{metric_columns, quote, table_name, write_series_id, write_state, ColumnKind, STATE_SUFFIX};
 use crate::{DeploymentRecord, Error, Result, RowFilter, Store, StoredDeadLetter, WriteBatch};
