@@ -217,12 +217,35 @@ fn settings(brokers: &str) -> Settings {
     }
 }
 
-fn temp_db(name: &str) -> PathBuf {
-    let path = std::env::temp_dir().join(format!("kafka-{name}-{}.db", std::process::id()));
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+/// A database file in the temporary directory, removed (with its WAL
+/// files) when the test is done with it.
+struct TempDb(PathBuf);
+
+impl TempDb {
+    fn remove(&self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
+        }
     }
-    path
+}
+
+impl std::ops::Deref for TempDb {
+    type Target = PathBuf;
+    fn deref(&self) -> &PathBuf {
+        &self.0
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+fn temp_db(name: &str) -> TempDb {
+    let db = TempDb(std::env::temp_dir().join(format!("kafka-{name}-{}.db", std::process::id())));
+    db.remove();
+    db
 }
 
 struct Member {
