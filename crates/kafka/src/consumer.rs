@@ -468,8 +468,11 @@ impl Taken {
         let started = Instant::now();
         let mut report = FlushReport { messages: self.messages, ..Default::default() };
         let mut count_rows = |plan: &CompiledPlan, rows: &[engine::Row]| {
-            for row in rows {
-                *report.rows_by_metric.entry(plan.plan.metrics[row.metric].name.clone()).or_default() += 1;
+            // Counted by index first: a name per metric, not per row.
+            let mut per_metric = vec![0u64; plan.plan.metrics.len()];
+            rows.iter().for_each(|row| per_metric[row.metric] += 1);
+            for (metric, n) in plan.plan.metrics.iter().zip(per_metric).filter(|(_, n)| *n > 0) {
+                *report.rows_by_metric.entry(metric.name.clone()).or_default() += n;
             }
         };
         // Stopped metrics' last rows, under the plan that defined them. The
