@@ -71,12 +71,11 @@ pub fn metric_columns(metric: &MetricPlan) -> Vec<Column> {
 /// The canonical text of a series key: the same for equal keys whatever the
 /// backend, usable as a primary-key column where keys may be null.
 pub fn series_id(keys: &[KeyVal]) -> String {
-    let mut out = Vec::new();
-    write_series_id(&mut out, keys);
-    String::from_utf8(out).unwrap_or_default()
+    serde_json::to_string(keys).unwrap_or_default()
 }
 
-/// Appends [`series_id`] of `keys` to `out` (for writers that reuse one buffer).
+/// Appends [`series_id`] of `keys` to `out` (the same JSON, for writers that
+/// reuse one buffer).
 pub fn write_series_id(out: &mut Vec<u8>, keys: &[KeyVal]) {
     json_into(out, keys);
 }
@@ -105,4 +104,17 @@ fn json_into<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
 /// Quotes an identifier for SQL and CQL.
 pub fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_buffered_series_id_is_the_series_id() {
+        let keys = [KeyVal::Str("a\"b".into()), KeyVal::Null, KeyVal::Int(-3), KeyVal::Float(1.5f64.to_bits())];
+        let mut buffer = Vec::new();
+        write_series_id(&mut buffer, &keys);
+        assert_eq!(String::from_utf8(buffer).expect("JSON is UTF-8"), series_id(&keys));
+    }
 }
