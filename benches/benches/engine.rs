@@ -45,22 +45,6 @@ fn load_events() -> Option<Events> {
     Some(events)
 }
 
-/// The classifier parameters of one event, in the classifier's order.
-fn classifier_params<'a>(event: &Event<'a>, names: &[String]) -> Vec<Val<'a>> {
-    names
-        .iter()
-        .map(|name| match name.as_str() {
-            "diagnostic" => event.diagnostic.clone().map_or(Val::Null, Val::Str),
-            "status" => Val::Str(event.status.clone()),
-            "smtp_code" => Val::Int(event.smtp_code),
-            "provider" => Val::Str(event.provider.clone()),
-            // Not in the generated events (nor in the source's messages here).
-            "smtp_command" => Val::Null,
-            other => panic!("the bounce classifier has an unexpected parameter `{other}`"),
-        })
-        .collect()
-}
-
 fn engine_benches(c: &mut Criterion) {
     let Some(events) = load_events() else { return };
     let n = events.len() as u64;
@@ -85,7 +69,7 @@ fn engine_benches(c: &mut Criterion) {
     let failures: Vec<Vec<Val<'_>>> = parsed
         .iter()
         .filter(|e| e.event == "bounced" || e.event == "deferred")
-        .map(|e| classifier_params(e, &param_names))
+        .map(|e| benches::classifier_params(e, &param_names))
         .collect();
     let unclassified = failures.iter().filter(|p| classifier.classify(p, &regexes).is_none()).count();
     eprintln!("{} bounced or deferred events to classify, {unclassified} fall to the default", failures.len());

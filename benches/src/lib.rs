@@ -162,6 +162,22 @@ pub struct Event<'a> {
     pub size_bytes: i64,
 }
 
+/// The classifier parameters of one event, in the classifier's order.
+pub fn classifier_params<'a>(event: &Event<'a>, names: &[String]) -> Vec<engine::value::Val<'a>> {
+    names
+        .iter()
+        .map(|name| match name.as_str() {
+            "diagnostic" => event.diagnostic.clone().map_or(engine::value::Val::Null, engine::value::Val::Str),
+            "status" => engine::value::Val::Str(event.status.clone()),
+            "smtp_code" => engine::value::Val::Int(event.smtp_code),
+            "provider" => engine::value::Val::Str(event.provider.clone()),
+            // Not in the generated events (nor in the source's messages here).
+            "smtp_command" => engine::value::Val::Null,
+            other => panic!("the bounce classifier has an unexpected parameter `{other}`"),
+        })
+        .collect()
+}
+
 /// Events held in memory: one buffer, one range per line.
 pub struct Events {
     buf: Vec<u8>,
