@@ -30,6 +30,7 @@ use aho_corasick::{dfa, AhoCorasick, AhoCorasickKind, Anchored, StartKind};
 use dsl::ast::BinaryOp;
 use dsl::plan::{ClassifierPlan, Expr};
 use regex::{Regex, RegexSet};
+use smallvec::SmallVec;
 use std::cell::{Cell, RefCell};
 
 /// See [`ClassifierRuntime::new`].
@@ -181,7 +182,7 @@ impl ClassifierRuntime {
     pub fn classify(&self, params: &[Val<'_>], regexes: &RegexCache) -> Option<usize> {
         let hits = Hits::new(self, params);
         let scope = Scope::Classifier { params, hits: &hits };
-        let mut rules = self.rule_sets[..self.rule_words].to_vec();
+        let mut rules: SmallVec<[u64; 8]> = SmallVec::from_slice(&self.rule_sets[..self.rule_words]);
         for (m, matcher) in self.matchers.iter().enumerate() {
             let first = self.layout[m] + 1;
             for (w, word) in hits.words[first..first + matcher.regexes.len().div_ceil(64)].iter().enumerate() {
@@ -353,8 +354,9 @@ thread_local! {
 /// match" (a candidate), "known" and "matches".
 pub struct Hits<'r> {
     runtime: &'r ClassifierRuntime,
-    texts: Vec<Option<&'r str>>,
-    words: Vec<Cell<u64>>,
+    params: &'r [Val<'r>],
+    /// Inline for classifiers of up to about 600 patterns: no allocation per classification.
+    words: SmallVec<[Cell<u64>; 32]>,
 }
 
 /// Flag: the matcher's parameter is a string (otherwise every hit is null).
@@ -366,22 +368,25 @@ impl<'r> Hits<'r> {
         1 + 3 * n.div_ceil(64)
     }
 
-    fn new(runtime: &'r ClassifierRuntime, params: &'r [Val<'_>]) -> Self {
+    fn new(runtime: &'r ClassifierRuntime, params: &'r [Val<'r>]) -> Self {
         Hits::with(runtime, params, true)
+    }
+
+    /// The text matcher `m` runs on, if its parameter is a string.
+    fn text(&self, m: usize) -> Option<&'r str> {
+        match self.params.get(self.runtime.matchers[m].param) {
+            Some(Val::Str(s)) => Some(s.as_ref()),
+            _ => None,
+        }
     }
 
     /// With `use_prefilter` false, every text takes the full set (the
     /// reference the prefilter is tested against).
-    fn with(runtime: &'r ClassifierRuntime, params: &'r [Val<'_>], use_prefilter: bool) -> Self {
-        let words = vec![Cell::new(0); runtime.words];
-        let mut texts = Vec::with_capacity(runtime.matchers.len());
+    fn with(runtime: &'r ClassifierRuntime, params: &'r [Val<'r>], use_prefilter: bool) -> Self {
+        let hits = Hits { runtime, params, words: SmallVec::from_elem(Cell::new(0), runtime.words) };
+        let words = &hits.words;
         for (m, matcher) in runtime.matchers.iter().enumerate() {
-            let text = match params.get(matcher.param) {
-                Some(Val::Str(s)) => Some(s.as_ref()),
-                _ => None,
-            };
-            texts.push(text);
-            let Some(text) = text else { continue };
+            let Some(text) = hits.text(m) else { continue };
             let base = runtime.layout[m];
             let n = matcher.regexes.len().div_ceil(64);
             words[base].set(IS_TEXT);
@@ -410,7 +415,7 @@ impl<'r> Hits<'r> {
                 }
             }
         }
-        Hits { runtime, texts, words }
+        hits
     }
 
     fn bit(&self, m: usize, array: usize, p: usize) -> bool {
@@ -435,7 +440,7 @@ impl<'r> Hits<'r> {
             return Some(false);
         }
         if !self.bit(m, 1, p) {
-            let is_match = self.texts[m].is_some_and(|t| matcher.regexes[p].is_match(t));
+            let is_match = self.text(m).is_some_and(|t| matcher.regexes[p].is_match(t));
             let n = matcher.regexes.len().div_ceil(64);
             let base = self.runtime.layout[m] + 1;
             let known = &self.words[base + n + p / 64];

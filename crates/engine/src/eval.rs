@@ -71,7 +71,7 @@ pub struct EventCtx<'s, 'a> {
     /// All classifiers of the plan.
     pub classifiers: &'s [ClassifierRuntime],
     /// Per classification: matching rule + 1, 0 for the default; `None` until computed.
-    pub cache: Vec<Cell<Option<u32>>>,
+    pub cache: &'s [Cell<Option<u32>>],
 }
 
 impl<'s> EventCtx<'s, '_> {
@@ -641,8 +641,7 @@ mod tests {
             for y in values() {
                 for z in [Val::Bool(true), Val::Bool(false), Val::Null] {
                     let row = [x.clone(), y.clone(), z];
-                    let ctx =
-                        EventCtx { row: &row, meta: &meta, classifications: &[], classifiers: &[], cache: Vec::new() };
+                    let ctx = EventCtx { row: &row, meta: &meta, classifications: &[], classifiers: &[], cache: &[] };
                     let scope = Scope::Event(&ctx);
                     for (expr, prepared) in exprs.iter().zip(&prepared) {
                         assert_eq!(

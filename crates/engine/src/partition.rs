@@ -18,6 +18,7 @@ use crate::value::{format_timestamp, KeyVal, Val};
 use crate::window::{MetricState, SeriesMap, Slot, Window};
 use crate::CompiledPlan;
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 use std::cell::Cell;
 use std::sync::Arc;
 
@@ -377,16 +378,19 @@ impl Partition {
                 unreachable!("the decoder guarantees a non-null event time");
             };
             event_time = Some(ts);
+            // Inline: most events are classified by no metric, and none should allocate for it.
+            let classified: SmallVec<[Cell<Option<u32>>; 4]> =
+                SmallVec::from_elem(Cell::new(None), source.classifications.len());
             let ctx = EventCtx {
                 row: &row,
                 meta: &message.meta,
                 classifications: &source.classifications,
                 classifiers: &plan.classifiers,
-                cache: vec![Cell::new(None); source.classifications.len()],
+                cache: &classified,
             };
             let scope = Scope::Event(&ctx);
             let at = Position { ts, partition: self.partition, offset };
-            let mut key: Vec<Val<'_>> = Vec::new();
+            let mut key: SmallVec<[Val<'_>; 4]> = SmallVec::new();
             for &m in &plan.metrics_by_source[s] {
                 if self.since_offset[m].is_some_and(|since| offset < since) {
                     continue; // Replayed from before this metric was deployed.
