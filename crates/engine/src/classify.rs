@@ -299,7 +299,7 @@ impl Prefilter {
             let p = self.literal_pattern[literal.as_usize()];
             candidate(p, self.is_exact[p]);
         };
-        let mut search = |haystack: &[u8]| match literals {
+        let searched = match literals {
             Literals::Dfa(dfa) => {
                 let Ok(mut state) = dfa.start_state(Anchored::No) else { return false };
                 // Every literal in a match state ends at the current byte;
@@ -310,7 +310,12 @@ impl Prefilter {
                     }
                 };
                 report(state);
-                for &byte in haystack {
+                // Lowered byte by byte rather than into a copy first: the
+                // walk waits on each transition anyway, and the lowering
+                // does not depend on it.
+                let is_lowered = self.is_lowered;
+                for &byte in text.as_bytes() {
+                    let byte = if is_lowered { byte.to_ascii_lowercase() } else { byte };
                     state = dfa.next_state(Anchored::No, state, byte);
                     if dfa.is_special(state) {
                         if dfa.is_dead(state) {
@@ -322,20 +327,22 @@ impl Prefilter {
                 true
             }
             Literals::Other(literals) => {
-                let Ok(hits) = literals.try_find_overlapping_iter(haystack) else { return false };
-                hits.for_each(|hit| found(hit.pattern()));
-                true
+                let mut search = |haystack: &[u8]| {
+                    let Ok(hits) = literals.try_find_overlapping_iter(haystack) else { return false };
+                    hits.for_each(|hit| found(hit.pattern()));
+                    true
+                };
+                if self.is_lowered {
+                    LOWERED.with_borrow_mut(|lowered| {
+                        lowered.clear();
+                        lowered.extend_from_slice(text.as_bytes());
+                        lowered.make_ascii_lowercase();
+                        search(lowered)
+                    })
+                } else {
+                    search(text.as_bytes())
+                }
             }
-        };
-        let searched = if self.is_lowered {
-            LOWERED.with_borrow_mut(|lowered| {
-                lowered.clear();
-                lowered.extend_from_slice(text.as_bytes());
-                lowered.make_ascii_lowercase();
-                search(lowered)
-            })
-        } else {
-            search(text.as_bytes())
         };
         if searched {
             self.unfiltered.iter().for_each(|&p| candidate(p, false));
