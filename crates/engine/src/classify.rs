@@ -237,7 +237,7 @@ impl MatcherRuntime {
 
 impl Prefilter {
     fn new(patterns: &[String], texts: Texts) -> Self {
-        // Nearly every SMTP reply is ASCII: its automaton is a DFA (about 4 MB
+        // Nearly every SMTP reply is ASCII: its automaton is a DFA (about 2 MB
         // for std:bounces, measured fastest). The rare other texts get a
         // contiguous NFA, a twentieth of the size and quicker to build.
         let kind = match texts {
