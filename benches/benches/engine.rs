@@ -20,10 +20,8 @@
 //! shared machine's drifting speed hits all of them alike), with events/s
 //! and the engine / parse-only ratio per round, median and best.
 
-use benches::{Event, Events};
+use benches::{BounceClassifier, Event, Events};
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
-use engine::eval::{ClassifierRuntime, RegexCache};
-use engine::value::Val;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -59,18 +57,11 @@ fn engine_benches(c: &mut Criterion) {
     );
 
     // The bounce classifier and the parameters of every bounced / deferred event.
-    let bounce = compiled.plan.classifiers.iter().find(|c| c.name == "bounce").expect("std:bounces is imported");
-    let param_names: Vec<String> = bounce.params.iter().map(|p| p.name.clone()).collect();
-    let classifier = ClassifierRuntime::new(bounce.clone()).expect("classifier compiles");
-    let mut regexes = RegexCache::default();
-    regexes.add_all(bounce.rules.iter().map(|r| &r.condition)).expect("regexes compile");
+    let bounce = BounceClassifier::new(&compiled.plan);
     let parsed: Vec<Event<'_>> =
         events.iter().map(|line| serde_json::from_slice(line).expect("generated events parse")).collect();
-    let failures: Vec<Vec<Val<'_>>> = parsed
-        .iter()
-        .filter(|e| e.event == "bounced" || e.event == "deferred")
-        .map(|e| benches::classifier_params(e, &param_names))
-        .collect();
+    let failures = bounce.failures(&parsed);
+    let BounceClassifier { runtime: classifier, regexes } = bounce;
     let unclassified = failures.iter().filter(|p| classifier.classify(p, &regexes).is_none()).count();
     eprintln!("{} bounced or deferred events to classify, {unclassified} fall to the default", failures.len());
 

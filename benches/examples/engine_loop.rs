@@ -15,27 +15,19 @@ fn main() {
     let events = benches::Events::load(&path).expect("events load");
     let plan = benches::pipelines_plan();
     let compiled = std::sync::Arc::new(engine::CompiledPlan::new(plan, engine::EngineConfig::default()).expect("plan"));
-    let bounce = compiled.plan.classifiers.iter().find(|c| c.name == "bounce").expect("std:bounces is imported");
-    let classifier = engine::eval::ClassifierRuntime::new(bounce.clone()).expect("classifier");
-    let mut regexes = engine::eval::RegexCache::default();
-    regexes.add_all(bounce.rules.iter().map(|r| &r.condition)).expect("regexes");
-    let param_names: Vec<String> = bounce.params.iter().map(|p| p.name.clone()).collect();
-    let parsed: Vec<benches::Event<'_>> = if classify_only {
-        events.iter().map(|line| serde_json::from_slice(line).expect("generated events parse")).collect()
-    } else {
-        Vec::new()
+    // Built only for its mode: it would dominate an instruction profile of the others.
+    let bounce = classify_only.then(|| benches::BounceClassifier::new(&compiled.plan));
+    let parsed: Vec<benches::Event<'_>> = match bounce {
+        Some(_) => events.iter().map(|line| serde_json::from_slice(line).expect("generated events parse")).collect(),
+        None => Vec::new(),
     };
-    let failures: Vec<_> = parsed
-        .iter()
-        .filter(|e| e.event == "bounced" || e.event == "deferred")
-        .map(|e| benches::classifier_params(e, &param_names))
-        .collect();
+    let failures = bounce.as_ref().map(|b| b.failures(&parsed)).unwrap_or_default();
     let mut best = 0.0f64;
     for _ in 0..rounds {
         let start = std::time::Instant::now();
-        if classify_only {
+        if let Some(bounce) = &bounce {
             for params in &failures {
-                std::hint::black_box(classifier.classify(params, &regexes));
+                std::hint::black_box(bounce.runtime.classify(params, &bounce.regexes));
             }
             best = best.max(failures.len() as f64 / start.elapsed().as_secs_f64());
             continue;

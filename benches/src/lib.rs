@@ -162,20 +162,46 @@ pub struct Event<'a> {
     pub size_bytes: i64,
 }
 
-/// The classifier parameters of one event, in the classifier's order.
-pub fn classifier_params<'a>(event: &Event<'a>, names: &[String]) -> Vec<engine::value::Val<'a>> {
-    names
-        .iter()
-        .map(|name| match name.as_str() {
-            "diagnostic" => event.diagnostic.clone().map_or(engine::value::Val::Null, engine::value::Val::Str),
-            "status" => engine::value::Val::Str(event.status.clone()),
-            "smtp_code" => engine::value::Val::Int(event.smtp_code),
-            "provider" => engine::value::Val::Str(event.provider.clone()),
-            // Not in the generated events (nor in the source's messages here).
-            "smtp_command" => engine::value::Val::Null,
-            other => panic!("the bounce classifier has an unexpected parameter `{other}`"),
-        })
-        .collect()
+/// The `bounce` classifier of `std:bounces`, ready to run alone.
+pub struct BounceClassifier {
+    /// The compiled classifier.
+    pub runtime: engine::eval::ClassifierRuntime,
+    /// Its standalone regexes.
+    pub regexes: engine::eval::RegexCache,
+}
+
+impl BounceClassifier {
+    /// The classifier of `plan`, which must import `std:bounces`.
+    pub fn new(plan: &dsl::Plan) -> Self {
+        let bounce = plan.classifiers.iter().find(|c| c.name == "bounce").expect("std:bounces is imported");
+        let mut regexes = engine::eval::RegexCache::default();
+        regexes.add_all(bounce.rules.iter().map(|r| &r.condition)).expect("regexes compile");
+        let runtime = engine::eval::ClassifierRuntime::new(bounce.clone()).expect("classifier compiles");
+        BounceClassifier { runtime, regexes }
+    }
+
+    /// The parameters of every bounced or deferred event, in the classifier's order.
+    pub fn failures<'a>(&self, events: &[Event<'a>]) -> Vec<Vec<engine::value::Val<'a>>> {
+        events.iter().filter(|e| e.event == "bounced" || e.event == "deferred").map(|e| self.params(e)).collect()
+    }
+
+    fn params<'a>(&self, event: &Event<'a>) -> Vec<engine::value::Val<'a>> {
+        use engine::value::Val;
+        self.runtime
+            .plan
+            .params
+            .iter()
+            .map(|param| match param.name.as_str() {
+                "diagnostic" => event.diagnostic.clone().map_or(Val::Null, Val::Str),
+                "status" => Val::Str(event.status.clone()),
+                "smtp_code" => Val::Int(event.smtp_code),
+                "provider" => Val::Str(event.provider.clone()),
+                // Not in the generated events (nor in the source's messages here).
+                "smtp_command" => Val::Null,
+                other => panic!("the bounce classifier has an unexpected parameter `{other}`"),
+            })
+            .collect()
+    }
 }
 
 /// Events held in memory: one buffer, one range per line.
