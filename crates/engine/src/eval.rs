@@ -223,6 +223,18 @@ pub enum Prepared {
         /// The literal prefix.
         prefix: Box<str>,
     },
+    /// A field or parameter compared (`==` `!=` `<` `<=` `>` `>=`) with a
+    /// literal other than a string, e.g. `smtp_code >= 500`.
+    Compare {
+        /// The field or parameter.
+        of: Operand,
+        /// The comparison.
+        op: BinaryOp,
+        /// The literal.
+        literal: Value,
+        /// Whether the operand is the left-hand side.
+        is_operand_left: bool,
+    },
     /// A classifier matcher's pattern hit.
     Hit {
         /// The matcher.
@@ -291,7 +303,12 @@ impl Prepared {
                     (None, Some(of)) => text(lhs).map(|t| (of, t)),
                     _ => None,
                 };
-                operand_and_text.map(|(of, text)| Prepared::StrEq { of, text, is_equal: *op == BinaryOp::Eq })
+                operand_and_text
+                    .map(|(of, text)| Prepared::StrEq { of, text, is_equal: *op == BinaryOp::Eq })
+                    .or_else(|| Prepared::compare(*op, lhs, rhs))
+            }
+            Expr::Binary { op: op @ (BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge), lhs, rhs } => {
+                Prepared::compare(*op, lhs, rhs)
             }
             Expr::In { arg, list } => Operand::of(arg)
                 .zip(list.iter().map(text).collect::<Option<Box<[_]>>>())
@@ -307,30 +324,89 @@ impl Prepared {
         prepared.unwrap_or_else(|| Prepared::Other(expr.clone()))
     }
 
+    /// `lhs op rhs` where one side is a field or parameter and the other a literal.
+    fn compare(op: BinaryOp, lhs: &Expr, rhs: &Expr) -> Option<Self> {
+        match (Operand::of(lhs), Operand::of(rhs), lhs, rhs) {
+            (Some(of), None, _, Expr::Literal(literal)) => {
+                Some(Prepared::Compare { of, op, literal: literal.clone(), is_operand_left: true })
+            }
+            (None, Some(of), Expr::Literal(literal), _) => {
+                Some(Prepared::Compare { of, op, literal: literal.clone(), is_operand_left: false })
+            }
+            _ => None,
+        }
+    }
+
     /// Evaluates it over the event or classifier parameters of `scope`.
     pub fn eval<'s>(&'s self, scope: &Scope<'s, '_>, regexes: &'s RegexCache) -> Val<'s> {
-        let is_text = |of: Operand, text: &str| matches!(of.get(scope), Some(Val::Str(s)) if s.as_ref() == text);
         match self {
             Prepared::Value(of) => of.get(scope).map_or(Val::Null, borrow),
-            Prepared::StrEq { of, text, is_equal } => Val::Bool(is_text(*of, text) == *is_equal),
-            Prepared::StrIn { of, texts } => Val::Bool(texts.iter().any(|t| is_text(*of, t))),
+            Prepared::Compare { of, op, literal: value, is_operand_left } => {
+                let operand = of.get(scope).map_or(Val::Null, borrow);
+                if *is_operand_left {
+                    apply(*op, operand, literal(value))
+                } else {
+                    apply(*op, literal(value), operand)
+                }
+            }
+            Prepared::Other(expr) => eval(expr, scope, regexes),
+            _ => self.test(scope, regexes).map_or(Val::Null, Val::Bool),
+        }
+    }
+
+    /// Whether it holds, three-valued as [`Prepared::eval`]: `Some` for a
+    /// boolean, `None` for null or a value of another type. Filters and
+    /// rule conditions ask only this, so the boolean shapes run without
+    /// building a value at every level.
+    pub fn test<'s>(&'s self, scope: &Scope<'s, '_>, regexes: &'s RegexCache) -> Option<bool> {
+        let is_text = |of: Operand, text: &str| matches!(of.get(scope), Some(Val::Str(s)) if s.as_ref() == text);
+        match self {
+            Prepared::StrEq { of, text, is_equal } => Some(is_text(*of, text) == *is_equal),
+            Prepared::StrIn { of, texts } => Some(texts.iter().any(|t| is_text(*of, t))),
             // As the function: null for null, and a non-text value reads as "".
             Prepared::StartsWith { of, prefix } => match of.get(scope) {
-                None | Some(Val::Null) => Val::Null,
-                Some(Val::Str(s)) => Val::Bool(s.starts_with(prefix.as_ref())),
-                Some(_) => Val::Bool(prefix.is_empty()),
+                None | Some(Val::Null) => None,
+                Some(Val::Str(s)) => Some(s.starts_with(prefix.as_ref())),
+                Some(_) => Some(prefix.is_empty()),
             },
             Prepared::Hit { matcher, pattern } => match scope {
-                Scope::Classifier { hits, .. } => hits.get(*matcher, *pattern).map_or(Val::Null, Val::Bool),
-                _ => Val::Null,
+                Scope::Classifier { hits, .. } => hits.get(*matcher, *pattern),
+                _ => None,
             },
-            Prepared::Not(e) => match e.eval(scope, regexes) {
-                Val::Bool(b) => Val::Bool(!b),
-                _ => Val::Null,
+            Prepared::Not(e) => e.test(scope, regexes).map(|b| !b),
+            Prepared::And(lhs, rhs) => match lhs.test(scope, regexes) {
+                Some(false) => Some(false),
+                l => match (l, rhs.test(scope, regexes)) {
+                    (_, Some(false)) => Some(false),
+                    (Some(true), Some(true)) => Some(true),
+                    _ => None,
+                },
             },
-            Prepared::And(lhs, rhs) => and(lhs.eval(scope, regexes), || rhs.eval(scope, regexes)),
-            Prepared::Or(lhs, rhs) => or(lhs.eval(scope, regexes), || rhs.eval(scope, regexes)),
-            Prepared::Other(expr) => eval(expr, scope, regexes),
+            Prepared::Or(lhs, rhs) => match lhs.test(scope, regexes) {
+                Some(true) => Some(true),
+                l => match (l, rhs.test(scope, regexes)) {
+                    (_, Some(true)) => Some(true),
+                    (Some(false), Some(false)) => Some(false),
+                    _ => None,
+                },
+            },
+            // Whole numbers (`smtp_code >= 500`) without building values.
+            Prepared::Compare { of, op, literal: Value::Int(literal), is_operand_left } => match of.get(scope) {
+                Some(&Val::Int(operand)) => {
+                    let (l, r) = if *is_operand_left { (operand, *literal) } else { (*literal, operand) };
+                    match op {
+                        BinaryOp::Eq => Some(l == r),
+                        BinaryOp::Ne => Some(l != r),
+                        BinaryOp::Lt => Some(l < r),
+                        BinaryOp::Le => Some(l <= r),
+                        BinaryOp::Gt => Some(l > r),
+                        BinaryOp::Ge => Some(l >= r),
+                        _ => None,
+                    }
+                }
+                _ => self.eval(scope, regexes).as_bool(),
+            },
+            Prepared::Value(_) | Prepared::Compare { .. } | Prepared::Other(_) => self.eval(scope, regexes).as_bool(),
         }
     }
 }
@@ -383,7 +459,11 @@ fn binary<'s>(op: BinaryOp, lhs: &'s Expr, rhs: &'s Expr, scope: &Scope<'s, '_>,
         BinaryOp::Or => return or(eval(lhs, scope, regexes), || eval(rhs, scope, regexes)),
         _ => {}
     }
-    let (l, r) = (eval(lhs, scope, regexes), eval(rhs, scope, regexes));
+    apply(op, eval(lhs, scope, regexes), eval(rhs, scope, regexes))
+}
+
+/// A binary operator other than `and` / `or` over its operands' values.
+fn apply<'s>(op: BinaryOp, l: Val<'s>, r: Val<'s>) -> Val<'s> {
     match op {
         BinaryOp::Eq => return Val::Bool(equal(&l, &r)),
         BinaryOp::Ne => return Val::Bool(!equal(&l, &r)),
@@ -629,11 +709,21 @@ mod tests {
             or(&Expr::Field(2), &is_a),
             or(&not_b, &Expr::Field(2)),
             eq(BinaryOp::Lt, field(0), text("b")),
+            eq(BinaryOp::Ge, field(0), Expr::Literal(Value::Int(1))),
+            Expr::Binary { op: BinaryOp::Gt, lhs: Box::new(Expr::Literal(Value::Float(0.5))), rhs: field(0) },
+            eq(BinaryOp::Eq, field(0), Expr::Literal(Value::Int(1))),
+            eq(BinaryOp::Ne, field(0), Expr::Literal(Value::Null)),
+            and(&eq(BinaryOp::Le, field(0), Expr::Literal(Value::Int(1))), &Expr::Field(2)),
+            eq(BinaryOp::Lt, field(0), Expr::Literal(Value::Int(1))),
+            Expr::Binary { op: BinaryOp::Gt, lhs: Box::new(Expr::Literal(Value::Int(1))), rhs: field(0) },
         ];
         assert!(matches!(Prepared::new(&exprs[1]), Prepared::StrEq { .. }));
         assert!(matches!(Prepared::new(&exprs[4]), Prepared::StrIn { .. }));
         assert!(matches!(Prepared::new(&exprs[5]), Prepared::Other(_)));
-        let values = || [Val::Str("a".into()), Val::Str("b".into()), Val::Str("c".into()), Val::Null, Val::Int(1)];
+        assert!(exprs[12..16].iter().chain(&exprs[17..]).all(|e| matches!(Prepared::new(e), Prepared::Compare { .. })));
+        let values = || {
+            [Val::Str("a".into()), Val::Str("b".into()), Val::Str("c".into()), Val::Null, Val::Int(1), Val::Float(0.25)]
+        };
         let meta = MessageMeta { topic: "t", partition: 0, offset: 0, key: None, timestamp_ms: None, headers: &[] };
         let regexes = RegexCache::default();
         let prepared: Vec<Prepared> = exprs.iter().map(Prepared::new).collect();
@@ -644,11 +734,9 @@ mod tests {
                     let ctx = EventCtx { row: &row, meta: &meta, classifications: &[], classifiers: &[], cache: &[] };
                     let scope = Scope::Event(&ctx);
                     for (expr, prepared) in exprs.iter().zip(&prepared) {
-                        assert_eq!(
-                            prepared.eval(&scope, &regexes),
-                            eval(expr, &scope, &regexes),
-                            "{expr:?} over {row:?}"
-                        );
+                        let tree = eval(expr, &scope, &regexes);
+                        assert_eq!(prepared.eval(&scope, &regexes), tree, "{expr:?} over {row:?}");
+                        assert_eq!(prepared.test(&scope, &regexes), tree.as_bool(), "{expr:?} over {row:?}");
                     }
                 }
             }

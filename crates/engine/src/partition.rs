@@ -398,7 +398,7 @@ impl Partition {
                 let metric = &plan.plan.metrics[m];
                 let prepared = &plan.prepared[m];
                 if let Some(filter) = &prepared.filter {
-                    if !filter.eval(&scope, &plan.regexes).is_true() {
+                    if filter.test(&scope, &plan.regexes) != Some(true) {
                         continue;
                     }
                 }

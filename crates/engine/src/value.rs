@@ -48,6 +48,14 @@ impl Val<'_> {
         }
     }
 
+    /// As a truth value: `Some` for a boolean, `None` (null) for anything else.
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            Val::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+
     /// Whether this is `true` (null and everything else count as false).
     pub fn is_true(&self) -> bool {
         matches!(self, Val::Bool(true))
