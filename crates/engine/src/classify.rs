@@ -24,7 +24,7 @@
 
 use crate::eval::{Prepared, RegexCache, Scope};
 use crate::literal_table::LiteralTable;
-use crate::literals::{required_literals, Requirement, Texts};
+use crate::literals::{anchored_literal, required_literals, Requirement, Texts};
 use crate::value::Val;
 use aho_corasick::{dfa, AhoCorasick, AhoCorasickKind, StartKind};
 use dsl::ast::BinaryOp;
@@ -74,6 +74,9 @@ struct MatcherRuntime {
     set: RegexSet,
     /// Each pattern alone.
     regexes: Vec<Regex>,
+    /// Per pattern: the literal it is, anchored at the start (a prefix
+    /// test), so its regex need not run.
+    prefixes: Vec<Option<Vec<u8>>>,
     /// For ASCII texts (smaller, longer literal sets).
     ascii: Prefilter,
     /// For all other texts.
@@ -228,8 +231,9 @@ impl MatcherRuntime {
         // it is needed (4.8x faster on the 210-rule `std:bounces`).
         let set = regex::RegexSetBuilder::new(all).size_limit(64 << 20).dfa_size_limit(256 << 20).build()?;
         let regexes = patterns.iter().map(|p| Regex::new(p)).collect::<Result<Vec<_>, _>>()?;
+        let prefixes = patterns.iter().map(|p| anchored_literal(p)).collect();
         let (ascii, any) = (Prefilter::new(patterns, Texts::Ascii), Prefilter::new(patterns, Texts::Any));
-        Ok(MatcherRuntime { param, set, regexes, ascii, any })
+        Ok(MatcherRuntime { param, set, regexes, prefixes, ascii, any })
     }
 }
 
@@ -405,7 +409,10 @@ impl<'r> Hits<'r> {
             return Some(false);
         }
         if !self.bit(m, 1, p) {
-            let is_match = self.text(m).is_some_and(|t| matcher.regexes[p].is_match(t));
+            let is_match = self.text(m).is_some_and(|t| match &matcher.prefixes[p] {
+                Some(prefix) => t.as_bytes().starts_with(prefix),
+                None => matcher.regexes[p].is_match(t),
+            });
             let n = matcher.regexes.len().div_ceil(64);
             let base = self.runtime.layout[m] + 1;
             let known = &self.words[base + n + p / 64];
@@ -485,6 +492,7 @@ mod tests {
             "ok",
             "\n",
             "MAILBOX IS FULL",
+            "5.1.1 user unknown",
             "Spamhaus – mailbox full",
             "“No Such User”",
         ];

@@ -9,11 +9,13 @@
 //! the lower case of a letter counts as that letter in either case), and
 //! gives up ([`Requirement::Any`]) on anything it does not understand.
 
-use regex_syntax::hir::{Class, Hir, HirKind};
+use regex_syntax::hir::{Class, Hir, HirKind, Look};
 
 /// At most this many alternatives in a literal set; beyond it, sets are
-/// too weak a filter to be worth their cost.
-const MAX_SET: usize = 32;
+/// too weak a filter to be worth their cost. (At 32, two of std:bounces'
+/// wordings, message size with 35 and temporary failure, had no set, so
+/// their regexes ran on every reply that reached their rules.)
+const MAX_SET: usize = 64;
 /// Literals handed to the prefilter are cut to this length (a prefix of a
 /// necessary substring is itself necessary).
 const MAX_LEN: usize = 32;
@@ -254,6 +256,21 @@ fn members(class: &Class, texts: Texts) -> Option<(Vec<Vec<u8>>, bool)> {
     (members.len() <= MAX_CLASS).then_some((members, is_precise))
 }
 
+/// The literal `pattern` is exactly, anchored at the start of the text and
+/// compared byte for byte (`^5\.1\.`, what `starts_with(status, "5.1.")`
+/// compiles to), so a prefix test answers for its regex.
+pub fn anchored_literal(pattern: &str) -> Option<Vec<u8>> {
+    let hir = regex_syntax::Parser::new().parse(pattern).ok()?;
+    let HirKind::Concat(parts) = hir.kind() else { return None };
+    match parts.as_slice() {
+        [start, literal] if *start.kind() == HirKind::Look(Look::Start) => match literal.kind() {
+            HirKind::Literal(literal) => Some(literal.0.to_vec()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,6 +289,18 @@ mod tests {
                 .collect(),
             Requirement::Any => vec!["<any>".into()],
         }
+    }
+
+    #[test]
+    fn anchored_literals_are_recognised() {
+        assert_eq!(anchored_literal(r"^5\.1\."), Some(b"5.1.".to_vec()));
+        assert_eq!(anchored_literal("^ab"), Some(b"ab".to_vec()));
+        assert_eq!(anchored_literal("(?i)^ab"), None);
+        assert_eq!(anchored_literal("(?m)^ab"), None);
+        assert_eq!(anchored_literal("^ab$"), None);
+        assert_eq!(anchored_literal("ab"), None);
+        assert_eq!(anchored_literal("^a|b"), None);
+        assert_eq!(anchored_literal("^a+"), None);
     }
 
     #[test]
