@@ -258,7 +258,7 @@ impl Prefilter {
             literals.extend(set);
         }
         literals.iter_mut().for_each(|l: &mut Vec<u8>| l.make_ascii_lowercase());
-        // Nearly every SMTP reply is ASCII: its automaton is a DFA (about 1.6
+        // Nearly every SMTP reply is ASCII: its automaton is a DFA (about 1.7
         // MB for std:bounces), laid out for the walk (LiteralTable). The rare
         // other texts get a contiguous NFA, a twentieth of the size and
         // quicker to build, searched case-insensitively.

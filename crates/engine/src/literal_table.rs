@@ -56,7 +56,7 @@ impl LiteralTable {
     /// unanchored, without case folding of its own). What [`Self::find`]
     /// reports of a literal is its marks: the bits `mark` sets in a
     /// `mark_words` bit set, made once for each state where literals end.
-    /// `None` when it is too large to lay out.
+    /// `None` when it is too large to lay out, or a literal has a capital.
     pub fn new(
         automaton: &dfa::DFA,
         literals: &[Vec<u8>],
@@ -65,7 +65,11 @@ impl LiteralTable {
     ) -> Option<Self> {
         // Bytes that occur in no literal all lead wherever any one of them
         // does, so they share class 0; every other byte has its own class,
-        // which its capital shares (the automaton only ever sees lowered text).
+        // which its capital shares (the literals are lowercase, and the search
+        // ignores ASCII case).
+        if literals.iter().flatten().any(u8::is_ascii_uppercase) {
+            return None;
+        }
         let mut classes = [0u8; 256];
         let mut representatives = vec![None];
         for byte in literals.iter().flatten().copied() {
@@ -200,6 +204,13 @@ mod tests {
     fn occurring(literals: &[&str], text: &str) -> Vec<usize> {
         let text = text.to_ascii_lowercase();
         (0..literals.len()).filter(|&l| text.contains(literals[l])).collect()
+    }
+
+    #[test]
+    fn literals_with_capitals_are_refused() {
+        let literals = vec![b"Full".to_vec()];
+        let automaton = dfa::Builder::new().build(&literals).expect("small automaton");
+        assert!(LiteralTable::new(&automaton, &literals, 1, |_, _| {}).is_none());
     }
 
     #[test]
