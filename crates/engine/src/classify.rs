@@ -5,22 +5,23 @@
 //! the standard library's ~230 case-insensitive patterns, asking a
 //! `RegexSet` which of them match costs about 15 µs per SMTP reply: the
 //! overlapping search over a set that large keeps outgrowing the lazy DFA
-//! and falls back to the PikeVM. Instead, for ASCII texts (nearly all SMTP
-//! replies):
+//! and falls back to the PikeVM. Instead:
 //!
-//! 1. one Aho-Corasick pass over the text finds which patterns *can* match,
-//!    from literals every match of a pattern must contain
-//!    ([`crate::literals`]);
+//! 1. one pass over the text finds which patterns *can* match, from
+//!    literals every match of a pattern must contain ([`crate::literals`]):
+//!    over ASCII texts (nearly all SMTP replies) a [`LiteralTable`], over
+//!    others an Aho-Corasick automaton of the literals such texts need;
 //! 2. each rule lists, from its condition, hits it cannot be true without
-//!    ([`Clauses`]); a rule none of whose candidates can match is skipped
+//!    (`Clauses`); a rule none of whose candidates can match is skipped
 //!    without being evaluated;
 //! 3. the rules that remain are evaluated in order, and a pattern's real
-//!    regex runs only when a condition asks for it, at most once per text.
+//!    regex (for an anchored literal, a prefix comparison) runs only when a
+//!    condition asks for it, at most once per text.
 //!
 //! The answer is the same as the full set's: step 1 only rules out patterns
 //! that cannot match, step 2 only rules that cannot be true, and step 3 asks
 //! each pattern's own regex, which matches exactly when the set says so.
-//! Texts with non-ASCII bytes take the full `RegexSet` as before.
+//! The full `RegexSet` answers only where no literal automaton could be built.
 
 use crate::eval::{Prepared, RegexCache, Scope};
 use crate::literal_table::LiteralTable;
@@ -268,10 +269,7 @@ impl Prefilter {
                     |dfa| {
                         LiteralTable::new(&dfa, &literals, 2 * words, |literal, marks| {
                             let p = literal_pattern[literal];
-                            set_bit(marks, p);
-                            if is_exact[p] {
-                                set_bit(&mut marks[words..], p);
-                            }
+                            mark_pattern(marks, words, p, is_exact[p]);
                         })
                     },
                 )
@@ -305,15 +303,21 @@ impl Prefilter {
                 let Ok(hits) = literals.try_find_overlapping_iter(text.as_bytes()) else { return false };
                 for hit in hits {
                     let p = self.literal_pattern[hit.pattern().as_usize()];
-                    set_bit(bits, p);
-                    if self.is_exact[p] {
-                        set_bit(&mut bits[self.words..], p);
-                    }
+                    mark_pattern(bits, self.words, p, self.is_exact[p]);
                 }
             }
         }
         bits.iter_mut().zip(&self.unfiltered).for_each(|(b, u)| *b |= u);
         true
+    }
+}
+
+/// Marks pattern `p` in `bits` (two bit sets, `words` each) as one that may
+/// match and, when `is_match`, as one known to match.
+fn mark_pattern(bits: &mut [u64], words: usize, p: usize, is_match: bool) {
+    set_bit(bits, p);
+    if is_match {
+        set_bit(&mut bits[words..], p);
     }
 }
 

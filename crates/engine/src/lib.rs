@@ -20,7 +20,7 @@ pub mod classify;
 pub mod decode;
 pub mod eval;
 pub mod export;
-mod literal_table;
+pub mod literal_table;
 pub mod literals;
 pub mod partition;
 pub mod value;
