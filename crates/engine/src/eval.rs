@@ -374,22 +374,8 @@ impl Prepared {
                 _ => None,
             },
             Prepared::Not(e) => e.test(scope, regexes).map(|b| !b),
-            Prepared::And(lhs, rhs) => match lhs.test(scope, regexes) {
-                Some(false) => Some(false),
-                l => match (l, rhs.test(scope, regexes)) {
-                    (_, Some(false)) => Some(false),
-                    (Some(true), Some(true)) => Some(true),
-                    _ => None,
-                },
-            },
-            Prepared::Or(lhs, rhs) => match lhs.test(scope, regexes) {
-                Some(true) => Some(true),
-                l => match (l, rhs.test(scope, regexes)) {
-                    (_, Some(true)) => Some(true),
-                    (Some(false), Some(false)) => Some(false),
-                    _ => None,
-                },
-            },
+            Prepared::And(lhs, rhs) => junction(false, lhs.test(scope, regexes), || rhs.test(scope, regexes)),
+            Prepared::Or(lhs, rhs) => junction(true, lhs.test(scope, regexes), || rhs.test(scope, regexes)),
             // Whole numbers (`smtp_code >= 500`) without building values.
             Prepared::Compare { of, op, literal: Value::Int(literal), is_operand_left } => match of.get(scope) {
                 Some(&Val::Int(operand)) => {
@@ -488,25 +474,26 @@ fn apply<'s>(op: BinaryOp, l: Val<'s>, r: Val<'s>) -> Val<'s> {
 
 /// Three-valued `and`: false if either side is, else null if either is not a boolean.
 fn and<'s>(lhs: Val<'s>, rhs: impl FnOnce() -> Val<'s>) -> Val<'s> {
-    match lhs {
-        Val::Bool(false) => Val::Bool(false),
-        l => match (l, rhs()) {
-            (_, Val::Bool(false)) => Val::Bool(false),
-            (Val::Bool(true), Val::Bool(true)) => Val::Bool(true),
-            _ => Val::Null,
-        },
-    }
+    junction(false, lhs.as_bool(), || rhs().as_bool()).map_or(Val::Null, Val::Bool)
 }
 
 /// Three-valued `or`: true if either side is, else null if either is not a boolean.
 fn or<'s>(lhs: Val<'s>, rhs: impl FnOnce() -> Val<'s>) -> Val<'s> {
-    match lhs {
-        Val::Bool(true) => Val::Bool(true),
-        l => match (l, rhs()) {
-            (_, Val::Bool(true)) => Val::Bool(true),
-            (Val::Bool(false), Val::Bool(false)) => Val::Bool(false),
-            _ => Val::Null,
-        },
+    junction(true, lhs.as_bool(), || rhs().as_bool()).map_or(Val::Null, Val::Bool)
+}
+
+/// `and` (`decisive` false) or `or` (`decisive` true) of truths: the
+/// decisive value on either side decides (the right side is not asked when
+/// the left decides); otherwise the other value if both sides are known,
+/// else null.
+fn junction(decisive: bool, lhs: Option<bool>, rhs: impl FnOnce() -> Option<bool>) -> Option<bool> {
+    if lhs == Some(decisive) {
+        return lhs;
+    }
+    match (lhs, rhs()) {
+        (_, Some(r)) if r == decisive => Some(decisive),
+        (Some(_), Some(_)) => Some(!decisive),
+        _ => None,
     }
 }
 
@@ -679,6 +666,21 @@ fn call<'s>(function: Function, args: &'s [Expr], scope: &Scope<'s, '_>, regexes
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `and` and `or` over true, false and null (SQL's three-valued logic),
+    /// and the right side is not asked when the left decides.
+    #[test]
+    fn junctions_are_three_valued() {
+        let (t, f, n) = (Some(true), Some(false), None);
+        let and = [(t, t, t), (t, f, f), (t, n, n), (f, t, f), (f, f, f), (f, n, f), (n, t, n), (n, f, f), (n, n, n)];
+        let or = [(t, t, t), (t, f, t), (t, n, t), (f, t, t), (f, f, f), (f, n, n), (n, t, t), (n, f, n), (n, n, n)];
+        for (decisive, table) in [(false, and), (true, or)] {
+            for (lhs, rhs, want) in table {
+                assert_eq!(junction(decisive, lhs, || rhs), want, "{lhs:?} {rhs:?}, decisive {decisive}");
+            }
+            assert_eq!(junction(decisive, Some(decisive), || panic!("asked")), Some(decisive));
+        }
+    }
 
     /// Every prepared shape gives what `eval` of the expression gives, over
     /// fields that are strings, other strings, null and of another type.

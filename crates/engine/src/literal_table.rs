@@ -78,7 +78,7 @@ impl LiteralTable {
                 representatives.push(Some(byte));
             }
         }
-        representatives[0] = (0..=255u8).find(|&b| classes[usize::from(b)] == 0 && !b.is_ascii_uppercase());
+        representatives[0] = (0..=255u8).find(|&b| classes[usize::from(b)] == 0);
         for capital in b'A'..=b'Z' {
             classes[usize::from(capital)] = classes[usize::from(capital.to_ascii_lowercase())];
         }
