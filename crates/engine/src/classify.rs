@@ -297,7 +297,11 @@ impl Prefilter {
         match &self.literals {
             None => return false,
             Some(Literals::Table(table)) => {
-                table.find(text.as_bytes(), |marks| bits.iter_mut().zip(marks).for_each(|(b, m)| *b |= m))
+                table.find(text.as_bytes(), |marks| {
+                    // Equal lengths, so the ORs vectorise.
+                    let bits = &mut bits[..marks.len()];
+                    (0..marks.len()).for_each(|i| bits[i] |= marks[i]);
+                })
             }
             Some(Literals::Other(literals)) => {
                 let Ok(hits) = literals.try_find_overlapping_iter(text.as_bytes()) else { return false };
