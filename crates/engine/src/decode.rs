@@ -90,6 +90,10 @@ pub struct Decoder {
     /// Whether names are unique within every record (the checker makes
     /// sure), which lets lookups try the next declared key first.
     has_unique_names: bool,
+    /// Whether no name has a character JSON must escape (a plan read from a
+    /// bundle could have one), so a name can be compared with a message's
+    /// key as it is written.
+    has_plain_names: bool,
 }
 
 #[derive(Debug)]
@@ -114,6 +118,7 @@ impl Decoder {
             types: source.fields.iter().map(|f| f.ty.scalar).collect(),
             max_bytes,
             has_unique_names: unique_names(&root),
+            has_plain_names: plain_names(&root),
             root,
         }
     }
@@ -173,8 +178,8 @@ impl Decoder {
     #[inline(always)]
     fn find_node<'n>(&self, nodes: &'n [(Box<str>, Node)], next: &mut usize, key: &str) -> Option<&'n Node> {
         let found = match nodes.get(*next) {
-            Some((k, _)) if self.has_unique_names && same_key(k, key) => Some(*next),
-            _ => nodes.iter().position(|(k, _)| same_key(k, key)),
+            Some((k, _)) if self.has_unique_names && same_key(k.as_bytes(), key.as_bytes()) => Some(*next),
+            _ => nodes.iter().position(|(k, _)| same_key(k.as_bytes(), key.as_bytes())),
         }?;
         *next = found + 1;
         Some(&nodes[found].1)
@@ -195,8 +200,7 @@ impl Decoder {
 
 /// `a == b` for short strings such as object keys, eight bytes at a time:
 /// with a call to `memcmp` per key, comparing keys was a tenth of decoding.
-fn same_key(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
+fn same_key(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
@@ -212,6 +216,16 @@ fn unique_names(nodes: &[(Box<str>, Node)]) -> bool {
             && match node {
                 Node::Leaf(_) => true,
                 Node::Record(children) => unique_names(children),
+            }
+    })
+}
+
+fn plain_names(nodes: &[(Box<str>, Node)]) -> bool {
+    nodes.iter().all(|(name, node)| {
+        name.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\')
+            && match node {
+                Node::Leaf(_) => true,
+                Node::Record(children) => plain_names(children),
             }
     })
 }
