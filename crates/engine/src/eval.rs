@@ -72,9 +72,24 @@ pub struct EventCtx<'s, 'a> {
     pub classifiers: &'s [ClassifierRuntime],
     /// Per classification: matching rule + 1, 0 for the default; `None` until computed.
     pub cache: &'s [Cell<Option<u32>>],
+    /// The source's text slots (see [`TextSlots`]).
+    pub texts: &'s TextSlots,
+    /// Per text slot: the event's mask, [`TextSlots::UNKNOWN`] until asked for.
+    pub text_masks: &'s [Cell<u64>],
 }
 
 impl<'s> EventCtx<'s, '_> {
+    /// Which of slot `slot`'s texts the event's field is: one bit, or none.
+    fn text_mask(&self, slot: usize) -> u64 {
+        let cell = &self.text_masks[slot];
+        let mut mask = cell.get();
+        if mask == TextSlots::UNKNOWN {
+            mask = self.texts.mask(slot, self.row);
+            cell.set(mask);
+        }
+        mask
+    }
+
     fn outcome(&'s self, index: usize, output: ClassOutput, regexes: &'s RegexCache) -> Val<'s> {
         let cell = &self.cache[index];
         let rule = match cell.get() {
@@ -189,6 +204,74 @@ pub fn eval<'s>(expr: &'s Expr, scope: &Scope<'s, '_>, regexes: &'s RegexCache) 
     }
 }
 
+/// The string literals that a source's prepared tests compare fields
+/// with, numbered per field (a slot). A field is compared with its slot's
+/// texts once per event, on first use; each test of it (`event ==
+/// "bounced"`, `event in [...]`, however many metrics ask) is then a bit
+/// test of that mask instead of string comparisons of its own.
+#[derive(Debug, Default)]
+pub struct TextSlots {
+    slots: Vec<TextSlot>,
+}
+
+#[derive(Debug)]
+struct TextSlot {
+    field: usize,
+    /// Distinct, at most 64: bit `i` of a mask stands for `texts[i]`.
+    texts: Vec<Box<str>>,
+}
+
+impl TextSlots {
+    /// The mask of an event not yet compared (no field equals all 64 texts).
+    pub const UNKNOWN: u64 = u64::MAX;
+
+    /// Number of slots.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// The slot of `field` and the bits of `texts` in it, adding them as
+    /// needed; `None` if that would take the slot past 64 texts.
+    fn bits(&mut self, field: usize, texts: &[Box<str>]) -> Option<(usize, u64)> {
+        let slot = match self.slots.iter().position(|s| s.field == field) {
+            Some(slot) => slot,
+            None => {
+                self.slots.push(TextSlot { field, texts: Vec::new() });
+                self.slots.len() - 1
+            }
+        };
+        let known = &mut self.slots[slot].texts;
+        let new = texts.iter().filter(|t| !known.contains(t)).count();
+        if known.len() + new > 64 {
+            return None;
+        }
+        let mut bits = 0;
+        for text in texts {
+            let i = known.iter().position(|k| k == text).unwrap_or_else(|| {
+                known.push(text.clone());
+                known.len() - 1
+            });
+            bits |= 1 << i;
+        }
+        Some((slot, bits))
+    }
+
+    /// The bit of the text that `row`'s field of slot `slot` equals, or 0
+    /// (another text, null, not a string).
+    fn mask(&self, slot: usize, row: &[Val<'_>]) -> u64 {
+        let TextSlot { field, texts } = &self.slots[slot];
+        match row.get(*field) {
+            Some(Val::Str(s)) => texts.iter().position(|t| t.as_ref() == s.as_ref()).map_or(0, |i| 1 << i),
+            _ => 0,
+        }
+    }
+}
+
 /// An expression prepared for the per-event path. The shapes real
 /// pipelines and classifiers use in filters, keys, `count_if` and rule
 /// conditions (a field or parameter, one compared with string literals or
@@ -215,6 +298,17 @@ pub enum Prepared {
         of: Operand,
         /// The literals.
         texts: Box<[Box<str>]>,
+    },
+    /// A source field compared with texts through its [`TextSlots`] mask:
+    /// `x == "a"` or `x in [...]` (`is_equal`: whether a bit of `bits` is
+    /// set), `x != "a"` (whether none is).
+    TextBits {
+        /// The field's slot.
+        slot: usize,
+        /// The bits of the literals.
+        bits: u64,
+        /// `==` / `in` rather than `!=`.
+        is_equal: bool,
     },
     /// `starts_with(x, "prefix")`.
     StartsWith {
@@ -324,6 +418,34 @@ impl Prepared {
         prepared.unwrap_or_else(|| Prepared::Other(expr.clone()))
     }
 
+    /// Prepares `expr` over a source's events: comparisons of its fields
+    /// with texts go through `slots`.
+    pub fn for_events(expr: &Expr, slots: &mut TextSlots) -> Self {
+        Prepared::new(expr).slotted(slots)
+    }
+
+    fn slotted(self, slots: &mut TextSlots) -> Self {
+        let texts_bits = |field, texts: &[Box<str>], is_equal, slots: &mut TextSlots| {
+            slots.bits(field, texts).map(|(slot, bits)| Prepared::TextBits { slot, bits, is_equal })
+        };
+        match self {
+            Prepared::StrEq { of: Operand::Field(field), text, is_equal } => {
+                texts_bits(field, std::slice::from_ref(&text), is_equal, slots).unwrap_or(Prepared::StrEq {
+                    of: Operand::Field(field),
+                    text,
+                    is_equal,
+                })
+            }
+            Prepared::StrIn { of: Operand::Field(field), texts } => {
+                texts_bits(field, &texts, true, slots).unwrap_or(Prepared::StrIn { of: Operand::Field(field), texts })
+            }
+            Prepared::Not(e) => Prepared::Not(Box::new(e.slotted(slots))),
+            Prepared::And(lhs, rhs) => Prepared::And(Box::new(lhs.slotted(slots)), Box::new(rhs.slotted(slots))),
+            Prepared::Or(lhs, rhs) => Prepared::Or(Box::new(lhs.slotted(slots)), Box::new(rhs.slotted(slots))),
+            other => other,
+        }
+    }
+
     /// `lhs op rhs` where one side is a field or parameter and the other a literal.
     fn compare(op: BinaryOp, lhs: &Expr, rhs: &Expr) -> Option<Self> {
         match (Operand::of(lhs), Operand::of(rhs), lhs, rhs) {
@@ -363,6 +485,14 @@ impl Prepared {
         match self {
             Prepared::StrEq { of, text, is_equal } => Some(is_text(*of, text) == *is_equal),
             Prepared::StrIn { of, texts } => Some(texts.iter().any(|t| is_text(*of, t))),
+            Prepared::TextBits { slot, bits, is_equal } => {
+                // Like a field outside an event's scope, the field is then no text.
+                let mask = match scope {
+                    Scope::Event(ctx) => ctx.text_mask(*slot),
+                    _ => 0,
+                };
+                Some((mask & bits != 0) == *is_equal)
+            }
             // As the function: null for null, and a non-text value reads as "".
             Prepared::StartsWith { of, prefix } => match of.get(scope) {
                 None | Some(Val::Null) => None,
@@ -667,6 +797,14 @@ fn call<'s>(function: Function, args: &'s [Expr], scope: &Scope<'s, '_>, regexes
 mod tests {
     use super::*;
 
+    const META: MessageMeta<'static> =
+        MessageMeta { topic: "t", partition: 0, offset: 0, key: None, timestamp_ms: None, headers: &[] };
+
+    /// An event of `row`, with no classifications.
+    fn event<'s, 'a>(row: &'s [Val<'a>], texts: &'s TextSlots, text_masks: &'s [Cell<u64>]) -> EventCtx<'s, 'a> {
+        EventCtx { row, meta: &META, classifications: &[], classifiers: &[], cache: &[], texts, text_masks }
+    }
+
     /// `and` and `or` over true, false and null (SQL's three-valued logic),
     /// and the right side is not asked when the left decides.
     #[test]
@@ -726,22 +864,47 @@ mod tests {
         let values = || {
             [Val::Str("a".into()), Val::Str("b".into()), Val::Str("c".into()), Val::Null, Val::Int(1), Val::Float(0.25)]
         };
-        let meta = MessageMeta { topic: "t", partition: 0, offset: 0, key: None, timestamp_ms: None, headers: &[] };
         let regexes = RegexCache::default();
         let prepared: Vec<Prepared> = exprs.iter().map(Prepared::new).collect();
+        // The same over an event's text slots, the second field's shared by two tests.
+        let mut texts = TextSlots::default();
+        let slotted: Vec<Prepared> = exprs.iter().map(|e| Prepared::for_events(e, &mut texts)).collect();
+        assert!([1, 2, 3, 4].iter().all(|&i| matches!(slotted[i], Prepared::TextBits { .. })), "{slotted:?}");
+        assert_eq!(texts.len(), 2);
         for x in values() {
             for y in values() {
                 for z in [Val::Bool(true), Val::Bool(false), Val::Null] {
                     let row = [x.clone(), y.clone(), z];
-                    let ctx = EventCtx { row: &row, meta: &meta, classifications: &[], classifiers: &[], cache: &[] };
+                    let text_masks = [Cell::new(TextSlots::UNKNOWN), Cell::new(TextSlots::UNKNOWN)];
+                    let ctx = event(&row, &texts, &text_masks);
                     let scope = Scope::Event(&ctx);
-                    for (expr, prepared) in exprs.iter().zip(&prepared) {
+                    for ((expr, prepared), slotted) in exprs.iter().zip(&prepared).zip(&slotted) {
                         let tree = eval(expr, &scope, &regexes);
-                        assert_eq!(prepared.eval(&scope, &regexes), tree, "{expr:?} over {row:?}");
-                        assert_eq!(prepared.test(&scope, &regexes), tree.as_bool(), "{expr:?} over {row:?}");
+                        for prepared in [prepared, slotted] {
+                            assert_eq!(prepared.eval(&scope, &regexes), tree, "{prepared:?} over {row:?}");
+                            assert_eq!(prepared.test(&scope, &regexes), tree.as_bool(), "{prepared:?} over {row:?}");
+                        }
                     }
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_field_compared_with_more_than_64_texts_keeps_string_comparisons_for_the_rest() {
+        let mut texts = TextSlots::default();
+        let list = |range: std::ops::Range<usize>| Expr::In {
+            arg: Box::new(Expr::Field(0)),
+            list: range.map(|i| Expr::Literal(Value::String(format!("t{i}")))).collect(),
+        };
+        assert!(matches!(Prepared::for_events(&list(0..60), &mut texts), Prepared::TextBits { .. }));
+        assert!(matches!(Prepared::for_events(&list(50..70), &mut texts), Prepared::StrIn { .. }));
+        // Texts already in the slot still fit.
+        let prepared = Prepared::for_events(&list(55..64), &mut texts);
+        assert!(matches!(prepared, Prepared::TextBits { .. }), "{prepared:?}");
+        let row = [Val::Str("t63".into())];
+        let text_masks = [Cell::new(TextSlots::UNKNOWN)];
+        let ctx = event(&row, &texts, &text_masks);
+        assert_eq!(prepared.test(&Scope::Event(&ctx), &RegexCache::default()), Some(true));
     }
 }

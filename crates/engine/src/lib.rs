@@ -32,8 +32,9 @@ pub use partition::{Checkpoint, DeadLetter, Message, MetricStart, Output, Partit
 pub use value::KeyVal;
 
 use decode::Decoder;
+use dsl::plan::Expr;
 use dsl::Plan;
-use eval::{ClassifierRuntime, Prepared, RegexCache};
+use eval::{ClassifierRuntime, Prepared, RegexCache, TextSlots};
 
 /// Errors building a runnable plan.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +77,8 @@ pub struct CompiledPlan {
     metrics_by_source: Vec<Vec<usize>>,
     /// Per metric, its expressions prepared for the per-event path.
     prepared: Vec<PreparedMetric>,
+    /// Per source, the texts its metrics' prepared tests compare fields with.
+    text_slots: Vec<TextSlots>,
 }
 
 /// A metric's per-event expressions, prepared (see [`Prepared`]).
@@ -145,15 +148,20 @@ impl CompiledPlan {
         let metrics_by_source = (0..plan.sources.len())
             .map(|s| plan.metrics.iter().enumerate().filter(|(_, m)| m.source == s).map(|(i, _)| i).collect())
             .collect();
+        let mut text_slots: Vec<TextSlots> = plan.sources.iter().map(|_| TextSlots::default()).collect();
         let prepared = plan
             .metrics
             .iter()
-            .map(|m| PreparedMetric {
-                filter: m.filter.as_ref().map(Prepared::new),
-                keys: m.keys.iter().map(|k| Prepared::new(&k.expr)).collect(),
-                args: m.aggregates.iter().map(|a| a.arg.as_ref().map(Prepared::new)).collect(),
+            .map(|m| {
+                let slots = &mut text_slots[m.source];
+                let mut prepare = |expr: &Expr| Prepared::for_events(expr, slots);
+                PreparedMetric {
+                    filter: m.filter.as_ref().map(&mut prepare),
+                    keys: m.keys.iter().map(|k| prepare(&k.expr)).collect(),
+                    args: m.aggregates.iter().map(|a| a.arg.as_ref().map(&mut prepare)).collect(),
+                }
             })
             .collect();
-        Ok(CompiledPlan { plan, decoders, classifiers, regexes, metrics_by_source, prepared })
+        Ok(CompiledPlan { plan, decoders, classifiers, regexes, metrics_by_source, prepared, text_slots })
     }
 }

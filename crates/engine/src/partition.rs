@@ -13,7 +13,7 @@
 
 use crate::aggregate::{AggState, Position};
 use crate::decode::{Reason, Rejection};
-use crate::eval::{EventCtx, MessageMeta, Scope};
+use crate::eval::{EventCtx, MessageMeta, Scope, TextSlots};
 use crate::value::{format_timestamp, KeyVal, Val};
 use crate::window::{MetricState, SeriesMap, Slot, Window};
 use crate::CompiledPlan;
@@ -381,12 +381,16 @@ impl Partition {
             // Inline: most events are classified by no metric, and none should allocate for it.
             let classified: SmallVec<[Cell<Option<u32>>; 4]> =
                 SmallVec::from_elem(Cell::new(None), source.classifications.len());
+            let texts = &plan.text_slots[s];
+            let text_masks: SmallVec<[Cell<u64>; 4]> = SmallVec::from_elem(Cell::new(TextSlots::UNKNOWN), texts.len());
             let ctx = EventCtx {
                 row: &row,
                 meta: &message.meta,
                 classifications: &source.classifications,
                 classifiers: &plan.classifiers,
                 cache: &classified,
+                texts,
+                text_masks: &text_masks,
             };
             let scope = Scope::Event(&ctx);
             let at = Position { ts, partition: self.partition, offset };
