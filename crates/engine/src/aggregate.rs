@@ -107,6 +107,14 @@ impl AggState {
         }
     }
 
+    /// Counts one event (`count()`, or `count_if` whose predicate holds).
+    #[inline]
+    pub fn count(&mut self) {
+        if let AggState::Count { n } = self {
+            *n += 1;
+        }
+    }
+
     /// Adds one event's argument value (`Val::Null` for `count()` and when the
     /// argument is null; nulls are skipped except by `count`).
     pub fn add(&mut self, value: &Val<'_>, at: Position) {

@@ -80,6 +80,7 @@ pub struct EventCtx<'s, 'a> {
 
 impl<'s> EventCtx<'s, '_> {
     /// Which of slot `slot`'s texts the event's field is: one bit, or none.
+    #[inline]
     fn text_mask(&self, slot: usize) -> u64 {
         let cell = &self.text_masks[slot];
         let mut mask = cell.get();
@@ -460,7 +461,16 @@ impl Prepared {
     }
 
     /// Evaluates it over the event or classifier parameters of `scope`.
+    // Inlined so that a field, the commonest shape, costs no call.
+    #[inline]
     pub fn eval<'s>(&'s self, scope: &Scope<'s, '_>, regexes: &'s RegexCache) -> Val<'s> {
+        match self {
+            Prepared::Value(of) => of.get(scope).map_or(Val::Null, borrow),
+            _ => self.eval_other(scope, regexes),
+        }
+    }
+
+    fn eval_other<'s>(&'s self, scope: &Scope<'s, '_>, regexes: &'s RegexCache) -> Val<'s> {
         match self {
             Prepared::Value(of) => of.get(scope).map_or(Val::Null, borrow),
             Prepared::Compare { of, op, literal: value, is_operand_left } => {
@@ -480,7 +490,19 @@ impl Prepared {
     /// boolean, `None` for null or a value of another type. Filters and
     /// rule conditions ask only this, so the boolean shapes run without
     /// building a value at every level.
+    // Inlined so that a bit test, the commonest shape of filters and
+    // `count_if`, costs no call.
+    #[inline]
     pub fn test<'s>(&'s self, scope: &Scope<'s, '_>, regexes: &'s RegexCache) -> Option<bool> {
+        match (self, scope) {
+            (Prepared::TextBits { slot, bits, is_equal }, Scope::Event(ctx)) => {
+                Some((ctx.text_mask(*slot) & bits != 0) == *is_equal)
+            }
+            _ => self.test_other(scope, regexes),
+        }
+    }
+
+    fn test_other<'s>(&'s self, scope: &Scope<'s, '_>, regexes: &'s RegexCache) -> Option<bool> {
         let is_text = |of: Operand, text: &str| matches!(of.get(scope), Some(Val::Str(s)) if s.as_ref() == text);
         match self {
             Prepared::StrEq { of, text, is_equal } => Some(is_text(*of, text) == *is_equal),

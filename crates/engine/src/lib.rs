@@ -32,7 +32,7 @@ pub use partition::{Checkpoint, DeadLetter, Message, MetricStart, Output, Partit
 pub use value::KeyVal;
 
 use decode::Decoder;
-use dsl::plan::Expr;
+use dsl::plan::{AggregateFn, Expr};
 use dsl::Plan;
 use eval::{ClassifierRuntime, Prepared, RegexCache, TextSlots};
 
@@ -86,8 +86,19 @@ pub struct CompiledPlan {
 struct PreparedMetric {
     filter: Option<Prepared>,
     keys: Vec<Prepared>,
-    /// Per aggregate, its argument (`None` for `count()`).
-    args: Vec<Option<Prepared>>,
+    /// Per aggregate, what it takes of an event.
+    args: Vec<PreparedArg>,
+}
+
+/// What an aggregate takes of an event.
+#[derive(Debug)]
+enum PreparedArg {
+    /// `count()`: one more.
+    Count,
+    /// `count_if(p)`: one more where `p` holds (tested, no value built).
+    CountIf(Prepared),
+    /// Any other aggregate: its argument's value.
+    Value(Prepared),
 }
 
 impl CompiledPlan {
@@ -158,7 +169,15 @@ impl CompiledPlan {
                 PreparedMetric {
                     filter: m.filter.as_ref().map(&mut prepare),
                     keys: m.keys.iter().map(|k| prepare(&k.expr)).collect(),
-                    args: m.aggregates.iter().map(|a| a.arg.as_ref().map(&mut prepare)).collect(),
+                    args: m
+                        .aggregates
+                        .iter()
+                        .map(|a| match (&a.function, &a.arg) {
+                            (_, None) => PreparedArg::Count,
+                            (AggregateFn::CountIf, Some(arg)) => PreparedArg::CountIf(prepare(arg)),
+                            (_, Some(arg)) => PreparedArg::Value(prepare(arg)),
+                        })
+                        .collect(),
                 }
             })
             .collect();

@@ -16,7 +16,7 @@ use crate::decode::{Reason, Rejection};
 use crate::eval::{EventCtx, MessageMeta, Scope, TextSlots};
 use crate::value::{format_timestamp, KeyVal, Val};
 use crate::window::{MetricState, SeriesMap, Slot, Window};
-use crate::CompiledPlan;
+use crate::{CompiledPlan, PreparedArg};
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 use std::cell::Cell;
@@ -442,11 +442,15 @@ impl Partition {
                 };
                 let states = window.states_mut(i, prepared.args.len());
                 for (state, arg) in states.iter_mut().zip(&prepared.args) {
-                    let value = match arg {
-                        Some(arg) => arg.eval(&scope, &plan.regexes),
-                        None => Val::Bool(true),
-                    };
-                    state.add(&value, at);
+                    match arg {
+                        PreparedArg::Count => state.count(),
+                        PreparedArg::CountIf(test) => {
+                            if test.test(&scope, &plan.regexes) == Some(true) {
+                                state.count();
+                            }
+                        }
+                        PreparedArg::Value(arg) => state.add(&arg.eval(&scope, &plan.regexes), at),
+                    }
                 }
             }
         }
