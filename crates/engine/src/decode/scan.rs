@@ -205,6 +205,7 @@ impl<'a> Scanner<'a> {
 
     /// After an opening quote: whether the key is `key`, written without
     /// escapes (which `key` must not need); past its closing quote if so.
+    #[inline]
     fn key_is(&mut self, key: &str) -> bool {
         let end = self.pos + key.len();
         let is_key = self.bytes.get(end) == Some(&b'"') && same_key(&self.bytes[self.pos..end], key.as_bytes());
