@@ -79,6 +79,8 @@ pub struct CompiledPlan {
     prepared: Vec<PreparedMetric>,
     /// Per source, the texts its metrics' prepared tests compare fields with.
     text_slots: Vec<TextSlots>,
+    /// The most `group by` keys of any metric.
+    max_keys: usize,
 }
 
 /// A metric's per-event expressions, prepared (see [`Prepared`]).
@@ -181,6 +183,7 @@ impl CompiledPlan {
                 }
             })
             .collect();
-        Ok(CompiledPlan { plan, decoders, classifiers, regexes, metrics_by_source, prepared, text_slots })
+        let max_keys = plan.metrics.iter().map(|m| m.keys.len()).max().unwrap_or(0);
+        Ok(CompiledPlan { plan, decoders, classifiers, regexes, metrics_by_source, prepared, text_slots, max_keys })
     }
 }

@@ -394,7 +394,8 @@ impl Partition {
             };
             let scope = Scope::Event(&ctx);
             let at = Position { ts, partition: self.partition, offset };
-            let mut key: SmallVec<[Val<'_>; 4]> = SmallVec::new();
+            // Overwritten in place per metric: cheaper than clearing and extending.
+            let mut key: SmallVec<[Val<'_>; 4]> = SmallVec::from_elem(Val::Null, plan.max_keys);
             for &m in &plan.metrics_by_source[s] {
                 if self.since_offset[m].is_some_and(|since| offset < since) {
                     continue; // Replayed from before this metric was deployed.
@@ -426,9 +427,11 @@ impl Partition {
                     min_offset: offset,
                 });
                 window.min_offset = window.min_offset.min(offset);
-                key.clear();
-                key.extend(prepared.keys.iter().map(|k| k.eval(&scope, &plan.regexes)));
-                let i = match window.series.entry(&key, metric.cardinality_limit as usize) {
+                let key = &mut key[..prepared.keys.len()];
+                for (part, k) in key.iter_mut().zip(&prepared.keys) {
+                    *part = k.eval(&scope, &plan.regexes);
+                }
+                let i = match window.series.entry(key, metric.cardinality_limit as usize) {
                     Slot::Existing(i) => i,
                     Slot::Overflow(i) => {
                         stats.overflow += 1;

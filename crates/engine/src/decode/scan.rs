@@ -107,11 +107,11 @@ impl Decoder {
             b'n' => s.literal(b"null").map(|()| Val::Null),
             b't' if ty == Scalar::Bool => s.literal(b"true").map(|()| Val::Bool(true)),
             b'f' if ty == Scalar::Bool => s.literal(b"false").map(|()| Val::Bool(false)),
+            b'-' | b'0'..=b'9' if ty == Scalar::Int => s.integer().map(Val::Int),
             b'-' | b'0'..=b'9' => {
                 let (number, is_integer) = s.number()?;
                 match (ty, is_integer) {
-                    (Scalar::Int, true) => integer(number).map(Val::Int),
-                    (Scalar::Float, true) => integer(number).map(|i| Val::Float(i as f64)),
+                    (Scalar::Float, true) => integer_of(number).map(|i| Val::Float(i as f64)),
                     // Both correctly rounded, so the same as serde_json's `float_roundtrip`.
                     (Scalar::Float, false) => number.parse::<f64>().ok().filter(|f| f.is_finite()).map(Val::Float),
                     _ => None,
@@ -124,7 +124,7 @@ impl Decoder {
 
 /// An integer literal as serde_json reads it into an `i64`; `None` where it
 /// would read something else (`-0` is a float to it; out of range).
-fn integer(number: &str) -> Option<i64> {
+fn integer_of(number: &str) -> Option<i64> {
     if number == "-0" {
         return None;
     }
@@ -317,6 +317,29 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    /// A JSON integer as serde_json reads it into an `i64`, computed as it
+    /// is scanned; `None` for anything else (a fraction, an exponent, `-0`,
+    /// out of range, malformed), which the other paths decide.
+    fn integer(&mut self) -> Option<i64> {
+        let is_negative = self.eat(b'-');
+        let first = self.next_byte()?;
+        if !first.is_ascii_digit() {
+            return None;
+        }
+        let mut value = i64::from(first - b'0');
+        if first != b'0' {
+            while let Some(digit @ b'0'..=b'9') = self.peek() {
+                value = value.checked_mul(10)?.checked_add(i64::from(digit - b'0'))?;
+                self.pos += 1;
+            }
+        }
+        // A digit here follows a leading zero.
+        if matches!(self.peek(), Some(b'.' | b'e' | b'E' | b'0'..=b'9')) || (is_negative && value == 0) {
+            return None;
+        }
+        Some(if is_negative { -value } else { value })
+    }
+
     /// A JSON number: its text and whether it is an integer (no fraction,
     /// no exponent).
     fn number(&mut self) -> Option<(&'a str, bool)> {
@@ -447,6 +470,7 @@ mod tests {
             r#"{"name":"é ü ✓","ts":"2024-06-03T00:00:00+02:00","meta":null,"x":3,"n":0}"#,
             r#"{"ts":"2024-06-03T00:00:00Z","name":"a","x":-0.0,"ok":false,"meta":{},"unused":null}"#,
             r#"{"ts":"2024-06-03T00:00:00Z","name":"a","x":1E-400,"n":9223372036854775807}"#,
+            r#"{"ts":"2024-06-03T00:00:00Z","name":"a","x":7,"n":-9223372036854775807}"#,
             r#"{"ts":"2024-06-03T00:00:00Z","name":"a","name":"b","n":1,"n":null,"zz":"\u0000\uDFFF"}"#,
             r#"{"ts":"2024-06-03T00:00:00Z","name":"a","meta":{"region":"x"},"meta":null}"#,
             "{}",
@@ -471,6 +495,9 @@ mod tests {
             r#"{"ts":"2024-06-03T00:00:00Z","name":"a","n":01}"#,
             r#"{"ts":"2024-06-03T00:00:00Z","name":"a","n":1.0}"#,
             r#"{"ts":"2024-06-03T00:00:00Z","name":"a","n":9223372036854775808}"#,
+            r#"{"ts":"2024-06-03T00:00:00Z","name":"a","n":-9223372036854775808}"#,
+            r#"{"ts":"2024-06-03T00:00:00Z","name":"a","n":-}"#,
+            r#"{"ts":"2024-06-03T00:00:00Z","name":"a","n":1e3}"#,
             r#"{"ts":"2024-06-03T00:00:00Z","name":"a","x":1e400}"#,
             r#"{"ts":"2024-06-03T00:00:00Z","name":"a","x":1.}"#,
             r#"{"ts":"2024-06-03T00:00:00Z","name":"a","x":.5}"#,
