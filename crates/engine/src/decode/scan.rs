@@ -64,7 +64,7 @@ impl Decoder {
                     Some(node)
                 }
                 _ => {
-                    let key = s.plain_string()?;
+                    let key = s.key()?;
                     self.find_node(nodes, &mut next, key)
                 }
             };
@@ -97,7 +97,11 @@ impl Decoder {
         match s.peek()? {
             b'"' => {
                 s.pos += 1;
-                let text = s.string()?;
+                // Most strings have no escapes: borrowed, without a call.
+                let text = match s.plain_string() {
+                    Some(text) => Cow::Borrowed(text),
+                    None => s.string()?,
+                };
                 match ty {
                     Scalar::String => Some(Val::Str(text)),
                     Scalar::Timestamp => parse_timestamp(&text).map(Val::Ts),
@@ -183,6 +187,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// Moves to the next `"`, `\` or control character in a string.
+    #[inline]
     fn skip_to_special(&mut self) -> Option<u8> {
         while let Some(chunk) = self.bytes.get(self.pos..self.pos + 8) {
             let mut word = [0; 8];
@@ -215,16 +220,28 @@ impl<'a> Scanner<'a> {
         is_key
     }
 
-    /// After an opening quote: the string, which must have no escapes
-    /// (object keys); past its closing quote.
+    /// [`Scanner::plain_string`] out of line, for keys other than the one
+    /// expected (inlined there, it made the whole loop slower).
+    #[inline(never)]
+    fn key(&mut self) -> Option<&'a str> {
+        self.plain_string()
+    }
+
+    /// After an opening quote: the string if it has no escapes, and the
+    /// position past its closing quote; otherwise `None`, and the position
+    /// is left as it was. Inlined: most strings are such.
+    #[inline(always)]
     fn plain_string(&mut self) -> Option<&'a str> {
         let start = self.pos;
-        if self.skip_to_special()? != b'"' {
-            return None;
+        let text = match self.skip_to_special() {
+            Some(b'"') => self.text.get(start..self.pos),
+            _ => None,
+        };
+        match text {
+            Some(_) => self.pos += 1,
+            None => self.pos = start,
         }
-        let text = self.text.get(start..self.pos)?;
-        self.pos += 1;
-        Some(text)
+        text
     }
 
     /// After an opening quote: the string, unescaped; past its closing quote.
