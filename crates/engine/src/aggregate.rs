@@ -115,12 +115,12 @@ impl AggState {
         }
     }
 
-    /// Adds one event's argument value (`Val::Null` for `count()` and when the
-    /// argument is null; nulls are skipped except by `count`).
+    /// Adds one event's argument value; nulls are skipped. A count counts
+    /// a true value (a `count_if` predicate's), so adding `true` is
+    /// [`AggState::count`], which the engine calls directly.
     pub fn add(&mut self, value: &Val<'_>, at: Position) {
         match self {
             AggState::Count { n } => {
-                // `count()` passes Bool(true); `count_if` passes its predicate.
                 if value.is_true() {
                     *n += 1;
                 }
