@@ -7,7 +7,7 @@
 //! borrowed from the message. Type problems are reported with the field's
 //! path so a dead letter says exactly what was wrong.
 
-use crate::value::{parse_timestamp, Val};
+use crate::value::{parse_timestamp, same_key, Val};
 use dsl::plan::{FieldPlan, Scalar, SourcePlan};
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use std::borrow::Cow;
@@ -195,34 +195,6 @@ impl Decoder {
         } else {
             Val::Bool(true)
         }
-    }
-}
-
-/// `a == b` for short strings such as object keys: up to 16 bytes in two
-/// overlapping loads per side. With a call to `memcmp` per key, comparing
-/// keys was a tenth of decoding; with a loop over 8-byte chunks, still 90
-/// instructions a key.
-#[inline]
-fn same_key(a: &[u8], b: &[u8]) -> bool {
-    let n = a.len();
-    if n != b.len() {
-        return false;
-    }
-    let word = |s: &[u8], at: usize| {
-        let mut w = [0; 8];
-        w.copy_from_slice(&s[at..at + 8]);
-        u64::from_le_bytes(w)
-    };
-    let half = |s: &[u8], at: usize| {
-        let mut w = [0; 4];
-        w.copy_from_slice(&s[at..at + 4]);
-        u32::from_le_bytes(w)
-    };
-    match n {
-        0..=3 => a.iter().zip(b).all(|(x, y)| x == y),
-        4..=7 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
-        8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
-        _ => a == b,
     }
 }
 
@@ -499,23 +471,6 @@ impl<'de> Visitor<'de> for LeafSeed<'_, '_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn same_key_is_equality_at_every_length() {
-        let text: Vec<u8> = (0..40u8).map(|i| b'a' + i % 26).collect();
-        for n in 0..=text.len() {
-            let a = &text[..n];
-            assert!(same_key(a, a), "{n}");
-            if n > 0 {
-                assert!(!same_key(a, &text[..n - 1]), "{n}: a prefix");
-            }
-            for at in 0..n {
-                let mut b = a.to_vec();
-                b[at] ^= 0x20;
-                assert!(!same_key(a, &b), "{n}: differs at {at}");
-            }
-        }
-    }
 
     fn decoder() -> Decoder {
         let compiled = dsl::compile_str(

@@ -116,7 +116,7 @@ impl KeyVal {
             (KeyVal::Bool(a), Val::Bool(b)) => a == b,
             (KeyVal::Int(a), Val::Int(b) | Val::Dur(b)) => a == b,
             (KeyVal::Float(a), Val::Float(b)) => *a == b.to_bits(),
-            (KeyVal::Str(a), Val::Str(b)) => a.as_ref() == b.as_ref(),
+            (KeyVal::Str(a), Val::Str(b)) => same_key(a.as_bytes(), b.as_bytes()),
             (KeyVal::Ts(a), Val::Ts(b)) => a == b,
             _ => false,
         }
@@ -261,9 +261,60 @@ pub fn day_of_week(ms: i64) -> i64 {
     (ms.div_euclid(86_400_000) + 3).rem_euclid(7) + 1
 }
 
+/// `a == b` for short strings such as object keys and series keys: up to
+/// 32 bytes in overlapping 8-byte loads. With a call to `memcmp` per key, comparing
+/// keys was a tenth of decoding; with a loop over 8-byte chunks, still 90
+/// instructions a key.
+#[inline]
+pub(crate) fn same_key(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let word = |s: &[u8], at: usize| {
+        let mut w = [0; 8];
+        w.copy_from_slice(&s[at..at + 8]);
+        u64::from_le_bytes(w)
+    };
+    let half = |s: &[u8], at: usize| {
+        let mut w = [0; 4];
+        w.copy_from_slice(&s[at..at + 4]);
+        u32::from_le_bytes(w)
+    };
+    match n {
+        0..=3 => a.iter().zip(b).all(|(x, y)| x == y),
+        4..=7 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
+        8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
+        17..=32 => {
+            word(a, 0) == word(b, 0)
+                && word(a, 8) == word(b, 8)
+                && word(a, n - 16) == word(b, n - 16)
+                && word(a, n - 8) == word(b, n - 8)
+        }
+        _ => a == b,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_key_is_equality_at_every_length() {
+        let text: Vec<u8> = (0..40u8).map(|i| b'a' + i % 26).collect();
+        for n in 0..=text.len() {
+            let a = &text[..n];
+            assert!(same_key(a, a), "{n}");
+            if n > 0 {
+                assert!(!same_key(a, &text[..n - 1]), "{n}: a prefix");
+            }
+            for at in 0..n {
+                let mut b = a.to_vec();
+                b[at] ^= 0x20;
+                assert!(!same_key(a, &b), "{n}: differs at {at}");
+            }
+        }
+    }
 
     #[test]
     fn timestamps_round_trip() {

@@ -13,8 +13,8 @@
 //! The text has been checked to be UTF-8; every position it slices at is
 //! next to an ASCII byte, so slices stay on character boundaries.
 
-use super::{same_key, Decoder, Node};
-use crate::value::{parse_timestamp, Val};
+use super::{Decoder, Node};
+use crate::value::{parse_timestamp, same_key, Val};
 use dsl::plan::Scalar;
 use std::borrow::Cow;
 
