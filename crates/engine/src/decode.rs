@@ -90,10 +90,10 @@ pub struct Decoder {
     /// Whether names are unique within every record (the checker makes
     /// sure), which lets lookups try the next declared key first.
     has_unique_names: bool,
-    /// Whether no name has a character JSON must escape (a plan read from a
-    /// bundle could have one), so a name can be compared with a message's
-    /// key as it is written.
-    has_plain_names: bool,
+    /// Whether, besides, no name has a character JSON must escape (a plan
+    /// read from a bundle could have one), so the next declared name can be
+    /// compared with a message's key as it is written.
+    compares_expected_key: bool,
 }
 
 #[derive(Debug)]
@@ -117,8 +117,11 @@ impl Decoder {
             is_kept: source.fields.iter().map(|f| f.is_used).collect(),
             types: source.fields.iter().map(|f| f.ty.scalar).collect(),
             max_bytes,
-            has_unique_names: unique_names(&root),
-            has_plain_names: plain_names(&root),
+            has_unique_names: every_record(&root, &has_unique_names),
+            compares_expected_key: every_record(&root, &|names| {
+                has_unique_names(names)
+                    && names.iter().all(|(name, _)| name.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\'))
+            }),
             root,
         }
     }
@@ -198,24 +201,17 @@ impl Decoder {
     }
 }
 
-fn unique_names(nodes: &[(Box<str>, Node)]) -> bool {
-    nodes.iter().enumerate().all(|(i, (name, node))| {
-        !nodes[..i].iter().any(|(other, _)| other == name)
-            && match node {
-                Node::Leaf(_) => true,
-                Node::Record(children) => unique_names(children),
-            }
-    })
+/// Whether `holds` of the names of every record, the root's included.
+fn every_record(nodes: &[(Box<str>, Node)], holds: &impl Fn(&[(Box<str>, Node)]) -> bool) -> bool {
+    holds(nodes)
+        && nodes.iter().all(|(_, node)| match node {
+            Node::Leaf(_) => true,
+            Node::Record(children) => every_record(children, holds),
+        })
 }
 
-fn plain_names(nodes: &[(Box<str>, Node)]) -> bool {
-    nodes.iter().all(|(name, node)| {
-        name.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\')
-            && match node {
-                Node::Leaf(_) => true,
-                Node::Record(children) => plain_names(children),
-            }
-    })
+fn has_unique_names(nodes: &[(Box<str>, Node)]) -> bool {
+    nodes.iter().enumerate().all(|(i, (name, _))| !nodes[..i].iter().any(|(other, _)| other == name))
 }
 
 fn insert(nodes: &mut Vec<(Box<str>, Node)>, path: &[String], index: usize) {

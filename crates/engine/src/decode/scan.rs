@@ -59,7 +59,7 @@ impl Decoder {
             // Keys usually come in declaration order: the expected one is
             // compared in place, without looking for the closing quote first.
             let node = match nodes.get(next) {
-                Some((expected, node)) if self.has_unique_names && self.has_plain_names && s.key_is(expected) => {
+                Some((expected, node)) if self.compares_expected_key && s.key_is(expected) => {
                     next += 1;
                     Some(node)
                 }
