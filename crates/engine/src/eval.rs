@@ -237,7 +237,8 @@ impl TextSlots {
     }
 
     /// The slot of `field` and the bits of `texts` in it, adding them as
-    /// needed; `None` if that would take the slot past 64 texts.
+    /// needed; `None` (and nothing added) if that would take the slot past
+    /// 64 texts.
     fn bits(&mut self, field: usize, texts: &[Box<str>]) -> Option<(usize, u64)> {
         let slot = match self.slots.iter().position(|s| s.field == field) {
             Some(slot) => slot,
@@ -247,18 +248,17 @@ impl TextSlots {
             }
         };
         let known = &mut self.slots[slot].texts;
-        let new = texts.iter().filter(|t| !known.contains(t)).count();
-        if known.len() + new > 64 {
+        let before = known.len();
+        for text in texts {
+            if !known.contains(text) {
+                known.push(text.clone());
+            }
+        }
+        if known.len() > 64 {
+            known.truncate(before);
             return None;
         }
-        let mut bits = 0;
-        for text in texts {
-            let i = known.iter().position(|k| k == text).unwrap_or_else(|| {
-                known.push(text.clone());
-                known.len() - 1
-            });
-            bits |= 1 << i;
-        }
+        let bits = texts.iter().filter_map(|t| known.iter().position(|k| k == t)).fold(0, |bits, i| bits | 1 << i);
         Some((slot, bits))
     }
 
@@ -494,10 +494,8 @@ impl Prepared {
     // `count_if`, costs no call.
     #[inline]
     pub fn test<'s>(&'s self, scope: &Scope<'s, '_>, regexes: &'s RegexCache) -> Option<bool> {
-        match (self, scope) {
-            (Prepared::TextBits { slot, bits, is_equal }, Scope::Event(ctx)) => {
-                Some((ctx.text_mask(*slot) & bits != 0) == *is_equal)
-            }
+        match self {
+            Prepared::TextBits { slot, bits, is_equal } => Some(text_bits_hold(scope, *slot, *bits, *is_equal)),
             _ => self.test_other(scope, regexes),
         }
     }
@@ -507,14 +505,7 @@ impl Prepared {
         match self {
             Prepared::StrEq { of, text, is_equal } => Some(is_text(*of, text) == *is_equal),
             Prepared::StrIn { of, texts } => Some(texts.iter().any(|t| is_text(*of, t))),
-            Prepared::TextBits { slot, bits, is_equal } => {
-                // Like a field outside an event's scope, the field is then no text.
-                let mask = match scope {
-                    Scope::Event(ctx) => ctx.text_mask(*slot),
-                    _ => 0,
-                };
-                Some((mask & bits != 0) == *is_equal)
-            }
+            Prepared::TextBits { slot, bits, is_equal } => Some(text_bits_hold(scope, *slot, *bits, *is_equal)),
             // As the function: null for null, and a non-text value reads as "".
             Prepared::StartsWith { of, prefix } => match of.get(scope) {
                 None | Some(Val::Null) => None,
@@ -547,6 +538,18 @@ impl Prepared {
             Prepared::Value(_) | Prepared::Compare { .. } | Prepared::Other(_) => self.eval(scope, regexes).as_bool(),
         }
     }
+}
+
+/// [`Prepared::TextBits`]: whether a bit of `bits` is set in the event's
+/// mask of `slot` (`is_equal`), or none is.
+#[inline]
+fn text_bits_hold(scope: &Scope<'_, '_>, slot: usize, bits: u64, is_equal: bool) -> bool {
+    // Outside an event's scope, the field is no text, as with a field operand.
+    let mask = match scope {
+        Scope::Event(ctx) => ctx.text_mask(slot),
+        _ => 0,
+    };
+    (mask & bits != 0) == is_equal
 }
 
 fn literal(v: &Value) -> Val<'_> {
