@@ -3,12 +3,9 @@
 use crate::aggregate::AggState;
 use crate::value::{KeyVal, Val, OTHER};
 use dsl::plan::MetricPlan;
-use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::collections::BTreeMap;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
-
-/// No index entry / end of a collision chain.
-const NONE: u32 = u32::MAX;
 
 /// The keys of one window's series, in arrival order, with a hash index.
 /// The window keeps the series' states beside it, in the same order.
@@ -17,14 +14,28 @@ const NONE: u32 = u32::MAX;
 /// and into every tier window it merges into without being copied.
 #[derive(Debug, Default, Clone)]
 pub struct SeriesMap {
-    /// Hash of the key → the latest series with that hash; the others with
-    /// the same hash follow through `next`.
-    index: HashMap<u64, u32, BuildHasherDefault<PreHashed>>,
-    /// Per series: the next series with the same hash, or [`NONE`].
-    next: Vec<u32>,
+    /// Open addressing with linear probing: a power of two long (or empty),
+    /// never more than half full. Each slot holds its key's hash and the key
+    /// itself, so a lookup reads one slot and the key, not a table of control
+    /// bytes, a bucket, the key list and then the key (a cache miss each on
+    /// the per-event path, once the maps outgrow the L2 cache).
+    slots: Vec<IndexSlot>,
+    /// Indexed series (all but the overflow series).
+    indexed: usize,
     /// Keys in arrival order.
     pub keys: Vec<Arc<[KeyVal]>>,
     overflow: Option<u32>,
+}
+
+/// One slot of [`SeriesMap::slots`]. Aligned so that no slot straddles two
+/// cache lines.
+#[derive(Debug, Default, Clone)]
+#[repr(C, align(32))]
+struct IndexSlot {
+    hash: u64,
+    /// `None`: the slot is empty.
+    key: Option<Arc<[KeyVal]>>,
+    series: u32,
 }
 
 /// Where [`SeriesMap::entry`] put an event.
@@ -42,25 +53,6 @@ pub enum Slot {
 
 /// A fixed hasher, so series order never depends on process randomness.
 const FIXED_STATE: ahash::RandomState = ahash::RandomState::with_seeds(0x5eed, 0x0f, 0x5e, 0x7135);
-
-/// The index is keyed by key hashes already: use them as they are.
-#[derive(Debug, Default, Clone, Copy)]
-struct PreHashed(u64);
-
-impl Hasher for PreHashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `u64` keys are hashed; stay correct for anything else.
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
 
 /// The hash of an evaluated key.
 fn hash_of(key: &[Val<'_>]) -> u64 {
@@ -102,39 +94,60 @@ impl SeriesMap {
             return match self.overflow {
                 Some(i) => Slot::Overflow(i as usize),
                 None => {
-                    let i = self.push(key.iter().map(|_| KeyVal::Str(OTHER.into())).collect());
+                    self.keys.push(key.iter().map(|_| KeyVal::Str(OTHER.into())).collect());
+                    let i = (self.keys.len() - 1) as u32;
                     self.overflow = Some(i);
                     Slot::NewOverflow(i as usize)
                 }
             };
         }
-        let i = self.push(key.iter().map(Val::to_key).collect());
-        self.link(hash, i);
-        Slot::New(i as usize)
+        Slot::New(self.add(hash, key.iter().map(Val::to_key).collect()) as usize)
     }
 
     /// The series with hash `hash` whose key satisfies `is_key`.
     fn find(&self, hash: u64, is_key: impl Fn(&[KeyVal]) -> bool) -> Option<u32> {
-        let mut i = *self.index.get(&hash)?;
-        while i != NONE {
-            if is_key(&self.keys[i as usize]) {
-                return Some(i);
+        let mask = self.slots.len().checked_sub(1)?;
+        let mut at = hash as usize & mask;
+        loop {
+            // Never more than half full: the probe reaches an empty slot.
+            let slot = &self.slots[at];
+            let key = slot.key.as_deref()?;
+            if slot.hash == hash && is_key(key) {
+                return Some(slot.series);
             }
-            i = self.next[i as usize];
+            at = (at + 1) & mask;
         }
-        None
     }
 
-    /// Indexes series `i` under `hash`.
-    fn link(&mut self, hash: u64, i: u32) {
-        let previous = self.index.insert(hash, i);
-        self.next[i as usize] = previous.unwrap_or(NONE);
-    }
-
-    fn push(&mut self, key: Arc<[KeyVal]>) -> u32 {
+    /// Adds the series of key `key` (not yet present) with hash `hash`.
+    fn add(&mut self, hash: u64, key: Arc<[KeyVal]>) -> u32 {
+        if (self.indexed + 1) * 2 > self.slots.len() {
+            self.grow();
+        }
+        let series = self.keys.len() as u32;
+        self.place(IndexSlot { hash, key: Some(Arc::clone(&key)), series });
         self.keys.push(key);
-        self.next.push(NONE);
-        (self.keys.len() - 1) as u32
+        self.indexed += 1;
+        series
+    }
+
+    /// Puts `slot` into the first empty slot of its probe sequence.
+    fn place(&mut self, slot: IndexSlot) {
+        let mask = self.slots.len() - 1;
+        let mut at = slot.hash as usize & mask;
+        while self.slots[at].key.is_some() {
+            at = (at + 1) & mask;
+        }
+        self.slots[at] = slot;
+    }
+
+    /// Doubles the table (16 slots at first) and re-places every slot.
+    fn grow(&mut self) {
+        let size = (self.slots.len() * 2).max(16);
+        let old = std::mem::replace(&mut self.slots, vec![IndexSlot::default(); size]);
+        for slot in old.into_iter().filter(|slot| slot.key.is_some()) {
+            self.place(slot);
+        }
     }
 
     /// The series of the owned key `key`, added (sharing `key`) if absent;
@@ -145,9 +158,7 @@ impl SeriesMap {
         if let Some(i) = self.find(hash, |k| k == key.as_ref()) {
             return (i as usize, false);
         }
-        let i = self.push(Arc::clone(key));
-        self.link(hash, i);
-        (i as usize, true)
+        (self.add(hash, Arc::clone(key)) as usize, true)
     }
 }
 
@@ -237,5 +248,51 @@ impl MetricState {
     /// No open windows, with room for every tier of `metric`.
     pub fn new(metric: &MetricPlan) -> Self {
         MetricState { windows: BTreeMap::new(), tiers: (0..metric.tiers.len()).map(|_| BTreeMap::new()).collect() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::borrow::Cow;
+
+    fn key(i: usize) -> [Val<'static>; 2] {
+        [Val::Str(Cow::Owned(format!("domain-{}.example", i % 1000))), Val::Int(i as i64 / 1000)]
+    }
+
+    #[test]
+    fn keys_are_found_again_through_every_growth_of_the_table() {
+        let mut map = SeriesMap::default();
+        for i in 0..5000 {
+            assert_eq!(map.entry(&key(i), usize::MAX), Slot::New(i));
+            // Every key so far, after each growth step.
+            if i.is_power_of_two() {
+                for j in 0..=i {
+                    assert_eq!(map.entry(&key(j), usize::MAX), Slot::Existing(j));
+                }
+            }
+        }
+        assert_eq!(map.len(), 5000);
+        // Owned keys (a tier window merging this one) land on the same series.
+        let mut tier = SeriesMap::default();
+        for (i, owned) in map.keys.iter().enumerate().rev() {
+            assert_eq!(tier.insert_key(owned), (4999 - i, true));
+        }
+        for (i, owned) in map.keys.iter().enumerate() {
+            assert_eq!(tier.insert_key(owned), (4999 - i, false));
+            assert_eq!(tier.entry(&key(i), usize::MAX), Slot::Existing(4999 - i));
+        }
+    }
+
+    #[test]
+    fn keys_past_the_limit_share_the_overflow_series() {
+        let mut map = SeriesMap::default();
+        assert_eq!(map.entry(&key(0), 2), Slot::New(0));
+        assert_eq!(map.entry(&key(1), 2), Slot::New(1));
+        assert_eq!(map.entry(&key(2), 2), Slot::NewOverflow(2));
+        assert_eq!(map.entry(&key(3), 2), Slot::Overflow(2));
+        assert_eq!(map.entry(&key(1), 2), Slot::Existing(1));
+        let other: Arc<[KeyVal]> = [KeyVal::Str(OTHER.into()), KeyVal::Str(OTHER.into())].into();
+        assert_eq!(map.keys[2], other);
     }
 }
