@@ -110,8 +110,16 @@ impl AggState {
     /// Counts one event (`count()`, or `count_if` whose predicate holds).
     #[inline]
     pub fn count(&mut self) {
+        self.count_by(1);
+    }
+
+    /// Counts `by` events at once: a `count_if` adds its predicate's outcome
+    /// as 0 or 1, because a branch on it would be mispredicted whenever
+    /// events of different kinds are mixed.
+    #[inline]
+    pub fn count_by(&mut self, by: u64) {
         if let AggState::Count { n } = self {
-            *n += 1;
+            *n += by;
         }
     }
 
@@ -216,6 +224,14 @@ impl AggState {
         }
     }
 
+    /// Makes this quantile's sketch a copy of `leader`'s, a quantile of the
+    /// same argument whose sketch alone was fed while the window was open.
+    pub fn copy_sketch(&mut self, leader: &AggState) {
+        if let (AggState::Quantile { sketch, .. }, AggState::Quantile { sketch: fed, .. }) = (self, leader) {
+            sketch.clone_from(fed);
+        }
+    }
+
     /// The finished value.
     pub fn finish(&self) -> KeyVal {
         match self {
@@ -241,9 +257,26 @@ impl AggState {
 }
 
 /// A DDSketch with a `Debug` that shows its summary.
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(transparent)]
+///
+/// Serialised as the sketch, or as null when empty: an empty sketch's
+/// minimum and maximum are infinite, which JSON cannot hold (they would be
+/// written as null and fail to read back, e.g. when a window's values of a
+/// nullable field were all null).
+#[derive(Clone)]
 pub struct Sketch(pub DDSketch);
+
+impl Serialize for Sketch {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        Some(&self.0).filter(|sketch| sketch.count() > 0).serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Sketch {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let sketch = Option::<DDSketch>::deserialize(deserializer)?;
+        Ok(Sketch(sketch.unwrap_or_else(|| DDSketch::new(sketch_config()))))
+    }
+}
 
 impl std::fmt::Debug for Sketch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -353,6 +386,39 @@ mod tests {
             let back: AggState = serde_json::from_str(&json).unwrap();
             assert_eq!(back.finish(), whole.finish(), "{:?} after serde", p.function);
         }
+    }
+
+    #[test]
+    fn an_empty_sketch_survives_json_and_a_full_one_keeps_its_form() {
+        let empty = AggState::new(&plan(AggregateFn::Quantile, Scalar::Float, Some(0.5)));
+        let json = serde_json::to_string(&empty).expect("serialises");
+        let back: AggState = serde_json::from_str(&json).expect("an empty sketch reads back");
+        assert_eq!(back.finish(), KeyVal::Null);
+        let mut full = empty;
+        full.add(&Val::Int(7), at(1));
+        let AggState::Quantile { sketch, .. } = &full else { unreachable!("a quantile's state") };
+        // As the sketch alone, so states stored before empty sketches became null still read.
+        let bare = serde_json::to_value(&sketch.0).expect("serialises");
+        assert_eq!(serde_json::to_value(sketch.as_ref()).expect("serialises"), bare);
+        let back: AggState = serde_json::from_str(&serde_json::to_string(&full).expect("serialises")).expect("reads");
+        assert_eq!(back.finish(), full.finish());
+    }
+
+    #[test]
+    fn a_follower_quantile_reports_from_its_leaders_sketch() {
+        let mut states = [
+            AggState::new(&plan(AggregateFn::Quantile, Scalar::Float, Some(0.1))),
+            AggState::new(&plan(AggregateFn::Count, Scalar::Int, None)),
+            AggState::new(&plan(AggregateFn::Quantile, Scalar::Float, Some(0.9))),
+        ];
+        let mut alone = AggState::new(&plan(AggregateFn::Quantile, Scalar::Float, Some(0.9)));
+        for x in 1..=100 {
+            states[0].add(&Val::Int(x), at(x));
+            alone.add(&Val::Int(x), at(x));
+        }
+        crate::window::fill_shared_sketches(&mut states, &[(2, 0)]);
+        assert_eq!(states[2].finish(), alone.finish());
+        assert_ne!(states[0].finish(), states[2].finish(), "each keeps its own quantile");
     }
 
     #[test]

@@ -90,6 +90,10 @@ struct PreparedMetric {
     keys: Vec<Prepared>,
     /// Per aggregate, what it takes of an event.
     args: Vec<PreparedArg>,
+    /// (follower, leader) pairs of quantiles of one argument (`p50(x)`,
+    /// `p99(x)`): only the leader's sketch is fed per event, and the
+    /// followers' become copies of it when a window's states are read.
+    shared_sketches: Vec<(usize, usize)>,
 }
 
 /// What an aggregate takes of an event.
@@ -101,6 +105,9 @@ enum PreparedArg {
     CountIf(Prepared),
     /// Any other aggregate: its argument's value.
     Value(Prepared),
+    /// A quantile sharing an earlier quantile's sketch (see
+    /// [`PreparedMetric::shared_sketches`]): nothing per event.
+    SharedSketch,
 }
 
 impl CompiledPlan {
@@ -168,22 +175,48 @@ impl CompiledPlan {
             .map(|m| {
                 let slots = &mut text_slots[m.source];
                 let mut prepare = |expr: &Expr| Prepared::for_events(expr, slots);
+                let shared_sketches = shared_sketches(&m.aggregates);
                 PreparedMetric {
                     filter: m.filter.as_ref().map(&mut prepare),
                     keys: m.keys.iter().map(|k| prepare(&k.expr)).collect(),
                     args: m
                         .aggregates
                         .iter()
-                        .map(|a| match (&a.function, &a.arg) {
+                        .enumerate()
+                        .map(|(i, a)| match (&a.function, &a.arg) {
+                            _ if shared_sketches.iter().any(|&(follower, _)| follower == i) => {
+                                PreparedArg::SharedSketch
+                            }
                             (_, None) => PreparedArg::Count,
                             (AggregateFn::CountIf, Some(arg)) => PreparedArg::CountIf(prepare(arg)),
                             (_, Some(arg)) => PreparedArg::Value(prepare(arg)),
                         })
                         .collect(),
+                    shared_sketches,
                 }
             })
             .collect();
         let max_keys = plan.metrics.iter().map(|m| m.keys.len()).max().unwrap_or(0);
         Ok(CompiledPlan { plan, decoders, classifiers, regexes, metrics_by_source, prepared, text_slots, max_keys })
     }
+
+    /// Of metric `metric`, the (follower, leader) pairs of quantiles sharing
+    /// one sketch: a window's states are whole once
+    /// [`window::fill_shared_sketches`] has copied them.
+    pub(crate) fn shared_sketches(&self, metric: usize) -> &[(usize, usize)] {
+        self.prepared.get(metric).map_or(&[], |p| &p.shared_sketches)
+    }
+}
+
+/// The (follower, leader) pairs of `aggregates`: each quantile whose
+/// argument an earlier quantile has, with the first such quantile.
+fn shared_sketches(aggregates: &[dsl::plan::AggregatePlan]) -> Vec<(usize, usize)> {
+    let is_quantile = |a: &dsl::plan::AggregatePlan| a.function == AggregateFn::Quantile && a.arg.is_some();
+    (0..aggregates.len())
+        .filter(|&i| is_quantile(&aggregates[i]))
+        .filter_map(|i| {
+            let leader = (0..i).find(|&j| is_quantile(&aggregates[j]) && aggregates[j].arg == aggregates[i].arg)?;
+            Some((i, leader))
+        })
+        .collect()
 }

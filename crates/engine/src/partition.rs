@@ -448,11 +448,10 @@ impl Partition {
                     match arg {
                         PreparedArg::Count => state.count(),
                         PreparedArg::CountIf(test) => {
-                            if test.test(&scope, &plan.regexes) == Some(true) {
-                                state.count();
-                            }
+                            state.count_by(u64::from(test.test(&scope, &plan.regexes) == Some(true)));
                         }
                         PreparedArg::Value(arg) => state.add(&arg.eval(&scope, &plan.regexes), at),
+                        PreparedArg::SharedSketch => {}
                     }
                 }
             }
@@ -526,7 +525,7 @@ impl Partition {
             let end = start + width;
             self.stats.metrics[m].windows_closed += 1;
             out.rows.reserve(window.series.len() * plan.tiers.len().max(1));
-            let series: Vec<_> = window.into_series(plan.aggregates.len()).collect();
+            let series: Vec<_> = window.into_series(plan.aggregates.len(), self.plan.shared_sketches(m)).collect();
             for (t, tier) in plan.tiers.iter().enumerate().skip(1) {
                 let tier_width = tier.width_ms as i64;
                 let tier_start = start.div_euclid(tier_width) * tier_width;

@@ -181,13 +181,23 @@ impl Window {
     }
 
     /// Every series: its key and states, of a metric with `width` aggregates.
+    /// A quantile sharing a sketch (see [`fill_shared_sketches`]) has an
+    /// empty one here.
     pub fn series(&self, width: usize) -> impl Iterator<Item = (&Arc<[KeyVal]>, &[AggState])> {
         self.series.keys.iter().enumerate().map(move |(i, key)| (key, &self.states[i * width..(i + 1) * width]))
     }
 
-    /// Takes the window apart into keys and one shared state run per series.
-    pub fn into_series(self, width: usize) -> impl Iterator<Item = (Arc<[KeyVal]>, Arc<[AggState]>)> {
+    /// Takes the window apart into keys and one shared state run per series
+    /// (with the quantiles' sketches shared as `shared` says copied).
+    pub fn into_series(
+        self,
+        width: usize,
+        shared: &[(usize, usize)],
+    ) -> impl Iterator<Item = (Arc<[KeyVal]>, Arc<[AggState]>)> {
         let mut states = self.states;
+        if !shared.is_empty() {
+            states.chunks_exact_mut(width).for_each(|run| fill_shared_sketches(run, shared));
+        }
         // From the back, so no element moves twice; `drain` has an exact
         // length, so each run is allocated once.
         let mut runs: Vec<Arc<[AggState]>> = Vec::with_capacity(self.series.len());
@@ -195,6 +205,17 @@ impl Window {
             runs.push(states.drain(states.len() - width..).collect());
         }
         self.series.keys.into_iter().zip(runs.into_iter().rev())
+    }
+}
+
+/// Copies, in one series' states, each leader's sketch into its followers.
+pub fn fill_shared_sketches(states: &mut [AggState], shared: &[(usize, usize)]) {
+    for &(follower, leader) in shared {
+        // A leader comes before its followers.
+        let (before, from_follower) = states.split_at_mut(follower);
+        if let (Some(leader), Some(follower)) = (before.get(leader), from_follower.first_mut()) {
+            follower.copy_sketch(leader);
+        }
     }
 }
 

@@ -125,6 +125,24 @@ fn gauges_merge_partitions_over_the_newest_window() {
 }
 
 #[test]
+fn quantile_gauges_of_one_argument_each_report_their_own_quantile() {
+    // The engine feeds one sketch for both quantiles of `v` while windows are open.
+    let plan = compile(&METRIC.replace("sv / c as per_event", "sv / c as per_event, p50(v) as lo, p99(v) as hi"));
+    let mut export = LiveExport::new();
+    let mut out = Output::default();
+    let (mut p0, mut p1) = (Partition::new(plan.clone(), 0), Partition::new(plan.clone(), 1));
+    let events: Vec<(i64, &str, i64)> = (1..=100).map(|v| (10 + v % 10, "a", v)).collect();
+    let (evens, odds): (Vec<_>, Vec<_>) = events.iter().partition(|e| e.2 % 2 == 0);
+    feed(&mut p0, &evens, 0, &mut out);
+    feed(&mut p1, &odds, 0, &mut out);
+    observe(&mut export, &plan, &[&p0, &p1], &mut out, 1_000);
+    // DDSketch's relative accuracy is 1%.
+    let (lo, hi) = (samples(&export, "stream_m_lo")["a"], samples(&export, "stream_m_hi")["a"]);
+    assert!((lo - 50.0).abs() <= 1.0, "p50 of 1..=100 merged over two partitions: {lo}");
+    assert!((hi - 99.0).abs() <= 1.0, "p99 of 1..=100 merged over two partitions: {hi}");
+}
+
+#[test]
 fn keys_beyond_the_limit_fold_into_other_and_are_counted() {
     let plan = compile(&METRIC.replace("  export prometheus", "  cardinality limit 3\n  export prometheus"));
     let mut export = LiveExport::new();

@@ -43,14 +43,15 @@ metric a from s
   where v > -80
   group by k
   compute count() as c, count_if(flag) as cf, sum(v) as sv, min(v) as mn, max(v) as mx, avg(v) as av,
-    first(v) as fst, last(v) as lst, distinct(v) as dv, p90(v) as q
+    first(v) as fst, last(v) as lst, distinct(v) as dv, p90(v) as q, p50(v) as q50
   window 10s, lateness 5s
   rollup 1m keep 1h, 1h keep 1d
 
 metric b from s
   where flag
   group by k
-  compute count() as c, sum(n) as sn, min(n) as mn, max(n) as mx, avg(n) as an, first(n) as fst, last(n) as lst
+  compute count() as c, sum(n) as sn, min(n) as mn, max(n) as mx, avg(n) as an, first(n) as fst, last(n) as lst,
+    p99(n) as q99, p50(v) as qv, quantile(n, 0.25) as q25
   window 1m, lateness 20s
   rollup 1h keep 30d, 1d keep 1y
 "#;
@@ -130,6 +131,7 @@ fn models() -> Vec<MetricModel> {
                 Agg::Last(v),
                 Agg::Sketch(v),
                 Agg::Sketch(v),
+                Agg::Sketch(v),
             ],
         },
         MetricModel {
@@ -138,7 +140,19 @@ fn models() -> Vec<MetricModel> {
             lateness_ms: 20 * SECOND,
             tiers_ms: vec![MINUTE, HOUR, DAY],
             cardinality_limit: 100_000,
-            aggs: vec![Agg::Count, Agg::Sum(n), Agg::Min(n), Agg::Max(n), Agg::Avg(n), Agg::First(n), Agg::Last(n)],
+            aggs: vec![
+                Agg::Count,
+                Agg::Sum(n),
+                Agg::Min(n),
+                Agg::Max(n),
+                Agg::Avg(n),
+                Agg::First(n),
+                Agg::Last(n),
+                // Quantiles of `n` share one sketch in the engine; the one of `v` has its own.
+                Agg::Sketch(n),
+                Agg::Sketch(v),
+                Agg::Sketch(n),
+            ],
         },
     ]
 }

@@ -28,6 +28,7 @@ use crate::aggregate::AggState;
 use crate::eval::{eval, RegexCache, Scope};
 use crate::partition::{Partition, Row};
 use crate::value::{KeyVal, Val, OTHER};
+use crate::window::fill_shared_sketches;
 use crate::CompiledPlan;
 use dsl::plan::MetricPlan;
 use std::collections::{BTreeMap, HashMap};
@@ -349,6 +350,9 @@ impl LiveExport {
                 }
             }
             if is_gauge_due {
+                // Open windows feed only one sketch of quantiles sharing it.
+                let shared = plan.shared_sketches(index);
+                newest.values_mut().for_each(|(_, states)| fill_shared_sketches(states, shared));
                 export.update_gauges(newest, &plan.regexes, now_ms);
             }
             export.expire(now_ms);
