@@ -337,4 +337,40 @@ mod tests {
         assert_eq!(day_of_week(parse_timestamp("2024-06-03T12:00:00Z").unwrap()), 1);
         // a Monday
     }
+
+    proptest::proptest! {
+        /// Any instant from year 0 to 9999, written with an offset (or
+        /// none) and any fraction, reads back; spoiling any one character of
+        /// its date and time makes it unreadable.
+        #[test]
+        fn timestamps_read_back_and_spoiled_ones_do_not(
+            ms in -62_167_219_200_000i64..253_402_300_800_000,
+            offset_minutes in -1439i64..=1439,
+            fraction_digits in 0usize..=9,
+            spoil_at in 0usize..19,
+            spoiler in proptest::sample::select(b"x/: T-+.Z\x00\xff".to_vec()),
+        ) {
+            let seconds = ms.div_euclid(1000);
+            let millis = ms.rem_euclid(1000);
+            let local = format_timestamp((seconds + offset_minutes * 60) * 1000);
+            let fraction = format!("{millis:03}000000");
+            let fraction = if fraction_digits == 0 { String::new() } else { format!(".{}", &fraction[..fraction_digits]) };
+            let sign = if offset_minutes < 0 { '-' } else { '+' };
+            let zone = format!("{sign}{:02}:{:02}", offset_minutes.abs() / 60, offset_minutes.abs() % 60);
+            let text = format!("{}{fraction}{zone}", &local[..19]);
+            // Digits past milliseconds are dropped; fewer count as tenths or hundredths.
+            let unit = 10i64.pow(3u32.saturating_sub(fraction_digits as u32));
+            let expected = seconds * 1000 + millis / unit * unit;
+            proptest::prop_assert_eq!(parse_timestamp(&text), Some(expected), "{}", text);
+            let mut spoiled = text.into_bytes();
+            let was = spoiled[spoil_at];
+            spoiled[spoil_at] = spoiler;
+            // `T` may be written `t`; a separator replaced by itself spoils nothing.
+            let same = spoiler == was || (spoil_at == 10 && spoiler == b't');
+            if !same {
+                let spoiled = String::from_utf8_lossy(&spoiled);
+                proptest::prop_assert_eq!(parse_timestamp(&spoiled), None, "{}", spoiled);
+            }
+        }
+    }
 }
