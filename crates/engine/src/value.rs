@@ -1,6 +1,7 @@
 //! Runtime values: borrowed while an event is evaluated, owned once they
 //! become part of a series key or an aggregate state.
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::hash::{Hash, Hasher};
@@ -87,8 +88,10 @@ pub enum KeyVal {
     Int(i64),
     /// Float, by bits so keys are `Eq` and `Hash`.
     Float(u64),
-    /// Text.
-    Str(Box<str>),
+    /// Text: up to 24 bytes inline, so comparing a series key with an
+    /// event's values reads no further memory for most keys, and a new
+    /// series allocates nothing per text column.
+    Str(CompactString),
     /// Timestamp, ms.
     Ts(i64),
 }

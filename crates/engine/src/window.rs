@@ -277,8 +277,10 @@ mod tests {
     use super::*;
     use std::borrow::Cow;
 
+    /// Texts inline (up to 24 bytes) and on the heap.
     fn key(i: usize) -> [Val<'static>; 2] {
-        [Val::Str(Cow::Owned(format!("domain-{}.example", i % 1000))), Val::Int(i as i64 / 1000)]
+        let domain = if i.is_multiple_of(3) { "a-name-longer-than-inline.example" } else { "example" };
+        [Val::Str(Cow::Owned(format!("d{}.{domain}", i % 1000))), Val::Int(i as i64 / 1000)]
     }
 
     #[test]
