@@ -525,13 +525,13 @@ impl Partition {
             let end = start + width;
             self.stats.metrics[m].windows_closed += 1;
             out.rows.reserve(window.series.len() * plan.tiers.len().max(1));
-            let series: Vec<_> = window.into_series(plan.aggregates.len(), self.plan.shared_sketches(m)).collect();
+            let series = window.into_series(plan.aggregates.len(), self.plan.shared_sketches(m));
             for (t, tier) in plan.tiers.iter().enumerate().skip(1) {
                 let tier_width = tier.width_ms as i64;
                 let tier_start = start.div_euclid(tier_width) * tier_width;
                 let tier_window = state.tiers[t].entry(tier_start).or_default();
-                for (key, states) in &series {
-                    let (i, is_new) = tier_window.series.insert_key(key);
+                for (s, (key, states)) in series.keys.iter().zip(&series.states).enumerate() {
+                    let (i, is_new) = tier_window.series.insert_closed(&series, s);
                     if is_new {
                         // Merged into nothing, the tier's states are the window's: share them.
                         tier_window.states.push(Arc::clone(states));
@@ -554,7 +554,7 @@ impl Partition {
                     self.stats.metrics[m].rows += 1;
                 }
             }
-            for (keys, states) in series {
+            for (keys, states) in series.keys.into_iter().zip(series.states) {
                 out.rows.push(Row {
                     metric: m,
                     tier: 0,

@@ -154,11 +154,63 @@ impl SeriesMap {
     /// never overflows, since the key was admitted by a finer window.
     /// Returns its index and whether it was added.
     pub fn insert_key(&mut self, key: &Arc<[KeyVal]>) -> (usize, bool) {
-        let hash = hash_of_owned(key);
+        self.insert_hashed(key, hash_of_owned(key))
+    }
+
+    /// [`SeriesMap::insert_key`] of series `i` of a closed window, whose
+    /// hash is known. Into an empty map, room for all of them is made at
+    /// once rather than by doubling step by step.
+    pub fn insert_closed(&mut self, closed: &ClosedSeries, i: usize) -> (usize, bool) {
+        if self.indexed == 0 {
+            while closed.len() * 2 > self.slots.len() {
+                self.grow();
+            }
+        }
+        self.insert_hashed(&closed.keys[i], closed.hashes[i])
+    }
+
+    fn insert_hashed(&mut self, key: &Arc<[KeyVal]>, hash: u64) -> (usize, bool) {
         if let Some(i) = self.find(hash, |k| k == key.as_ref()) {
             return (i as usize, false);
         }
         (self.add(hash, Arc::clone(key)) as usize, true)
+    }
+
+    /// Per series, in order, its key's hash: read from the slots rather
+    /// than hashed again (but for the overflow series, which has none).
+    fn hashes(&self) -> Vec<u64> {
+        let mut hashes = vec![0; self.keys.len()];
+        for slot in self.slots.iter().filter(|slot| slot.key.is_some()) {
+            hashes[slot.series as usize] = slot.hash;
+        }
+        if let Some(i) = self.overflow {
+            hashes[i as usize] = hash_of_owned(&self.keys[i as usize]);
+        }
+        hashes
+    }
+}
+
+/// A closed base window's series, to be merged into its tiers and emitted:
+/// keys with their hashes, and one shared state run per series.
+#[derive(Debug, Default)]
+pub struct ClosedSeries {
+    /// Keys, in arrival order.
+    pub keys: Vec<Arc<[KeyVal]>>,
+    /// Per key, its hash in any [`SeriesMap`].
+    hashes: Vec<u64>,
+    /// Per key, its states.
+    pub states: Vec<Arc<[AggState]>>,
+}
+
+impl ClosedSeries {
+    /// Number of series.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
     }
 }
 
@@ -189,11 +241,8 @@ impl Window {
 
     /// Takes the window apart into keys and one shared state run per series
     /// (with the quantiles' sketches shared as `shared` says copied).
-    pub fn into_series(
-        self,
-        width: usize,
-        shared: &[(usize, usize)],
-    ) -> impl Iterator<Item = (Arc<[KeyVal]>, Arc<[AggState]>)> {
+    pub fn into_series(self, width: usize, shared: &[(usize, usize)]) -> ClosedSeries {
+        let hashes = self.series.hashes();
         let mut states = self.states;
         if !shared.is_empty() {
             states.chunks_exact_mut(width).for_each(|run| fill_shared_sketches(run, shared));
@@ -204,7 +253,8 @@ impl Window {
         for _ in 0..self.series.len() {
             runs.push(states.drain(states.len() - width..).collect());
         }
-        self.series.keys.into_iter().zip(runs.into_iter().rev())
+        runs.reverse();
+        ClosedSeries { keys: self.series.keys, hashes, states: runs }
     }
 }
 
@@ -317,5 +367,17 @@ mod tests {
         assert_eq!(map.entry(&key(1), 2), Slot::Existing(1));
         let other: Arc<[KeyVal]> = [KeyVal::Str(OTHER.into()), KeyVal::Str(OTHER.into())].into();
         assert_eq!(map.keys[2], other);
+
+        // Closed, its series carry their hashes into a tier window: the same
+        // ones as hashing their keys again, the overflow series' included.
+        let window = Window { series: map, states: Vec::new(), min_offset: 0 };
+        let closed = window.into_series(0, &[]);
+        let mut tier = SeriesMap::default();
+        for i in 0..closed.len() {
+            assert_eq!(tier.insert_closed(&closed, i), (i, true));
+        }
+        for (i, key) in closed.keys.iter().enumerate() {
+            assert_eq!(tier.insert_key(key), (i, false), "{key:?}");
+        }
     }
 }
