@@ -88,26 +88,21 @@ pub struct CompiledPlan {
 struct PreparedMetric {
     filter: Option<Prepared>,
     keys: Vec<Prepared>,
-    /// Per aggregate, what it takes of an event.
-    args: Vec<PreparedArg>,
+    /// The number of aggregates.
+    width: usize,
+    /// What the aggregates take of an event, by kind, each with its index
+    /// (a loop per kind, so the per-event path does not jump on the kind of
+    /// every aggregate in turn). `count()`: one more.
+    counts: Vec<usize>,
+    /// `count_if(p)`: one more where `p` holds (tested, no value built).
+    count_ifs: Vec<(usize, Prepared)>,
+    /// Any other aggregate: its argument's value (but not for a quantile
+    /// sharing another's sketch, which takes nothing per event).
+    values: Vec<(usize, Prepared)>,
     /// (follower, leader) pairs of quantiles of one argument (`p50(x)`,
     /// `p99(x)`): only the leader's sketch is fed per event, and the
     /// followers' become copies of it when a window's states are read.
     shared_sketches: Vec<(usize, usize)>,
-}
-
-/// What an aggregate takes of an event.
-#[derive(Debug)]
-enum PreparedArg {
-    /// `count()`: one more.
-    Count,
-    /// `count_if(p)`: one more where `p` holds (tested, no value built).
-    CountIf(Prepared),
-    /// Any other aggregate: its argument's value.
-    Value(Prepared),
-    /// A quantile sharing an earlier quantile's sketch (see
-    /// [`PreparedMetric::shared_sketches`]): nothing per event.
-    SharedSketch,
 }
 
 impl CompiledPlan {
@@ -176,22 +171,22 @@ impl CompiledPlan {
                 let slots = &mut text_slots[m.source];
                 let mut prepare = |expr: &Expr| Prepared::for_events(expr, slots);
                 let shared_sketches = shared_sketches(&m.aggregates);
+                let (mut counts, mut count_ifs, mut values) = (Vec::new(), Vec::new(), Vec::new());
+                for (i, aggregate) in m.aggregates.iter().enumerate() {
+                    match (&aggregate.function, &aggregate.arg) {
+                        _ if shared_sketches.iter().any(|&(follower, _)| follower == i) => {}
+                        (_, None) => counts.push(i),
+                        (AggregateFn::CountIf, Some(arg)) => count_ifs.push((i, prepare(arg))),
+                        (_, Some(arg)) => values.push((i, prepare(arg))),
+                    }
+                }
                 PreparedMetric {
                     filter: m.filter.as_ref().map(&mut prepare),
                     keys: m.keys.iter().map(|k| prepare(&k.expr)).collect(),
-                    args: m
-                        .aggregates
-                        .iter()
-                        .enumerate()
-                        .map(|(i, a)| match (&a.function, &a.arg) {
-                            _ if shared_sketches.iter().any(|&(follower, _)| follower == i) => {
-                                PreparedArg::SharedSketch
-                            }
-                            (_, None) => PreparedArg::Count,
-                            (AggregateFn::CountIf, Some(arg)) => PreparedArg::CountIf(prepare(arg)),
-                            (_, Some(arg)) => PreparedArg::Value(prepare(arg)),
-                        })
-                        .collect(),
+                    width: m.aggregates.len(),
+                    counts,
+                    count_ifs,
+                    values,
                     shared_sketches,
                 }
             })

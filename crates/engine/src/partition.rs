@@ -16,7 +16,7 @@ use crate::decode::{Reason, Rejection};
 use crate::eval::{EventCtx, MessageMeta, Scope, TextSlots};
 use crate::value::{format_timestamp, KeyVal, Val};
 use crate::window::{MetricState, SeriesMap, Slot, Window};
-use crate::{CompiledPlan, PreparedArg};
+use crate::CompiledPlan;
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 use std::cell::Cell;
@@ -443,16 +443,15 @@ impl Partition {
                         i
                     }
                 };
-                let states = window.states_mut(i, prepared.args.len());
-                for (state, arg) in states.iter_mut().zip(&prepared.args) {
-                    match arg {
-                        PreparedArg::Count => state.count(),
-                        PreparedArg::CountIf(test) => {
-                            state.count_by(u64::from(test.test(&scope, &plan.regexes) == Some(true)));
-                        }
-                        PreparedArg::Value(arg) => state.add(&arg.eval(&scope, &plan.regexes), at),
-                        PreparedArg::SharedSketch => {}
-                    }
+                let states = window.states_mut(i, prepared.width);
+                for &c in &prepared.counts {
+                    states[c].count();
+                }
+                for (c, test) in &prepared.count_ifs {
+                    states[*c].count_by(u64::from(test.test(&scope, &plan.regexes) == Some(true)));
+                }
+                for (v, arg) in &prepared.values {
+                    states[*v].add(&arg.eval(&scope, &plan.regexes), at);
                 }
             }
         }
