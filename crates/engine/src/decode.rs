@@ -110,6 +110,7 @@ impl Decoder {
             insert(&mut root, &field.path, index);
         }
         let required = source.fields.iter().enumerate().filter(|(_, f)| !f.ty.nullable).map(|(i, _)| i).collect();
+        let has_unique_names = every_record(&root, &has_unique_names);
         Decoder {
             field_count: source.fields.len(),
             required,
@@ -117,11 +118,11 @@ impl Decoder {
             is_kept: source.fields.iter().map(|f| f.is_used).collect(),
             types: source.fields.iter().map(|f| f.ty.scalar).collect(),
             max_bytes,
-            has_unique_names: every_record(&root, &has_unique_names),
-            compares_expected_key: every_record(&root, &|names| {
-                has_unique_names(names)
-                    && names.iter().all(|(name, _)| name.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\'))
-            }),
+            has_unique_names,
+            compares_expected_key: has_unique_names
+                && every_record(&root, &|names| {
+                    names.iter().all(|(name, _)| name.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\'))
+                }),
             root,
         }
     }

@@ -529,6 +529,9 @@ impl Partition {
                 let tier_width = tier.width_ms as i64;
                 let tier_start = start.div_euclid(tier_width) * tier_width;
                 let tier_window = state.tiers[t].entry(tier_start).or_default();
+                if tier_window.series.is_empty() {
+                    tier_window.series.reserve(series.len());
+                }
                 for (s, (key, states)) in series.keys.iter().zip(&series.states).enumerate() {
                     let (i, is_new) = tier_window.series.insert_closed(&series, s);
                     if is_new {

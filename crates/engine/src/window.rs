@@ -158,15 +158,17 @@ impl SeriesMap {
     }
 
     /// [`SeriesMap::insert_key`] of series `i` of a closed window, whose
-    /// hash is known. Into an empty map, room for all of them is made at
-    /// once rather than by doubling step by step.
+    /// hash is known.
     pub fn insert_closed(&mut self, closed: &ClosedSeries, i: usize) -> (usize, bool) {
-        if self.indexed == 0 {
-            while closed.len() * 2 > self.slots.len() {
-                self.grow();
-            }
-        }
         self.insert_hashed(&closed.keys[i], closed.hashes[i])
+    }
+
+    /// Makes room for `more` new series at once rather than by doubling
+    /// step by step (a tier window's first merge).
+    pub fn reserve(&mut self, more: usize) {
+        while (self.indexed + more) * 2 > self.slots.len() {
+            self.grow();
+        }
     }
 
     fn insert_hashed(&mut self, key: &Arc<[KeyVal]>, hash: u64) -> (usize, bool) {
