@@ -192,6 +192,32 @@ fn sqlite_backend() {
     suite(&mut store, Retention::Sweep);
 }
 
+/// Tables made before rows were keyed by window start first (series first)
+/// are left as they are, and everything still works on them.
+#[test]
+fn sqlite_tables_keyed_series_first_still_work() {
+    let plan = plan();
+    let mut current = SqliteStore::open(":memory:").expect("open");
+    current.setup(&plan).expect("setup");
+    let ddl: Vec<String> = {
+        let conn = current.connection();
+        let mut statement = conn
+            .prepare("SELECT sql FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'stream_%'")
+            .expect("prepare");
+        let tables = statement.query_map([], |r| r.get::<_, String>(0)).expect("query");
+        tables.map(|sql| sql.expect("sql")).collect()
+    };
+    assert!(!ddl.is_empty());
+    let mut earlier = SqliteStore::open(":memory:").expect("open");
+    for sql in &ddl {
+        let new_order = "PRIMARY KEY (window_start, series, source_partition)";
+        assert!(sql.contains(new_order), "{sql}");
+        let old = sql.replace(new_order, "PRIMARY KEY (series, window_start, source_partition)");
+        earlier.connection().execute_batch(&old).expect("an earlier table");
+    }
+    suite(&mut earlier, Retention::Sweep);
+}
+
 #[test]
 fn scylla_backend() {
     let Ok(nodes) = std::env::var("SCYLLA_NODES") else {
