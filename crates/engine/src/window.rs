@@ -5,7 +5,7 @@ use crate::value::{KeyVal, Val, OTHER};
 use dsl::plan::MetricPlan;
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 /// The keys of one window's series, in arrival order, with a hash index.
 /// The window keeps the series' states beside it, in the same order.
@@ -51,12 +51,16 @@ pub enum Slot {
     NewOverflow(usize),
 }
 
-/// A fixed hasher, so series order never depends on process randomness.
-const FIXED_STATE: ahash::RandomState = ahash::RandomState::with_seeds(0x5eed, 0x0f, 0x5e, 0x7135);
+/// The series index's hasher, seeded at random once per process: with
+/// seeds anyone can read here, a stream of keys crafted to collide would
+/// make every lookup probe the whole table. One per process, not per map,
+/// because closed windows carry their series' hashes into the tier windows.
+/// Nothing visible depends on the seeds: series keep their arrival order.
+static SERIES_HASHER: LazyLock<ahash::RandomState> = LazyLock::new(ahash::RandomState::new);
 
 /// The hash of an evaluated key.
 fn hash_of(key: &[Val<'_>]) -> u64 {
-    let mut hasher = FIXED_STATE.build_hasher();
+    let mut hasher = SERIES_HASHER.build_hasher();
     for part in key {
         part.hash_into(&mut hasher);
     }
@@ -65,7 +69,7 @@ fn hash_of(key: &[Val<'_>]) -> u64 {
 
 /// The hash of an owned key: the same as [`hash_of`] of its values.
 fn hash_of_owned(key: &[KeyVal]) -> u64 {
-    let mut hasher = FIXED_STATE.build_hasher();
+    let mut hasher = SERIES_HASHER.build_hasher();
     for part in key {
         part.as_val().hash_into(&mut hasher);
     }
