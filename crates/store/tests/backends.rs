@@ -192,6 +192,34 @@ fn sqlite_backend() {
     suite(&mut store, Retention::Sweep);
 }
 
+/// The connection settings the write path relies on (a file database: an
+/// in-memory one has no write-ahead log).
+#[test]
+fn sqlite_connection_settings() {
+    let dir = std::env::temp_dir().join(format!("store-settings-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let store = SqliteStore::open(&dir.join("settings.db").to_string_lossy()).expect("open");
+    let pragma = |name: &str| -> String {
+        store
+            .connection()
+            .query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, rusqlite::types::Value>(0))
+            .map_or_else(
+                |e| format!("error: {e}"),
+                |v| match v {
+                    rusqlite::types::Value::Integer(i) => i.to_string(),
+                    rusqlite::types::Value::Text(t) => t,
+                    other => format!("{other:?}"),
+                },
+            )
+    };
+    assert_eq!(pragma("journal_mode"), "wal");
+    assert_eq!(pragma("synchronous"), "1", "NORMAL");
+    assert_eq!(pragma("wal_autocheckpoint"), "16384");
+    assert_eq!(pragma("cache_size"), "-65536");
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Tables made before rows were keyed by window start first (series first)
 /// are left as they are, and everything still works on them.
 #[test]
