@@ -27,6 +27,9 @@ pub struct SeriesMap {
     overflow: Option<u32>,
 }
 
+/// The length of a [`SeriesMap`]'s table once it holds a series.
+const MIN_SLOTS: usize = 16;
+
 /// One slot of [`SeriesMap::slots`]. Aligned so that no slot straddles two
 /// cache lines.
 #[derive(Debug, Default, Clone)]
@@ -126,7 +129,7 @@ impl SeriesMap {
     /// Adds the series of key `key` (not yet present) with hash `hash`.
     fn add(&mut self, hash: u64, key: Arc<[KeyVal]>) -> u32 {
         if (self.indexed + 1) * 2 > self.slots.len() {
-            self.grow();
+            self.resize((self.slots.len() * 2).max(MIN_SLOTS));
         }
         let series = self.keys.len() as u32;
         self.place(IndexSlot { hash, key: Some(Arc::clone(&key)), series });
@@ -145,9 +148,9 @@ impl SeriesMap {
         self.slots[at] = slot;
     }
 
-    /// Doubles the table (16 slots at first) and re-places every slot.
-    fn grow(&mut self) {
-        let size = (self.slots.len() * 2).max(16);
+    /// Makes the table `size` slots long (a power of two that fits every
+    /// indexed series at most half full) and re-places every slot.
+    fn resize(&mut self, size: usize) {
         let old = std::mem::replace(&mut self.slots, vec![IndexSlot::default(); size]);
         for slot in old.into_iter().filter(|slot| slot.key.is_some()) {
             self.place(slot);
@@ -170,8 +173,9 @@ impl SeriesMap {
     /// Makes room for `more` new series at once rather than by doubling
     /// step by step (a tier window's first merge).
     pub fn reserve(&mut self, more: usize) {
-        while (self.indexed + more) * 2 > self.slots.len() {
-            self.grow();
+        let size = ((self.indexed + more) * 2).next_power_of_two().max(MIN_SLOTS);
+        if size > self.slots.len() {
+            self.resize(size);
         }
     }
 
@@ -360,6 +364,20 @@ mod tests {
         for (i, owned) in map.keys.iter().enumerate() {
             assert_eq!(tier.insert_key(owned), (4999 - i, false));
             assert_eq!(tier.entry(&key(i), usize::MAX), Slot::Existing(4999 - i));
+        }
+    }
+
+    #[test]
+    fn a_reserved_table_takes_its_keys_without_growing() {
+        let mut map = SeriesMap::default();
+        map.reserve(1000);
+        assert_eq!(map.slots.len(), 2048);
+        for i in 0..1000 {
+            assert_eq!(map.entry(&key(i), usize::MAX), Slot::New(i));
+        }
+        assert_eq!(map.slots.len(), 2048);
+        for i in 0..1000 {
+            assert_eq!(map.entry(&key(i), usize::MAX), Slot::Existing(i));
         }
     }
 
