@@ -13,7 +13,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use store::{DeploymentRecord, Store, WriteBatch};
@@ -29,7 +29,14 @@ struct Shared {
     /// Rows that metrics of earlier plans flushed when they stopped, with
     /// the plan their indices refer to; written before anything else.
     retired: Vec<(Arc<CompiledPlan>, BTreeMap<String, Output>)>,
-    store: Box<dyn Store + Send>,
+    /// Shared with the writer thread, which holds it while it writes; every
+    /// other use waits for the writer first (see [`Shared::store`]).
+    store: Arc<Mutex<Box<dyn Store + Send>>>,
+    /// Writes flushes in the background.
+    writer: StoreWriter,
+    /// A background flush that ended while the store was wanted for
+    /// something else, waiting for [`Shared::finish_writer`].
+    written: Option<(Taken, FlushResult)>,
     settings: Settings,
     partitions: BTreeMap<Key, Partition>,
     /// Assigned partitions, with the rebalance count at their assignment:
@@ -41,7 +48,8 @@ struct Shared {
     pending: BTreeMap<String, Output>,
     pending_messages: u64,
     committed: BTreeMap<Key, i64>,
-    dead_letters: Option<DeadLetterProducer>,
+    dead_letters: Option<Arc<DeadLetterProducer>>,
+    /// When the last flush was taken.
     last_flush: Instant,
     /// When retention was last enforced.
     last_sweep: Instant,
@@ -56,6 +64,84 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 enum FlushError {
     Store(store::Error),
     DeadLetters(String),
+}
+
+type FlushResult = std::result::Result<FlushReport, FlushError>;
+
+/// The thread that writes flushes in the background ([`Shared::start_writer`]).
+struct StoreWriter {
+    jobs: Sender<Taken>,
+    outcomes: Receiver<(Taken, FlushResult)>,
+    /// Whether a flush was sent and its outcome not yet received.
+    is_busy: bool,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StoreWriter {
+    fn spawn(
+        store: Arc<Mutex<Box<dyn Store + Send>>>,
+        dead_letters: Option<Arc<DeadLetterProducer>>,
+    ) -> std::io::Result<Self> {
+        let (jobs, taken) = mpsc::channel::<Taken>();
+        let (outcome, outcomes) = mpsc::channel();
+        let thread = std::thread::Builder::new().name("store-writer".into()).spawn(move || {
+            // Ends when the consumer is dropped (both channels close with it).
+            for taken in taken {
+                let written = taken.write(&mut **lock(&store), dead_letters.as_deref());
+                if outcome.send((taken, written)).is_err() {
+                    break;
+                }
+            }
+        })?;
+        Ok(StoreWriter { jobs, outcomes, is_busy: false, thread: Some(thread) })
+    }
+
+    /// Hands a flush to the thread (it must not be busy); gives it back if
+    /// the thread is gone.
+    fn send(&mut self, taken: Taken) -> std::result::Result<(), Taken> {
+        self.jobs.send(taken).map_err(|mpsc::SendError(taken)| taken)?;
+        self.is_busy = true;
+        Ok(())
+    }
+
+    /// The outcome of the flush handed over: `None` if there is none, or
+    /// if it is still being written and `wait` is false.
+    fn outcome(&mut self, wait: bool) -> Option<(Taken, FlushResult)> {
+        if !self.is_busy {
+            return None;
+        }
+        let received = if wait {
+            self.outcomes.recv().ok()
+        } else {
+            match self.outcomes.try_recv() {
+                Ok(outcome) => Some(outcome),
+                Err(mpsc::TryRecvError::Empty) => return None,
+                Err(mpsc::TryRecvError::Disconnected) => None,
+            }
+        };
+        self.is_busy = false;
+        match received {
+            Some(outcome) => Some(outcome),
+            // The thread took the flush and ended without an answer: it
+            // panicked. Its rows are gone, so going on could commit past
+            // them: fail as loudly as a write in the loop would have.
+            None => match self.thread.take().map(std::thread::JoinHandle::join) {
+                Some(Err(panic)) => std::panic::resume_unwind(panic),
+                _ => unreachable!("the store writer answers every flush it takes while the consumer lives"),
+            },
+        }
+    }
+}
+
+impl Drop for StoreWriter {
+    /// Ends the thread (closing its channel) and waits for it, so that the
+    /// store is closed when the consumer is.
+    fn drop(&mut self) {
+        drop(std::mem::replace(&mut self.jobs, mpsc::channel().0));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl std::fmt::Display for FlushError {
@@ -84,9 +170,9 @@ struct Polled<'c> {
 /// Most messages gathered into one batch.
 const MAX_BATCH: usize = 4096;
 
-fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock leaves state we can still flush: recover it.
-    shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn now_ms() -> i64 {
@@ -148,14 +234,17 @@ impl Shared {
     fn restore(&mut self, key: &Key) {
         let mut delay = self.settings.retry_initial;
         loop {
-            let restored = self.store.checkpoint(&key.0, key.1).and_then(|checkpoint| match checkpoint {
-                None => Ok(Partition::new(self.plan.clone(), key.1)),
+            let plan = Arc::clone(&self.plan);
+            let store = self.store();
+            let restored = store.checkpoint(&key.0, key.1).and_then(|checkpoint| match checkpoint {
+                None => Ok(Partition::new(plan, key.1)),
                 Some(c) => {
-                    let tiers = self.store.open_tier_rows(&self.plan.plan, &c)?;
+                    let tiers = store.open_tier_rows(&plan.plan, &c)?;
                     info!(topic = %key.0, partition = key.1, replay_offset = c.replay_offset, next_offset = c.next_offset, "Restored partition state.");
-                    Ok(Partition::restore(self.plan.clone(), &c, tiers))
+                    Ok(Partition::restore(plan, &c, tiers))
                 }
             });
+            drop(store);
             match restored {
                 Ok(partition) => {
                     self.partitions.insert(key.clone(), partition);
@@ -175,18 +264,8 @@ impl Shared {
     /// partitions spread over the worker threads. Messages of partitions
     /// taken away (or handed back) since they were polled are dropped: they
     /// were not committed, so their owner reads them again.
-    ///
-    /// With `flush_beside`, what was pending before the batch is flushed
-    /// meanwhile: written on another thread while the workers run (the
-    /// store write would otherwise leave them waiting), then its replay
-    /// points are committed. Nothing of the batch is in that flush.
-    fn process_batch(
-        &mut self,
-        batch: &[Polled<'_>],
-        flush_beside: Option<&BaseConsumer<Context>>,
-    ) -> std::result::Result<(), FlushError> {
+    fn process_batch(&mut self, batch: &[Polled<'_>]) {
         let _span = tracing::debug_span!("batch", messages = batch.len()).entered();
-        let taken = flush_beside.map(|_| self.take_pending());
         let now = now_ms();
         let mut groups: Vec<(Key, Vec<&BorrowedMessage<'_>>)> = Vec::new();
         for polled in batch {
@@ -224,27 +303,33 @@ impl Shared {
                 bin.1.push(job);
             }
         }
-        let (store, dead_letters) = (self.store.as_mut(), self.dead_letters.as_ref());
-        let (done, written) = std::thread::scope(|scope| {
-            let writer = taken.as_ref().map(|taken| scope.spawn(move || taken.write(store, dead_letters)));
-            let done: Vec<Vec<Job<'_>>> = if bins.len() == 1 {
-                bins.into_iter().map(|(_, jobs)| run_jobs(jobs, now)).collect()
-            } else {
+        let done: Vec<Vec<Job<'_>>> = if bins.len() == 1 {
+            bins.into_iter().map(|(_, jobs)| run_jobs(jobs, now)).collect()
+        } else {
+            std::thread::scope(|scope| {
                 let handles: Vec<_> =
                     bins.into_iter().map(|(_, jobs)| scope.spawn(move || run_jobs(jobs, now))).collect();
-                handles.into_iter().map(join).collect()
-            };
-            (done, writer.map(join))
-        });
+                handles.into_iter().map(join_scoped).collect()
+            })
+        };
         for job in done.into_iter().flatten() {
             let pending = self.pending.entry(job.topic.to_string()).or_default();
             pending.rows.extend(job.out.rows);
             pending.dead_letters.extend(job.out.dead_letters);
         }
-        match (flush_beside, taken, written) {
-            (Some(consumer), Some(taken), Some(written)) => self.finish_flush(taken, written, consumer),
-            _ => Ok(()), // No flush beside this batch.
+    }
+
+    /// Completes the background flush once it has ended, and starts the
+    /// next when one is due. While the writer is still busy, consuming goes
+    /// on until another flush's worth of messages (`flush_messages`) is
+    /// pending, then waits for it: the store sets the pace.
+    fn flush_in_background(&mut self, consumer: &BaseConsumer<Context>) -> std::result::Result<(), FlushError> {
+        let must_wait = self.pending_messages >= self.settings.flush_messages as u64;
+        self.finish_writer(consumer, must_wait)?;
+        if self.is_due() {
+            self.start_writer();
         }
+        Ok(())
     }
 
     fn is_due(&self) -> bool {
@@ -262,12 +347,56 @@ impl Shared {
     }
 
     /// Dead letters to Kafka, then rows + dead letters + checkpoints to the
-    /// store in one batch per topic, then replay points to Kafka.
+    /// store in one batch per topic, then replay points to Kafka; the
+    /// background flush first, if one is under way.
     fn flush(&mut self, consumer: &BaseConsumer<Context>) -> std::result::Result<(), FlushError> {
+        self.finish_writer(consumer, true)?;
         let taken = self.take_pending();
         let _span = tracing::info_span!("flush", messages = taken.messages).entered();
-        let written = taken.write(self.store.as_mut(), self.dead_letters.as_ref());
+        let written = taken.write(&mut **lock(&self.store), self.dead_letters.as_deref());
         self.finish_flush(taken, written, consumer)
+    }
+
+    /// Flushes in the background: the writer thread writes the store while
+    /// the loop goes on consuming, and [`Shared::finish_writer`] commits the
+    /// replay points once it is done. Starts nothing while a background
+    /// flush is under way or unfinished: its outcome decides what comes next.
+    fn start_writer(&mut self) {
+        if self.writer.is_busy || self.written.is_some() {
+            return;
+        }
+        let taken = self.take_pending();
+        // The thread can only be gone after a panic, which the next wait for it resumes.
+        if let Err(taken) = self.writer.send(taken) {
+            let written = taken.write(&mut **lock(&self.store), self.dead_letters.as_deref());
+            self.written = Some((taken, written));
+        }
+    }
+
+    /// Waits for the background flush, if any; its outcome waits in
+    /// `written` for [`Shared::finish_writer`].
+    fn await_writer(&mut self) {
+        if let Some(outcome) = self.writer.outcome(true) {
+            self.written = Some(outcome);
+        }
+    }
+
+    /// Completes the background flush if it has ended (or, with `wait`,
+    /// once it has): see [`Shared::finish_flush`].
+    fn finish_writer(&mut self, consumer: &BaseConsumer<Context>, wait: bool) -> std::result::Result<(), FlushError> {
+        if let Some(outcome) = self.writer.outcome(wait) {
+            self.written = Some(outcome);
+        }
+        match self.written.take() {
+            Some((taken, written)) => self.finish_flush(taken, written, consumer),
+            None => Ok(()),
+        }
+    }
+
+    /// The store, once no background flush is using it.
+    fn store(&mut self) -> MutexGuard<'_, Box<dyn Store + Send>> {
+        self.await_writer();
+        lock(&self.store)
     }
 
     /// Takes everything not yet written, with the checkpoints and replay
@@ -285,6 +414,7 @@ impl Shared {
                 }
             }
         }
+        self.last_flush = Instant::now();
         Taken {
             plan: Arc::clone(&self.plan),
             retired: std::mem::take(&mut self.retired),
@@ -301,7 +431,7 @@ impl Shared {
     fn finish_flush(
         &mut self,
         taken: Taken,
-        written: std::result::Result<FlushReport, FlushError>,
+        written: FlushResult,
         consumer: &BaseConsumer<Context>,
     ) -> std::result::Result<(), FlushError> {
         let mut report = match written {
@@ -318,7 +448,6 @@ impl Shared {
                 return Err(error);
             }
         };
-        self.last_flush = Instant::now();
         let partitions: Vec<(&str, &Partition)> = self.partitions.iter().map(|((t, _), p)| (t.as_str(), p)).collect();
         let rows: Vec<(&str, &engine::Row)> =
             taken.outputs.iter().flat_map(|(t, out)| out.rows.iter().map(move |r| (t.as_str(), r))).collect();
@@ -354,7 +483,7 @@ impl Shared {
     /// nothing pending refers to the old plan). Returns what changed, or
     /// why the plan cannot run here.
     fn switch(&mut self, plan: &Arc<CompiledPlan>, version: Option<u64>) -> std::result::Result<MetricChanges, String> {
-        self.store.setup(&plan.plan).map_err(|e| format!("the store cannot hold the plan: {e}"))?;
+        self.store().setup(&plan.plan).map_err(|e| format!("the store cannot hold the plan: {e}"))?;
         let old = Arc::clone(&self.plan);
         let changes = MetricChanges::between(Some(&old.plan), &plan.plan);
         let mut retired: BTreeMap<String, Output> = BTreeMap::new();
@@ -388,7 +517,7 @@ impl Shared {
             plan_hash: self.plan.plan.hash.clone(),
             detail,
         };
-        if let Err(error) = self.store.record_deployment(&record) {
+        if let Err(error) = self.store().record_deployment(&record) {
             warn!(error = %error, version, "Cannot record the deployment in the store.");
         }
     }
@@ -399,7 +528,8 @@ impl Shared {
     fn sweep(&mut self) {
         self.last_sweep = Instant::now();
         let Some(now) = self.partitions.values().filter_map(Partition::max_event_time).max() else { return };
-        match self.store.sweep(&self.plan.plan, now) {
+        self.await_writer();
+        match lock(&self.store).sweep(&self.plan.plan, now) {
             Ok(0) => {}
             Ok(deleted) => info!(deleted, "Deleted rows past their retention."),
             Err(error) => warn!(error = %error, "Retention sweep failed; will retry."),
@@ -458,13 +588,9 @@ struct Taken {
 
 impl Taken {
     /// Dead letters to Kafka, then rows + dead letters + checkpoints to the
-    /// store in one batch per topic. Only I/O: it may run beside the
-    /// workers while they process the next batch.
-    fn write(
-        &self,
-        store: &mut (dyn Store + Send),
-        dead_letters: Option<&DeadLetterProducer>,
-    ) -> std::result::Result<FlushReport, FlushError> {
+    /// store in one batch per topic. Only I/O and nothing of the loop's
+    /// state: the writer thread runs it while the loop goes on.
+    fn write(&self, store: &mut (dyn Store + Send), dead_letters: Option<&DeadLetterProducer>) -> FlushResult {
         let started = Instant::now();
         let mut report = FlushReport { messages: self.messages, ..Default::default() };
         let mut count_rows = |plan: &CompiledPlan, rows: &[engine::Row]| {
@@ -518,7 +644,7 @@ struct Job<'a> {
 
 /// Waits for a scoped thread. Neither the engine (it does not panic on
 /// input) nor a store write should panic; if one did, fail as loudly as inline.
-fn join<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
+fn join_scoped<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
     handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
@@ -582,12 +708,14 @@ impl Consumer {
         }
         let dead_letters = match &settings.dead_letter_topic {
             Some(topic) => {
-                Some(DeadLetterProducer::new(&config_for_producer(&settings), topic).map_err(|source| {
+                Some(Arc::new(DeadLetterProducer::new(&config_for_producer(&settings), topic).map_err(|source| {
                     Error::Kafka { context: "cannot create the dead-letter producer".into(), source }
-                })?)
+                })?))
             }
             None => None,
         };
+        let store = Arc::new(Mutex::new(store));
+        let writer = StoreWriter::spawn(Arc::clone(&store), dead_letters.clone()).map_err(Error::Thread)?;
         let rebalances = Arc::new(AtomicU64::new(0));
         let shared = Arc::new(Mutex::new(Shared {
             assigned: BTreeMap::new(),
@@ -596,6 +724,8 @@ impl Consumer {
             plan_version: None,
             retired: Vec::new(),
             store,
+            writer,
+            written: None,
             settings: settings.clone(),
             partitions: BTreeMap::new(),
             pending: BTreeMap::new(),
@@ -747,22 +877,18 @@ impl Consumer {
                     }
                 }
             }
-            // A flush that is due runs beside the batch; without a batch, on its own.
-            let mut is_due = lock(&self.shared).is_due();
             if !batch.is_empty() {
-                let flushed = lock(&self.shared).process_batch(&batch, is_due.then_some(&*self.consumer));
-                drop(batch);
-                // A failed flush is back in front of what is pending: retry it all, paused.
-                if let Err(error) = &flushed {
-                    warn!(error = %error, "Flush beside the batch failed; retrying.");
-                }
-                is_due = flushed.is_err();
+                lock(&self.shared).process_batch(&batch);
             }
+            drop(batch);
             if last_idle_check.elapsed() >= Duration::from_secs(1) {
                 lock(&self.shared).advance_idle();
                 last_idle_check = Instant::now();
             }
-            if is_due {
+            // A failed flush is back in front of what is pending: retry it all, paused.
+            let flushed = lock(&self.shared).flush_in_background(&self.consumer);
+            if let Err(error) = flushed {
+                warn!(error = %error, "Background flush failed; retrying.");
                 self.flush_until_done(shutdown)?;
             }
             self.apply_updates(shutdown)?;
@@ -820,8 +946,7 @@ impl Consumer {
                 if let Some(Ok(message)) = self.consumer.poll(Duration::from_millis(20)) {
                     let mut one = Vec::with_capacity(1);
                     self.push(&mut one, message);
-                    // No flush beside it: this loop is retrying the flush.
-                    let _ = lock(&self.shared).process_batch(&one, None);
+                    lock(&self.shared).process_batch(&one);
                 }
             }
             delay = (delay * 2).min(self.settings.retry_max);

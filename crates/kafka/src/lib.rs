@@ -44,6 +44,9 @@ pub enum Error {
     /// The store failed in a way retrying cannot fix.
     #[error("store")]
     Store(#[source] store::Error),
+    /// A thread could not be started.
+    #[error("cannot start the store writer thread")]
+    Thread(#[source] std::io::Error),
     /// The control topic cannot be used.
     #[error("{0}")]
     Control(String),

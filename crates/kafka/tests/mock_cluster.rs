@@ -114,12 +114,23 @@ struct Recorder {
     messages: AtomicU64,
     store_failures: AtomicU64,
     commits: Mutex<Vec<(String, i32, i64)>>,
+    /// With a store's durable replay points: commits found ahead of them.
+    durable: Option<Durable>,
+    early_commits: AtomicU64,
 }
+
+/// Per partition, the highest replay point a store has durably written.
+type Durable = Arc<Mutex<std::collections::BTreeMap<i32, i64>>>;
 
 impl Observer for Recorder {
     fn flushed(&self, report: &FlushReport) {
         self.messages.fetch_add(report.messages, Ordering::SeqCst);
         self.commits.lock().expect("lock").extend(report.committed.iter().cloned());
+        if let Some(durable) = &self.durable {
+            let durable = durable.lock().expect("lock");
+            let early = report.committed.iter().filter(|(_, p, replay)| durable.get(p).is_none_or(|d| replay > d));
+            self.early_commits.fetch_add(early.count() as u64, Ordering::SeqCst);
+        }
     }
     fn status(&self, status: &kafka::Status) {
         self.assigned.store(status.partitions.len() as u64, Ordering::SeqCst);
@@ -136,17 +147,21 @@ impl Observer for Recorder {
 }
 
 /// A SQLite store that fails every write while `is_down` is set, and
-/// every second write with `fails_every_other`.
+/// every second write with `fails_every_other`; each write takes at least
+/// `write_time`.
 struct FlakyStore {
     inner: SqliteStore,
     is_down: Arc<AtomicBool>,
     failed_writes: Arc<AtomicU64>,
     fails_every_other: bool,
+    write_time: Duration,
     writes: u64,
     /// The consumer's thread (it sets the schema up), and failed writes made
-    /// on another one: flushes that ran beside a batch.
+    /// on another one: background flushes.
     consumer_thread: Option<std::thread::ThreadId>,
-    failed_beside: Arc<AtomicU64>,
+    failed_in_background: Arc<AtomicU64>,
+    /// The replay points of the checkpoints written.
+    durable: Durable,
 }
 
 impl FlakyStore {
@@ -156,9 +171,11 @@ impl FlakyStore {
             is_down,
             failed_writes: Arc::default(),
             fails_every_other: false,
+            write_time: Duration::ZERO,
             writes: 0,
             consumer_thread: None,
-            failed_beside: Arc::default(),
+            failed_in_background: Arc::default(),
+            durable: Durable::default(),
         }
     }
 }
@@ -170,14 +187,21 @@ impl Store for FlakyStore {
     }
     fn write(&mut self, plan: &dsl::Plan, batch: &WriteBatch<'_>) -> store::Result<()> {
         self.writes += 1;
+        std::thread::sleep(self.write_time);
         if self.is_down.load(Ordering::SeqCst) || (self.fails_every_other && self.writes.is_multiple_of(2)) {
             self.failed_writes.fetch_add(1, Ordering::SeqCst);
             if self.consumer_thread.is_some_and(|id| id != std::thread::current().id()) {
-                self.failed_beside.fetch_add(1, Ordering::SeqCst);
+                self.failed_in_background.fetch_add(1, Ordering::SeqCst);
             }
             return Err(store::Error::Unavailable("injected outage".into()));
         }
-        self.inner.write(plan, batch)
+        self.inner.write(plan, batch)?;
+        let mut durable = self.durable.lock().expect("lock");
+        for checkpoint in batch.checkpoints {
+            let replay = durable.entry(checkpoint.partition).or_insert(checkpoint.replay_offset);
+            *replay = (*replay).max(checkpoint.replay_offset);
+        }
+        Ok(())
     }
     fn checkpoint(&self, topic: &str, partition: i32) -> store::Result<Option<engine::Checkpoint>> {
         self.inner.checkpoint(topic, partition)
@@ -395,27 +419,31 @@ fn rows_equal_a_direct_run_through_rebalance_store_outage_and_broker_errors() {
     assert_eq!(positions.len(), dead.len(), "every dead letter is on the dead-letter topic");
 }
 
-/// A flush that runs beside a batch and fails goes back in front of what
-/// the batch added and is written with it later: nothing is lost or counted
-/// twice. Every second write fails, so after the first success every first
-/// attempt of a flush fails (many of them beside a batch) and its retry,
-/// on the consumer thread, succeeds.
+/// A background flush that fails goes back in front of what was consumed
+/// while it was written, and is written with it later: nothing is lost or
+/// counted twice. Every second write fails, so after the first success
+/// every first attempt of a flush fails (in the background) and its retry,
+/// on the consumer thread, succeeds. Writes are slow, so batches go on
+/// while the writer is busy; no replay point is committed before the
+/// checkpoint holding it is written.
 #[test]
-fn flushes_failing_beside_a_batch_lose_and_double_nothing() {
+fn background_flushes_that_fail_or_lag_lose_double_and_commit_nothing_early() {
     let cluster = MockCluster::new(1).expect("mock cluster");
     cluster.create_topic(TOPIC, PARTITIONS, 1).expect("topic");
     let brokers = cluster.bootstrap_servers();
     let plan = plan();
     let all = events(6000, 11);
     produce(&brokers, &all);
-    let db = temp_db("beside");
+    let db = temp_db("background");
     let path = db.to_str().expect("utf-8").to_string();
     let mut store = FlakyStore::new(&path, Arc::default());
     store.fails_every_other = true;
-    let failed_beside = store.failed_beside.clone();
+    store.write_time = Duration::from_millis(15);
+    let failed_in_background = store.failed_in_background.clone();
     let positions = Positions::default();
-    let recorder = Arc::new(Recorder { positions: positions.clone(), ..Default::default() });
-    // Small, frequent flushes, so that most batches have one beside them.
+    let recorder =
+        Arc::new(Recorder { positions: positions.clone(), durable: Some(store.durable.clone()), ..Default::default() });
+    // Small, frequent flushes, so that batches keep coming while one is written.
     let settings = Settings { flush_interval: Duration::from_millis(20), flush_messages: 300, ..settings(&brokers) };
     let member = start(settings, plan.clone(), Box::new(store), recorder.clone());
     wait_for("everything", Duration::from_secs(90), || {
@@ -424,7 +452,9 @@ fn flushes_failing_beside_a_batch_lose_and_double_nothing() {
             .all(|p| positions.get(&p).copied().unwrap_or(0) >= all.iter().filter(|(q, _)| *q == p).count() as i64)
     });
     member.stop();
-    assert!(failed_beside.load(Ordering::SeqCst) > 0, "no flush failed beside a batch");
+    assert!(failed_in_background.load(Ordering::SeqCst) > 0, "no flush failed in the background");
+    assert!(!recorder.commits.lock().expect("lock").is_empty());
+    assert_eq!(recorder.early_commits.load(Ordering::SeqCst), 0, "replay points committed before they were written");
 
     let stored = SqliteStore::open(&path).expect("reopen");
     let expected = reference(&plan, &all);
