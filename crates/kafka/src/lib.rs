@@ -70,8 +70,9 @@ pub struct Settings {
     pub librdkafka: Vec<(String, String)>,
     /// Longest time between flushes.
     pub flush_interval: Duration,
-    /// Messages that make a flush due; it runs beside the next batch, so at
-    /// most one batch more is pending.
+    /// Messages that make a flush due. Flushes are written in the
+    /// background; once this many more are pending while one is being
+    /// written, consuming waits for it.
     pub flush_messages: usize,
     /// An idle partition's event time advances by processing time after this long.
     pub idle_timeout: Duration,
@@ -125,9 +126,9 @@ pub trait Observer: Send + Sync {
     fn flushed(&self, _report: &FlushReport) {}
     /// After a flush made them durable, for live exports: every assigned
     /// partition with its topic, and the rows emitted since the previous
-    /// flush with theirs, all under `plan`. A flush that ran beside a batch
-    /// shows the partitions after that batch (their open windows may be a
-    /// batch ahead of the rows). Called with the consumer's state locked:
+    /// flush with theirs, all under `plan`. The partitions are as they are
+    /// when the flush ends: written in the background, it may be several
+    /// batches behind them (their open windows ahead of the rows). Called with the consumer's state locked:
     /// keep it short.
     fn flushed_state(
         &self,
