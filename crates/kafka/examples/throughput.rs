@@ -110,8 +110,9 @@ struct Progress {
 struct Flushed {
     messages: u64,
     rows: u64,
-    /// When the first flush ended, and the messages it held.
+    /// When the first flush with messages ended, and the messages it held.
     first: Option<(Instant, u64)>,
+    /// When the latest flush with messages ended.
     last: Option<Instant>,
 }
 
@@ -120,11 +121,13 @@ impl Observer for Progress {
         let mut flushed = self.flushed.lock().expect("lock");
         flushed.messages += report.messages;
         flushed.rows += report.rows_by_metric.values().sum::<u64>();
-        let now = Instant::now();
-        if report.messages > 0 && flushed.first.is_none() {
-            flushed.first = Some((now, flushed.messages));
+        // Flushes without messages (none follow the last one here) move no window end.
+        if report.messages > 0 {
+            let now = Instant::now();
+            let messages = flushed.messages;
+            flushed.first.get_or_insert((now, messages));
+            flushed.last = Some(now);
         }
-        flushed.last = Some(now);
     }
 }
 
