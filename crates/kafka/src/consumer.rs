@@ -105,19 +105,16 @@ impl StoreWriter {
     }
 
     /// The outcome of the flush handed over: `None` if there is none, or
-    /// if it is still being written and `wait` is false.
-    fn outcome(&mut self, wait: bool) -> Option<(Taken, FlushResult)> {
+    /// if it is still being written after waiting up to `wait`
+    /// (`Duration::MAX`: until it is done).
+    fn outcome(&mut self, wait: Duration) -> Option<(Taken, FlushResult)> {
         if !self.is_busy {
             return None;
         }
-        let received = if wait {
-            self.outcomes.recv().ok()
-        } else {
-            match self.outcomes.try_recv() {
-                Ok(outcome) => Some(outcome),
-                Err(mpsc::TryRecvError::Empty) => return None,
-                Err(mpsc::TryRecvError::Disconnected) => None,
-            }
+        let received = match self.outcomes.recv_timeout(wait) {
+            Ok(outcome) => Some(outcome),
+            Err(mpsc::RecvTimeoutError::Timeout) => return None,
+            Err(mpsc::RecvTimeoutError::Disconnected) => None,
         };
         self.is_busy = false;
         match received {
@@ -169,6 +166,12 @@ struct Polled<'c> {
 
 /// Most messages gathered into one batch.
 const MAX_BATCH: usize = 4096;
+
+/// How long the loop waits for a busy store writer before it serves
+/// librdkafka again: rebalances must not wait for a slow store, and a
+/// consumer that stops polling for `max.poll.interval.ms` loses its
+/// partitions.
+const WRITER_WAIT_SLICE: Duration = Duration::from_millis(100);
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock leaves state we can still flush: recover it.
@@ -322,14 +325,18 @@ impl Shared {
     /// Completes the background flush once it has ended, and starts the
     /// next when one is due. While the writer is still busy, consuming goes
     /// on until another flush's worth of messages (`flush_messages`) is
-    /// pending, then waits for it: the store sets the pace.
-    fn flush_in_background(&mut self, consumer: &BaseConsumer<Context>) -> std::result::Result<(), FlushError> {
+    /// pending, then waits for it: the store sets the pace. `Ok(false)`:
+    /// still waiting after [`WRITER_WAIT_SLICE`]; serve librdkafka and call again.
+    fn flush_in_background(&mut self, consumer: &BaseConsumer<Context>) -> std::result::Result<bool, FlushError> {
         let must_wait = self.pending_messages >= self.settings.flush_messages as u64;
-        self.finish_writer(consumer, must_wait)?;
+        self.finish_writer(consumer, if must_wait { WRITER_WAIT_SLICE } else { Duration::ZERO })?;
+        if self.writer.is_busy {
+            return Ok(!must_wait);
+        }
         if self.is_due() {
             self.start_writer();
         }
-        Ok(())
+        Ok(true)
     }
 
     fn is_due(&self) -> bool {
@@ -350,7 +357,7 @@ impl Shared {
     /// store in one batch per topic, then replay points to Kafka; the
     /// background flush first, if one is under way.
     fn flush(&mut self, consumer: &BaseConsumer<Context>) -> std::result::Result<(), FlushError> {
-        self.finish_writer(consumer, true)?;
+        self.finish_writer(consumer, Duration::MAX)?;
         let taken = self.take_pending();
         let _span = tracing::info_span!("flush", messages = taken.messages).entered();
         let written = taken.write(&mut **lock(&self.store), self.dead_letters.as_deref());
@@ -376,14 +383,18 @@ impl Shared {
     /// Waits for the background flush, if any; its outcome waits in
     /// `written` for [`Shared::finish_writer`].
     fn await_writer(&mut self) {
-        if let Some(outcome) = self.writer.outcome(true) {
+        if let Some(outcome) = self.writer.outcome(Duration::MAX) {
             self.written = Some(outcome);
         }
     }
 
-    /// Completes the background flush if it has ended (or, with `wait`,
-    /// once it has): see [`Shared::finish_flush`].
-    fn finish_writer(&mut self, consumer: &BaseConsumer<Context>, wait: bool) -> std::result::Result<(), FlushError> {
+    /// Completes the background flush if it ends within `wait`: see
+    /// [`Shared::finish_flush`].
+    fn finish_writer(
+        &mut self,
+        consumer: &BaseConsumer<Context>,
+        wait: Duration,
+    ) -> std::result::Result<(), FlushError> {
         if let Some(outcome) = self.writer.outcome(wait) {
             self.written = Some(outcome);
         }
@@ -886,8 +897,7 @@ impl Consumer {
                 last_idle_check = Instant::now();
             }
             // A failed flush is back in front of what is pending: retry it all, paused.
-            let flushed = lock(&self.shared).flush_in_background(&self.consumer);
-            if let Err(error) = flushed {
+            if let Err(error) = self.flush_in_background() {
                 warn!(error = %error, "Background flush failed; retrying.");
                 self.flush_until_done(shutdown)?;
             }
@@ -903,6 +913,27 @@ impl Consumer {
         }
         info!("Left the group.");
         Ok(())
+    }
+
+    /// [`Shared::flush_in_background`], serving librdkafka while it waits
+    /// for the writer.
+    fn flush_in_background(&self) -> std::result::Result<(), FlushError> {
+        while !lock(&self.shared).flush_in_background(&self.consumer)? {
+            self.serve(Duration::ZERO);
+        }
+        Ok(())
+    }
+
+    /// Polls the main queue once, waiting up to `timeout`: it serves
+    /// callbacks (rebalances) and counts as the application polling. A
+    /// message it returns (from a partition without its own queue yet) is
+    /// processed, never dropped.
+    fn serve(&self, timeout: Duration) {
+        if let Some(Ok(message)) = self.consumer.poll(timeout) {
+            let mut one = Vec::with_capacity(1);
+            self.push(&mut one, message);
+            lock(&self.shared).process_batch(&one);
+        }
     }
 
     /// Flushes, retrying with backoff while paused; messages that still arrive
@@ -943,11 +974,7 @@ impl Consumer {
             // Keep polling while waiting: it serves rebalances and heartbeats.
             let until = Instant::now() + jitter(delay, attempt);
             while Instant::now() < until {
-                if let Some(Ok(message)) = self.consumer.poll(Duration::from_millis(20)) {
-                    let mut one = Vec::with_capacity(1);
-                    self.push(&mut one, message);
-                    lock(&self.shared).process_batch(&one);
-                }
+                self.serve(Duration::from_millis(20));
             }
             delay = (delay * 2).min(self.settings.retry_max);
         }

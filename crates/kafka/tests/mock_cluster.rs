@@ -117,6 +117,8 @@ struct Recorder {
     /// With a store's durable replay points: commits found ahead of them.
     durable: Option<Durable>,
     early_commits: AtomicU64,
+    /// Times the assignment went from some partitions to none.
+    revocations: AtomicU64,
 }
 
 /// Per partition, the highest replay point a store has durably written.
@@ -133,7 +135,10 @@ impl Observer for Recorder {
         }
     }
     fn status(&self, status: &kafka::Status) {
-        self.assigned.store(status.partitions.len() as u64, Ordering::SeqCst);
+        let before = self.assigned.swap(status.partitions.len() as u64, Ordering::SeqCst);
+        if before > 0 && status.partitions.is_empty() {
+            self.revocations.fetch_add(1, Ordering::SeqCst);
+        }
         let mut positions = self.positions.lock().expect("lock");
         for p in &status.partitions {
             let next = p.next_offset.unwrap_or(0);
@@ -466,6 +471,46 @@ fn background_flushes_that_fail_or_lag_lose_double_and_commit_nothing_early() {
         stored.dead_letters(TOPIC).expect("dead letters").len(),
         expected.dead_letters(TOPIC).expect("dead letters").len()
     );
+}
+
+/// A store write that takes longer than `max.poll.interval.ms`: the loop
+/// keeps serving librdkafka while it waits for the writer, so the group
+/// does not take the partitions away from a consumer that is merely slow.
+#[test]
+fn a_write_slower_than_the_poll_interval_keeps_the_assignment() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic(TOPIC, PARTITIONS, 1).expect("topic");
+    let brokers = cluster.bootstrap_servers();
+    let plan = plan();
+    let all = events(1500, 13);
+    produce(&brokers, &all);
+    let db = temp_db("slow-writer");
+    let path = db.to_str().expect("utf-8").to_string();
+    let mut store = FlakyStore::new(&path, Arc::default());
+    store.write_time = Duration::from_millis(4000);
+    let positions = Positions::default();
+    let recorder = Arc::new(Recorder { positions: positions.clone(), ..Default::default() });
+    // The mock cluster's group needs a session of 3 s to form at all.
+    let librdkafka =
+        [("session.timeout.ms", "3000"), ("heartbeat.interval.ms", "200"), ("max.poll.interval.ms", "3000")];
+    let librdkafka = librdkafka.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let settings = Settings { flush_messages: 500, librdkafka, ..settings(&brokers) };
+    let member = start(settings, plan.clone(), Box::new(store), recorder.clone());
+    wait_for("everything", Duration::from_secs(90), || {
+        let positions = positions.lock().expect("lock");
+        (0..PARTITIONS)
+            .all(|p| positions.get(&p).copied().unwrap_or(0) >= all.iter().filter(|(q, _)| *q == p).count() as i64)
+    });
+    wait_for("the last flush", Duration::from_secs(30), || {
+        recorder.messages.load(Ordering::SeqCst) >= all.len() as u64
+    });
+    let revocations = recorder.revocations.load(Ordering::SeqCst);
+    member.stop();
+    assert_eq!(revocations, 0, "the group took the partitions away while a write was under way");
+
+    let stored = SqliteStore::open(&path).expect("reopen");
+    let (got, want) = (dump(&plan.plan, &stored), dump(&plan.plan, &reference(&plan, &all)));
+    assert!(got == want, "first difference: {:?}", got.iter().zip(&want).find(|(a, b)| a != b));
 }
 
 /// Test pipelines for the live deploy: `kept` is in both versions, `changed`
