@@ -41,6 +41,7 @@ impl SqliteStore {
              PRAGMA busy_timeout = 5000;
              PRAGMA cache_size = -65536;
              PRAGMA wal_autocheckpoint = 16384;
+             PRAGMA journal_size_limit = 67108864;
              CREATE TABLE IF NOT EXISTS stream_checkpoints (
                topic TEXT NOT NULL, partition INTEGER NOT NULL,
                replay_offset INTEGER NOT NULL, next_offset INTEGER NOT NULL, max_event_time INTEGER,

@@ -216,6 +216,7 @@ fn sqlite_connection_settings() {
     assert_eq!(pragma("synchronous"), "1", "NORMAL");
     assert_eq!(pragma("wal_autocheckpoint"), "16384");
     assert_eq!(pragma("cache_size"), "-65536");
+    assert_eq!(pragma("journal_size_limit"), "67108864");
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);
 }
