@@ -28,7 +28,9 @@ pub mod window;
 
 pub use decode::Reason;
 pub use eval::MessageMeta;
-pub use partition::{Checkpoint, DeadLetter, Message, MetricStart, Output, Partition, PartitionStats, Row};
+pub use partition::{
+    drop_superseded, Checkpoint, DeadLetter, Message, MetricStart, Output, Partition, PartitionStats, Row,
+};
 pub use value::KeyVal;
 
 use decode::Decoder;

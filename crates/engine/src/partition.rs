@@ -51,6 +51,44 @@ pub struct Row {
     pub included_through: Option<i64>,
 }
 
+/// Leaves out of `rows` (in emission order) every tier row that a later
+/// row of the same tier window and series replaces, keeping the order of
+/// the rest: a tier row is emitted again each time a base window merges
+/// into it, and written in order only the last one would remain anyway.
+///
+/// A tier window's rows all share its key (one allocation per series), so
+/// two rows are of the same series when their keys are the same
+/// allocation; equal keys held apart (a tier window rebuilt after a
+/// restore) are both kept, in order, which is still correct.
+pub fn drop_superseded(rows: &mut Vec<Row>) {
+    let tier_rows = rows.iter().filter(|row| row.tier > 0).count();
+    if tier_rows < 2 {
+        return;
+    }
+    let mut seen: ahash::AHashSet<(usize, usize, i64, i32, *const KeyVal)> = ahash::AHashSet::with_capacity(tier_rows);
+    // From the end, so the row kept of each series is its last one.
+    let mut is_latest: Vec<bool> = rows
+        .iter()
+        .rev()
+        .map(|row| {
+            row.tier == 0
+                || seen.insert((
+                    row.metric,
+                    row.tier,
+                    row.window_start,
+                    row.partition,
+                    Arc::as_ptr(&row.keys).cast::<KeyVal>(),
+                ))
+        })
+        .collect();
+    if is_latest.iter().all(|&latest| latest) {
+        return;
+    }
+    is_latest.reverse();
+    let mut latest = is_latest.into_iter();
+    rows.retain(|_| latest.next().unwrap_or(true));
+}
+
 /// A message that could not be used, with the original bytes.
 #[derive(Debug, Clone)]
 pub struct DeadLetter {
@@ -532,7 +570,7 @@ impl Partition {
                 if tier_window.series.is_empty() {
                     tier_window.series.reserve(series.len());
                 }
-                for (s, (key, states)) in series.keys.iter().zip(&series.states).enumerate() {
+                for (s, states) in series.states.iter().enumerate() {
                     let (i, is_new) = tier_window.series.insert_closed(&series, s);
                     if is_new {
                         // Merged into nothing, the tier's states are the window's: share them.
@@ -549,7 +587,9 @@ impl Partition {
                         tier: t,
                         window_start: tier_start,
                         partition: self.partition,
-                        keys: Arc::clone(key),
+                        // The tier window's own key (equal to `key`), the same
+                        // each time this row is emitted: see `drop_superseded`.
+                        keys: Arc::clone(&tier_window.series.keys[i]),
                         states: Arc::clone(&tier_window.states[i]),
                         included_through: Some(end),
                     });
@@ -591,5 +631,35 @@ impl Partition {
             payload: message.payload.to_vec(),
             key: message.meta.key.map(<[u8]>::to_vec),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tier_row(keys: &Arc<[KeyVal]>, included_through: i64) -> Row {
+        Row {
+            metric: 0,
+            tier: 1,
+            window_start: 0,
+            partition: 0,
+            keys: Arc::clone(keys),
+            states: Arc::from(Vec::new()),
+            included_through: Some(included_through),
+        }
+    }
+
+    /// Equal keys held in two allocations (a tier window rebuilt after a
+    /// restore) are not recognised as one series: both stay, and the last
+    /// row written must still be the newest.
+    #[test]
+    fn the_newest_row_of_a_series_is_written_last_even_when_its_key_is_held_twice() {
+        let (first, second): (Arc<[KeyVal]>, Arc<[KeyVal]>) =
+            (Arc::from(vec![KeyVal::Int(7)]), Arc::from(vec![KeyVal::Int(7)]));
+        let mut rows = vec![tier_row(&first, 1), tier_row(&second, 2), tier_row(&first, 3)];
+        drop_superseded(&mut rows);
+        let kept: Vec<Option<i64>> = rows.iter().map(|r| r.included_through).collect();
+        assert_eq!(kept, [Some(2), Some(3)]);
     }
 }

@@ -913,6 +913,34 @@ proptest! {
     }
 
     #[test]
+    fn leaving_out_superseded_tier_rows_changes_no_stored_row(
+        msgs in arb_msgs(200, 5),
+        parts in 1usize..=3,
+        assign in prop::collection::vec(0usize..4, 1..64),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..6),
+    ) {
+        for (p, log) in split(&msgs, &assign, parts).iter().enumerate() {
+            let whole = run(plan(), p as i32, log);
+            // Written in flushes cut at random points, each without its superseded rows.
+            let mut ends: Vec<usize> = cuts.iter().map(|i| i.index(whole.emitted.len() + 1)).collect();
+            ends.push(whole.emitted.len());
+            ends.sort_unstable();
+            let (mut store, mut start) = (Store::default(), 0);
+            for end in ends {
+                let mut flush = whole.emitted[start..end].to_vec();
+                engine::drop_superseded(&mut flush);
+                let ids: Vec<RowId> =
+                    flush.iter().map(|r| (r.metric, r.tier, r.window_start, r.partition, r.keys.to_vec())).collect();
+                let unique: std::collections::BTreeSet<&RowId> = ids.iter().collect();
+                prop_assert_eq!(unique.len(), ids.len(), "a flush still writes a row twice");
+                store.apply(&flush);
+                start = end;
+            }
+            prop_assert_eq!(store.finished(), whole.store.finished());
+        }
+    }
+
+    #[test]
     fn cardinality_overflow_goes_to_other_and_conserves_counts(
         msgs in arb_msgs(200, 8),
         parts in 1usize..=3,

@@ -157,6 +157,11 @@ fn pipeline(brokers: &str, topic: &str, events: usize, db: &str) {
         flush_interval: Duration::from_millis(10),
         // `WORKERS=1` measures the single-threaded path against the default (one per core).
         workers: std::env::var("WORKERS").ok().and_then(|w| w.parse().ok()).unwrap_or(Settings::default().workers),
+        // `FLUSH_MESSAGES=100000` measures larger flushes against the default.
+        flush_messages: std::env::var("FLUSH_MESSAGES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(Settings::default().flush_messages),
         ..Default::default()
     };
     let stop = Arc::new(AtomicBool::new(false));

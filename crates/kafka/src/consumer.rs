@@ -426,6 +426,9 @@ impl Shared {
             }
         }
         self.last_flush = Instant::now();
+        for out in self.pending.values_mut() {
+            engine::drop_superseded(&mut out.rows);
+        }
         Taken {
             plan: Arc::clone(&self.plan),
             retired: std::mem::take(&mut self.retired),

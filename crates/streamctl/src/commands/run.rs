@@ -60,7 +60,8 @@ pub fn run(_global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let progress = Progress::new();
     let mut lines = 0u64;
-    let mut rows_written = 0u64;
+    // Per metric, rows written (a tier row superseded within a flush is not).
+    let mut rows_written = vec![0u64; plan.plan.metrics.len()];
     loop {
         line.clear();
         let read = reader.read_until(b'\n', &mut line).context("cannot read the input")?;
@@ -83,20 +84,20 @@ pub fn run(_global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
         offsets[p] += 1;
         partitions[p].process(&Message { payload: &line, meta }, 0, &mut out);
         if lines.is_multiple_of(args.batch as u64) {
-            rows_written += flush(store.as_mut(), &plan.plan, &topic, &partitions, &mut out)?;
+            flush(store.as_mut(), &plan.plan, &topic, &partitions, &mut out, &mut rows_written)?;
             progress.show(lines, started);
         }
     }
     for p in &mut partitions {
         p.close_all(&mut out);
     }
-    rows_written += flush(store.as_mut(), &plan.plan, &topic, &partitions, &mut out)?;
+    flush(store.as_mut(), &plan.plan, &topic, &partitions, &mut out, &mut rows_written)?;
     // Retention is measured against the data's own time, so replaying old files keeps their rows.
     if let Some(now) = partitions.iter().filter_map(Partition::max_event_time).max() {
         store.sweep(&plan.plan, now)?;
     }
     progress.clear();
-    let summary = summarise(&plan.plan, &partitions, lines, rows_written, started.elapsed());
+    let summary = summarise(&plan.plan, &partitions, lines, &rows_written, started.elapsed());
     print_summary(&summary);
     if let Some(path) = &args.summary_json {
         std::fs::write(path, serde_json::to_string_pretty(&summary)? + "\n")
@@ -105,23 +106,26 @@ pub fn run(_global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Writes what the partitions produced, with their checkpoints.
+/// Writes what the partitions produced, with their checkpoints, and
+/// counts the rows written into `rows_written` (per metric).
 fn flush(
     store: &mut dyn Store,
     plan: &dsl::Plan,
     topic: &str,
     partitions: &[Partition],
     out: &mut Output,
-) -> anyhow::Result<u64> {
+    rows_written: &mut [u64],
+) -> anyhow::Result<()> {
     let checkpoints: Vec<_> = partitions.iter().filter_map(Partition::checkpoint).collect();
+    engine::drop_superseded(&mut out.rows);
     store.write(
         plan,
         &WriteBatch { topic, rows: &out.rows, dead_letters: &out.dead_letters, checkpoints: &checkpoints },
     )?;
-    let written = out.rows.len() as u64;
+    out.rows.iter().for_each(|row| rows_written[row.metric] += 1);
     out.rows.clear();
     out.dead_letters.clear();
-    Ok(written)
+    Ok(())
 }
 
 /// The partition for a line: a stable hash of its `key` field (partition 0 when absent).
@@ -154,7 +158,13 @@ struct MetricSummary {
     rows: u64,
 }
 
-fn summarise(plan: &dsl::Plan, partitions: &[Partition], lines: u64, rows_written: u64, elapsed: Duration) -> Summary {
+fn summarise(
+    plan: &dsl::Plan,
+    partitions: &[Partition],
+    lines: u64,
+    rows_written: &[u64],
+    elapsed: Duration,
+) -> Summary {
     let mut by_reason = std::collections::BTreeMap::new();
     for reason in Reason::ALL {
         let n: u64 = partitions.iter().map(|p| p.stats().dead_letters_for(reason)).sum();
@@ -176,7 +186,7 @@ fn summarise(plan: &dsl::Plan, partitions: &[Partition], lines: u64, rows_writte
                 late: sum(|s| s.late),
                 overflow: sum(|s| s.overflow),
                 windows_closed: sum(|s| s.windows_closed),
-                rows: sum(|s| s.rows),
+                rows: rows_written[i],
             }
         })
         .collect();
@@ -186,7 +196,7 @@ fn summarise(plan: &dsl::Plan, partitions: &[Partition], lines: u64, rows_writte
         dead_letters: by_reason.values().sum(),
         late_events: by_reason.get("late").copied().unwrap_or(0),
         dead_letters_by_reason: by_reason,
-        rows_written,
+        rows_written: rows_written.iter().sum(),
         elapsed_s,
         events_per_s: if elapsed_s > 0.0 { lines as f64 / elapsed_s } else { 0.0 },
         metrics,
