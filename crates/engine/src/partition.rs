@@ -67,7 +67,7 @@ pub fn drop_superseded(rows: &mut Vec<Row>) {
     }
     let mut seen: ahash::AHashSet<(usize, usize, i64, i32, *const KeyVal)> = ahash::AHashSet::with_capacity(tier_rows);
     // From the end, so the row kept of each series is its last one.
-    let mut is_latest: Vec<bool> = rows
+    let is_latest: Vec<bool> = rows
         .iter()
         .rev()
         .map(|row| {
@@ -81,11 +81,7 @@ pub fn drop_superseded(rows: &mut Vec<Row>) {
                 ))
         })
         .collect();
-    if is_latest.iter().all(|&latest| latest) {
-        return;
-    }
-    is_latest.reverse();
-    let mut latest = is_latest.into_iter();
+    let mut latest = is_latest.into_iter().rev();
     rows.retain(|_| latest.next().unwrap_or(true));
 }
 
