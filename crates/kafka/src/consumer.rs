@@ -273,13 +273,14 @@ impl Shared {
         let mut groups: Vec<(Key, Vec<&BorrowedMessage<'_>>)> = Vec::new();
         for polled in batch {
             let (topic, partition) = (polled.message.topic(), polled.message.partition());
+            // Partition numbers first: cheaper than the topic names, and they mostly differ.
             let is_ours =
-                |(k, assigned_at): (&Key, &u64)| k.0 == topic && k.1 == partition && *assigned_at <= polled.rebalances;
+                |(k, assigned_at): (&Key, &u64)| k.1 == partition && k.0 == topic && *assigned_at <= polled.rebalances;
             if !self.assigned.iter().any(is_ours) {
                 debug!(topic, partition, "Dropped a message polled before a rebalance.");
                 continue;
             }
-            match groups.iter_mut().find(|(k, _)| k.0 == topic && k.1 == partition) {
+            match groups.iter_mut().find(|(k, _)| k.1 == partition && k.0 == topic) {
                 Some((_, messages)) => messages.push(&polled.message),
                 None => groups.push(((topic.to_string(), partition), vec![&polled.message])),
             }
@@ -673,7 +674,8 @@ fn run_jobs(mut jobs: Vec<Job<'_>>, now_ms: i64) -> Vec<Job<'_>> {
                 })
                 .unwrap_or_default();
             let meta = MessageMeta {
-                topic: message.topic(),
+                // The job's: `topic()` would convert the C string again per message.
+                topic: job.topic,
                 partition: message.partition(),
                 offset: message.offset(),
                 key: message.key(),
