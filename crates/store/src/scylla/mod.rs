@@ -312,15 +312,7 @@ impl ScyllaStore {
 
     async fn write_async(&self, plan: &dsl::Plan, batch: &WriteBatch<'_>) -> Result<()> {
         let ks = &self.config.keyspace;
-        // Group rows by Scylla partition: (metric, tier, series, bucket).
-        let mut groups: BTreeMap<(usize, usize, String, i64), Vec<Values>> = BTreeMap::new();
-        for row in batch.rows {
-            let metric = &plan.metrics[row.metric];
-            let series = series_id(&row.keys);
-            let bucket = schema::bucket_of(row.window_start, metric.tiers[row.tier].width_ms);
-            let values = row_values(metric, row, &series, bucket);
-            groups.entry((row.metric, row.tier, series, bucket)).or_default().push(values);
-        }
+        let groups = group_rows(plan, batch.rows);
         let mut statements: HashMap<(usize, usize), PreparedStatement> = HashMap::new();
         for &(m, t, _, _) in groups.keys() {
             if let std::collections::hash_map::Entry::Vacant(e) = statements.entry((m, t)) {
@@ -342,6 +334,7 @@ impl ScyllaStore {
         for ((m, t, _, _), rows) in groups {
             let statement = &statements[&(m, t)];
             let table = table_name(&plan.metrics[m], t);
+            let rows: Vec<Values> = rows.into_values().collect();
             for chunk in rows.chunks(MAX_BATCH) {
                 requests.push(Request::Rows { statement, table: table.clone(), rows: chunk.to_vec() });
             }
@@ -648,6 +641,31 @@ pub fn to_cql(v: &KeyVal, kind: ColumnKind) -> Option<CqlValue> {
     })
 }
 
+/// Grouped rows: by Scylla partition, then by window start and source partition.
+pub type RowGroups = BTreeMap<(usize, usize, String, i64), BTreeMap<(i64, i32), Values>>;
+
+/// The rows by Scylla partition (metric, tier, series, bucket), each
+/// partition's by window start and source partition, holding the last
+/// version of each row: the statements of a batch share one write
+/// timestamp, and at equal timestamps Scylla keeps the larger value, not
+/// the later one; batches of one partition may also run concurrently. A
+/// caller that wrote a row twice in one batch (a tier row emitted again
+/// as windows merge into it) must still find its latest version stored.
+pub fn group_rows(plan: &dsl::Plan, rows: &[Row]) -> RowGroups {
+    let mut groups = RowGroups::new();
+    for row in rows {
+        let metric = &plan.metrics[row.metric];
+        let series = series_id(&row.keys);
+        let bucket = schema::bucket_of(row.window_start, metric.tiers[row.tier].width_ms);
+        let values = row_values(metric, row, &series, bucket);
+        groups
+            .entry((row.metric, row.tier, series, bucket))
+            .or_default()
+            .insert((row.window_start, row.partition), values);
+    }
+    groups
+}
+
 /// The bind values of one row for [`schema::upsert`].
 pub fn row_values(metric: &dsl::plan::MetricPlan, row: &Row, series: &str, bucket: i64) -> Vec<Option<CqlValue>> {
     let columns = schema::data_columns(metric);
@@ -867,6 +885,37 @@ mod tests {
         assert_eq!(c.keyspace, "metrics");
         assert_eq!(c.consistency, Consistency::LocalQuorum);
         assert_eq!(ScyllaConfig::parse("scylla").keyspace, "streams");
+    }
+
+    /// A tier row written twice in one batch: only its last version is
+    /// sent (at one write timestamp Scylla would keep the larger value).
+    #[test]
+    fn a_row_written_twice_in_a_batch_is_sent_once_in_its_last_version() {
+        let compiled = dsl::compile_str(
+            "t.stream",
+            "version 1\n\nsource s from kafka \"t\" format json {\n  ts: timestamp event_time,\n  k: string,\n}\n\n\
+             metric m from s\n  group by k\n  compute count() as c\n  window 1m\n  rollup 1h keep 1d\n",
+        );
+        assert!(compiled.plan.is_some(), "{}", compiled.render_diagnostics());
+        let plan = compiled.plan.expect("checked above");
+        let row = |partition: i32, included_through: i64| Row {
+            metric: 0,
+            tier: 1,
+            window_start: 3_600_000,
+            partition,
+            keys: vec![KeyVal::Str("gmail".into())].into(),
+            states: plan.metrics[0].aggregates.iter().map(AggState::new).collect(),
+            included_through: Some(included_through),
+        };
+        let rows = [row(0, 3_660_000), row(1, 3_660_000), row(0, 3_720_000)];
+        let groups = group_rows(&plan, &rows);
+        assert_eq!(groups.len(), 1, "one series, one bucket");
+        let sent: Vec<(i32, Option<CqlValue>)> = groups
+            .values()
+            .flat_map(|rows| rows.iter().map(|((_, partition), values)| (*partition, values.last().cloned().flatten())))
+            .collect();
+        let at = |ms| Some(CqlValue::Timestamp(CqlTimestamp(ms)));
+        assert_eq!(sent, [(0, at(3_720_000)), (1, at(3_660_000))]);
     }
 
     #[test]
