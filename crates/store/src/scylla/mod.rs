@@ -57,13 +57,14 @@ use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::errors::{ExecutionError, PagerExecutionError, PrepareError, RequestAttemptError};
 use scylla::frame::response::result::{ColumnSpec, TableSpec};
+use scylla::policies::timestamp_generator::MonotonicTimestampGenerator;
 use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::Consistency;
 use scylla::value::{CqlTimestamp, CqlValue};
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Largest number of statements in one unlogged batch.
@@ -200,16 +201,8 @@ impl ScyllaStore {
             .enable_all()
             .build()
             .map_err(scylla_err("cannot start the driver runtime", false))?;
-        let profile = ExecutionProfile::builder()
-            .consistency(config.consistency)
-            .request_timeout(Some(config.request_timeout))
-            .build()
-            .into_handle();
-        let session = block(
-            &runtime,
-            SessionBuilder::new().known_nodes(&config.nodes).default_execution_profile_handle(profile).build(),
-        )
-        .map_err(scylla_err(format!("cannot connect to {}", config.nodes.join(",")), true))?;
+        let session = block(&runtime, session_builder(&config).build())
+            .map_err(scylla_err(format!("cannot connect to {}", config.nodes.join(",")), true))?;
         let store = ScyllaStore { runtime, session, config, prepared: Mutex::new(HashMap::new()) };
         store.block(async {
             let ks = &store.config.keyspace;
@@ -641,6 +634,23 @@ pub fn to_cql(v: &KeyVal, kind: ColumnKind) -> Option<CqlValue> {
     })
 }
 
+/// The driver session's settings. Write timestamps come from this client
+/// and only ever grow (the driver's monotonic generator), so a row written
+/// by a later flush replaces the earlier version whatever the clocks of
+/// the coordinators that receive the two writes (by default each
+/// coordinator stamps a write with its own clock).
+pub fn session_builder(config: &ScyllaConfig) -> SessionBuilder {
+    let profile = ExecutionProfile::builder()
+        .consistency(config.consistency)
+        .request_timeout(Some(config.request_timeout))
+        .build()
+        .into_handle();
+    SessionBuilder::new()
+        .known_nodes(&config.nodes)
+        .default_execution_profile_handle(profile)
+        .timestamp_generator(Arc::new(MonotonicTimestampGenerator::new()))
+}
+
 /// Grouped rows: by Scylla partition, then by window start and source partition.
 pub type RowGroups = BTreeMap<(usize, usize, String, i64), BTreeMap<(i64, i32), Values>>;
 
@@ -876,6 +886,14 @@ mod tests {
             assert!(!is_transient(&e), "{e}");
             assert!(!exec_err("x")(e).is_retryable());
         }
+    }
+
+    #[test]
+    fn write_timestamps_are_the_clients_own_and_only_grow() {
+        let builder = session_builder(&ScyllaConfig::parse("scylla"));
+        let generator = builder.config.timestamp_generator.expect("a client-side timestamp generator");
+        let stamps: Vec<i64> = (0..1000).map(|_| generator.next_timestamp()).collect();
+        assert!(stamps.windows(2).all(|w| w[0] < w[1]), "timestamps must strictly grow");
     }
 
     #[test]
