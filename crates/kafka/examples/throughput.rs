@@ -99,6 +99,11 @@ fn consume(brokers: &str, topic: &str, events: usize) {
     );
 }
 
+/// The number in environment variable `name`, else `default`.
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
 /// What the consumer has made durable: messages whose rows are written and
 /// whose replay points are committed.
 #[derive(Default)]
@@ -156,12 +161,9 @@ fn pipeline(brokers: &str, topic: &str, events: usize, db: &str) {
         // (each flush, a SQLite transaction and an offset commit, is inside the measured window).
         flush_interval: Duration::from_millis(10),
         // `WORKERS=1` measures the single-threaded path against the default (one per core).
-        workers: std::env::var("WORKERS").ok().and_then(|w| w.parse().ok()).unwrap_or(Settings::default().workers),
+        workers: env_or("WORKERS", Settings::default().workers),
         // `FLUSH_MESSAGES=100000` measures larger flushes against the default.
-        flush_messages: std::env::var("FLUSH_MESSAGES")
-            .ok()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(Settings::default().flush_messages),
+        flush_messages: env_or("FLUSH_MESSAGES", Settings::default().flush_messages),
         ..Default::default()
     };
     let stop = Arc::new(AtomicBool::new(false));

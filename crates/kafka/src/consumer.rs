@@ -543,8 +543,8 @@ impl Shared {
     fn sweep(&mut self) {
         self.last_sweep = Instant::now();
         let Some(now) = self.partitions.values().filter_map(Partition::max_event_time).max() else { return };
-        self.await_writer();
-        match lock(&self.store).sweep(&self.plan.plan, now) {
+        let plan = Arc::clone(&self.plan);
+        match self.store().sweep(&plan.plan, now) {
             Ok(0) => {}
             Ok(deleted) => info!(deleted, "Deleted rows past their retention."),
             Err(error) => warn!(error = %error, "Retention sweep failed; will retry."),
@@ -657,8 +657,8 @@ struct Job<'a> {
     out: Output,
 }
 
-/// Waits for a scoped thread. Neither the engine (it does not panic on
-/// input) nor a store write should panic; if one did, fail as loudly as inline.
+/// Waits for a worker thread. The engine does not panic on input; if a
+/// worker did, fail as loudly as inline.
 fn join_scoped<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
     handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }

@@ -128,8 +128,8 @@ pub trait Observer: Send + Sync {
     /// partition with its topic, and the rows emitted since the previous
     /// flush with theirs, all under `plan`. The partitions are as they are
     /// when the flush ends: written in the background, it may be several
-    /// batches behind them (their open windows ahead of the rows). Called with the consumer's state locked:
-    /// keep it short.
+    /// batches behind them (their open windows ahead of the rows). Called
+    /// with the consumer's state locked: keep it short.
     fn flushed_state(
         &self,
         _plan: &engine::CompiledPlan,

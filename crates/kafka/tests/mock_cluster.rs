@@ -6,7 +6,7 @@ use engine::{CompiledPlan, EngineConfig, Message, MessageMeta, Output, Partition
 use kafka::{FlushReport, Observer, Settings};
 use rdkafka::config::ClientConfig;
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord, DefaultProducerContext, Producer};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -48,6 +48,22 @@ fn produce(brokers: &str, events: &[(i32, String)]) {
         }
     }
     producer.flush(Duration::from_secs(30)).expect("flush");
+}
+
+/// A one-broker mock cluster holding `events` in the source topic, and its bootstrap servers.
+fn cluster_with(events: &[(i32, String)]) -> (MockCluster<'static, DefaultProducerContext>, String) {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic(TOPIC, PARTITIONS, 1).expect("topic");
+    let brokers = cluster.bootstrap_servers();
+    produce(&brokers, events);
+    (cluster, brokers)
+}
+
+/// Whether the members' reported positions cover every one of `events`.
+fn has_all(positions: &Positions, events: &[(i32, String)]) -> bool {
+    let positions = positions.lock().expect("lock");
+    (0..PARTITIONS)
+        .all(|p| positions.get(&p).copied().unwrap_or(0) >= events.iter().filter(|(q, _)| *q == p).count() as i64)
 }
 
 /// The engine run directly over each partition's messages in order: the rows
@@ -318,11 +334,7 @@ fn rows_equal_a_direct_run_through_rebalance_store_outage_and_broker_errors() {
     let positions = Positions::default();
     let recorder = Arc::new(Recorder { positions: positions.clone(), ..Default::default() });
     // Processed through the end of `n` produced messages, in every partition.
-    let processed = |n: usize| {
-        let positions = positions.lock().expect("lock");
-        (0..PARTITIONS)
-            .all(|p| positions.get(&p).copied().unwrap_or(0) >= all[..n].iter().filter(|(q, _)| *q == p).count() as i64)
-    };
+    let processed = |n: usize| has_all(&positions, &all[..n]);
     let store = FlakyStore::new(&path, is_down.clone());
     let failed_writes = store.failed_writes.clone();
 
@@ -433,12 +445,9 @@ fn rows_equal_a_direct_run_through_rebalance_store_outage_and_broker_errors() {
 /// checkpoint holding it is written.
 #[test]
 fn background_flushes_that_fail_or_lag_lose_double_and_commit_nothing_early() {
-    let cluster = MockCluster::new(1).expect("mock cluster");
-    cluster.create_topic(TOPIC, PARTITIONS, 1).expect("topic");
-    let brokers = cluster.bootstrap_servers();
     let plan = plan();
     let all = events(6000, 11);
-    produce(&brokers, &all);
+    let (_cluster, brokers) = cluster_with(&all);
     let db = temp_db("background");
     let path = db.to_str().expect("utf-8").to_string();
     let mut store = FlakyStore::new(&path, Arc::default());
@@ -451,11 +460,7 @@ fn background_flushes_that_fail_or_lag_lose_double_and_commit_nothing_early() {
     // Small, frequent flushes, so that batches keep coming while one is written.
     let settings = Settings { flush_interval: Duration::from_millis(20), flush_messages: 300, ..settings(&brokers) };
     let member = start(settings, plan.clone(), Box::new(store), recorder.clone());
-    wait_for("everything", Duration::from_secs(90), || {
-        let positions = positions.lock().expect("lock");
-        (0..PARTITIONS)
-            .all(|p| positions.get(&p).copied().unwrap_or(0) >= all.iter().filter(|(q, _)| *q == p).count() as i64)
-    });
+    wait_for("everything", Duration::from_secs(90), || has_all(&positions, &all));
     member.stop();
     assert!(failed_in_background.load(Ordering::SeqCst) > 0, "no flush failed in the background");
     assert!(!recorder.commits.lock().expect("lock").is_empty());
@@ -478,12 +483,9 @@ fn background_flushes_that_fail_or_lag_lose_double_and_commit_nothing_early() {
 /// does not take the partitions away from a consumer that is merely slow.
 #[test]
 fn a_write_slower_than_the_poll_interval_keeps_the_assignment() {
-    let cluster = MockCluster::new(1).expect("mock cluster");
-    cluster.create_topic(TOPIC, PARTITIONS, 1).expect("topic");
-    let brokers = cluster.bootstrap_servers();
     let plan = plan();
     let all = events(1500, 13);
-    produce(&brokers, &all);
+    let (_cluster, brokers) = cluster_with(&all);
     let db = temp_db("slow-writer");
     let path = db.to_str().expect("utf-8").to_string();
     let mut store = FlakyStore::new(&path, Arc::default());
@@ -496,11 +498,7 @@ fn a_write_slower_than_the_poll_interval_keeps_the_assignment() {
     let librdkafka = librdkafka.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     let settings = Settings { flush_messages: 500, librdkafka, ..settings(&brokers) };
     let member = start(settings, plan.clone(), Box::new(store), recorder.clone());
-    wait_for("everything", Duration::from_secs(90), || {
-        let positions = positions.lock().expect("lock");
-        (0..PARTITIONS)
-            .all(|p| positions.get(&p).copied().unwrap_or(0) >= all.iter().filter(|(q, _)| *q == p).count() as i64)
-    });
+    wait_for("everything", Duration::from_secs(90), || has_all(&positions, &all));
     wait_for("the last flush", Duration::from_secs(30), || {
         recorder.messages.load(Ordering::SeqCst) >= all.len() as u64
     });
@@ -627,11 +625,7 @@ fn a_live_deploy_keeps_unchanged_metrics_and_starts_new_ones_at_the_switch() {
     });
 
     let positions = recorder.inner.positions.clone();
-    let processed = |n: usize| {
-        let positions = positions.lock().expect("lock");
-        (0..PARTITIONS)
-            .all(|p| positions.get(&p).copied().unwrap_or(0) >= all[..n].iter().filter(|(q, _)| *q == p).count() as i64)
-    };
+    let processed = |n: usize| has_all(&positions, &all[..n]);
     // A steady stream: the deploy lands while messages keep arriving.
     let producer_events = all.clone();
     let producer_brokers = brokers.clone();
