@@ -34,7 +34,7 @@ pub use partition::{
 pub use value::KeyVal;
 
 use decode::Decoder;
-use dsl::plan::{AggregateFn, Expr};
+use dsl::plan::{AggregateFn, Expr, Function};
 use dsl::Plan;
 use eval::{ClassifierRuntime, Prepared, RegexCache, TextSlots};
 
@@ -83,6 +83,9 @@ pub struct CompiledPlan {
     text_slots: Vec<TextSlots>,
     /// The most `group by` keys of any metric.
     max_keys: usize,
+    /// Whether an expression calls `header()`: if none does, callers need
+    /// not gather a message's headers (librdkafka parses them on request).
+    reads_headers: bool,
 }
 
 /// A metric's per-event expressions, prepared (see [`Prepared`]).
@@ -150,18 +153,25 @@ impl CompiledPlan {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let mut regexes = RegexCache::default();
-        let exprs = plan
-            .metrics
-            .iter()
-            .flat_map(|m| {
-                m.filter
-                    .iter()
-                    .chain(m.keys.iter().map(|k| &k.expr))
-                    .chain(m.aggregates.iter().filter_map(|a| a.arg.as_ref()))
-            })
-            .chain(plan.classifiers.iter().flat_map(|c| c.rules.iter().map(|r| &r.condition)))
-            .chain(plan.sources.iter().flat_map(|s| s.classifications.iter().flat_map(|c| c.args.iter())));
-        regexes.add_all(exprs).map_err(Error::Regex)?;
+        let exprs = || {
+            plan.metrics
+                .iter()
+                .flat_map(|m| {
+                    m.filter
+                        .iter()
+                        .chain(m.keys.iter().map(|k| &k.expr))
+                        .chain(m.aggregates.iter().filter_map(|a| a.arg.as_ref()))
+                })
+                .chain(plan.classifiers.iter().flat_map(|c| c.rules.iter().map(|r| &r.condition)))
+                .chain(plan.sources.iter().flat_map(|s| s.classifications.iter().flat_map(|c| c.args.iter())))
+        };
+        regexes.add_all(exprs()).map_err(Error::Regex)?;
+        let mut reads_headers = false;
+        for expr in exprs() {
+            expr.walk(&mut |e| {
+                reads_headers |= matches!(e, Expr::Call { function: Function::Header, .. });
+            });
+        }
         let metrics_by_source = (0..plan.sources.len())
             .map(|s| plan.metrics.iter().enumerate().filter(|(_, m)| m.source == s).map(|(i, _)| i).collect())
             .collect();
@@ -194,7 +204,23 @@ impl CompiledPlan {
             })
             .collect();
         let max_keys = plan.metrics.iter().map(|m| m.keys.len()).max().unwrap_or(0);
-        Ok(CompiledPlan { plan, decoders, classifiers, regexes, metrics_by_source, prepared, text_slots, max_keys })
+        Ok(CompiledPlan {
+            plan,
+            decoders,
+            classifiers,
+            regexes,
+            metrics_by_source,
+            prepared,
+            text_slots,
+            max_keys,
+            reads_headers,
+        })
+    }
+
+    /// Whether any expression reads a message header (`header(name)`):
+    /// if not, [`MessageMeta::headers`] may be left empty.
+    pub fn reads_headers(&self) -> bool {
+        self.reads_headers
     }
 
     /// Of metric `metric`, the (follower, leader) pairs of quantiles sharing

@@ -666,13 +666,16 @@ fn join_scoped<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
 /// Runs each job's messages through its partition, in offset order.
 fn run_jobs(mut jobs: Vec<Job<'_>>, now_ms: i64) -> Vec<Job<'_>> {
     for job in &mut jobs {
+        // librdkafka parses a message's headers when asked for them: only
+        // when some expression reads one.
+        let reads_headers = job.partition.plan().reads_headers();
         for message in job.messages {
-            let headers: Vec<(&str, &[u8])> = message
-                .headers()
-                .map(|h| {
+            let headers: Vec<(&str, &[u8])> = match reads_headers.then(|| message.headers()).flatten() {
+                Some(h) => {
                     (0..h.count()).filter_map(|i| h.try_get(i)).map(|h| (h.key, h.value.unwrap_or_default())).collect()
-                })
-                .unwrap_or_default();
+                }
+                None => Vec::new(),
+            };
             let meta = MessageMeta {
                 // The job's: `topic()` would convert the C string again per message.
                 topic: job.topic,

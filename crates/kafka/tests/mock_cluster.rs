@@ -74,19 +74,31 @@ fn reference(plan: &Arc<CompiledPlan>, events: &[(i32, String)]) -> SqliteStore 
 
 /// [`reference`] over each partition's messages from offset `from(partition)` on.
 fn reference_from(plan: &Arc<CompiledPlan>, events: &[(i32, String)], from: impl Fn(i32) -> i64) -> SqliteStore {
+    reference_with_headers(plan, events, from, |_| Vec::new())
+}
+
+/// [`reference_from`], event `i` of `events` with headers `headers(i)`.
+fn reference_with_headers(
+    plan: &Arc<CompiledPlan>,
+    events: &[(i32, String)],
+    from: impl Fn(i32) -> i64,
+    headers: impl Fn(usize) -> Vec<(&'static str, &'static [u8])>,
+) -> SqliteStore {
     let mut store = SqliteStore::open(":memory:").expect("store");
     store.setup(&plan.plan).expect("setup");
     let mut out = Output::default();
     for p in 0..PARTITIONS {
         let mut partition = Partition::new(plan.clone(), p);
-        for (offset, (_, line)) in events.iter().filter(|(q, _)| *q == p).enumerate().skip(from(p) as usize) {
+        let mine = events.iter().enumerate().filter(|(_, (q, _))| *q == p);
+        for (offset, (i, (_, line))) in mine.enumerate().skip(from(p) as usize) {
+            let headers = headers(i);
             let meta = MessageMeta {
                 topic: TOPIC,
                 partition: p,
                 offset: offset as i64,
                 key: None,
                 timestamp_ms: None,
-                headers: &[],
+                headers: &headers,
             };
             partition.process(&Message { payload: line.as_bytes(), meta }, 0, &mut out);
         }
@@ -508,6 +520,73 @@ fn a_write_slower_than_the_poll_interval_keeps_the_assignment() {
 
     let stored = SqliteStore::open(&path).expect("reopen");
     let (got, want) = (dump(&plan.plan, &stored), dump(&plan.plan, &reference(&plan, &all)));
+    assert!(got == want, "first difference: {:?}", got.iter().zip(&want).find(|(a, b)| a != b));
+}
+
+/// A pipeline that groups by a Kafka header gets each message's header
+/// through the consumer (which gathers headers only for plans that read
+/// one): its rows equal a direct run given the same headers.
+#[test]
+fn a_header_read_by_a_pipeline_reaches_it_through_the_consumer() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    let source = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../pipelines/deliveries.stream"))
+        .expect("deliveries.stream");
+    let tenants = "version 1\n\nimport \"deliveries.stream\"\n\nmetric by_tenant from deliveries\n  \
+                   group by header(\"x-tenant\") as tenant\n  compute count() as n\n  window 1m, lateness 1m\n";
+    let files = vec![("deliveries.stream".to_string(), source), ("tenants.stream".to_string(), tenants.to_string())];
+    let (bundle, _) = dsl::bundle::Bundle::build(files, 1, Default::default())
+        .unwrap_or_else(|c| panic!("{}", c.render_diagnostics()));
+    let plan = Arc::new(CompiledPlan::from_bundle(&bundle, EngineConfig::default()).expect("runnable"));
+    assert!(plan.reads_headers());
+    assert!(!self::plan().reads_headers(), "pipelines/ reads no header, so the consumer gathers none");
+    // Slow event time (2 events/s), so that windows close.
+    let config = workload::Config { seed: 17, rate_per_s: 2.0, bad_ratio: 0.01, ..Default::default() };
+    let all: Vec<(i32, String)> =
+        workload::Generator::new(config).take(1200).enumerate().map(|(i, l)| (i as i32 % PARTITIONS, l)).collect();
+    // Every third message has no tenant header; the others one of two tenants.
+    let tenant_of = |i: usize| ["acme", "globex", ""][i % 3];
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic(TOPIC, PARTITIONS, 1).expect("topic");
+    let brokers = cluster.bootstrap_servers();
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().expect("producer");
+    for (i, (partition, line)) in all.iter().enumerate() {
+        let mut headers = OwnedHeaders::new().insert(Header { key: "x-other", value: Some("1") });
+        if !tenant_of(i).is_empty() {
+            headers = headers.insert(Header { key: "x-tenant", value: Some(tenant_of(i)) });
+        }
+        let record = BaseRecord::<(), [u8]>::to(TOPIC).partition(*partition).payload(line.as_bytes()).headers(headers);
+        producer.send(record).map_err(|(e, _)| e).expect("send");
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+
+    let db = temp_db("headers");
+    let path = db.to_str().expect("utf-8").to_string();
+    let positions = Positions::default();
+    let recorder = Arc::new(Recorder { positions: positions.clone(), ..Default::default() });
+    let store = SqliteStore::open(&path).expect("store");
+    let member = start(settings(&brokers), plan.clone(), Box::new(store), recorder.clone());
+    wait_for("everything", Duration::from_secs(60), || has_all(&positions, &all));
+    member.stop();
+
+    let expected = reference_with_headers(
+        &plan,
+        &all,
+        |_| 0,
+        |i| {
+            let tenant = tenant_of(i);
+            let mut headers: Vec<(&str, &[u8])> = vec![("x-other", b"1")];
+            if !tenant.is_empty() {
+                headers.push(("x-tenant", tenant.as_bytes()));
+            }
+            headers
+        },
+    );
+    let stored = SqliteStore::open(&path).expect("reopen");
+    let (got, want) = (dump_metric(&plan.plan, &stored, "by_tenant"), dump_metric(&plan.plan, &expected, "by_tenant"));
+    for tenant in ["\"acme\"", "\"globex\"", "Null"] {
+        assert!(want.iter().any(|row| row.contains(tenant)), "no row of tenant {tenant}");
+    }
     assert!(got == want, "first difference: {:?}", got.iter().zip(&want).find(|(a, b)| a != b));
 }
 
