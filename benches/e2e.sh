@@ -25,8 +25,9 @@ pipeline=$($tool pipeline "$brokers" mta.events "$events" "$work/e2e.db")
 single=$(WORKERS=1 $tool pipeline "$brokers" mta.events "$events" "$work/e2e-single.db")
 echo "$consume"
 echo "$pipeline"
-echo "$single (one worker thread)"
-c=$(echo "$consume" | awk '{print $5}')
-p=$(echo "$pipeline" | awk '{print $5}')
-s=$(echo "$single" | awk '{print $5}')
+echo "$single" | sed 's/$/ (one worker thread)/'
+# The rates, from each run's first line (the second is its CPU time).
+c=$(echo "$consume" | awk 'NR==1 {print $5}')
+p=$(echo "$pipeline" | awk 'NR==1 {print $5}')
+s=$(echo "$single" | awk 'NR==1 {print $5}')
 python3 -c "print(f'streamd keeps {100*$p/$c:.0f}% of the consume-only rate ({$p:.0f} vs {$c:.0f} events/s); one worker thread: {100*$s/$c:.0f}% ({$s:.0f} events/s)')"

@@ -83,10 +83,14 @@ fn consume(brokers: &str, topic: &str, events: usize) {
     let mut seen = 0usize;
     let mut bytes = 0usize;
     let mut first: Option<Instant> = None;
+    let mut cpu_first = CpuTimes::default();
     let deadline = Instant::now() + Duration::from_secs(600);
     while seen < events && Instant::now() < deadline {
         if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
-            first.get_or_insert_with(Instant::now);
+            if first.is_none() {
+                first = Some(Instant::now());
+                cpu_first = CpuTimes::now();
+            }
             bytes += rdkafka::Message::payload(&message).map_or(0, <[u8]>::len);
             seen += 1;
         }
@@ -97,6 +101,8 @@ fn consume(brokers: &str, topic: &str, events: usize) {
         seen as f64 / elapsed,
         bytes as f64 / 1e6
     );
+    let (cpu, _) = CpuTimes::now().since(&cpu_first);
+    println!("consume-only cpu {cpu:.2}s {:.2} us/event ({:.2} cores)", cpu / seen as f64 * 1e6, cpu / elapsed);
 }
 
 /// The number in environment variable `name`, else `default`.
@@ -111,7 +117,7 @@ struct Progress {
     flushed: Mutex<Flushed>,
 }
 
-#[derive(Default, Clone, Copy)]
+#[derive(Default, Clone)]
 struct Flushed {
     messages: u64,
     rows: u64,
@@ -119,6 +125,47 @@ struct Flushed {
     first: Option<(Instant, u64)>,
     /// When the latest flush with messages ended.
     last: Option<Instant>,
+    /// CPU times when the first and the latest flush with messages ended.
+    cpu_first: Option<CpuTimes>,
+    cpu_last: Option<CpuTimes>,
+}
+
+/// CPU seconds (user + system) this process has used: all its threads,
+/// including those that have ended, and each live thread by its id.
+#[derive(Clone, Default)]
+struct CpuTimes {
+    process: f64,
+    threads: Vec<(String, String, f64)>,
+}
+
+impl CpuTimes {
+    /// Read from `/proc` (Linux); zeros where it cannot be read.
+    fn now() -> Self {
+        // Fields 14 and 15 of a `stat` file, in clock ticks (100 a second on Linux).
+        let seconds = |stat: &str| {
+            let after_name: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+            let ticks = |i: usize| after_name.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+            (ticks(11) + ticks(12)) / 100.0
+        };
+        let read = |path: &std::path::Path| std::fs::read_to_string(path).unwrap_or_default();
+        let threads = std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten().map(|task| {
+            let stat = read(&task.path().join("stat"));
+            let name = stat.split_once('(').and_then(|(_, rest)| rest.rsplit_once(')')).map_or("", |(name, _)| name);
+            (task.file_name().to_string_lossy().into_owned(), name.to_string(), seconds(&stat))
+        });
+        CpuTimes { threads: threads.collect(), process: seconds(&read(std::path::Path::new("/proc/self/stat"))) }
+    }
+
+    /// What was used since `earlier`: in all, and by thread name (threads
+    /// that have ended since are only in the total).
+    fn since(&self, earlier: &CpuTimes) -> (f64, std::collections::BTreeMap<String, f64>) {
+        let mut by_name = std::collections::BTreeMap::new();
+        for (id, name, now) in &self.threads {
+            let before = earlier.threads.iter().find(|(i, _, _)| i == id).map_or(0.0, |t| t.2);
+            *by_name.entry(name.clone()).or_default() += now - before;
+        }
+        (self.process - earlier.process, by_name)
+    }
 }
 
 impl Observer for Progress {
@@ -132,6 +179,9 @@ impl Observer for Progress {
             let messages = flushed.messages;
             flushed.first.get_or_insert((now, messages));
             flushed.last = Some(now);
+            let cpu = CpuTimes::now();
+            flushed.cpu_first.get_or_insert_with(|| cpu.clone());
+            flushed.cpu_last = Some(cpu);
         }
     }
 }
@@ -169,10 +219,13 @@ fn pipeline(brokers: &str, topic: &str, events: usize, db: &str) {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     let observer: Arc<dyn Observer> = progress.clone();
-    let handle = std::thread::spawn(move || kafka::run(settings, plan, Box::new(store), observer, &flag));
+    let handle = std::thread::Builder::new()
+        .name("consumer".into())
+        .spawn(move || kafka::run(settings, plan, Box::new(store), observer, &flag))
+        .expect("consumer thread");
     let deadline = Instant::now() + Duration::from_secs(600);
     let flushed = loop {
-        let flushed = *progress.flushed.lock().expect("lock");
+        let flushed = progress.flushed.lock().expect("lock").clone();
         if flushed.messages >= events as u64 || Instant::now() > deadline {
             break flushed;
         }
@@ -192,4 +245,16 @@ fn pipeline(brokers: &str, topic: &str, events: usize, db: &str) {
         measured as f64 / elapsed,
         flushed.rows
     );
+    if let (Some(first), Some(last)) = (&flushed.cpu_first, &flushed.cpu_last) {
+        let (total, by_name) = last.since(first);
+        let threads: f64 = by_name.values().sum();
+        let named = by_name.iter().filter(|(_, s)| **s > 0.0).map(|(name, s)| format!("{name} {s:.2}"));
+        println!(
+            "pipeline cpu {total:.2}s {:.2} us/event ({:.2} cores): {}, worker and ended threads {:.2}",
+            total / measured as f64 * 1e6,
+            total / elapsed,
+            named.collect::<Vec<_>>().join(", "),
+            total - threads
+        );
+    }
 }
