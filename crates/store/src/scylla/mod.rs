@@ -327,16 +327,15 @@ impl ScyllaStore {
         for ((m, t, _, _), rows) in groups {
             let statement = &statements[&(m, t)];
             let table = table_name(&plan.metrics[m], t);
-            let rows: Vec<Values> = rows.into_values().collect();
-            for chunk in rows.chunks(MAX_BATCH) {
-                requests.push(Request::Rows { statement, table: table.clone(), rows: chunk.to_vec() });
+            for chunk in in_chunks(rows.into_values(), MAX_BATCH) {
+                requests.push(Request::Rows { statement, table: table.clone(), rows: chunk });
             }
         }
         for ((m, t, _), entries) in index {
             let statement = &index_statements[&(m, t)];
             let table = schema::series_index_name(&plan.metrics[m], t);
-            for chunk in entries.chunks(MAX_BATCH) {
-                requests.push(Request::Rows { statement, table: table.clone(), rows: chunk.to_vec() });
+            for chunk in in_chunks(entries, MAX_BATCH) {
+                requests.push(Request::Rows { statement, table: table.clone(), rows: chunk });
             }
         }
         for d in batch.dead_letters {
@@ -584,6 +583,16 @@ impl RowReader<'_> {
 
 /// Bind values of one statement.
 pub type Values = Vec<Option<CqlValue>>;
+
+/// `items` in order, moved into vectors of `size` (the last one shorter):
+/// each batch owns its rows' values without copying them.
+fn in_chunks<T>(items: impl IntoIterator<Item = T>, size: usize) -> impl Iterator<Item = Vec<T>> {
+    let mut items = items.into_iter().peekable();
+    std::iter::from_fn(move || {
+        items.peek()?;
+        Some(items.by_ref().take(size.max(1)).collect())
+    })
+}
 
 type BoxedSend<'a> = std::pin::Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>;
 
@@ -856,6 +865,16 @@ mod tests {
 
     fn db(error: DbError) -> ExecutionError {
         ExecutionError::LastAttemptError(RequestAttemptError::DbError(error, "from the test".into()))
+    }
+
+    #[test]
+    fn chunks_hold_every_item_once_in_order() {
+        for (n, size) in [(0, 100), (1, 100), (100, 100), (101, 100), (250, 100), (5, 1), (3, 0)] {
+            let chunks: Vec<Vec<usize>> = in_chunks(0..n, size).collect();
+            assert_eq!(chunks.concat(), (0..n).collect::<Vec<_>>(), "{n} items in chunks of {size}");
+            assert!(chunks.iter().all(|c| !c.is_empty() && c.len() <= size.max(1)), "{n} items in chunks of {size}");
+            assert_eq!(chunks.len(), n.div_ceil(size.max(1)));
+        }
     }
 
     #[test]
