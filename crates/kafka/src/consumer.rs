@@ -670,12 +670,13 @@ fn run_jobs(mut jobs: Vec<Job<'_>>, now_ms: i64) -> Vec<Job<'_>> {
         // when some expression reads one.
         let reads_headers = job.partition.plan().reads_headers();
         for message in job.messages {
-            let headers: Vec<(&str, &[u8])> = match reads_headers.then(|| message.headers()).flatten() {
-                Some(h) => {
+            let headers: Vec<(&str, &[u8])> = reads_headers
+                .then(|| message.headers())
+                .flatten()
+                .map(|h| {
                     (0..h.count()).filter_map(|i| h.try_get(i)).map(|h| (h.key, h.value.unwrap_or_default())).collect()
-                }
-                None => Vec::new(),
-            };
+                })
+                .unwrap_or_default();
             let meta = MessageMeta {
                 // The job's: `topic()` would convert the C string again per message.
                 topic: job.topic,
