@@ -381,10 +381,10 @@ impl Shared {
         }
     }
 
-    /// Waits for the background flush, if any; its outcome waits in
-    /// `written` for [`Shared::finish_writer`].
-    fn await_writer(&mut self) {
-        if let Some(outcome) = self.writer.outcome(Duration::MAX) {
+    /// Waits up to `wait` for the background flush, if any; its outcome
+    /// waits in `written` for [`Shared::finish_writer`].
+    fn await_writer(&mut self, wait: Duration) {
+        if let Some(outcome) = self.writer.outcome(wait) {
             self.written = Some(outcome);
         }
     }
@@ -396,9 +396,7 @@ impl Shared {
         consumer: &BaseConsumer<Context>,
         wait: Duration,
     ) -> std::result::Result<(), FlushError> {
-        if let Some(outcome) = self.writer.outcome(wait) {
-            self.written = Some(outcome);
-        }
+        self.await_writer(wait);
         match self.written.take() {
             Some((taken, written)) => self.finish_flush(taken, written, consumer),
             None => Ok(()),
@@ -407,7 +405,7 @@ impl Shared {
 
     /// The store, once no background flush is using it.
     fn store(&mut self) -> MutexGuard<'_, Box<dyn Store + Send>> {
-        self.await_writer();
+        self.await_writer(Duration::MAX);
         lock(&self.store)
     }
 
