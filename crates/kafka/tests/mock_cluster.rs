@@ -60,7 +60,7 @@ fn cluster_with(events: &[(i32, String)]) -> (MockCluster<'static, DefaultProduc
 }
 
 /// Whether the members' reported positions cover every one of `events`.
-fn has_all(positions: &Positions, events: &[(i32, String)]) -> bool {
+fn has_all(positions: &OffsetPerPartition, events: &[(i32, String)]) -> bool {
     let positions = positions.lock().expect("lock");
     (0..PARTITIONS)
         .all(|p| positions.get(&p).copied().unwrap_or(0) >= events.iter().filter(|(q, _)| *q == p).count() as i64)
@@ -131,26 +131,24 @@ fn dump(plan: &dsl::Plan, store: &dyn Store) -> Vec<String> {
     lines
 }
 
-/// Highest next offset any member reported per partition.
-type Positions = Arc<Mutex<std::collections::BTreeMap<i32, i64>>>;
+/// An offset per partition, shared between threads.
+type OffsetPerPartition = Arc<Mutex<std::collections::BTreeMap<i32, i64>>>;
 
 #[derive(Default)]
 struct Recorder {
-    positions: Positions,
+    /// Highest next offset any member reported per partition.
+    positions: OffsetPerPartition,
     /// Partitions assigned at the last status.
     assigned: AtomicU64,
     messages: AtomicU64,
     store_failures: AtomicU64,
     commits: Mutex<Vec<(String, i32, i64)>>,
     /// With a store's durable replay points: commits found ahead of them.
-    durable: Option<Durable>,
+    durable: Option<OffsetPerPartition>,
     early_commits: AtomicU64,
     /// Times the assignment went from some partitions to none.
     revocations: AtomicU64,
 }
-
-/// Per partition, the highest replay point a store has durably written.
-type Durable = Arc<Mutex<std::collections::BTreeMap<i32, i64>>>;
 
 impl Observer for Recorder {
     fn flushed(&self, report: &FlushReport) {
@@ -193,8 +191,8 @@ struct FlakyStore {
     /// on another one: background flushes.
     consumer_thread: Option<std::thread::ThreadId>,
     failed_in_background: Arc<AtomicU64>,
-    /// The replay points of the checkpoints written.
-    durable: Durable,
+    /// Per partition, the highest replay point of the checkpoints written.
+    durable: OffsetPerPartition,
 }
 
 impl FlakyStore {
@@ -208,7 +206,7 @@ impl FlakyStore {
             writes: 0,
             consumer_thread: None,
             failed_in_background: Arc::default(),
-            durable: Durable::default(),
+            durable: OffsetPerPartition::default(),
         }
     }
 }
@@ -343,7 +341,7 @@ fn rows_equal_a_direct_run_through_rebalance_store_outage_and_broker_errors() {
     let db = temp_db("equal");
     let path = db.to_str().expect("utf-8").to_string();
     let is_down = Arc::new(AtomicBool::new(false));
-    let positions = Positions::default();
+    let positions = OffsetPerPartition::default();
     let recorder = Arc::new(Recorder { positions: positions.clone(), ..Default::default() });
     // Processed through the end of `n` produced messages, in every partition.
     let processed = |n: usize| has_all(&positions, &all[..n]);
@@ -466,7 +464,7 @@ fn background_flushes_that_fail_or_lag_lose_double_and_commit_nothing_early() {
     store.fails_every_other = true;
     store.write_time = Duration::from_millis(15);
     let failed_in_background = store.failed_in_background.clone();
-    let positions = Positions::default();
+    let positions = OffsetPerPartition::default();
     let recorder =
         Arc::new(Recorder { positions: positions.clone(), durable: Some(store.durable.clone()), ..Default::default() });
     // Small, frequent flushes, so that batches keep coming while one is written.
@@ -502,7 +500,7 @@ fn a_write_slower_than_the_poll_interval_keeps_the_assignment() {
     let path = db.to_str().expect("utf-8").to_string();
     let mut store = FlakyStore::new(&path, Arc::default());
     store.write_time = Duration::from_millis(4000);
-    let positions = Positions::default();
+    let positions = OffsetPerPartition::default();
     let recorder = Arc::new(Recorder { positions: positions.clone(), ..Default::default() });
     // The mock cluster's group needs a session of 3 s to form at all.
     let librdkafka =
@@ -562,7 +560,7 @@ fn a_header_read_by_a_pipeline_reaches_it_through_the_consumer() {
 
     let db = temp_db("headers");
     let path = db.to_str().expect("utf-8").to_string();
-    let positions = Positions::default();
+    let positions = OffsetPerPartition::default();
     let recorder = Arc::new(Recorder { positions: positions.clone(), ..Default::default() });
     let store = SqliteStore::open(&path).expect("store");
     let member = start(settings(&brokers), plan.clone(), Box::new(store), recorder.clone());
