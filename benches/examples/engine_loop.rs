@@ -2,7 +2,9 @@
 //! (`PARSE_ONLY=1`: the parse-only baseline instead; `DECODE_ONLY=1`: the
 //! engine's decoder alone; `CLASSIFY_ONLY=1`: the `std:bounces` classifier
 //! alone over the bounced and deferred events; `PARTITIONS=4`: the events dealt to four
-//! partitions in chunks of 1,024, as the consumer feeds them):
+//! partitions in chunks of 1,024, as the consumer feeds them; `METRICS=a,b`:
+//! only those metrics of `pipelines/`, `METRICS=` none, which leaves decoding
+//! and the per-event loop):
 //!
 //! `ROUNDS=1 valgrind --tool=callgrind target/release/examples/engine_loop`
 fn main() {
@@ -13,7 +15,16 @@ fn main() {
     let classify_only = std::env::var_os("CLASSIFY_ONLY").is_some();
     let path = benches::events_file(n, 42, &[]).expect("events can be generated");
     let events = benches::Events::load(&path).expect("events load");
-    let plan = benches::pipelines_plan();
+    let mut plan = benches::pipelines_plan();
+    if let Ok(names) = std::env::var("METRICS") {
+        let names: Vec<&str> = names.split(',').filter(|name| !name.is_empty()).collect();
+        if let Some(unknown) = names.iter().find(|name| !plan.metrics.iter().any(|m| m.name == **name)) {
+            panic!("METRICS names `{unknown}`, which no pipeline defines");
+        }
+        plan.metrics.retain(|m| names.contains(&m.name.as_str()));
+        // Alerts name their metric; none is run here.
+        plan.alerts.clear();
+    }
     let compiled = std::sync::Arc::new(engine::CompiledPlan::new(plan, engine::EngineConfig::default()).expect("plan"));
     // Built only for its mode: it would dominate an instruction profile of the others.
     let bounce = classify_only.then(|| benches::BounceClassifier::new(&compiled.plan));
