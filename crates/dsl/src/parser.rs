@@ -265,8 +265,79 @@ fn syntax_error(file: FileId, text: &str, error: &pest::error::Error<Rule>) -> D
             format!("{}{more} or {last}", rest.join(", "))
         }
     };
-    Diagnostic::error(Code::Syntax, span, format!("unexpected {}", found.0))
-        .with_label(format!("expected {expected_text}"))
+    let diagnostic = Diagnostic::error(Code::Syntax, span, format!("unexpected {}", found.0))
+        .with_label(format!("expected {expected_text}"));
+    match trailing_comma_help(text, at) {
+        Some(help) => diagnostic.with_help(help),
+        None => diagnostic,
+    }
+}
+
+/// Words that start a metric clause or a top-level declaration.
+const CLAUSE_WORDS: [&str; 13] = [
+    "where",
+    "group",
+    "compute",
+    "window",
+    "rollup",
+    "into",
+    "cardinality",
+    "export",
+    "metric",
+    "alert",
+    "classifier",
+    "source",
+    "import",
+];
+
+/// Advice when a syntax error at `at` comes from a comma after the last item
+/// of a `group by`, `compute` or `rollup` list, which the language does not
+/// allow. Keywords are contextual, so after such a comma the next clause's
+/// keyword is read as one more item (`group by a, b,` then `compute …`
+/// reads `compute` as a field and fails on the word after it), or fails
+/// itself where items cannot be names (`rollup`), or the file ends.
+fn trailing_comma_help(text: &str, at: usize) -> Option<String> {
+    const RULE: &str = "`group by`, `compute` and `rollup` lists take no comma after their last item";
+    let (before, last) = last_char_before(text, at)?;
+    if last == ',' {
+        let rest = text.get(at..)?;
+        let word: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+        return if rest.is_empty() {
+            Some(format!("remove the comma at the end of the file: {RULE}"))
+        } else if CLAUSE_WORDS.contains(&word.as_str()) {
+            Some(format!("remove the comma before `{word}`: {RULE}"))
+        } else {
+            None
+        };
+    }
+    // The word that ends just before the error: a clause keyword read as an item?
+    let word_start = text[..=before].rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map_or(0, |i| i + 1);
+    let word = &text[word_start..=before];
+    let (_, comma) = last_char_before(text, word_start)?;
+    (CLAUSE_WORDS.contains(&word) && comma == ',')
+        .then(|| format!("remove the comma before `{word}`: {RULE} (after one, `{word}` is read as one more item)"))
+}
+
+/// The last character before `at` that is neither whitespace nor part of a
+/// comment, with its byte position.
+fn last_char_before(text: &str, at: usize) -> Option<(usize, char)> {
+    let mut end = at;
+    loop {
+        let line_start = text[..end].rfind('\n').map_or(0, |i| i + 1);
+        let line = &text[line_start..end];
+        // A `#` outside a string starts a comment (a `#` inside one follows an odd number of quotes).
+        let code = line
+            .char_indices()
+            .find(|&(i, c)| c == '#' && line[..i].matches('"').count().is_multiple_of(2))
+            .map_or(line, |(i, _)| &line[..i]);
+        if let Some((i, c)) = code.char_indices().rev().find(|(_, c)| !c.is_whitespace()) {
+            return Some((line_start + i, c));
+        }
+        if line_start == 0 {
+            return None;
+        }
+        end = line_start - 1;
+    }
 }
 
 /// What stands at `at`, for "unexpected …", and how many bytes to underline.
@@ -951,6 +1022,29 @@ mod tests {
         assert_eq!(d.code, Code::Syntax);
         assert_eq!(d.message, "unexpected end of file");
         assert!(d.labels[0].message.contains("a duration such as `5m`"), "{:?}", d.labels);
+    }
+
+    #[test]
+    fn a_comma_after_the_last_item_of_a_list_gets_advice() {
+        let head = "version 1\nmetric m from s\n";
+        // The next clause's keyword read as an item, with a comment between.
+        let d = first_error(&format!("{head}  group by a, b, # the b\n  compute count() as n\n"));
+        assert_eq!(d.message, "unexpected `count`");
+        let help = d.help.expect("help");
+        assert!(help.starts_with("remove the comma before `compute`"), "{help}");
+        assert!(help.ends_with("(after one, `compute` is read as one more item)"), "{help}");
+        // A compute list before the next metric.
+        let d = first_error(&format!("{head}  compute count() as n,\n\nmetric m2 from s\n"));
+        assert!(d.help.expect("help").starts_with("remove the comma before `metric`"));
+        // Where items cannot be names, the keyword itself is unexpected.
+        let d = first_error(&format!("{head}  rollup 1h keep 90d, 1d keep 2y,\n  into table t\n"));
+        assert!(d.help.expect("help").starts_with("remove the comma before `into`"));
+        let d = first_error(&format!("{head}  group by a,\n"));
+        assert!(d.help.expect("help").starts_with("remove the comma at the end of the file"));
+        // Other syntax errors get none, a comma inside a string no more than any.
+        assert_eq!(first_error(&format!("{head}  window 1m 2m\n")).help, None);
+        assert_eq!(first_error(&format!("{head}  where x == \",#\" group\n  window\n")).help, None);
+        assert_eq!(first_error(&format!("{head}  group by a, compute\n  window\n")).help, None);
     }
 
     #[test]
