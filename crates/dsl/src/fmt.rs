@@ -252,34 +252,92 @@ impl Printer<'_> {
         }
     }
 
+    /// An alert, each part on its line with the comments before it above
+    /// it and the one after it at its end, like a metric's clauses.
     fn alert(&mut self, a: &Alert) {
-        let lead = self.take_before(a.span.end);
+        let lead = self.take_before(a.metric.span.end);
         self.lines(&lead, "");
-        self.out.push_str(&format!("alert {} on {}\n", a.name.node, a.metric.node));
+        self.out.push_str(&format!("alert {} on {}", a.name.node, a.metric.node));
+        let trailing = self.take_trailing(a.metric.span.end);
+        self.end_line(trailing);
+        let mut end = a.condition.span.end;
+        let lead = self.take_before(end);
+        self.lines(&lead, INDENT);
         self.out.push_str(&format!("{INDENT}when {}", format_expr(&a.condition)));
+        let trailing = self.take_trailing(end);
+        self.end_line(trailing);
         if let Some(d) = &a.for_duration {
-            self.out.push_str(&format!("\n{INDENT}for {}", format_duration(d.node.as_millis())));
+            end = d.span.end;
+            let lead = self.take_before(end);
+            self.lines(&lead, INDENT);
+            self.out.push_str(&format!("{INDENT}for {}", format_duration(d.node.as_millis())));
+            let trailing = self.take_trailing(end);
+            self.end_line(trailing);
         }
         for (keyword, map) in [("labels", &a.labels), ("annotations", &a.annotations)] {
-            if map.is_empty() {
-                continue;
-            }
-            let entries: Vec<String> = map.iter().map(|(k, v)| format!("{}: {}", k.node, string(v))).collect();
-            let inline = format!("{INDENT}{keyword} {{ {} }}", entries.join(", "));
-            if inline.len() <= MAX_WIDTH {
-                self.out.push('\n');
+            let Some((_, last)) = map.last() else { continue };
+            // The keyword and the braces have no spans: found past the comments around them.
+            let keyword_at = skip_comments(self.text, end as usize) as u32;
+            let close = past_closing_brace(self.text, last.span.end as usize) as u32;
+            end = close;
+            let lead = self.take_before(keyword_at);
+            self.lines(&lead, INDENT);
+            let entries: Vec<PrintedLine> = map
+                .iter()
+                .map(|(k, v)| {
+                    let lead = self.take_before(k.span.start);
+                    (lead, format!("{}: {}", k.node, string(&v.node)), self.take_trailing(v.span.end))
+                })
+                .collect();
+            let before_close = self.take_before(close);
+            let has_comments = !before_close.is_empty() || entries.iter().any(|(l, _, t)| !l.is_empty() || t.is_some());
+            let inline = format!(
+                "{INDENT}{keyword} {{ {} }}",
+                entries.iter().map(|(_, e, _)| e.as_str()).collect::<Vec<_>>().join(", ")
+            );
+            if !has_comments && inline.len() <= MAX_WIDTH {
                 self.out.push_str(&inline);
             } else {
-                self.out.push_str(&format!("\n{INDENT}{keyword} {{\n"));
-                for e in entries {
-                    self.out.push_str(&format!("{INDENT}{INDENT}{e},\n"));
+                self.out.push_str(&format!("{INDENT}{keyword} {{\n"));
+                let inner = format!("{INDENT}{INDENT}");
+                for (lead, entry, trailing) in entries {
+                    self.lines(&lead, &inner);
+                    self.out.push_str(&format!("{inner}{entry},"));
+                    self.end_line(trailing);
                 }
+                self.lines(&before_close, &inner);
                 self.out.push_str(&format!("{INDENT}}}"));
             }
+            let trailing = self.take_trailing(close);
+            self.end_line(trailing);
         }
-        let trailing = self.take_trailing(a.span.end);
-        self.end_line(trailing);
     }
+}
+
+/// The position of the first character at or after `pos` that is neither
+/// whitespace nor inside a comment.
+fn skip_comments(text: &str, mut pos: usize) -> usize {
+    let bytes = text.as_bytes();
+    while let Some(&b) = bytes.get(pos) {
+        if b == b'#' {
+            pos = text[pos..].find('\n').map_or(text.len(), |i| pos + i);
+        } else if b.is_ascii_whitespace() {
+            pos += 1;
+        } else {
+            break;
+        }
+    }
+    pos
+}
+
+/// Just past the `}` that closes a map whose last entry ends at `pos`
+/// (only a comma, whitespace and comments can stand between them).
+fn past_closing_brace(text: &str, pos: usize) -> usize {
+    let mut at = skip_comments(text, pos);
+    if text.as_bytes().get(at) == Some(&b',') {
+        at = skip_comments(text, at + 1);
+    }
+    (at + 1).min(text.len())
 }
 
 fn clause_text(clause: &Clause) -> String {
