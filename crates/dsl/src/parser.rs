@@ -267,10 +267,88 @@ fn syntax_error(file: FileId, text: &str, error: &pest::error::Error<Rule>) -> D
     };
     let diagnostic = Diagnostic::error(Code::Syntax, span, format!("unexpected {}", found.0))
         .with_label(format!("expected {expected_text}"));
-    match trailing_comma_help(text, at) {
+    match trailing_comma_help(text, at).or_else(|| mistake_help(text, at, &expected)) {
         Some(help) => diagnostic.with_help(help),
         None => diagnostic,
     }
+}
+
+/// Advice for a few common mistakes, recognised by what stands at the
+/// error (`found`), the clause it is in, and what the grammar expected
+/// there (in [`describe_rule`]'s words).
+fn mistake_help(text: &str, at: usize, expected: &[&str]) -> Option<String> {
+    let rest = text.get(at..)?;
+    let found: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+    let (clause, previous) = last_words(&text[..at]);
+    if rest.starts_with("=~") {
+        return Some("a regex match is written `~` (and `!~` for no match)".into());
+    }
+    if rest.starts_with('=') && !rest.starts_with("==") {
+        return Some("compare with `==`".into());
+    }
+    // Pest reports a clause or entry that fails after its first word at that word.
+    let after = rest[found.len()..].trim_start();
+    if !found.is_empty() && after.starts_with('=') && expected.iter().any(|e| e.starts_with("an entry")) {
+        return Some("write `:` between a label's or annotation's name and its value".into());
+    }
+    let next_word = after.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).next().unwrap_or("");
+    if (previous == Some("group") && found != "by") || (found == "group" && next_word != "by") {
+        return Some("write `group by`".into());
+    }
+    let is_name = !found.is_empty() && !found.starts_with(|c: char| c.is_ascii_digit());
+    if is_name && expected.contains(&"a string") {
+        return Some(format!("write text in double quotes: `\"{found}\"`"));
+    }
+    match clause? {
+        "group" | "compute" if is_name && !CLAUSE_WORDS.contains(&found.as_str()) => Some(format!(
+            "to name the item before it, write `as {found}`; to start another item, put a comma before it"
+        )),
+        "rollup" if found.starts_with(|c: char| c.is_ascii_digit()) => {
+            Some("separate the tiers with commas: `rollup 1h keep 90d, 1d keep 2y`".into())
+        }
+        _ => None,
+    }
+}
+
+/// In `text` (comments and strings left out): the last metric clause or
+/// declaration keyword, and the last word.
+fn last_words(text: &str) -> (Option<&str>, Option<&str>) {
+    let (mut clause, mut last) = (None, None);
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '#' => {
+                chars.find(|&(_, c)| c == '\n');
+            }
+            '"' => {
+                let mut escaped = false;
+                for (_, c) in chars.by_ref() {
+                    match c {
+                        '"' if !escaped => break,
+                        '\\' => escaped = !escaped,
+                        _ => escaped = false,
+                    }
+                }
+            }
+            c if c.is_ascii_alphanumeric() || c == '_' => {
+                let mut end = i + 1;
+                while let Some(&(j, c)) = chars.peek() {
+                    if !(c.is_ascii_alphanumeric() || c == '_') {
+                        break;
+                    }
+                    end = j + 1;
+                    chars.next();
+                }
+                let word = &text[i..end];
+                if CLAUSE_WORDS.contains(&word) {
+                    clause = Some(word);
+                }
+                last = Some(word);
+            }
+            _ => {}
+        }
+    }
+    (clause, last)
 }
 
 /// Words that start a metric clause or a top-level declaration.
@@ -1043,8 +1121,30 @@ mod tests {
         assert!(d.help.expect("help").starts_with("remove the comma at the end of the file"));
         // Other syntax errors get none, a comma inside a string no more than any.
         assert_eq!(first_error(&format!("{head}  window 1m 2m\n")).help, None);
-        assert_eq!(first_error(&format!("{head}  where x == \",#\" group\n  window\n")).help, None);
+        let d = first_error(&format!("{head}  where x == \",#\" group\n  window\n"));
+        assert_eq!(d.help.as_deref(), Some("write `group by`"));
         assert_eq!(first_error(&format!("{head}  group by a, compute\n  window\n")).help, None);
+    }
+
+    #[test]
+    fn common_mistakes_get_advice() {
+        let help = |body: &str| first_error(&format!("version 1\nmetric m from s\n{body}\n")).help;
+        let says = |body: &str, advice: &str| {
+            let help = help(body).unwrap_or_default();
+            assert!(help.contains(advice), "{body}: {help:?}");
+        };
+        says("  where event = \"bounced\"", "compare with `==`");
+        says("  where diagnostic =~ /full/", "written `~`");
+        says("  group sender_domain", "write `group by`");
+        says("  compute count() n", "write `as n`");
+        says("  group by sender_domain domain # a comment\n", "write `as domain`");
+        says("  rollup 1h keep 90d 1d keep 2y", "separate the tiers with commas");
+        let alert = |labels: &str| format!("  compute count() as n\nalert a on m when n > 1 labels {{ {labels} }}");
+        says(&alert("severity: page"), "`\"page\"`");
+        says(&alert("severity = \"page\""), "write `:`");
+        // Words in strings and comments are no clause: this error is in `where`.
+        assert_eq!(help("  where x == \"compute\" # group\n  y"), None);
+        assert_eq!(help("  window 1m 2m"), None);
     }
 
     #[test]

@@ -4,7 +4,7 @@ use super::expr::{Scope, Ty, AGGREGATES};
 use super::{Checker, DefKind, RESERVED_COLUMNS};
 use crate::ast::{self, Clause, ExprKind};
 use crate::codes::Code;
-use crate::diagnostic::Diagnostic;
+use crate::diagnostic::{closest, Diagnostic};
 use crate::fmt::format_duration;
 use crate::plan::*;
 use crate::span::{Span, Spanned};
@@ -262,12 +262,23 @@ impl Checker<'_> {
             if !mentions_column {
                 let what = match &item.expr.node {
                     ExprKind::Name(n) => format!("`{n}` is not an aggregate"),
+                    ExprKind::Call(f, _) => format!("`{}` is not an aggregate", f.node),
                     _ => "this is not an aggregate".to_string(),
+                };
+                // A misspelt aggregate (`cout(…)`) is most likely meant.
+                let meant = match &item.expr.node {
+                    ExprKind::Call(f, _) => closest(&f.node, AGGREGATES.iter().copied()),
+                    _ => None,
+                };
+                let help = match meant {
+                    Some(aggregate) => format!("did you mean `{aggregate}`?"),
+                    None => "to split rows by this value, put it in `group by`; to summarise it, aggregate it, e.g. `max(…)`"
+                        .to_string(),
                 };
                 self.report(
                     Diagnostic::error(Code::NotAggregate, item.expr.span, what)
                         .with_label("`compute` takes aggregates, or arithmetic over them")
-                        .with_help("to split rows by this value, put it in `group by`; to summarise it, aggregate it, e.g. `max(…)`"),
+                        .with_help(help),
                 );
                 continue;
             }
