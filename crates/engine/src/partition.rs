@@ -4,7 +4,10 @@
 //! The replay protocol, in short (see `ARCHITECTURE.md`):
 //! * closed base windows are emitted once; tier rows are emitted every time a
 //!   base window is merged into them, with `included_through` recording how
-//!   far they go, so tiers never hold back the replay point;
+//!   far they go, so tiers never hold back the replay point (unless tier rows
+//!   are held back to be written less often: then the replay point stays
+//!   where it was when none was held back, see
+//!   [`Partition::with_tier_rows_every`]);
 //! * the replay point is the lowest offset of any event in an open base window;
 //! * a [`Checkpoint`] records the replay point, the next offset and the max
 //!   event time. After a restore, events below the checkpoint's next offset
@@ -206,6 +209,24 @@ pub struct Partition {
     /// Processing time of the last message, for idle advance.
     last_message_at_ms: Option<i64>,
     stats: PartitionStats,
+    /// Tier rows are emitted at most once per this much event time (0: at
+    /// every base window close). See [`Partition::with_tier_rows_every`].
+    tier_rows_every_ms: i64,
+    /// Tier rows held back: (tier window, series) pairs not yet emitted.
+    held_back: usize,
+    /// `max event time / tier_rows_every_ms` when held-back rows were last emitted.
+    emitted_in: Option<i64>,
+    /// While tier rows are held back: the progress as of the last moment
+    /// none was, which is what may be committed.
+    settled: Option<Progress>,
+}
+
+/// Where a partition was at a moment: what a [`Checkpoint`] records of it.
+#[derive(Debug, Clone, Copy)]
+struct Progress {
+    replay_offset: i64,
+    next_offset: i64,
+    max_event_time: Option<i64>,
 }
 
 impl Partition {
@@ -225,7 +246,26 @@ impl Partition {
             replay_floor: None,
             last_message_at_ms: None,
             stats,
+            tier_rows_every_ms: 0,
+            held_back: 0,
+            emitted_in: None,
+            settled: None,
         }
+    }
+
+    /// Holds tier rows back and emits them at most once per `every_ms` of
+    /// event time (at the first base window close after each such step),
+    /// and when their tier window closes, instead of at every base window
+    /// close: a series' hourly and daily rows are then written once per
+    /// `every_ms` instead of once per base window, at the cost of tier rows
+    /// that lag by up to `every_ms` and of a replay point (see
+    /// [`Partition::checkpoint`]) that stays where it was when no row was
+    /// held back, so a restart replays up to `every_ms` more. `0` (the
+    /// default) emits them at every base window close.
+    pub fn with_tier_rows_every(mut self, every_ms: u64) -> Self {
+        self.tier_rows_every_ms = i64::try_from(every_ms).unwrap_or(i64::MAX);
+        self.settle();
+        self
     }
 
     /// A partition resuming from `checkpoint`, with the open tier rows read
@@ -242,6 +282,11 @@ impl Partition {
         p.next_offset = Some(checkpoint.next_offset);
         p.replay_barrier = checkpoint.next_offset;
         p.replay_floor = Some(checkpoint.replay_offset);
+        p.settled = Some(Progress {
+            replay_offset: checkpoint.replay_offset,
+            next_offset: checkpoint.next_offset,
+            max_event_time: checkpoint.max_event_time,
+        });
         if let Some(known) = &checkpoint.metrics {
             for (m, metric) in p.plan.plan.metrics.iter().enumerate() {
                 p.since_offset[m] = match known.iter().find(|k| k.hash == metric.hash) {
@@ -308,20 +353,49 @@ impl Partition {
         self.metrics.get(metric).into_iter().flat_map(|m| m.windows.iter().map(|(start, w)| (*start, w)))
     }
 
-    /// The first offset still needed to rebuild the open windows: the offset
-    /// that may be committed once the rows emitted so far are durable.
+    /// The offset that may be committed once the rows emitted so far are
+    /// durable: the first offset still needed to rebuild the open windows
+    /// (and, while tier rows are held back, the windows closed since the
+    /// last moment none was).
     pub fn replay_point(&self) -> Option<i64> {
+        self.progress().map(|p| p.replay_offset)
+    }
+
+    /// One past the last offset processed.
+    pub fn next_offset(&self) -> Option<i64> {
+        self.next_offset
+    }
+
+    /// Where the partition is now.
+    fn current_progress(&self) -> Option<Progress> {
         let open = self.metrics.iter().flat_map(|m| m.windows.values().map(|w| w.min_offset)).min();
-        [open, self.replay_floor, self.next_offset].into_iter().flatten().min()
+        Some(Progress {
+            replay_offset: [open, self.replay_floor, self.next_offset].into_iter().flatten().min()?,
+            next_offset: self.next_offset?,
+            max_event_time: self.max_event_time,
+        })
+    }
+
+    /// What may be committed: where the partition is now, or while tier
+    /// rows are held back, where it was when none was. Restored from there,
+    /// replay closes the windows closed since again and merges them into
+    /// the tiers, whose stored rows do not include them yet.
+    fn progress(&self) -> Option<Progress> {
+        if self.tier_rows_every_ms > 0 {
+            self.settled
+        } else {
+            self.current_progress()
+        }
     }
 
     /// The progress to persist with the rows emitted so far.
     pub fn checkpoint(&self) -> Option<Checkpoint> {
+        let progress = self.progress()?;
         Some(Checkpoint {
             partition: self.partition,
-            replay_offset: self.replay_point()?,
-            next_offset: self.next_offset?,
-            max_event_time: self.max_event_time,
+            replay_offset: progress.replay_offset,
+            next_offset: progress.next_offset,
+            max_event_time: progress.max_event_time,
             metrics: Some(
                 self.plan
                     .plan
@@ -346,6 +420,9 @@ impl Partition {
     /// `out` refer to the old plan's metric indices, so the caller must
     /// persist them with the old plan. Returns the old plan.
     pub fn reconfigure(&mut self, plan: Arc<CompiledPlan>, out: &mut Output) -> Arc<CompiledPlan> {
+        // Held-back rows go out under the plan that made them, and the
+        // checkpoint moves to the switch, so no replay crosses it.
+        self.emit_held_back(out);
         let old_metrics = &self.plan.plan.metrics;
         let mut kept: Vec<Option<usize>> = vec![None; old_metrics.len()];
         for (new_index, metric) in plan.plan.metrics.iter().enumerate() {
@@ -377,7 +454,9 @@ impl Partition {
             .collect();
         self.stats.metrics = stats;
         self.since_offset = since_offset;
-        std::mem::replace(&mut self.plan, plan)
+        let old = std::mem::replace(&mut self.plan, plan);
+        self.settle();
+        old
     }
 
     /// Processes one message, appending rows of windows it closes and dead letters to `out`.
@@ -530,6 +609,55 @@ impl Partition {
         for m in 0..self.metrics.len() {
             self.close_metric(m, i64::MAX, out);
         }
+        self.settle();
+    }
+
+    /// Emits every tier row held back (see
+    /// [`Partition::with_tier_rows_every`]), so that the checkpoint is
+    /// where the partition is: before handing the partition over or
+    /// stopping, to spare the next owner a longer replay.
+    pub fn emit_held_back(&mut self, out: &mut Output) {
+        if self.held_back == 0 {
+            return self.settle();
+        }
+        for m in 0..self.metrics.len() {
+            for t in 1..self.metrics[m].tiers.len() {
+                let starts: Vec<i64> = self.metrics[m].tiers[t].keys().copied().collect();
+                for start in starts {
+                    self.emit_tier_window(m, t, start, out);
+                }
+            }
+        }
+        self.settle();
+    }
+
+    /// Emits the held-back rows of one tier window.
+    fn emit_tier_window(&mut self, m: usize, t: usize, start: i64, out: &mut Output) {
+        let Some(window) = self.metrics[m].tiers[t].get_mut(&start) else { return };
+        let held_back = std::mem::take(&mut window.held_back);
+        for &i in &held_back {
+            let i = i as usize;
+            out.rows.push(Row {
+                metric: m,
+                tier: t,
+                window_start: start,
+                partition: self.partition,
+                keys: Arc::clone(&window.series.keys[i]),
+                states: Arc::clone(&window.states[i]),
+                // The same as if it had been emitted at its last merge.
+                included_through: window.held_through[i].take(),
+            });
+        }
+        self.held_back -= held_back.len();
+        self.stats.metrics[m].rows += held_back.len() as u64;
+    }
+
+    /// With no tier row held back, the checkpoint may move to where the partition is.
+    fn settle(&mut self) {
+        // Without holding back, the checkpoint is always where the partition is.
+        if self.tier_rows_every_ms > 0 && self.held_back == 0 {
+            self.settled = self.current_progress().or(self.settled);
+        }
     }
 
     fn close_ready(&mut self, out: &mut Output) {
@@ -538,6 +666,14 @@ impl Partition {
                 self.close_metric(m, watermark, out);
             }
         }
+        if self.held_back > 0 {
+            let step = self.max_event_time.map(|t| t.div_euclid(self.tier_rows_every_ms));
+            if self.emitted_in.is_none_or(|last| step > Some(last)) {
+                self.emitted_in = step;
+                self.emit_held_back(out);
+            }
+        }
+        self.settle();
     }
 
     /// Closes base windows ending at or before `watermark`, merges them into
@@ -578,6 +714,10 @@ impl Partition {
                         let mine = Arc::make_mut(&mut tier_window.states[i]);
                         mine.iter_mut().zip(states.iter()).for_each(|(mine, theirs)| mine.merge(theirs));
                     }
+                    if self.tier_rows_every_ms > 0 {
+                        self.held_back += usize::from(tier_window.hold_back(i, end));
+                        continue;
+                    }
                     out.rows.push(Row {
                         metric: m,
                         tier: t,
@@ -605,13 +745,15 @@ impl Partition {
                 self.stats.metrics[m].rows += 1;
             }
         }
-        for (t, tier) in plan.tiers.iter().enumerate().skip(1) {
-            let tier_width = tier.width_ms as i64;
-            while let Some(entry) = state.tiers[t].first_entry() {
-                if entry.key().saturating_add(tier_width) > watermark {
+        for t in 1..self.metrics[m].tiers.len() {
+            let tier_width = self.plan.plan.metrics[m].tiers[t].width_ms as i64;
+            while let Some(&start) = self.metrics[m].tiers[t].keys().next() {
+                if start.saturating_add(tier_width) > watermark {
                     break;
                 }
-                entry.remove();
+                // Nothing more merges into it: its held-back rows go out now.
+                self.emit_tier_window(m, t, start, out);
+                self.metrics[m].tiers[t].remove(&start);
             }
         }
     }

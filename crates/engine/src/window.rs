@@ -300,9 +300,30 @@ pub struct TierWindow {
     /// `i64` defaulting to 0, which skipped base windows ending at or before
     /// the epoch.)
     pub included_through: Vec<i64>,
+    /// Series merged into since their rows were last emitted, in the order
+    /// first merged (only when tier rows are held back: see
+    /// [`crate::Partition::with_tier_rows_every`]).
+    pub held_back: Vec<u32>,
+    /// Per series (parallel to `series.keys`; absent means not held back):
+    /// the end of the newest base window merged into it while its row is
+    /// held back, which its row records as `included_through`.
+    pub held_through: Vec<Option<i64>>,
 }
 
 impl TierWindow {
+    /// Records that series `i` took in the base window ending at `end`, and
+    /// that its row is held back. Returns whether it was not held back yet.
+    pub fn hold_back(&mut self, i: usize, end: i64) -> bool {
+        if self.held_through.len() <= i {
+            self.held_through.resize(i + 1, None);
+        }
+        let was_held_back = self.held_through[i].replace(end).is_some();
+        if !was_held_back {
+            self.held_back.push(i as u32);
+        }
+        !was_held_back
+    }
+
     /// Replaces the states of the series with key `key` (restoring a
     /// stored row). Returns its index.
     pub fn restore(&mut self, key: &Arc<[KeyVal]>, states: Arc<[AggState]>) -> usize {

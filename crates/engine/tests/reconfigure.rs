@@ -146,6 +146,42 @@ fn a_switch_keeps_unchanged_metrics_and_starts_new_ones_at_the_switch() {
     assert_eq!(p.since_offsets()[kept_index], None);
 }
 
+/// Tier rows held back (`with_tier_rows_every`) go out at the switch, under
+/// the plan that made them, and the checkpoint catches up with the switch.
+#[test]
+fn held_back_tier_rows_go_out_at_a_switch_under_the_old_plan() {
+    let old = compile(&[KEPT, REMOVED]);
+    let new = compile(&[KEPT]);
+    let payloads = payloads();
+    let switch = 170;
+    let hour = 3_600_000;
+
+    let mut p = Partition::new(Arc::clone(&old), 0).with_tier_rows_every(hour);
+    let mut before = Output::default();
+    for (offset, payload) in payloads.iter().enumerate().take(switch) {
+        p.process(&message(payload, offset as i64), 0, &mut before);
+    }
+    let held = p.checkpoint().expect("a checkpoint");
+    assert!(held.next_offset < switch as i64, "held back, the checkpoint stays behind: {held:?}");
+    let mut retired = Output::default();
+    p.reconfigure(Arc::clone(&new), &mut retired);
+    let kept_tier_rows = retired.rows.iter().filter(|r| r.tier == 1 && old.plan.metrics[r.metric].name == "kept");
+    assert!(kept_tier_rows.count() > 0, "the kept metric's held-back tier rows");
+    let caught_up = p.checkpoint().expect("a checkpoint");
+    assert_eq!(caught_up.next_offset, switch as i64);
+    assert!(caught_up.replay_offset > held.replay_offset);
+
+    let mut after = Output::default();
+    for (offset, payload) in payloads.iter().enumerate().skip(switch) {
+        p.process(&message(payload, offset as i64), 0, &mut after);
+    }
+    p.close_all(&mut after);
+    let mut kept = table(&old, &before.rows, "kept");
+    kept.extend(table(&old, &retired.rows, "kept"));
+    kept.extend(table(&new, &after.rows, "kept"));
+    assert_eq!(kept, reference(&old, &payloads, 0, "kept"));
+}
+
 /// A crash right after the switch: the new plan restores from the checkpoint
 /// the old plan wrote at the switch, replays from its replay point, and the
 /// added metric still counts from the switch only.
