@@ -636,17 +636,9 @@ impl Partition {
         let Some(window) = self.metrics[m].tiers[t].get_mut(&start) else { return };
         let held_back = std::mem::take(&mut window.held_back);
         for &i in &held_back {
-            let i = i as usize;
-            out.rows.push(Row {
-                metric: m,
-                tier: t,
-                window_start: start,
-                partition: self.partition,
-                keys: Arc::clone(&window.series.keys[i]),
-                states: Arc::clone(&window.states[i]),
-                // The same as if it had been emitted at its last merge.
-                included_through: window.held_through[i].take(),
-            });
+            // The same as if it had been emitted at its last merge.
+            let through = window.held_through[i as usize].take();
+            out.rows.push(window.row((m, t, start), self.partition, i as usize, through));
         }
         self.held_back -= held_back.len();
         self.stats.metrics[m].rows += held_back.len() as u64;
@@ -718,17 +710,7 @@ impl Partition {
                         self.held_back += usize::from(tier_window.hold_back(i, end));
                         continue;
                     }
-                    out.rows.push(Row {
-                        metric: m,
-                        tier: t,
-                        window_start: tier_start,
-                        partition: self.partition,
-                        // The tier window's own key (equal to `key`), the same
-                        // each time this row is emitted: see `drop_superseded`.
-                        keys: Arc::clone(&tier_window.series.keys[i]),
-                        states: Arc::clone(&tier_window.states[i]),
-                        included_through: Some(end),
-                    });
+                    out.rows.push(tier_window.row((m, t, tier_start), self.partition, i, Some(end)));
                     self.stats.metrics[m].rows += 1;
                 }
             }

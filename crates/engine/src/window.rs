@@ -1,6 +1,7 @@
 //! Series and windows of one metric within one partition.
 
 use crate::aggregate::AggState;
+use crate::partition::Row;
 use crate::value::{KeyVal, Val, OTHER};
 use dsl::plan::MetricPlan;
 use std::collections::BTreeMap;
@@ -311,6 +312,28 @@ pub struct TierWindow {
 }
 
 impl TierWindow {
+    /// The row of series `i` of this window, which starts at `start`, of
+    /// tier `tier` of metric `metric` in `partition`: the tier window's own
+    /// key (the same allocation each time the row is emitted: see
+    /// [`crate::drop_superseded`]) and states.
+    pub fn row(
+        &self,
+        (metric, tier, start): (usize, usize, i64),
+        partition: i32,
+        i: usize,
+        through: Option<i64>,
+    ) -> Row {
+        Row {
+            metric,
+            tier,
+            window_start: start,
+            partition,
+            keys: Arc::clone(&self.series.keys[i]),
+            states: Arc::clone(&self.states[i]),
+            included_through: through,
+        }
+    }
+
     /// Records that series `i` took in the base window ending at `end`, and
     /// that its row is held back. Returns whether it was not held back yet.
     pub fn hold_back(&mut self, i: usize, end: i64) -> bool {
