@@ -214,6 +214,8 @@ fn pipeline(brokers: &str, topic: &str, events: usize, db: &str) {
         workers: env_or("WORKERS", Settings::default().workers),
         // `FLUSH_MESSAGES=100000` measures larger flushes against the default.
         flush_messages: env_or("FLUSH_MESSAGES", Settings::default().flush_messages),
+        // `TIER_ROWS_EVERY_MS=300000` holds tier rows back for 5 minutes of event time.
+        tier_rows_every: Duration::from_millis(env_or("TIER_ROWS_EVERY_MS", 0) as u64),
         ..Default::default()
     };
     let stop = Arc::new(AtomicBool::new(false));

@@ -198,6 +198,9 @@ impl ConsumerContext for Context {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Revoke(tpl) = rebalance else { return };
         let mut shared = lock(&self.shared);
+        // Tier rows held back go with this flush, so that its commit spares
+        // the next owner replaying what they cover.
+        shared.emit_held_back(tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())));
         // Flush and commit before the partitions move; if the store is down,
         // commit nothing: the next owner replays from the last commit.
         match shared.flush(consumer) {
@@ -233,18 +236,28 @@ impl ConsumerContext for Context {
 }
 
 impl Shared {
+    /// Emits the tier rows the partitions `keys` hold back into what is pending.
+    fn emit_held_back(&mut self, keys: impl Iterator<Item = Key>) {
+        for key in keys {
+            if let Some(partition) = self.partitions.get_mut(&key) {
+                partition.emit_held_back(self.pending.entry(key.0).or_default());
+            }
+        }
+    }
+
     /// Builds the partition's state from the store; retries while the store fails.
     fn restore(&mut self, key: &Key) {
         let mut delay = self.settings.retry_initial;
         loop {
             let plan = Arc::clone(&self.plan);
+            let every = u64::try_from(self.settings.tier_rows_every.as_millis()).unwrap_or(u64::MAX);
             let store = self.store();
             let restored = store.checkpoint(&key.0, key.1).and_then(|checkpoint| match checkpoint {
-                None => Ok(Partition::new(plan, key.1)),
+                None => Ok(Partition::new(plan, key.1).with_tier_rows_every(every)),
                 Some(c) => {
                     let tiers = store.open_tier_rows(&plan.plan, &c)?;
                     info!(topic = %key.0, partition = key.1, replay_offset = c.replay_offset, next_offset = c.next_offset, "Restored partition state.");
-                    Ok(Partition::restore(plan, &c, tiers))
+                    Ok(Partition::restore(plan, &c, tiers).with_tier_rows_every(every))
                 }
             });
             drop(store);
@@ -566,16 +579,13 @@ impl Shared {
         status.partitions = self
             .partitions
             .iter()
-            .map(|((topic, partition), p)| {
-                let checkpoint = p.checkpoint();
-                PartitionStatus {
-                    topic: topic.clone(),
-                    partition: *partition,
-                    max_event_time: p.max_event_time().map(engine::value::format_timestamp),
-                    replay_point: self.committed.get(&(topic.clone(), *partition)).copied(),
-                    next_offset: checkpoint.map(|c| c.next_offset),
-                    live_series: p.live_series(),
-                }
+            .map(|((topic, partition), p)| PartitionStatus {
+                topic: topic.clone(),
+                partition: *partition,
+                max_event_time: p.max_event_time().map(engine::value::format_timestamp),
+                replay_point: self.committed.get(&(topic.clone(), *partition)).copied(),
+                next_offset: p.next_offset(),
+                live_series: p.live_series(),
             })
             .collect();
         self.observer.status(&status);
@@ -911,6 +921,11 @@ impl Consumer {
             self.apply_updates(shutdown)?;
         }
         info!("Shutting down: flushing and committing.");
+        {
+            let mut shared = lock(&self.shared);
+            let keys: Vec<Key> = shared.partitions.keys().cloned().collect();
+            shared.emit_held_back(keys.into_iter());
+        }
         self.flush_until_done(&AtomicBool::new(false))?;
         self.consumer.unsubscribe();
         // Serve the final rebalance (revocation) so the group hands partitions over at once.

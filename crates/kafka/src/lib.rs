@@ -84,6 +84,10 @@ pub struct Settings {
     pub instance: String,
     /// Threads that run the engine, each over a share of the assigned partitions.
     pub workers: usize,
+    /// Tier rows are held back and written at most once per this much
+    /// event time (zero: at every base window close); see
+    /// [`engine::Partition::with_tier_rows_every`].
+    pub tier_rows_every: Duration,
 }
 
 impl Default for Settings {
@@ -101,6 +105,7 @@ impl Default for Settings {
             retry_max: Duration::from_secs(10),
             instance: "streamd".into(),
             workers: std::thread::available_parallelism().map_or(1, usize::from),
+            tier_rows_every: Duration::ZERO,
         }
     }
 }

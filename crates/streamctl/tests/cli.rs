@@ -114,46 +114,54 @@ fn unreadable_input_is_a_clear_error() {
 }
 
 /// `streamctl run` over a small generated file (checked in) must produce exactly
-/// the checked-in rows. Re-bless with `BLESS=1` after an intended change.
+/// the checked-in rows, tier rows held back or not. Re-bless with `BLESS=1`
+/// after an intended change.
 #[test]
 fn run_over_generated_events_matches_golden_rows() {
     let dir = temp_dir("golden-run");
-    let db = dir.join("run.db");
-    let store = format!("sqlite:{}", db.display());
-    let run = streamctl(&[
-        "run",
-        "pipelines/",
-        "--input",
-        "crates/streamctl/tests/data/events_1500.jsonl",
-        "--store",
-        &store,
-    ]);
-    assert!(run.status.success(), "{}", stderr(&run));
-    let queries: [&[&str]; 5] = [
-        &["delivery_by_provider", "--tier", "1m"],
-        &["delivery_by_provider", "--tier", "1h", "--group-by", "provider"],
-        &["bounce_reasons", "--group-by", "reason,kind"],
-        &["delivery_latency", "--tier", "1h"],
-        &["engagement_by_sender", "--tier", "1d", "--group-by", ""],
-    ];
-    let mut actual = String::new();
-    for q in queries {
-        let mut args = vec!["query", "--store", &store, "--format", "json"];
-        args.extend_from_slice(q);
-        let out = streamctl(&args);
-        assert!(out.status.success(), "{q:?}: {}", stderr(&out));
-        actual.push_str(&format!("# streamctl query {}\n{}", q.join(" "), String::from_utf8_lossy(&out.stdout)));
-    }
     let snapshot = repo().join("crates/streamctl/tests/data/events_1500.expected");
-    if std::env::var_os("BLESS").is_some() {
-        std::fs::write(&snapshot, &actual).expect("write snapshot");
+    for every in ["0", "2m"] {
+        let db = dir.join(format!("run-{every}.db"));
+        let store = format!("sqlite:{}", db.display());
+        let run = streamctl(&[
+            "run",
+            "pipelines/",
+            "--input",
+            "crates/streamctl/tests/data/events_1500.jsonl",
+            "--store",
+            &store,
+            "--tier-rows-every",
+            every,
+        ]);
+        assert!(run.status.success(), "{}", stderr(&run));
+        let queries: [&[&str]; 5] = [
+            &["delivery_by_provider", "--tier", "1m"],
+            &["delivery_by_provider", "--tier", "1h", "--group-by", "provider"],
+            &["bounce_reasons", "--group-by", "reason,kind"],
+            &["delivery_latency", "--tier", "1h"],
+            &["engagement_by_sender", "--tier", "1d", "--group-by", ""],
+        ];
+        let mut actual = String::new();
+        for q in queries {
+            let mut args = vec!["query", "--store", &store, "--format", "json"];
+            args.extend_from_slice(q);
+            let out = streamctl(&args);
+            assert!(out.status.success(), "{q:?}: {}", stderr(&out));
+            actual.push_str(&format!("# streamctl query {}\n{}", q.join(" "), String::from_utf8_lossy(&out.stdout)));
+        }
+        if every == "0" && std::env::var_os("BLESS").is_some() {
+            std::fs::write(&snapshot, &actual).expect("write snapshot");
+        }
+        let expected = std::fs::read_to_string(&snapshot).unwrap_or_default();
+        assert!(
+            expected == actual,
+            "rows with --tier-rows-every {every} differ from {} (re-bless with BLESS=1 if intended):\n{actual}",
+            snapshot.display()
+        );
     }
-    let expected = std::fs::read_to_string(&snapshot).unwrap_or_default();
-    assert!(
-        expected == actual,
-        "rows differ from {} (re-bless with BLESS=1 if intended):\n{actual}",
-        snapshot.display()
-    );
+    let bad = streamctl(&["run", "pipelines/", "--input", "-", "--tier-rows-every", "5x"]);
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("`5x` is not a duration such as `5m`"), "{}", stderr(&bad));
 }
 
 /// 1% malformed lines: nothing crashes, every malformed line is a dead letter

@@ -100,11 +100,14 @@ impl Default for RawKafka {
 pub struct RawStore {
     /// `sqlite:PATH` or `scylla:HOST[:PORT][,HOST…][/KEYSPACE]`.
     pub url: String,
+    /// Tier (rollup) rows are written at most once per this much event time,
+    /// ms; 0: at every base window close (see [`kafka::Settings::tier_rows_every`]).
+    pub tier_rows_every_ms: u64,
 }
 
 impl Default for RawStore {
     fn default() -> Self {
-        RawStore { url: "sqlite:streamd.db".into() }
+        RawStore { url: "sqlite:streamd.db".into(), tier_rows_every_ms: 0 }
     }
 }
 
@@ -229,6 +232,7 @@ impl TryFrom<RawConfig> for Config {
                     0 => std::thread::available_parallelism().map_or(1, usize::from),
                     n => n,
                 },
+                tier_rows_every: Duration::from_millis(raw.store.tier_rows_every_ms),
             },
             store_url: raw.store.url,
             pipelines: raw.pipelines.paths,
@@ -268,6 +272,14 @@ mod tests {
         let text = include_str!("../streamd.example.toml");
         let raw: RawConfig = toml::from_str(text).expect("example parses");
         Config::try_from(raw).expect("example validates");
+    }
+
+    #[test]
+    fn holding_tier_rows_back_reaches_the_consumer() {
+        let raw: RawConfig = toml::from_str("[store]\ntier_rows_every_ms = 300000").expect("parses");
+        let config = Config::try_from(raw).expect("valid");
+        assert_eq!(config.kafka.tier_rows_every, Duration::from_secs(300));
+        assert_eq!(Config::try_from(RawConfig::default()).expect("valid").kafka.tier_rows_every, Duration::ZERO);
     }
 
     #[test]
