@@ -389,8 +389,14 @@ fn trailing_comma_help(text: &str, at: usize) -> Option<String> {
         };
     }
     // The word that ends just before the error: a clause keyword read as an item?
-    let word_start = text[..=before].rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map_or(0, |i| i + 1);
-    let word = &text[word_start..=before];
+    let is_word_char = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    if !is_word_char(last) {
+        return None;
+    }
+    let end = before + 1; // `last` is ASCII.
+    let word_start =
+        text[..end].char_indices().rev().take_while(|&(_, c)| is_word_char(c)).last().map_or(end, |(i, _)| i);
+    let word = &text[word_start..end];
     let (_, comma) = last_char_before(text, word_start)?;
     (CLAUSE_WORDS.contains(&word) && comma == ',')
         .then(|| format!("remove the comma before `{word}`: {RULE} (after one, `{word}` is read as one more item)"))
@@ -1124,6 +1130,10 @@ mod tests {
         let d = first_error(&format!("{head}  where x == \",#\" group\n  window\n"));
         assert_eq!(d.help.as_deref(), Some("write `group by`"));
         assert_eq!(first_error(&format!("{head}  group by a, compute\n  window\n")).help, None);
+        // Non-ASCII text around the error is no word, and is sliced whole.
+        for body in ["  where x ~ /é/ y", "  group by a, é", "  compute count() as n, éa", "  where \"é\" é"] {
+            let _ = first_error(&format!("{head}{body}\n"));
+        }
     }
 
     #[test]
