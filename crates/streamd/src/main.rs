@@ -284,19 +284,16 @@ async fn wait_for_stop(run_for: Option<u64>) {
     }
 }
 
+/// Compiles the pipeline files `paths` name: files as given, directories
+/// with every `*.stream` file under them (recursively, as `streamctl` and
+/// a deployed bundle of that directory take them).
 fn load_plan(paths: &[String]) -> anyhow::Result<Arc<engine::CompiledPlan>> {
     let mut roots = Vec::new();
     for path in paths {
         let p = std::path::Path::new(path);
         if p.is_dir() {
-            let mut files: Vec<String> = std::fs::read_dir(p)
-                .with_context(|| format!("cannot list `{path}`"))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|f| f.extension().is_some_and(|e| e == "stream"))
-                .map(|f| f.to_string_lossy().into_owned())
-                .collect();
-            files.sort();
-            roots.extend(files);
+            let files = kafka::control::read_pipeline_dir(p).with_context(|| format!("cannot read `{path}`"))?;
+            roots.extend(files.into_iter().map(|(name, _)| p.join(name).to_string_lossy().into_owned()));
         } else {
             roots.push(path.clone());
         }
@@ -307,4 +304,24 @@ fn load_plan(paths: &[String]) -> anyhow::Result<Arc<engine::CompiledPlan>> {
     }
     let Some(plan) = compiled.plan else { bail!("the pipelines have errors; nothing started") };
     Ok(Arc::new(engine::CompiledPlan::new(plan, engine::EngineConfig::default()).context("the plan cannot run")?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pipelines_directory_is_read_recursively() {
+        let dir = std::env::temp_dir().join(format!("streamd-load-plan-{}", std::process::id()));
+        let team = dir.join("team");
+        std::fs::create_dir_all(&team).expect("temp dir");
+        let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        std::fs::copy(repo.join("pipelines/deliveries.stream"), dir.join("deliveries.stream")).expect("copy");
+        let nested = "version 1\nimport \"../deliveries.stream\"\nmetric nested from deliveries\n  compute count() as n\n  window 1m\n";
+        std::fs::write(team.join("nested.stream"), nested).expect("write");
+        let plan = load_plan(&[dir.to_string_lossy().into_owned()]);
+        let _ = std::fs::remove_dir_all(&dir);
+        let names: Vec<String> = plan.expect("plan").plan.metrics.iter().map(|m| m.name.clone()).collect();
+        assert_eq!(names, ["nested"]);
+    }
 }
