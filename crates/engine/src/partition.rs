@@ -366,6 +366,12 @@ impl Partition {
         self.next_offset
     }
 
+    /// Tier rows held back (see [`Partition::with_tier_rows_every`]), one
+    /// per series and tier window.
+    pub fn held_back_tier_rows(&self) -> usize {
+        self.held_back
+    }
+
     /// Where the partition is now.
     fn current_progress(&self) -> Option<Progress> {
         let open = self.metrics.iter().flat_map(|m| m.windows.values().map(|w| w.min_offset)).min();

@@ -163,8 +163,10 @@ fn held_back_tier_rows_go_out_at_a_switch_under_the_old_plan() {
     }
     let held = p.checkpoint().expect("a checkpoint");
     assert!(held.next_offset < switch as i64, "held back, the checkpoint stays behind: {held:?}");
+    assert!(p.held_back_tier_rows() > 0);
     let mut retired = Output::default();
     p.reconfigure(Arc::clone(&new), &mut retired);
+    assert_eq!(p.held_back_tier_rows(), 0);
     let kept_tier_rows = retired.rows.iter().filter(|r| r.tier == 1 && old.plan.metrics[r.metric].name == "kept");
     assert!(kept_tier_rows.count() > 0, "the kept metric's held-back tier rows");
     let caught_up = p.checkpoint().expect("a checkpoint");

@@ -586,6 +586,7 @@ impl Shared {
                 replay_point: self.committed.get(&(topic.clone(), *partition)).copied(),
                 next_offset: p.next_offset(),
                 live_series: p.live_series(),
+                held_back_tier_rows: p.held_back_tier_rows(),
             })
             .collect();
         self.observer.status(&status);

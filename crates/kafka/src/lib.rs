@@ -190,6 +190,9 @@ pub struct PartitionStatus {
     pub next_offset: Option<i64>,
     /// Open series per metric.
     pub live_series: Vec<usize>,
+    /// Tier rows held back (`Settings::tier_rows_every`); while there are
+    /// any, the replay point stays where it was when there were none.
+    pub held_back_tier_rows: usize,
 }
 
 /// Counters of one metric on this instance.
