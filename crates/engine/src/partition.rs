@@ -254,7 +254,7 @@ impl Partition {
     }
 
     /// Holds tier rows back and emits them at most once per `every_ms` of
-    /// event time (at the first base window close after each such step),
+    /// event time (when event time first advances into a new step of it),
     /// and when their tier window closes, instead of at every base window
     /// close: a series' hourly and daily rows are then written once per
     /// `every_ms` instead of once per base window, at the cost of tier rows
