@@ -79,6 +79,13 @@ fn message(payload: &str, offset: i64) -> Message<'_> {
     }
 }
 
+/// Processes the messages at `offsets` of `payloads` in `p`, into `out`.
+fn feed(p: &mut Partition, payloads: &[String], offsets: std::ops::Range<usize>, out: &mut Output) {
+    for offset in offsets {
+        p.process(&message(&payloads[offset], offset as i64), 0, out);
+    }
+}
+
 /// Finished rows of metric `name` (tier, window, keys → values), last write wins as in a store.
 type Table = BTreeMap<(usize, i64, String), String>;
 
@@ -95,9 +102,7 @@ fn table(plan: &CompiledPlan, rows: &[Row], name: &str) -> Table {
 fn reference(plan: &Arc<CompiledPlan>, payloads: &[String], from: usize, name: &str) -> Table {
     let mut p = Partition::new(Arc::clone(plan), 0);
     let mut out = Output::default();
-    for (offset, payload) in payloads.iter().enumerate().skip(from) {
-        p.process(&message(payload, offset as i64), 0, &mut out);
-    }
+    feed(&mut p, payloads, from..payloads.len(), &mut out);
     p.close_all(&mut out);
     table(plan, &out.rows, name)
 }
@@ -111,16 +116,12 @@ fn a_switch_keeps_unchanged_metrics_and_starts_new_ones_at_the_switch() {
 
     let mut p = Partition::new(Arc::clone(&old), 0);
     let mut before = Output::default();
-    for (offset, payload) in payloads.iter().enumerate().take(switch) {
-        p.process(&message(payload, offset as i64), 0, &mut before);
-    }
+    feed(&mut p, &payloads, 0..switch, &mut before);
     let mut retired = Output::default();
     let previous = p.reconfigure(Arc::clone(&new), &mut retired);
     assert!(Arc::ptr_eq(&previous, &old));
     let mut after = Output::default();
-    for (offset, payload) in payloads.iter().enumerate().skip(switch) {
-        p.process(&message(payload, offset as i64), 0, &mut after);
-    }
+    feed(&mut p, &payloads, switch..payloads.len(), &mut after);
     p.close_all(&mut after);
 
     // Unchanged: as if nothing happened.
@@ -158,9 +159,7 @@ fn held_back_tier_rows_go_out_at_a_switch_under_the_old_plan() {
 
     let mut p = Partition::new(Arc::clone(&old), 0).with_tier_rows_every(hour);
     let mut before = Output::default();
-    for (offset, payload) in payloads.iter().enumerate().take(switch) {
-        p.process(&message(payload, offset as i64), 0, &mut before);
-    }
+    feed(&mut p, &payloads, 0..switch, &mut before);
     let held = p.checkpoint().expect("a checkpoint");
     assert!(held.next_offset < switch as i64, "held back, the checkpoint stays behind: {held:?}");
     assert!(p.held_back_tier_rows() > 0);
@@ -174,9 +173,7 @@ fn held_back_tier_rows_go_out_at_a_switch_under_the_old_plan() {
     assert!(caught_up.replay_offset > held.replay_offset);
 
     let mut after = Output::default();
-    for (offset, payload) in payloads.iter().enumerate().skip(switch) {
-        p.process(&message(payload, offset as i64), 0, &mut after);
-    }
+    feed(&mut p, &payloads, switch..payloads.len(), &mut after);
     p.close_all(&mut after);
     let mut kept = table(&old, &before.rows, "kept");
     kept.extend(table(&old, &retired.rows, "kept"));
@@ -196,18 +193,14 @@ fn a_restore_under_a_new_plan_starts_its_new_metrics_at_the_checkpoint() {
 
     let mut p = Partition::new(Arc::clone(&old), 0);
     let mut durable = Output::default();
-    for (offset, payload) in payloads.iter().enumerate().take(switch) {
-        p.process(&message(payload, offset as i64), 0, &mut durable);
-    }
+    feed(&mut p, &payloads, 0..switch, &mut durable);
     let checkpoint = p.checkpoint().expect("a checkpoint");
     assert!(checkpoint.replay_offset < switch as i64, "open windows hold the replay point back");
     let tier_rows: Vec<Row> = durable.rows.iter().filter(|r| r.tier > 0).cloned().collect();
 
     let mut restored = Partition::restore(Arc::clone(&new), &checkpoint, tier_rows);
     let mut out = Output::default();
-    for (offset, payload) in payloads.iter().enumerate().skip(checkpoint.replay_offset as usize) {
-        restored.process(&message(payload, offset as i64), 0, &mut out);
-    }
+    feed(&mut restored, &payloads, checkpoint.replay_offset as usize..payloads.len(), &mut out);
     restored.close_all(&mut out);
     assert_eq!(table(&new, &out.rows, "added"), reference(&new, &payloads, switch, "added"));
     let mut kept = table(&old, &durable.rows, "kept");
