@@ -248,9 +248,9 @@ impl Shared {
     /// Builds the partition's state from the store; retries while the store fails.
     fn restore(&mut self, key: &Key) {
         let mut delay = self.settings.retry_initial;
+        let every = u64::try_from(self.settings.tier_rows_every.as_millis()).unwrap_or(u64::MAX);
         loop {
             let plan = Arc::clone(&self.plan);
-            let every = u64::try_from(self.settings.tier_rows_every.as_millis()).unwrap_or(u64::MAX);
             let store = self.store();
             let restored = store.checkpoint(&key.0, key.1).and_then(|checkpoint| match checkpoint {
                 None => Ok(Partition::new(plan, key.1).with_tier_rows_every(every)),
