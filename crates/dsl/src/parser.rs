@@ -278,7 +278,7 @@ fn syntax_error(file: FileId, text: &str, error: &pest::error::Error<Rule>) -> D
 /// there (in [`describe_rule`]'s words).
 fn mistake_help(text: &str, at: usize, expected: &[&str]) -> Option<String> {
     let rest = text.get(at..)?;
-    let found: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+    let found = leading_word(rest);
     let (clause, previous) = last_words(&text[..at]);
     if rest.starts_with("=~") {
         return Some("a regex match is written `~` (and `!~` for no match)".into());
@@ -291,7 +291,7 @@ fn mistake_help(text: &str, at: usize, expected: &[&str]) -> Option<String> {
     if !found.is_empty() && after.starts_with('=') && expected.iter().any(|e| e.starts_with("an entry")) {
         return Some("write `:` between a label's or annotation's name and its value".into());
     }
-    let next_word = after.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).next().unwrap_or("");
+    let next_word = leading_word(after);
     if (previous == Some("group") && found != "by") || (found == "group" && next_word != "by") {
         return Some("write `group by`".into());
     }
@@ -300,7 +300,7 @@ fn mistake_help(text: &str, at: usize, expected: &[&str]) -> Option<String> {
         return Some(format!("write text in double quotes: `\"{found}\"`"));
     }
     match clause? {
-        "group" | "compute" if is_name && !CLAUSE_WORDS.contains(&found.as_str()) => Some(format!(
+        "group" | "compute" if is_name && !CLAUSE_WORDS.contains(&found) => Some(format!(
             "to name the item before it, write `as {found}`; to start another item, put a comma before it"
         )),
         "rollup" if found.starts_with(|c: char| c.is_ascii_digit()) => {
@@ -330,16 +330,9 @@ fn last_words(text: &str) -> (Option<&str>, Option<&str>) {
                     }
                 }
             }
-            c if c.is_ascii_alphanumeric() || c == '_' => {
-                let mut end = i + 1;
-                while let Some(&(j, c)) = chars.peek() {
-                    if !(c.is_ascii_alphanumeric() || c == '_') {
-                        break;
-                    }
-                    end = j + 1;
-                    chars.next();
-                }
-                let word = &text[i..end];
+            c if is_word_char(c) => {
+                let word = leading_word(&text[i..]);
+                while chars.next_if(|&(j, _)| j < i + word.len()).is_some() {}
                 if CLAUSE_WORDS.contains(&word) {
                     clause = Some(word);
                 }
@@ -349,6 +342,16 @@ fn last_words(text: &str) -> (Option<&str>, Option<&str>) {
         }
     }
     (clause, last)
+}
+
+/// Whether `c` may be part of a name or keyword.
+fn is_word_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_'
+}
+
+/// The name or keyword `text` starts with (empty if none).
+fn leading_word(text: &str) -> &str {
+    &text[..text.find(|c: char| !is_word_char(c)).unwrap_or(text.len())]
 }
 
 /// Words that start a metric clause or a top-level declaration.
@@ -379,17 +382,16 @@ fn trailing_comma_help(text: &str, at: usize) -> Option<String> {
     let (before, last) = last_char_before(text, at)?;
     if last == ',' {
         let rest = text.get(at..)?;
-        let word: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+        let word = leading_word(rest);
         return if rest.is_empty() {
             Some(format!("remove the comma at the end of the file: {RULE}"))
-        } else if CLAUSE_WORDS.contains(&word.as_str()) {
+        } else if CLAUSE_WORDS.contains(&word) {
             Some(format!("remove the comma before `{word}`: {RULE}"))
         } else {
             None
         };
     }
     // The word that ends just before the error: a clause keyword read as an item?
-    let is_word_char = |c: char| c.is_ascii_alphanumeric() || c == '_';
     if !is_word_char(last) {
         return None;
     }
