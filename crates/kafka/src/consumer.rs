@@ -6,15 +6,16 @@ use dsl::bundle::MetricChanges;
 use engine::{Checkpoint, CompiledPlan, Message, MessageMeta, Output, Partition, Reason};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::base_consumer::PartitionQueue;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Headers, Message as _};
 use rdkafka::statistics::Statistics;
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use store::{DeploymentRecord, Store, WriteBatch};
 use tracing::{debug, error, info, warn};
@@ -42,6 +43,8 @@ struct Shared {
     /// Assigned partitions, with the rebalance count at their assignment:
     /// a message polled before that belongs to an earlier ownership.
     assigned: BTreeMap<Key, u64>,
+    /// Assigned partitions whose restore failed, waiting (paused) for a retry.
+    unrestored: BTreeMap<Key, Retry>,
     /// Rebalances so far (shared with the loop, which stamps each message).
     rebalances: Arc<AtomicU64>,
     /// Output not yet written, per topic.
@@ -153,6 +156,9 @@ impl std::fmt::Display for FlushError {
 struct Context {
     shared: Arc<Mutex<Shared>>,
     observer: Arc<dyn Observer>,
+    /// The consumer this is the context of (set once it exists), to split
+    /// partition queues off inside the rebalance callback.
+    consumer: OnceLock<Weak<BaseConsumer<Context>>>,
 }
 
 /// A message taken from the consumer, stamped with the rebalance count at
@@ -195,14 +201,97 @@ impl ClientContext for Context {
 }
 
 impl ConsumerContext for Context {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let Rebalance::Revoke(tpl) = rebalance else { return };
+    /// Replaces rdkafka's default handling (`pre_rebalance`, assign,
+    /// `post_rebalance`) because an assignment needs two things done
+    /// between receiving the partitions and assigning them: each partition
+    /// starts at its **store** checkpoint's replay point (the store is the
+    /// truth, see [`Shared::restore`]), and its queue is split off from the
+    /// consumer queue before the first fetch, so that none of its messages
+    /// can wait in the consumer queue while newer ones are taken from the
+    /// partition's own (which processed them out of order).
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, error: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        let result = match error {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let paused = self.before_assign(tpl);
+                let assigned = if cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) };
+                if assigned.is_ok() && paused.count() > 0 {
+                    // Their restore failed: they wait, paused, for the loop to retry it.
+                    if let Err(error) = consumer.pause(&paused) {
+                        warn!(error = %error, "Cannot pause partitions waiting for their restore.");
+                    }
+                }
+                assigned
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.revoke(consumer, tpl);
+                if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                }
+            }
+            other => {
+                // librdkafka's advice for a failed rebalance: drop the assignment and rejoin.
+                warn!(error = ?other, "Rebalance failed; giving up the assignment.");
+                let all = consumer.assignment().unwrap_or_default();
+                self.revoke(consumer, &all);
+                consumer.unassign()
+            }
+        };
+        if let Err(error) = result {
+            warn!(error = %error, "Cannot apply the rebalance's assignment.");
+        }
+    }
+}
+
+impl Context {
+    /// Takes over the partitions of `tpl`: restores each from the store
+    /// and sets its start offset, and splits its queue off. Returns the
+    /// partitions whose restore failed (to pause; they start at the
+    /// committed offset, and the loop retries the restore and seeks).
+    fn before_assign(&self, tpl: &mut TopicPartitionList) -> TopicPartitionList {
+        let consumer = self.consumer.get().and_then(Weak::upgrade);
+        let mut shared = lock(&self.shared);
+        let now = shared.rebalances.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut paused = TopicPartitionList::new();
+        let keys: Vec<Key> = tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+        for key in keys {
+            shared.assigned.entry(key.clone()).or_insert(now);
+            // Dropping the handle keeps the split: librdkafka never forwards it again.
+            drop(consumer.as_ref().and_then(|c| c.split_partition_queue(&key.0, key.1)));
+            let start = match shared.partitions.get(&key) {
+                Some(partition) => partition.replay_point().map(Offset::Offset),
+                None => match shared.restore(&key) {
+                    Ok(start) => Some(start),
+                    Err(error) => {
+                        warn!(topic = %key.0, partition = key.1, error = %error, "Cannot restore the partition; it waits, paused, and is retried.");
+                        let retry = Retry::new(shared.settings.retry_initial);
+                        shared.unrestored.insert(key.clone(), retry);
+                        let _ = paused.add_partition_offset(&key.0, key.1, Offset::Invalid);
+                        None
+                    }
+                },
+            };
+            if let Some(start) = start {
+                if let Err(error) = tpl.set_partition_offset(&key.0, key.1, start) {
+                    warn!(topic = %key.0, partition = key.1, error = %error, "Cannot set the start offset.");
+                }
+            }
+        }
+        info!(partitions = tpl.count(), "Assigned partitions.");
+        shared.publish_status();
+        paused
+    }
+
+    /// Gives up the partitions of `tpl`: flushes and commits what they
+    /// produced (if the store is down, commits nothing: the next owner
+    /// replays from the last commit), then drops their state.
+    fn revoke(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
         let mut shared = lock(&self.shared);
         // Tier rows held back go with this flush, so that its commit spares
         // the next owner replaying what they cover.
         shared.emit_held_back(tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())));
-        // Flush and commit before the partitions move; if the store is down,
-        // commit nothing: the next owner replays from the last commit.
         match shared.flush(consumer) {
             Ok(()) => info!(partitions = tpl.count(), "Flushed and committed revoked partitions."),
             Err(error) => {
@@ -215,23 +304,21 @@ impl ConsumerContext for Context {
             shared.partitions.remove(&key);
             shared.committed.remove(&key);
             shared.assigned.remove(&key);
+            shared.unrestored.remove(&key);
         }
         shared.publish_status();
     }
+}
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let Rebalance::Assign(tpl) = rebalance else { return };
-        let mut shared = lock(&self.shared);
-        let now = shared.rebalances.fetch_add(1, Ordering::SeqCst) + 1;
-        for element in tpl.elements() {
-            let key = (element.topic().to_string(), element.partition());
-            shared.assigned.entry(key.clone()).or_insert(now);
-            if !shared.partitions.contains_key(&key) {
-                shared.restore(&key);
-            }
-        }
-        info!(partitions = tpl.count(), "Assigned partitions.");
-        shared.publish_status();
+/// When to try a failed restore again.
+struct Retry {
+    at: Instant,
+    delay: Duration,
+}
+
+impl Retry {
+    fn new(delay: Duration) -> Self {
+        Retry { at: Instant::now() + delay, delay }
     }
 }
 
@@ -245,32 +332,62 @@ impl Shared {
         }
     }
 
-    /// Builds the partition's state from the store; retries while the store fails.
-    fn restore(&mut self, key: &Key) {
-        let mut delay = self.settings.retry_initial;
+    /// Builds the partition's state from its store checkpoint (one
+    /// attempt) and returns where consumption must start: the checkpoint's
+    /// replay point, or the beginning of the partition when the store has
+    /// none. The store is the truth, not the offset committed to Kafka: the
+    /// commit follows the store write, so it is at most as far, and after a
+    /// store was replaced it would skip what the new store never saw.
+    fn restore(&mut self, key: &Key) -> std::result::Result<Offset, store::Error> {
         let every = u64::try_from(self.settings.tier_rows_every.as_millis()).unwrap_or(u64::MAX);
-        loop {
-            let plan = Arc::clone(&self.plan);
-            let store = self.store();
-            let restored = store.checkpoint(&key.0, key.1).and_then(|checkpoint| match checkpoint {
-                None => Ok(Partition::new(plan, key.1).with_tier_rows_every(every)),
-                Some(c) => {
-                    let tiers = store.open_tier_rows(&plan.plan, &c)?;
-                    info!(topic = %key.0, partition = key.1, replay_offset = c.replay_offset, next_offset = c.next_offset, "Restored partition state.");
-                    Ok(Partition::restore(plan, &c, tiers).with_tier_rows_every(every))
-                }
-            });
-            drop(store);
-            match restored {
-                Ok(partition) => {
-                    self.partitions.insert(key.clone(), partition);
-                    return;
+        let plan = Arc::clone(&self.plan);
+        let store = self.store();
+        let (partition, start) = match store.checkpoint(&key.0, key.1)? {
+            None => (Partition::new(plan, key.1), Offset::Beginning),
+            Some(c) => {
+                let tiers = store.open_tier_rows(&plan.plan, &c)?;
+                info!(topic = %key.0, partition = key.1, replay_offset = c.replay_offset, next_offset = c.next_offset, max_event_time = ?c.max_event_time, "Restored partition state.");
+                (Partition::restore(plan, &c, tiers), Offset::Offset(c.replay_offset))
+            }
+        };
+        drop(store);
+        self.partitions.insert(key.clone(), partition.with_tier_rows_every(every));
+        Ok(start)
+    }
+
+    /// Retries the restores that failed at assignment, each when its
+    /// backoff has passed; a restored partition seeks to its start and
+    /// resumes.
+    fn retry_restores(&mut self, consumer: &BaseConsumer<Context>) {
+        let due: Vec<Key> =
+            self.unrestored.iter().filter(|(_, retry)| retry.at <= Instant::now()).map(|(k, _)| k.clone()).collect();
+        for key in due {
+            match self.restore(&key) {
+                Ok(start) => {
+                    self.unrestored.remove(&key);
+                    let mut tpl = TopicPartitionList::new();
+                    let _ = tpl.add_partition_offset(&key.0, key.1, start);
+                    let resumed = consumer
+                        .seek_partitions(tpl.clone(), Duration::from_secs(10))
+                        .and_then(|_| consumer.resume(&tpl));
+                    match resumed {
+                        Ok(()) => {
+                            info!(topic = %key.0, partition = key.1, "Restored a partition after a retry; resumed.")
+                        }
+                        Err(error) => {
+                            // Without the seek its messages cannot be trusted: try again.
+                            warn!(topic = %key.0, partition = key.1, error = %error, "Cannot seek a restored partition; retrying.");
+                            self.partitions.remove(&key);
+                            self.unrestored.insert(key, Retry::new(self.settings.retry_initial));
+                        }
+                    }
                 }
                 Err(error) => {
+                    let delay = self.unrestored.get(&key).map_or(self.settings.retry_initial, |r| r.delay);
                     self.observer.store_failed(&error, delay);
                     warn!(topic = %key.0, partition = key.1, error = %error, "Cannot read the checkpoint; retrying.");
-                    std::thread::sleep(delay);
-                    delay = (delay * 2).min(self.settings.retry_max);
+                    let next = (delay * 2).min(self.settings.retry_max);
+                    self.unrestored.insert(key, Retry { at: Instant::now() + jitter(delay, 1), delay: next });
                 }
             }
         }
@@ -293,15 +410,16 @@ impl Shared {
                 debug!(topic, partition, "Dropped a message polled before a rebalance.");
                 continue;
             }
+            if self.unrestored.keys().any(|k| k.1 == partition && k.0 == topic) {
+                // Fetched before the pause: read again after the restore's seek.
+                continue;
+            }
             match groups.iter_mut().find(|(k, _)| k.1 == partition && k.0 == topic) {
                 Some((_, messages)) => messages.push(&polled.message),
                 None => groups.push(((topic.to_string(), partition), vec![&polled.message])),
             }
         }
-        for (key, messages) in &groups {
-            if !self.partitions.contains_key(key) {
-                self.restore(key);
-            }
+        for (_, messages) in &groups {
             self.pending_messages += messages.len() as u64;
         }
         let mut jobs: Vec<Job<'_>> = Vec::new();
@@ -748,6 +866,7 @@ impl Consumer {
         let rebalances = Arc::new(AtomicU64::new(0));
         let shared = Arc::new(Mutex::new(Shared {
             assigned: BTreeMap::new(),
+            unrestored: BTreeMap::new(),
             rebalances: rebalances.clone(),
             plan,
             plan_version: None,
@@ -766,16 +885,19 @@ impl Consumer {
             is_paused: false,
             observer: observer.clone(),
         }));
-        let context = Context { shared: shared.clone(), observer };
-        let consumer: BaseConsumer<Context> = config
-            .create_with_context(context)
-            .map_err(|source| Error::Kafka { context: "cannot create the consumer".into(), source })?;
+        let context = Context { shared: shared.clone(), observer, consumer: OnceLock::new() };
+        let consumer: Arc<BaseConsumer<Context>> = Arc::new(
+            config
+                .create_with_context(context)
+                .map_err(|source| Error::Kafka { context: "cannot create the consumer".into(), source })?,
+        );
+        let _ = consumer.context().consumer.set(Arc::downgrade(&consumer));
         let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
         consumer
             .subscribe(&topics)
             .map_err(|source| Error::Kafka { context: format!("cannot subscribe to {topics:?}"), source })?;
         info!(topics = ?topics, group = %settings.group_id, "Subscribed.");
-        Ok(Consumer { consumer: Arc::new(consumer), shared, rebalances, settings, updates: None })
+        Ok(Consumer { consumer, shared, rebalances, settings, updates: None })
     }
 
     /// Follows `updates`: each plan received is applied between two batches
@@ -910,6 +1032,12 @@ impl Consumer {
                 lock(&self.shared).process_batch(&batch);
             }
             drop(batch);
+            {
+                let mut shared = lock(&self.shared);
+                if !shared.unrestored.is_empty() {
+                    shared.retry_restores(&self.consumer);
+                }
+            }
             if last_idle_check.elapsed() >= Duration::from_secs(1) {
                 lock(&self.shared).advance_idle();
                 last_idle_check = Instant::now();

@@ -177,12 +177,15 @@ impl Observer for Recorder {
     }
 }
 
-/// A SQLite store that fails every write while `is_down` is set, and
-/// every second write with `fails_every_other`; each write takes at least
+/// A SQLite store that fails every write while `is_down` is set, every
+/// checkpoint read while `reads_down` is, and every second write with
+/// `fails_every_other`; each write takes at least
 /// `write_time`.
 struct FlakyStore {
     inner: SqliteStore,
     is_down: Arc<AtomicBool>,
+    /// Checkpoint reads (a partition's restore) fail while set.
+    reads_down: Arc<AtomicBool>,
     failed_writes: Arc<AtomicU64>,
     fails_every_other: bool,
     write_time: Duration,
@@ -200,6 +203,7 @@ impl FlakyStore {
         FlakyStore {
             inner: SqliteStore::open(path).expect("store"),
             is_down,
+            reads_down: Arc::default(),
             failed_writes: Arc::default(),
             fails_every_other: false,
             write_time: Duration::ZERO,
@@ -235,6 +239,9 @@ impl Store for FlakyStore {
         Ok(())
     }
     fn checkpoint(&self, topic: &str, partition: i32) -> store::Result<Option<engine::Checkpoint>> {
+        if self.reads_down.load(Ordering::SeqCst) {
+            return Err(store::Error::Unavailable("injected outage of reads".into()));
+        }
         self.inner.checkpoint(topic, partition)
     }
     fn read(&self, plan: &dsl::Plan, metric: usize, filter: &RowFilter) -> store::Result<Vec<engine::Row>> {
@@ -448,6 +455,59 @@ fn rows_equal_a_direct_run_through_rebalance_store_outage_and_broker_errors() {
     }
     // At least once on the topic: a flush retried after an outage may send a record twice.
     assert_eq!(positions.len(), dead.len(), "every dead letter is on the dead-letter topic");
+}
+
+/// A store that cannot be read when partitions are assigned: the
+/// rebalance callback does not wait for it (the member keeps its place in
+/// the group, and stops promptly when asked), the partitions wait paused,
+/// and once the store is back they are restored and start at the store's
+/// checkpoint: the rows equal a direct run.
+#[test]
+fn a_store_outage_at_assignment_pauses_the_partitions_until_their_restore() {
+    let plan = plan();
+    let all = events(6000, 13);
+    let (_cluster, brokers) = cluster_with(&all[..3000]);
+    let db = temp_db("restore-outage");
+    let path = db.to_str().expect("utf-8").to_string();
+    let positions = OffsetPerPartition::default();
+    let processed = |n: usize| has_all(&positions, &all[..n]);
+
+    // A first member writes checkpoints for the first half, then leaves.
+    let recorder = Arc::new(Recorder { positions: positions.clone(), ..Default::default() });
+    let first = start(settings(&brokers), plan.clone(), Box::new(SqliteStore::open(&path).expect("store")), recorder);
+    wait_for("the first half", Duration::from_secs(60), || processed(3000));
+    first.stop();
+
+    // A stop asked for while every restore fails returns.
+    let store = FlakyStore::new(&path, Arc::default());
+    store.reads_down.store(true, Ordering::SeqCst);
+    let recorder = Arc::new(Recorder { positions: positions.clone(), ..Default::default() });
+    let stuck = start(settings(&brokers), plan.clone(), Box::new(store), recorder.clone());
+    wait_for("failed restores", Duration::from_secs(60), || recorder.store_failures.load(Ordering::SeqCst) >= 2);
+    let asked = Instant::now();
+    stuck.stop();
+    assert!(asked.elapsed() < Duration::from_secs(20), "stopped {:?} after it was asked", asked.elapsed());
+
+    // Another member gets the partitions while the store cannot be read, and
+    // more events arrive; then the store comes back.
+    let store = FlakyStore::new(&path, Arc::default());
+    let reads_down = store.reads_down.clone();
+    reads_down.store(true, Ordering::SeqCst);
+    let recorder = Arc::new(Recorder { positions: positions.clone(), ..Default::default() });
+    let member = start(settings(&brokers), plan.clone(), Box::new(store), recorder.clone());
+    produce(&brokers, &all[3000..]);
+    wait_for("failed restores", Duration::from_secs(60), || recorder.store_failures.load(Ordering::SeqCst) >= 3);
+    assert_eq!(recorder.messages.load(Ordering::SeqCst), 0, "nothing is processed before the restore");
+    reads_down.store(false, Ordering::SeqCst);
+    wait_for("everything", Duration::from_secs(90), || processed(all.len()));
+    assert_eq!(recorder.revocations.load(Ordering::SeqCst), 0, "the member kept its partitions");
+    member.stop();
+
+    let stored = SqliteStore::open(&path).expect("reopen");
+    let (got, want) = (dump(&plan.plan, &stored), dump(&plan.plan, &reference(&plan, &all)));
+    assert!(!want.is_empty());
+    assert_eq!(got.len(), want.len(), "row count");
+    assert!(got == want, "first difference: {:?}", got.iter().zip(&want).find(|(a, b)| a != b));
 }
 
 /// A background flush that fails goes back in front of what was consumed

