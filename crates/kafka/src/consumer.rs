@@ -45,6 +45,9 @@ struct Shared {
     assigned: BTreeMap<Key, u64>,
     /// Assigned partitions whose restore failed, waiting (paused) for a retry.
     unrestored: BTreeMap<Key, Retry>,
+    /// The owner epoch this instance claimed for each partition it restored
+    /// (see [`store::Store::claim`]); every write carries them.
+    epochs: BTreeMap<Key, u64>,
     /// Rebalances so far (shared with the loop, which stamps each message).
     rebalances: Arc<AtomicU64>,
     /// Output not yet written, per topic.
@@ -101,8 +104,8 @@ impl StoreWriter {
 
     /// Hands a flush to the thread (it must not be busy); gives it back if
     /// the thread is gone.
-    fn send(&mut self, taken: Taken) -> std::result::Result<(), Taken> {
-        self.jobs.send(taken).map_err(|mpsc::SendError(taken)| taken)?;
+    fn send(&mut self, taken: Taken) -> std::result::Result<(), Box<Taken>> {
+        self.jobs.send(taken).map_err(|mpsc::SendError(taken)| Box::new(taken))?;
         self.is_busy = true;
         Ok(())
     }
@@ -305,6 +308,7 @@ impl Context {
             shared.committed.remove(&key);
             shared.assigned.remove(&key);
             shared.unrestored.remove(&key);
+            shared.epochs.remove(&key);
         }
         shared.publish_status();
     }
@@ -341,7 +345,10 @@ impl Shared {
     fn restore(&mut self, key: &Key) -> std::result::Result<Offset, store::Error> {
         let every = u64::try_from(self.settings.tier_rows_every.as_millis()).unwrap_or(u64::MAX);
         let plan = Arc::clone(&self.plan);
-        let store = self.store();
+        let mut store = self.store();
+        // Claimed before the checkpoint is read: whatever an earlier owner
+        // writes after this fails, whatever it wrote before is read.
+        let epoch = store.claim(&key.0, key.1)?;
         let (partition, start) = match store.checkpoint(&key.0, key.1)? {
             None => (Partition::new(plan, key.1), Offset::Beginning),
             Some(c) => {
@@ -352,6 +359,7 @@ impl Shared {
         };
         drop(store);
         self.partitions.insert(key.clone(), partition.with_tier_rows_every(every));
+        self.epochs.insert(key.clone(), epoch);
         Ok(start)
     }
 
@@ -508,7 +516,7 @@ impl Shared {
         // The thread can only be gone after a panic, which the next wait for it resumes.
         if let Err(taken) = self.writer.send(taken) {
             let written = taken.write(&mut **lock(&self.store), self.dead_letters.as_deref());
-            self.written = Some((taken, written));
+            self.written = Some((*taken, written));
         }
     }
 
@@ -559,7 +567,12 @@ impl Shared {
         for out in self.pending.values_mut() {
             engine::drop_superseded(&mut out.rows);
         }
+        let mut owners: BTreeMap<String, Vec<(i32, u64)>> = BTreeMap::new();
+        for ((topic, partition), epoch) in &self.epochs {
+            owners.entry(topic.clone()).or_default().push((*partition, *epoch));
+        }
         Taken {
+            owners,
             plan: Arc::clone(&self.plan),
             retired: std::mem::take(&mut self.retired),
             outputs: std::mem::take(&mut self.pending),
@@ -589,6 +602,10 @@ impl Shared {
                 }
                 self.retired.splice(0..0, taken.retired);
                 self.pending_messages += taken.messages;
+                if let FlushError::Store(store::Error::Fenced { topic, partitions }) = &error {
+                    self.drop_fenced(topic, partitions);
+                    return Ok(());
+                }
                 return Err(error);
             }
         };
@@ -621,6 +638,34 @@ impl Shared {
             self.sweep();
         }
         Ok(())
+    }
+
+    /// Gives up partitions another owner has claimed since this one did
+    /// (it was paused past its session timeout, and the group moved them):
+    /// their state and output go, nothing of theirs is written or
+    /// committed; the rest is written at the next flush. librdkafka learns
+    /// of the move at its next heartbeat and revokes them.
+    fn drop_fenced(&mut self, topic: &str, partitions: &[i32]) {
+        warn!(topic, ?partitions, "Another owner claimed these partitions; dropping their state and output.");
+        for partition in partitions {
+            let key = (topic.to_string(), *partition);
+            self.partitions.remove(&key);
+            self.assigned.remove(&key);
+            self.committed.remove(&key);
+            self.unrestored.remove(&key);
+            self.epochs.remove(&key);
+        }
+        let theirs = |p: i32| partitions.contains(&p);
+        if let Some(out) = self.pending.get_mut(topic) {
+            out.rows.retain(|row| !theirs(row.partition));
+            out.dead_letters.retain(|d| !theirs(d.partition));
+        }
+        for (_, outputs) in &mut self.retired {
+            if let Some(out) = outputs.get_mut(topic) {
+                out.rows.retain(|row| !theirs(row.partition));
+            }
+        }
+        self.publish_status();
     }
 
     /// Switches every partition to `update` (the caller has flushed, so
@@ -724,11 +769,17 @@ struct Taken {
     checkpoints: BTreeMap<String, Vec<Checkpoint>>,
     /// What to commit once written: topic, partition, replay point.
     replay_points: Vec<(String, i32, i64)>,
+    /// Per topic: the owner epoch of each partition, checked by the store.
+    owners: BTreeMap<String, Vec<(i32, u64)>>,
     /// Messages consumed for it.
     messages: u64,
 }
 
 impl Taken {
+    fn owners_of(&self, topic: &str) -> &[(i32, u64)] {
+        self.owners.get(topic).map_or(&[], Vec::as_slice)
+    }
+
     /// Dead letters to Kafka, then rows + dead letters + checkpoints to the
     /// store in one batch per topic. Only I/O and nothing of the loop's
     /// state: the writer thread runs it while the loop goes on.
@@ -748,7 +799,10 @@ impl Taken {
         for (plan, outputs) in &self.retired {
             for (topic, out) in outputs {
                 store
-                    .write(&plan.plan, &WriteBatch { topic, rows: &out.rows, ..Default::default() })
+                    .write(
+                        &plan.plan,
+                        &WriteBatch { topic, rows: &out.rows, owners: self.owners_of(topic), ..Default::default() },
+                    )
                     .map_err(FlushError::Store)?;
                 count_rows(plan, &out.rows);
             }
@@ -762,7 +816,13 @@ impl Taken {
             store
                 .write(
                     &self.plan.plan,
-                    &WriteBatch { topic, rows: &out.rows, dead_letters: &out.dead_letters, checkpoints },
+                    &WriteBatch {
+                        topic,
+                        rows: &out.rows,
+                        dead_letters: &out.dead_letters,
+                        checkpoints,
+                        owners: self.owners_of(topic),
+                    },
                 )
                 .map_err(FlushError::Store)?;
             count_rows(&self.plan, &out.rows);
@@ -867,6 +927,7 @@ impl Consumer {
         let shared = Arc::new(Mutex::new(Shared {
             assigned: BTreeMap::new(),
             unrestored: BTreeMap::new(),
+            epochs: BTreeMap::new(),
             rebalances: rebalances.clone(),
             plan,
             plan_version: None,

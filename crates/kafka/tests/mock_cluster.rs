@@ -106,7 +106,13 @@ fn reference_with_headers(
     store
         .write(
             &plan.plan,
-            &WriteBatch { topic: TOPIC, rows: &out.rows, dead_letters: &out.dead_letters, checkpoints: &[] },
+            &WriteBatch {
+                topic: TOPIC,
+                rows: &out.rows,
+                dead_letters: &out.dead_letters,
+                checkpoints: &[],
+                owners: &[],
+            },
         )
         .expect("write");
     store
@@ -237,6 +243,12 @@ impl Store for FlakyStore {
             *replay = (*replay).max(checkpoint.replay_offset);
         }
         Ok(())
+    }
+    fn claim(&mut self, topic: &str, partition: i32) -> store::Result<u64> {
+        if self.reads_down.load(Ordering::SeqCst) {
+            return Err(store::Error::Unavailable("injected outage of reads".into()));
+        }
+        self.inner.claim(topic, partition)
     }
     fn checkpoint(&self, topic: &str, partition: i32) -> store::Result<Option<engine::Checkpoint>> {
         if self.reads_down.load(Ordering::SeqCst) {

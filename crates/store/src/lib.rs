@@ -72,6 +72,15 @@ pub enum Error {
     /// The store cannot be reached right now (network, node down, overload).
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// Another owner has claimed these partitions since the writer did
+    /// (see [`Store::claim`]): nothing of the batch was written.
+    #[error("topic `{topic}`: partitions {partitions:?} belong to a newer owner")]
+    Fenced {
+        /// Topic.
+        topic: String,
+        /// The partitions the writer no longer owns.
+        partitions: Vec<i32>,
+    },
 }
 
 impl Error {
@@ -112,6 +121,11 @@ pub struct WriteBatch<'a> {
     pub dead_letters: &'a [DeadLetter],
     /// Partition progress to record once the rows are durable.
     pub checkpoints: &'a [Checkpoint],
+    /// The writer's owner epoch of each partition the batch writes for
+    /// (from [`Store::claim`]); empty for a writer that claims nothing
+    /// (`streamctl run`). A partition claimed by someone else since makes
+    /// the write fail with [`Error::Fenced`], writing nothing.
+    pub owners: &'a [(i32, u64)],
 }
 
 /// Which rows to read.
@@ -176,6 +190,16 @@ pub trait Store {
     /// # Errors
     /// On storage failure; nothing of the batch is then committed.
     fn write(&mut self, plan: &dsl::Plan, batch: &WriteBatch<'_>) -> Result<()>;
+
+    /// Makes the caller the owner of `topic`/`partition`: raises the
+    /// partition's owner epoch and returns it. From then on a write that
+    /// carries an older epoch for that partition fails with
+    /// [`Error::Fenced`], so an owner that was paused past its session
+    /// timeout (and replaced) cannot write over its successor.
+    ///
+    /// # Errors
+    /// On storage failure.
+    fn claim(&mut self, topic: &str, partition: i32) -> Result<u64>;
 
     /// The last checkpoint of `topic`/`partition`.
     ///

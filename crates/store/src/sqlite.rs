@@ -1,7 +1,8 @@
 //! The SQLite backend: the embedded default.
 //!
 //! WAL journal, one transaction per [`WriteBatch`] (rows, dead letters and
-//! checkpoints commit together), prepared statements cached per table, and
+//! checkpoints commit together, after the partitions' owner epochs are
+//! checked in the same transaction: see [`Store::claim`]), prepared statements cached per table, and
 //! a page cache of up to 64 MiB per connection (SQLite's default of 2 MiB
 //! makes upserts into a growing database re-read their pages). The log is
 //! copied into the database every 16,384 pages (64 MiB) rather than SQLite's
@@ -46,6 +47,9 @@ impl SqliteStore {
                topic TEXT NOT NULL, partition INTEGER NOT NULL,
                replay_offset INTEGER NOT NULL, next_offset INTEGER NOT NULL, max_event_time INTEGER,
                metrics TEXT,
+               PRIMARY KEY (topic, partition));
+             CREATE TABLE IF NOT EXISTS stream_owners (
+               topic TEXT NOT NULL, partition INTEGER NOT NULL, epoch INTEGER NOT NULL,
                PRIMARY KEY (topic, partition));
              CREATE TABLE IF NOT EXISTS stream_deployments (
                version INTEGER NOT NULL, instance TEXT NOT NULL, at_ms INTEGER NOT NULL,
@@ -188,7 +192,30 @@ impl Store for SqliteStore {
     }
 
     fn write(&mut self, plan: &dsl::Plan, batch: &WriteBatch<'_>) -> Result<()> {
-        let tx = self.conn.transaction().map_err(sqlite("cannot begin a write"))?;
+        // Immediate: the write lock is taken before the owners are read, so
+        // no claim by another process can come between the check and the write.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(sqlite("cannot begin a write"))?;
+        if !batch.owners.is_empty() {
+            let mut statement = tx
+                .prepare_cached("SELECT epoch FROM stream_owners WHERE topic = ?1 AND partition = ?2")
+                .map_err(sqlite("cannot prepare an owner check"))?;
+            let mut fenced = Vec::new();
+            for &(partition, epoch) in batch.owners {
+                let stored: Option<i64> = statement
+                    .query_row(params![batch.topic, partition], |r| r.get(0))
+                    .optional()
+                    .map_err(sqlite("cannot check a partition's owner"))?;
+                if stored != i64::try_from(epoch).ok() {
+                    fenced.push(partition);
+                }
+            }
+            if !fenced.is_empty() {
+                return Err(Error::Fenced { topic: batch.topic.to_string(), partitions: fenced });
+            }
+        }
         // One statement per table for the whole batch, and the row's values
         // bound in place (SQLite copies them): no per-row statement-cache
         // lookup (it hashes the SQL text), no per-row vector of owned values.
@@ -243,6 +270,19 @@ impl Store for SqliteStore {
             }
         }
         tx.commit().map_err(sqlite("cannot commit a write"))
+    }
+
+    fn claim(&mut self, topic: &str, partition: i32) -> Result<u64> {
+        let epoch: i64 = self
+            .conn
+            .query_row(
+                "INSERT INTO stream_owners (topic, partition, epoch) VALUES (?1, ?2, 1)
+                 ON CONFLICT (topic, partition) DO UPDATE SET epoch = epoch + 1 RETURNING epoch",
+                params![topic, partition],
+                |r| r.get(0),
+            )
+            .map_err(sqlite("cannot claim a partition"))?;
+        Ok(u64::try_from(epoch).unwrap_or(0))
     }
 
     fn checkpoint(&self, topic: &str, partition: i32) -> Result<Option<Checkpoint>> {

@@ -116,7 +116,7 @@ fn suite(store: &mut dyn Store, retention: Retention) {
     };
     let legacy = Checkpoint { partition: 2, replay_offset: 1, next_offset: 2, max_event_time: None, metrics: None };
     let checkpoints = [checkpoint.clone(), legacy.clone()];
-    let batch = WriteBatch { topic: TOPIC, rows: &rows, dead_letters: &dead, checkpoints: &checkpoints };
+    let batch = WriteBatch { topic: TOPIC, rows: &rows, dead_letters: &dead, checkpoints: &checkpoints, owners: &[] };
     store.write(&plan, &batch).expect("write");
 
     assert_eq!(store.checkpoint(TOPIC, 0).expect("checkpoint"), Some(checkpoint.clone()));
@@ -173,6 +173,22 @@ fn suite(store: &mut dyn Store, retention: Retention) {
         letters.iter().map(|d| (d.partition, d.offset, d.reason.as_str(), d.payload.as_slice())).collect();
     assert_eq!(got, vec![(0, 3, "invalid_utf8", &[0xff][..]), (1, 7, "malformed_json", &b"{oops"[..])]);
     assert!(store.dead_letters("other").expect("dead letters").is_empty());
+
+    // Owners: each claim raises the epoch; a write carrying an older one
+    // for any of its partitions writes nothing and names them.
+    let first = store.claim(TOPIC, 0).expect("claim");
+    let second = store.claim(TOPIC, 0).expect("claim again");
+    assert_eq!(second, first + 1);
+    let other = store.claim(TOPIC, 1).expect("claim another partition");
+    let stale_rows = vec![row(&plan, 0, T0, 0, keys(&plan, Some("a")), 1000)];
+    let stale = WriteBatch { topic: TOPIC, rows: &stale_rows, owners: &[(0, first), (1, other)], ..Default::default() };
+    match store.write(&plan, &stale) {
+        Err(store::Error::Fenced { topic, partitions }) => assert_eq!((topic.as_str(), partitions), (TOPIC, vec![0])),
+        other => panic!("a write with a superseded epoch: {other:?}"),
+    }
+    assert!(store.read(&plan, 0, &all(0)).expect("read").iter().all(|r| r.states[0].finish() == KeyVal::Int(42)));
+    let current = WriteBatch { topic: TOPIC, owners: &[(0, second), (1, other)], ..Default::default() };
+    store.write(&plan, &current).expect("a write by the current owners");
 
     // Nothing is within its retention's reach of expiring yet.
     assert_eq!(store.sweep(&plan, T0 + 200_000).expect("sweep"), 0);

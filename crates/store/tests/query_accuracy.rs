@@ -96,7 +96,7 @@ fn store_of(events: &[Event]) -> (SqliteStore, dsl::Plan) {
         partition.close_all(&mut out);
     }
     assert!(out.dead_letters.is_empty(), "{:?}", out.dead_letters.first());
-    let batch = WriteBatch { topic: "events", rows: &out.rows, dead_letters: &[], checkpoints: &[] };
+    let batch = WriteBatch { topic: "events", rows: &out.rows, dead_letters: &[], checkpoints: &[], owners: &[] };
     store.write(&plan, &batch).expect("write");
     (store, plan)
 }

@@ -90,7 +90,7 @@ fn seed() -> u64 {
 
 /// A tansu broker on loopback, in memory, with the topics created.
 struct Broker {
-    _process: Guard,
+    process: Guard,
     address: String,
 }
 
@@ -121,7 +121,7 @@ impl Broker {
             NewTopic::new("mta.events.dlq", 1, TopicReplication::Fixed(1)),
         ];
         runtime.block_on(admin.create_topics(&topics, &AdminOptions::new())).expect("create topics");
-        Broker { _process: process, address }
+        Broker { process, address }
     }
 }
 
@@ -382,4 +382,78 @@ fn killed_while_following_a_live_topic_stores_what_a_clean_run_stores() {
 fn killed_while_following_a_live_topic_holding_tier_rows_back_stores_what_a_clean_run_stores() {
     // Two minutes of event time: the stream covers about twelve and a half.
     killed_while_following_a_live_topic("crash-live-held-back", 120_000);
+}
+
+/// Two instances in one group on one store, following a live topic, under
+/// random faults: `kill -9` of either (restarted 0-2 s later), `SIGSTOP` of
+/// one for longer than the session timeout then `SIGCONT` (a zombie that
+/// wakes with work pending, after the group gave its partitions to the
+/// other), and `SIGSTOP` of the broker for a few seconds.
+#[test]
+fn two_instances_under_kills_zombies_and_a_frozen_broker_store_what_a_clean_run_stores() {
+    const FAULTS: usize = 14;
+    let test = "crash-two";
+    let Some(tansu) = tansu_or_skip(test) else { return };
+    let dir = common::temp_dir(test);
+    let broker = Broker::start(&tansu, &dir);
+    let seed = seed();
+    println!("{test}: seed {seed} (CRASH_SEED={seed} replays it); logs in {}", dir.display());
+    let mut rng = workload::Rng::new(seed);
+    let events = 60_000;
+    let rate = (events * 2 / 3) as f64 / (FAULTS as f64 * 10.0);
+    let produced = Arc::new(AtomicUsize::new(0));
+    let producer = produce_live(&broker.address, events, rate, seed, Arc::clone(&produced));
+
+    let db = dir.join("crash.db");
+    let instance = Instance { brokers: &broker.address, group: "crash", db: &db, dir: &dir, tier_rows_every_ms: 0 };
+    let names = ["a", "b"];
+    let ports = [free_port(), free_port()];
+    let mut running: Vec<Guard> = names.iter().zip(ports).map(|(name, port)| instance.start(name, port)).collect();
+    let (mut kills, mut zombies, mut freezes) = (0, 0, 0);
+    // Every kind at least twice, in a random order.
+    let mut faults: Vec<usize> = (0..FAULTS).map(|i| if i < 6 { i % 3 } else { rng.below(3) }).collect();
+    for i in (1..faults.len()).rev() {
+        faults.swap(i, rng.below(i + 1));
+    }
+    for fault in faults {
+        std::thread::sleep(Duration::from_millis(2000 + rng.below(4000) as u64));
+        let which = rng.below(2);
+        match fault {
+            0 => {
+                drop(running.remove(which)); // SIGKILL
+                std::thread::sleep(Duration::from_millis(rng.below(2000) as u64));
+                running.insert(which, instance.start(names[which], ports[which]));
+                kills += 1;
+            }
+            1 => {
+                let pid = running[which].0.id();
+                signal(pid, "STOP");
+                std::thread::sleep(Duration::from_millis(SESSION_TIMEOUT_MS + 3000 + rng.below(3000) as u64));
+                signal(pid, "CONT");
+                zombies += 1;
+            }
+            _ => {
+                let pid = broker.process.0.id();
+                signal(pid, "STOP");
+                std::thread::sleep(Duration::from_millis(2000 + rng.below(3000) as u64));
+                signal(pid, "CONT");
+                freezes += 1;
+            }
+        }
+    }
+    let during = produced.load(Ordering::Relaxed);
+    let per_partition = producer.join().expect("producer");
+    wait_caught_up(&ports, &per_partition);
+    for process in running {
+        assert!(terminate(process).success(), "an instance stopped cleanly");
+    }
+    let faults = format!(
+        "{kills} kill -9s, {zombies} instances paused past the session timeout and {freezes} broker freezes \
+         with two instances ({during} of {events} events produced meanwhile)"
+    );
+    assert_equals_clean_run(&broker.address, &dir, &db, &per_partition, &faults);
+    drop(broker);
+    if std::env::var_os("CRASH_KEEP").is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

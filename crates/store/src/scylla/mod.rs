@@ -303,8 +303,65 @@ impl ScyllaStore {
         Ok(())
     }
 
+    /// A partition's owner epoch, read through Paxos (serial consistency),
+    /// so it sees every claim acknowledged before.
+    async fn owner_epoch(&self, topic: &str, partition: i32) -> Result<Option<i64>> {
+        let mut statement = self.prepare(&schema::select_owner(&self.config.keyspace)).await?;
+        statement.set_consistency(Consistency::Serial);
+        let result = self
+            .session
+            .execute_unpaged(&statement, (topic, partition))
+            .await
+            .map_err(exec_err("cannot read an owner"))?;
+        let rows = result.into_rows_result().map_err(scylla_err("cannot read an owner", false))?;
+        let row = rows.maybe_first_row::<(Option<i64>,)>().map_err(scylla_err("cannot read an owner", false))?;
+        Ok(row.and_then(|(epoch,)| epoch))
+    }
+
+    /// See [`Store::claim`]: compare-and-set on the owner row, read again
+    /// when another claim came between.
+    async fn claim_async(&self, topic: &str, partition: i32) -> Result<u64> {
+        let ks = &self.config.keyspace;
+        for _ in 0..16 {
+            let (statement, next) = match self.owner_epoch(topic, partition).await? {
+                None => (self.prepare(&schema::insert_owner(ks)).await?, 1),
+                Some(epoch) => (self.prepare(&schema::update_owner(ks)).await?, epoch + 1),
+            };
+            let result = if next == 1 {
+                self.session.execute_unpaged(&statement, (topic, partition)).await
+            } else {
+                self.session.execute_unpaged(&statement, (next, topic, partition, next - 1)).await
+            }
+            .map_err(exec_err("cannot claim a partition"))?;
+            let rows = result.into_rows_result().map_err(scylla_err("cannot claim a partition", false))?;
+            // `[applied]` comes first; a refused one is followed by the row as it is.
+            let applied = rows
+                .maybe_first_row::<scylla::value::Row>()
+                .map_err(scylla_err("cannot claim a partition", false))?
+                .and_then(|row| row.columns.into_iter().next().flatten())
+                .is_some_and(|applied| matches!(applied, CqlValue::Boolean(true)));
+            if applied {
+                return Ok(u64::try_from(next).unwrap_or(0));
+            }
+        }
+        Err(Error::Unavailable(format!("claims of {topic}/{partition} keep conflicting")))
+    }
+
     async fn write_async(&self, plan: &dsl::Plan, batch: &WriteBatch<'_>) -> Result<()> {
         let ks = &self.config.keyspace;
+        // Scylla has no transaction across partitions: the owners are checked
+        // before anything is written, so an owner replaced before this write
+        // began writes nothing (one replaced while it is under way can still
+        // write this batch: see docs/scylla.md).
+        let mut fenced = Vec::new();
+        for &(partition, epoch) in batch.owners {
+            if self.owner_epoch(batch.topic, partition).await? != i64::try_from(epoch).ok() {
+                fenced.push(partition);
+            }
+        }
+        if !fenced.is_empty() {
+            return Err(Error::Fenced { topic: batch.topic.to_string(), partitions: fenced });
+        }
         let groups = group_rows(plan, batch.rows);
         let mut statements: HashMap<(usize, usize), PreparedStatement> = HashMap::new();
         for &(m, t, _, _) in groups.keys() {
@@ -759,6 +816,10 @@ impl Store for ScyllaStore {
 
     fn write(&mut self, plan: &dsl::Plan, batch: &WriteBatch<'_>) -> Result<()> {
         self.block(self.write_async(plan, batch))
+    }
+
+    fn claim(&mut self, topic: &str, partition: i32) -> Result<u64> {
+        self.block(self.claim_async(topic, partition))
     }
 
     fn checkpoint(&self, topic: &str, partition: i32) -> Result<Option<Checkpoint>> {

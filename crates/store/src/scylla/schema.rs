@@ -112,9 +112,13 @@ fn qualified(keyspace: &str, table: &str) -> String {
     format!("{}.{}", quote(keyspace), quote(table))
 }
 
-/// The bookkeeping tables: checkpoints, dead letters, deployment history.
+/// The bookkeeping tables: checkpoints, partition owners, dead letters, deployment history.
 pub fn create_bookkeeping(keyspace: &str) -> Vec<String> {
     vec![
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (topic text, partition int, epoch bigint, PRIMARY KEY ((topic, partition)))",
+            qualified(keyspace, "stream_owners")
+        ),
         format!(
             "CREATE TABLE IF NOT EXISTS {} (topic text, partition int, replay_offset bigint, next_offset bigint, \
              max_event_time bigint, metrics text, PRIMARY KEY ((topic, partition)))",
@@ -257,6 +261,27 @@ pub fn upsert_checkpoint(keyspace: &str) -> String {
     )
 }
 
+/// A partition's owner epoch, read with serial consistency (see `ScyllaStore::claim`).
+pub fn select_owner(keyspace: &str) -> String {
+    format!("SELECT epoch FROM {} WHERE topic = ? AND partition = ?", qualified(keyspace, "stream_owners"))
+}
+
+/// The first claim of a partition (lightweight transaction): topic, partition.
+pub fn insert_owner(keyspace: &str) -> String {
+    format!(
+        "INSERT INTO {} (topic, partition, epoch) VALUES (?, ?, 1) IF NOT EXISTS",
+        qualified(keyspace, "stream_owners")
+    )
+}
+
+/// A later claim (lightweight transaction): new epoch, topic, partition, the epoch read.
+pub fn update_owner(keyspace: &str) -> String {
+    format!(
+        "UPDATE {} SET epoch = ? WHERE topic = ? AND partition = ? IF epoch = ?",
+        qualified(keyspace, "stream_owners")
+    )
+}
+
 /// Checkpoint read by topic and partition.
 pub fn select_checkpoint(keyspace: &str) -> String {
     format!(
@@ -306,6 +331,9 @@ pub fn render(keyspace: &str, replication: &Replication, plan: &dsl::Plan) -> St
     for s in [
         upsert_checkpoint(keyspace),
         select_checkpoint(keyspace),
+        select_owner(keyspace),
+        insert_owner(keyspace),
+        update_owner(keyspace),
         insert_dead_letter(keyspace),
         select_dead_letters(keyspace),
         insert_deployment(keyspace),

@@ -134,7 +134,7 @@ fn flush(
     engine::drop_superseded(&mut out.rows);
     store.write(
         plan,
-        &WriteBatch { topic, rows: &out.rows, dead_letters: &out.dead_letters, checkpoints: &checkpoints },
+        &WriteBatch { topic, rows: &out.rows, dead_letters: &out.dead_letters, checkpoints: &checkpoints, owners: &[] },
     )?;
     out.rows.iter().for_each(|row| rows_written[row.metric] += 1);
     out.rows.clear();

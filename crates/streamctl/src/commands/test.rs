@@ -138,7 +138,7 @@ fn run_fixture(path: &Path) -> anyhow::Result<Vec<String>> {
     partition.close_all(&mut out);
     store.write(
         &plan.plan,
-        &WriteBatch { topic: &topic, rows: &out.rows, dead_letters: &out.dead_letters, checkpoints: &[] },
+        &WriteBatch { topic: &topic, rows: &out.rows, dead_letters: &out.dead_letters, checkpoints: &[], owners: &[] },
     )?;
 
     let mut problems = Vec::new();
