@@ -36,11 +36,14 @@ pub enum Reason {
     BadTimestamp,
     /// Older than a metric's lateness allows.
     Late,
+    /// Further ahead of the message's broker timestamp (or of the
+    /// processing time) than the source's `max_future` allows.
+    FutureTime,
 }
 
 impl Reason {
     /// Every reason, for metrics and summaries.
-    pub const ALL: [Reason; 8] = [
+    pub const ALL: [Reason; 9] = [
         Reason::Oversized,
         Reason::InvalidUtf8,
         Reason::MalformedJson,
@@ -49,6 +52,7 @@ impl Reason {
         Reason::WrongType,
         Reason::BadTimestamp,
         Reason::Late,
+        Reason::FutureTime,
     ];
 
     /// Snake-case name, as in metric labels.
@@ -62,6 +66,7 @@ impl Reason {
             Reason::WrongType => "wrong_type",
             Reason::BadTimestamp => "bad_timestamp",
             Reason::Late => "late",
+            Reason::FutureTime => "future_time",
         }
     }
 }

@@ -21,6 +21,7 @@ use crate::value::{format_timestamp, KeyVal, Val};
 use crate::window::{MetricState, SeriesMap, Slot, Window};
 use crate::CompiledPlan;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use smallvec::SmallVec;
 use std::cell::Cell;
 use std::sync::Arc;
@@ -173,7 +174,7 @@ pub struct PartitionStats {
     /// Messages re-read during replay whose effects were already persisted.
     pub replayed_skips: u64,
     /// Dead letters by reason (index = position in [`Reason::ALL`]).
-    pub dead_letters: [u64; 8],
+    pub dead_letters: [u64; Reason::ALL.len()],
     /// Per metric.
     pub metrics: Vec<MetricStats>,
 }
@@ -465,16 +466,29 @@ impl Partition {
         old
     }
 
-    /// Processes one message, appending rows of windows it closes and dead letters to `out`.
-    pub fn process(&mut self, message: &Message<'_>, now_ms: i64, out: &mut Output) {
-        let offset = message.meta.offset;
-        let is_replayed = offset < self.replay_barrier;
+    /// Takes note of a message at `offset` arriving at `now_ms`; whether it
+    /// was processed before the last restore.
+    fn arrive(&mut self, offset: i64, now_ms: i64) -> bool {
         self.stats.messages += 1;
         self.next_offset = Some(self.next_offset.map_or(offset + 1, |n| n.max(offset + 1)));
         if self.replay_floor.is_some() && offset + 1 >= self.replay_barrier {
             self.replay_floor = None;
         }
         self.last_message_at_ms = Some(now_ms);
+        offset < self.replay_barrier
+    }
+
+    /// Processes one message, appending rows of windows it closes and dead letters to `out`.
+    ///
+    /// `now_ms` is the processing time (wall clock). It is also what event
+    /// time is bounded by when the message has no broker timestamp: an event
+    /// more than its source's `max_future` ahead of the message's
+    /// `timestamp_ms`, or else of `now_ms`, is dead-lettered as
+    /// [`Reason::FutureTime`] and moves nothing (no window, no watermark),
+    /// so one wrong clock cannot make every later event late.
+    pub fn process(&mut self, message: &Message<'_>, now_ms: i64, out: &mut Output) {
+        let offset = message.meta.offset;
+        let is_replayed = self.arrive(offset, now_ms);
         let plan = Arc::clone(&self.plan);
         let mut late_for: Vec<&str> = Vec::new();
         let mut event_time = None;
@@ -496,6 +510,14 @@ impl Partition {
             let Val::Ts(ts) = row[source.event_time] else {
                 unreachable!("the decoder guarantees a non-null event time");
             };
+            if let Some(rejection) = too_far_ahead(ts, source.max_future_ms, message.meta.timestamp_ms, now_ms) {
+                if is_replayed {
+                    self.stats.replayed_skips += 1;
+                } else {
+                    self.dead_letter(message, rejection, out);
+                }
+                return;
+            }
             event_time = Some(ts);
             // Inline: most events are classified by no metric, and none should allocate for it.
             let classified: SmallVec<[Cell<Option<u32>>; 4]> =
@@ -746,18 +768,88 @@ impl Partition {
         }
     }
 
-    fn dead_letter(&mut self, message: &Message<'_>, rejection: Rejection, out: &mut Output) {
+    /// Dead-letters a message that was read only in part because it is
+    /// larger than the engine takes (see [`EngineConfig`]): `prefix` is its
+    /// beginning, `len` its whole size and `sha256` the digest of all of
+    /// it. The reader's memory stays bounded by the limit, and so does the
+    /// dead letter. It counts as a message at its offset like any other.
+    ///
+    /// [`EngineConfig`]: crate::EngineConfig
+    pub fn process_truncated(
+        &mut self,
+        message: &Message<'_>,
+        len: u64,
+        sha256: &[u8; 32],
+        now_ms: i64,
+        out: &mut Output,
+    ) {
+        if self.arrive(message.meta.offset, now_ms) {
+            self.stats.replayed_skips += 1;
+            return;
+        }
+        let limit = self.plan.max_message_bytes();
+        let rejection = oversized(len, limit, sha256, message.payload.len().min(DEAD_LETTER_PREFIX_BYTES));
+        self.dead_letter(message, rejection, out);
+    }
+
+    fn dead_letter(&mut self, message: &Message<'_>, mut rejection: Rejection, out: &mut Output) {
         self.stats.count(rejection.reason);
+        let mut payload = message.payload;
+        if rejection.reason == Reason::Oversized && payload.len() > DEAD_LETTER_PREFIX_BYTES {
+            // The whole message stored as its own dead letter would be as
+            // large as what was refused (a 1 GB line made a run fail).
+            payload = &payload[..DEAD_LETTER_PREFIX_BYTES];
+            if !rejection.detail.contains("sha256") {
+                let digest: [u8; 32] = Sha256::digest(message.payload).into();
+                let limit = self.plan.max_message_bytes();
+                rejection = oversized(message.payload.len() as u64, limit, &digest, payload.len());
+            }
+        }
         out.dead_letters.push(DeadLetter {
             partition: self.partition,
             offset: message.meta.offset,
             topic: message.meta.topic.to_string(),
             reason: rejection.reason,
             detail: rejection.detail,
-            payload: message.payload.to_vec(),
+            payload: payload.to_vec(),
             key: message.meta.key.map(<[u8]>::to_vec),
         });
     }
+}
+
+/// How much of an oversized message its dead letter keeps.
+pub const DEAD_LETTER_PREFIX_BYTES: usize = 4096;
+
+/// The rejection of an oversized message of `len` bytes whose dead letter keeps `kept` of them.
+fn oversized(len: u64, limit: usize, sha256: &[u8; 32], kept: usize) -> Rejection {
+    let hex: String = sha256.iter().map(|b| format!("{b:02x}")).collect();
+    Rejection {
+        reason: Reason::Oversized,
+        detail: format!("{len} bytes; the limit is {limit}; sha256 {hex}; the first {kept} bytes are kept"),
+    }
+}
+
+/// Why an event at `ts` is further ahead than `max_future_ms` of its
+/// message's broker timestamp (or, without one, of the processing time
+/// `now_ms`); `None` when it is not.
+fn too_far_ahead(ts: i64, max_future_ms: u64, broker_ms: Option<i64>, now_ms: i64) -> Option<Rejection> {
+    let (reference, what) = match broker_ms {
+        Some(broker) => (broker, "the message's broker timestamp"),
+        None => (now_ms, "the processing time"),
+    };
+    let ahead = i64::try_from(max_future_ms).unwrap_or(i64::MAX);
+    if ts <= reference.saturating_add(ahead) {
+        return None;
+    }
+    Some(Rejection {
+        reason: Reason::FutureTime,
+        detail: format!(
+            "event time {} is more than {} ahead of {what} {}",
+            format_timestamp(ts),
+            dsl::fmt::format_duration(max_future_ms),
+            format_timestamp(reference)
+        ),
+    })
 }
 
 #[cfg(test)]

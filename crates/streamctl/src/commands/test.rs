@@ -133,7 +133,7 @@ fn run_fixture(path: &Path) -> anyhow::Result<Vec<String>> {
             timestamp_ms: None,
             headers: &[],
         };
-        partition.process(&Message { payload: line.as_bytes(), meta }, 0, &mut out);
+        partition.process(&Message { payload: line.as_bytes(), meta }, super::run::wall_clock_ms(), &mut out);
     }
     partition.close_all(&mut out);
     store.write(
