@@ -43,7 +43,7 @@ pub fn read_line(reader: &mut impl BufRead, line: &mut Vec<u8>, limit: usize) ->
             break;
         }
         has_read = true;
-        let newline = buffer.iter().position(|&b| b == b'\n');
+        let newline = memchr::memchr(b'\n', buffer);
         let chunk = &buffer[..newline.unwrap_or(buffer.len())];
         len += chunk.len() as u64;
         match &mut hasher {
