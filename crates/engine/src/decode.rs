@@ -668,6 +668,16 @@ mod tests {
             let r = rejection(&format!("{base}{field}"));
             assert_eq!((r.reason, r.detail.as_str()), (Reason::WrongType, expected), "{field}");
         }
+        // Lone surrogates: malformed in a declared field, on both paths; unread elsewhere.
+        for name in [r#""a\ud800""#, r#""\udc00""#, r#""\ud800\u0041""#] {
+            let text = format!(r#"{{"ts":"2024-06-03T00:00:00Z","name":{name},"unused":"u"}}"#);
+            assert_eq!(d.scan(&text), None, "{text}");
+            assert_eq!(rejection(&text).reason, Reason::MalformedJson, "{text}");
+            assert!(d.decode(format!(r#"{base}"other":{name}}}"#).as_bytes()).is_ok(), "{text}");
+        }
+        // A leap second is second 59 of its minute, fractions kept.
+        let leap = r#"{"ts":"2016-12-31T23:59:60.5Z","name":"a","unused":"u"}"#;
+        assert_eq!(d.decode(leap.as_bytes()).expect("a leap second")[0], Val::Ts(1_483_228_799_500));
         // An undeclared field's number is skipped, not read: no range applies.
         assert!(d.decode(format!(r#"{base}"other":1e400}}"#).as_bytes()).is_ok());
         for zero in ["-0", "-0.0", "0"] {
