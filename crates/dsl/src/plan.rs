@@ -136,8 +136,8 @@ pub struct SourcePlan {
     pub fields: Vec<FieldPlan>,
     /// Index into `fields` of the event-time field.
     pub event_time: usize,
-    /// How far an event's time may be ahead of its message's broker
-    /// timestamp (or, without one, of the processing time), ms. An event
+    /// How far an event's time may be ahead of the earlier of its message's
+    /// broker timestamp and the processing time, ms. An event
     /// further ahead is dead-lettered: one wrong clock must not close every
     /// window of its partition.
     #[serde(default = "default_max_future_ms")]

@@ -480,12 +480,16 @@ impl Partition {
 
     /// Processes one message, appending rows of windows it closes and dead letters to `out`.
     ///
-    /// `now_ms` is the processing time (wall clock). It is also what event
-    /// time is bounded by when the message has no broker timestamp: an event
-    /// more than its source's `max_future` ahead of the message's
-    /// `timestamp_ms`, or else of `now_ms`, is dead-lettered as
+    /// `now_ms` is the processing time (wall clock). With the message's
+    /// broker timestamp it bounds event time: an event more than its
+    /// source's `max_future` ahead of the earlier of the two (`now_ms` alone
+    /// when the message has no timestamp) is dead-lettered as
     /// [`Reason::FutureTime`] and moves nothing (no window, no watermark),
-    /// so one wrong clock cannot make every later event late.
+    /// so one wrong clock cannot make every later event late. The earlier
+    /// of the two, because a producer sets a message's create time: a
+    /// producer whose clock is wrong must not move the bound for its own
+    /// events. Replayed later, a message meets the same bound (its broker
+    /// timestamp is earlier than any later processing time).
     pub fn process(&mut self, message: &Message<'_>, now_ms: i64, out: &mut Output) {
         let offset = message.meta.offset;
         let is_replayed = self.arrive(offset, now_ms);
@@ -829,13 +833,13 @@ fn oversized(len: u64, limit: usize, sha256: &[u8; 32], kept: usize) -> Rejectio
     }
 }
 
-/// Why an event at `ts` is further ahead than `max_future_ms` of its
-/// message's broker timestamp (or, without one, of the processing time
-/// `now_ms`); `None` when it is not.
+/// Why an event at `ts` is further ahead than `max_future_ms` of the
+/// earlier of its message's broker timestamp and the processing time
+/// `now_ms`; `None` when it is not.
 fn too_far_ahead(ts: i64, max_future_ms: u64, broker_ms: Option<i64>, now_ms: i64) -> Option<Rejection> {
     let (reference, what) = match broker_ms {
-        Some(broker) => (broker, "the message's broker timestamp"),
-        None => (now_ms, "the processing time"),
+        Some(broker) if broker <= now_ms => (broker, "the message's broker timestamp"),
+        _ => (now_ms, "the processing time"),
     };
     let ahead = i64::try_from(max_future_ms).unwrap_or(i64::MAX);
     if ts <= reference.saturating_add(ahead) {

@@ -123,10 +123,13 @@ fn the_bound_is_max_future_past_the_broker_timestamp_or_else_the_processing_time
          2024-06-03T00:00:00.000Z"
     );
     assert_eq!(verdict(&two_hours, broker + HOUR + 1, Some(broker)).0, None);
-    // Without a broker timestamp, the processing time is the reference.
-    assert_eq!(verdict(&one_hour, NOW_MS + HOUR, None).0, None);
-    let (reason, _) = verdict(&one_hour, NOW_MS + HOUR + 1, None);
-    assert!(reason.expect("dead-lettered").1.contains("ahead of the processing time"));
+    // Without a broker timestamp, or with one later than the processing time
+    // (a producer's clock sets it), the processing time is the reference.
+    for broker_ms in [None, Some(NOW_MS + 1), Some(i64::MAX)] {
+        assert_eq!(verdict(&one_hour, NOW_MS + HOUR, broker_ms).0, None);
+        let (reason, _) = verdict(&one_hour, NOW_MS + HOUR + 1, broker_ms);
+        assert!(reason.expect("dead-lettered").1.contains("ahead of the processing time"), "{broker_ms:?}");
+    }
 }
 
 #[test]
