@@ -488,8 +488,9 @@ impl Partition {
     /// so one wrong clock cannot make every later event late. The earlier
     /// of the two, because a producer sets a message's create time: a
     /// producer whose clock is wrong must not move the bound for its own
-    /// events. Replayed later, a message meets the same bound (its broker
-    /// timestamp is earlier than any later processing time).
+    /// events. Replayed later, a message meets the same bound unless its
+    /// broker timestamp was ahead of the processing time when first seen
+    /// (then the bound is looser on replay, by at most that difference).
     pub fn process(&mut self, message: &Message<'_>, now_ms: i64, out: &mut Output) {
         let offset = message.meta.offset;
         let is_replayed = self.arrive(offset, now_ms);
