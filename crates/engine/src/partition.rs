@@ -503,12 +503,19 @@ impl Partition {
             }
             let row = match plan.decoders[s].decode(message.payload) {
                 Ok(row) => row,
+                Err(_) if is_replayed => {
+                    self.stats.replayed_skips += 1;
+                    return;
+                }
+                Err(rejection) if rejection.reason == Reason::Oversized => {
+                    let sha256: [u8; 32] = Sha256::digest(message.payload).into();
+                    let len = message.payload.len() as u64;
+                    let rejection = oversized(len, plan.max_message_bytes(), &sha256, message.payload.len());
+                    self.dead_letter(message, rejection, out);
+                    return;
+                }
                 Err(rejection) => {
-                    if is_replayed {
-                        self.stats.replayed_skips += 1;
-                    } else {
-                        self.dead_letter(message, rejection, out);
-                    }
+                    self.dead_letter(message, rejection, out);
                     return;
                 }
             };
@@ -792,23 +799,17 @@ impl Partition {
             self.stats.replayed_skips += 1;
             return;
         }
-        let limit = self.plan.max_message_bytes();
-        let rejection = oversized(len, limit, sha256, message.payload.len().min(DEAD_LETTER_PREFIX_BYTES));
+        let rejection = oversized(len, self.plan.max_message_bytes(), sha256, message.payload.len());
         self.dead_letter(message, rejection, out);
     }
 
-    fn dead_letter(&mut self, message: &Message<'_>, mut rejection: Rejection, out: &mut Output) {
+    fn dead_letter(&mut self, message: &Message<'_>, rejection: Rejection, out: &mut Output) {
         self.stats.count(rejection.reason);
         let mut payload = message.payload;
-        if rejection.reason == Reason::Oversized && payload.len() > DEAD_LETTER_PREFIX_BYTES {
+        if rejection.reason == Reason::Oversized {
             // The whole message stored as its own dead letter would be as
             // large as what was refused (a 1 GB line made a run fail).
-            payload = &payload[..DEAD_LETTER_PREFIX_BYTES];
-            if !rejection.detail.contains("sha256") {
-                let digest: [u8; 32] = Sha256::digest(message.payload).into();
-                let limit = self.plan.max_message_bytes();
-                rejection = oversized(message.payload.len() as u64, limit, &digest, payload.len());
-            }
+            payload = &payload[..payload.len().min(DEAD_LETTER_PREFIX_BYTES)];
         }
         out.dead_letters.push(DeadLetter {
             partition: self.partition,
@@ -825,8 +826,10 @@ impl Partition {
 /// How much of an oversized message its dead letter keeps.
 pub const DEAD_LETTER_PREFIX_BYTES: usize = 4096;
 
-/// The rejection of an oversized message of `len` bytes whose dead letter keeps `kept` of them.
-fn oversized(len: u64, limit: usize, sha256: &[u8; 32], kept: usize) -> Rejection {
+/// The rejection of an oversized message of `len` bytes, `available` of
+/// which are at hand; its dead letter keeps at most [`DEAD_LETTER_PREFIX_BYTES`].
+fn oversized(len: u64, limit: usize, sha256: &[u8; 32], available: usize) -> Rejection {
+    let kept = available.min(DEAD_LETTER_PREFIX_BYTES);
     let hex: String = sha256.iter().map(|b| format!("{b:02x}")).collect();
     Rejection {
         reason: Reason::Oversized,
