@@ -41,7 +41,8 @@ pub struct Args {
     /// Rule files, or directories searched for `*.stream` files (e.g. `dsl/stdlib/`).
     #[arg(long, required = true, value_name = "PATH", num_args = 1..)]
     rules: Vec<String>,
-    /// JSON lines to classify; `-` is standard input.
+    /// JSON lines to classify; `-` is standard input. A line over 1 MiB (the
+    /// engine's message limit) is refused with an error line, unread.
     #[arg(long, default_value = "-", value_name = "FILE")]
     input: String,
     /// The classifier to run.
