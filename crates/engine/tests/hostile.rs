@@ -47,10 +47,13 @@ fn message(payload: &[u8], offset: i64, broker_ms: Option<i64>) -> Message<'_> {
 
 type Rows = BTreeMap<(usize, usize, i64, Vec<KeyVal>), (Vec<KeyVal>, Option<i64>)>;
 
+/// A message's payload and broker timestamp.
+type Msg = (Vec<u8>, Option<i64>);
+
 /// What one partition stores from `messages` (payload and broker
 /// timestamp; the last write of each row wins, as in a store), with its
 /// dead letters' offsets and reasons.
-fn run_with(plan: &Arc<CompiledPlan>, messages: &[(Vec<u8>, Option<i64>)]) -> (Rows, Vec<(i64, Reason)>) {
+fn run_with(plan: &Arc<CompiledPlan>, messages: &[Msg]) -> (Rows, Vec<(i64, Reason)>) {
     let mut partition = Partition::new(Arc::clone(plan), 0);
     let mut out = Output::default();
     for (offset, (payload, broker_ms)) in messages.iter().enumerate() {
@@ -70,7 +73,7 @@ fn run_with(plan: &Arc<CompiledPlan>, messages: &[(Vec<u8>, Option<i64>)]) -> (R
 
 /// [`run_with`], every message with the same broker timestamp.
 fn run(plan: &Arc<CompiledPlan>, payloads: &[Vec<u8>], broker_ms: Option<i64>) -> (Rows, Vec<(i64, Reason)>) {
-    let messages: Vec<(Vec<u8>, Option<i64>)> = payloads.iter().map(|p| (p.clone(), broker_ms)).collect();
+    let messages: Vec<Msg> = payloads.iter().map(|p| (p.clone(), broker_ms)).collect();
     run_with(plan, &messages)
 }
 
@@ -244,18 +247,18 @@ proptest! {
         brokers in prop::collection::vec(arb_broker(), 120),
     ) {
         let plan = plan(PIPELINE, 4096);
-        let good: Vec<(Vec<u8>, Option<i64>)> = events
+        let good: Vec<Msg> = events
             .iter()
             .zip(&brokers)
             .map(|(&(ts, k, v), &broker_ms)| (event(ts, ["a", "b", "c"][k], v), broker_ms))
             .collect();
-        let mut mixed: Vec<(bool, (Vec<u8>, Option<i64>))> = good.iter().map(|m| (false, m.clone())).collect();
+        let mut mixed: Vec<(bool, Msg)> = good.iter().map(|m| (false, m.clone())).collect();
         for (at, h, broker_ms) in &hostile {
             let i = at.index(mixed.len() + 1);
             mixed.insert(i, (true, (h.payload(), *broker_ms)));
         }
         let (clean_rows, clean_dead) = run_with(&plan, &good);
-        let messages: Vec<(Vec<u8>, Option<i64>)> = mixed.iter().map(|(_, m)| m.clone()).collect();
+        let messages: Vec<Msg> = mixed.iter().map(|(_, m)| m.clone()).collect();
         let (rows, dead) = run_with(&plan, &messages);
         prop_assert_eq!(rows, clean_rows);
         // The good events get the same verdicts (late ones stay late, no others);
