@@ -72,6 +72,8 @@ pub struct Source {
     pub topic: Spanned<String>,
     /// Message format (`json`).
     pub format: Ident,
+    /// `max_future DURATION`, when written.
+    pub max_future: Option<Spanned<Duration>>,
     /// Declared fields.
     pub fields: Vec<FieldDecl>,
     /// The whole item.

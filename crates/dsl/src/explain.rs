@@ -47,7 +47,12 @@ pub fn explain(plan: &Plan) -> String {
 fn explain_source(out: &mut String, plan: &Plan, source: &SourcePlan) {
     let _ = writeln!(out, "\nsource {}", source.name);
     let event_time = source.fields[source.event_time].path.join(".");
-    let _ = writeln!(out, "  topic {}, format json, event time {event_time}", string(&source.topic));
+    let _ = writeln!(
+        out,
+        "  topic {}, format json, event time {event_time}, max_future {}",
+        string(&source.topic),
+        format_duration(source.max_future_ms)
+    );
     let used: Vec<String> =
         source.fields.iter().filter(|f| f.is_used).map(|f| format!("{} {}", f.path.join("."), f.ty)).collect();
     let _ = writeln!(out, "  decodes {} of {} fields: {}", used.len(), source.fields.len(), used.join(", "));

@@ -160,11 +160,13 @@ impl Printer<'_> {
     }
 
     fn source(&mut self, s: &Source) {
+        let max_future = s.max_future.as_ref().map(|d| format!(" max_future {}", format_duration(d.node.as_millis())));
         self.out.push_str(&format!(
-            "source {} from kafka {} format {} {{\n",
+            "source {} from kafka {} format {}{} {{\n",
             s.name.node,
             string(&s.topic),
-            s.format.node
+            s.format.node,
+            max_future.unwrap_or_default()
         ));
         // Trailing comments of a run of fields are aligned one column past the longest field.
         let mut lines: Vec<PrintedLine> = Vec::new();

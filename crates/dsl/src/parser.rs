@@ -462,6 +462,7 @@ fn describe_rule(rule: Rule) -> &'static str {
         Rule::type_expr => "a type such as `string` or `int?`",
         Rule::nullable_mark => "`?`",
         Rule::event_time_mark => "`event_time`",
+        Rule::max_future_clause => "`max_future`",
         Rule::param_list | Rule::param_decl => "a parameter such as `diagnostic: string?`",
         Rule::rule_decl => "`rule`",
         Rule::default_decl => "`default`",
@@ -587,8 +588,14 @@ impl Converter<'_> {
         let name = self.ident(inner.next().expect("grammar: source name"));
         let topic = self.string(inner.next().expect("grammar: source topic"));
         let format = self.ident(inner.next().expect("grammar: source format"));
-        let fields = self.fields(inner.next().expect("grammar: source fields"));
-        Source { name, topic, format, fields, span }
+        let mut next = inner.next().expect("grammar: source fields");
+        let mut max_future = None;
+        if next.as_rule() == Rule::max_future_clause {
+            max_future = next.clone().into_inner().next().map(|d| self.duration(&d));
+            next = inner.next().expect("grammar: source fields");
+        }
+        let fields = self.fields(next);
+        Source { name, topic, format, max_future, fields, span }
     }
 
     fn fields(&self, block: Pair<'_, Rule>) -> Vec<FieldDecl> {

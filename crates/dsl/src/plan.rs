@@ -136,9 +136,22 @@ pub struct SourcePlan {
     pub fields: Vec<FieldPlan>,
     /// Index into `fields` of the event-time field.
     pub event_time: usize,
+    /// How far an event's time may be ahead of the earlier of its message's
+    /// broker timestamp and the processing time, ms. An event
+    /// further ahead is dead-lettered: one wrong clock must not close every
+    /// window of its partition.
+    #[serde(default = "default_max_future_ms")]
+    pub max_future_ms: u64,
     /// Distinct classifier calls over this source's events; each is computed
     /// at most once per event, however many metrics use it.
     pub classifications: Vec<Classification>,
+}
+
+/// The `max_future` of a source that does not set one: an hour.
+pub const DEFAULT_MAX_FUTURE_MS: u64 = 3_600_000;
+
+fn default_max_future_ms() -> u64 {
+    DEFAULT_MAX_FUTURE_MS
 }
 
 /// One decodable field.

@@ -42,8 +42,12 @@ pub enum AggState {
     },
     /// `sum` of ints.
     SumInt {
-        /// Saturating sum.
-        sum: i64,
+        /// The exact sum: 128 bits cannot overflow from 64-bit values (it
+        /// would take 2^64 of them), so merging is exact in any order,
+        /// which saturating at 64 bits was not. Stored as a JSON integer
+        /// while it fits 64 bits (as before), else as a decimal string.
+        #[serde(with = "wide_sum")]
+        sum: i128,
     },
     /// `sum` of floats.
     SumFloat {
@@ -135,7 +139,7 @@ impl AggState {
             }
             AggState::SumInt { sum } => {
                 if let Val::Int(i) = value {
-                    *sum = sum.saturating_add(*i);
+                    *sum = sum.saturating_add(i128::from(*i));
                 }
             }
             AggState::SumFloat { sum } => {
@@ -236,7 +240,9 @@ impl AggState {
     pub fn finish(&self) -> KeyVal {
         match self {
             AggState::Count { n } => KeyVal::Int(i64::try_from(*n).unwrap_or(i64::MAX)),
-            AggState::SumInt { sum } => KeyVal::Int(*sum),
+            // Beyond the column's 64 bits the sum is null, an error value,
+            // never a wrong number.
+            AggState::SumInt { sum } => i64::try_from(*sum).map_or(KeyVal::Null, KeyVal::Int),
             AggState::SumFloat { sum } => KeyVal::Float(sum.to_bits()),
             AggState::Extreme { value, .. } => value.clone().unwrap_or(KeyVal::Null),
             AggState::Avg { sum, n } => {
@@ -339,10 +345,67 @@ impl Hasher for Fnv1a64 {
     }
 }
 
+/// An `i128` sum as a JSON integer while it fits an `i64` (the form states
+/// were always stored in), else as a decimal string: serde's buffering of
+/// internally tagged enums cannot hold a 128-bit integer.
+mod wide_sum {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(sum: &i128, serializer: S) -> Result<S::Ok, S::Error> {
+        match i64::try_from(*sum) {
+            Ok(narrow) => serializer.serialize_i64(narrow),
+            Err(_) => serializer.collect_str(sum),
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Stored {
+        Narrow(i64),
+        Wide(String),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i128, D::Error> {
+        match Stored::deserialize(deserializer)? {
+            Stored::Narrow(sum) => Ok(i128::from(sum)),
+            Stored::Wide(text) => text.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use dsl::plan::Type;
+
+    /// Issue 25: an int sum past 64 bits is exact in its state, merges
+    /// the same in any order, is stored and read back, and finishes as
+    /// null instead of a saturated number.
+    #[test]
+    fn an_int_sum_beyond_64_bits_is_exact_and_finishes_as_null() {
+        let p = plan(AggregateFn::Sum, Scalar::Int, None);
+        let values = [i64::MAX, 1, -1, i64::MAX, i64::MIN, i64::MIN];
+        let mut whole = AggState::new(&p);
+        let mut parts = [AggState::new(&p), AggState::new(&p)];
+        for (i, v) in values.iter().enumerate() {
+            whole.add(&Val::Int(*v), at(i as i64));
+            parts[i % 2].add(&Val::Int(*v), at(i as i64));
+        }
+        let [mut left, right] = parts;
+        left.merge(&right);
+        assert_eq!(whole.finish(), KeyVal::Int(-2));
+        assert_eq!(left.finish(), KeyVal::Int(-2));
+        let mut over = AggState::new(&p);
+        over.add(&Val::Int(i64::MAX), at(0));
+        over.add(&Val::Int(1), at(1));
+        assert_eq!(over.finish(), KeyVal::Null);
+        let stored = serde_json::to_string(&over).expect("serialise");
+        assert_eq!(stored, r#"{"kind":"sum_int","sum":"9223372036854775808"}"#);
+        let read: AggState = serde_json::from_str(&stored).expect("deserialise");
+        assert_eq!(serde_json::to_string(&read).expect("serialise"), stored);
+        let old: AggState = serde_json::from_str(r#"{"kind":"sum_int","sum":-5}"#).expect("the old form");
+        assert_eq!(old.finish(), KeyVal::Int(-5));
+    }
 
     #[test]
     fn a_state_is_at_most_32_bytes() {

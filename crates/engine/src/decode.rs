@@ -11,7 +11,7 @@ use crate::value::{parse_timestamp, same_key, Val};
 use dsl::plan::{FieldPlan, Scalar, SourcePlan};
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use std::borrow::Cow;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 
 mod scan;
@@ -36,11 +36,14 @@ pub enum Reason {
     BadTimestamp,
     /// Older than a metric's lateness allows.
     Late,
+    /// Further ahead of the message's broker timestamp (or of the
+    /// processing time) than the source's `max_future` allows.
+    FutureTime,
 }
 
 impl Reason {
     /// Every reason, for metrics and summaries.
-    pub const ALL: [Reason; 8] = [
+    pub const ALL: [Reason; 9] = [
         Reason::Oversized,
         Reason::InvalidUtf8,
         Reason::MalformedJson,
@@ -49,6 +52,7 @@ impl Reason {
         Reason::WrongType,
         Reason::BadTimestamp,
         Reason::Late,
+        Reason::FutureTime,
     ];
 
     /// Snake-case name, as in metric labels.
@@ -62,6 +66,7 @@ impl Reason {
             Reason::WrongType => "wrong_type",
             Reason::BadTimestamp => "bad_timestamp",
             Reason::Late => "late",
+            Reason::FutureTime => "future_time",
         }
     }
 }
@@ -158,17 +163,60 @@ impl Decoder {
 impl Decoder {
     /// The general path: serde over the whole message. It decides every
     /// message [`Decoder::scan`] leaves to it, bad ones with their reason.
+    ///
+    /// The reason is the first thing to fix: a message that is not
+    /// well-formed JSON is `malformed_json` even when a type problem came
+    /// first (`{"n":"x",,,`), so a rejected message's syntax is checked to
+    /// its end before its type problem is reported. That costs a second
+    /// pass, on rejected messages only.
     fn decode_with_serde<'a>(&self, text: &'a str) -> Result<Vec<Val<'a>>, Rejection> {
         let mut row = vec![Val::Null; self.field_count];
         let problem = RefCell::new(None);
+        let reading = Cell::new(None);
         let mut deserializer = serde_json::Deserializer::from_str(text);
-        let seed = ObjectSeed { decoder: self, nodes: &self.root, row: &mut row, problem: &problem, is_root: true };
+        let seed = ObjectSeed {
+            decoder: self,
+            nodes: &self.root,
+            row: &mut row,
+            problem: &problem,
+            reading: &reading,
+            is_root: true,
+        };
         let result = seed.deserialize(&mut deserializer).and_then(|()| deserializer.end());
-        match result {
-            Ok(()) => Ok(row),
-            Err(error) => Err(problem
-                .into_inner()
-                .unwrap_or_else(|| Rejection { reason: Reason::MalformedJson, detail: error.to_string() })),
+        let Err(error) = result else { return Ok(row) };
+        // Skipping validates without building values or parsing numbers,
+        // iteratively (no depth limit), so it fails only on syntax.
+        if let Err(syntax) = serde_json::from_str::<IgnoredAny>(text) {
+            return Err(Rejection { reason: Reason::MalformedJson, detail: syntax.to_string() });
+        }
+        if let Some(rejection) = problem.into_inner() {
+            return Err(rejection);
+        }
+        match reading.get() {
+            // Well-formed, but a declared field's number is beyond what
+            // serde can read (1e400): its type cannot hold it.
+            Some(index) if error.to_string().starts_with("number out of range") => {
+                Err(self.out_of_range(index, "a number"))
+            }
+            _ => Err(Rejection { reason: Reason::MalformedJson, detail: error.to_string() }),
+        }
+    }
+
+    /// The rejection of field `index`'s value, `found`, as outside its type's range.
+    fn out_of_range(&self, index: usize, found: &str) -> Rejection {
+        let ty = self.types[index];
+        let range = match ty {
+            Scalar::Int => " (-9223372036854775808 to 9223372036854775807)",
+            Scalar::Float => " (finite, at most 1.7976931348623157e308 in magnitude)",
+            _ => "",
+        };
+        Rejection {
+            reason: Reason::WrongType,
+            detail: format!(
+                "field `{}`: expected {}, found {found} out of its range{range}",
+                self.paths[index],
+                ty.name()
+            ),
         }
     }
 }
@@ -211,6 +259,18 @@ fn every_record(nodes: &[(Box<str>, Node)], holds: &impl Fn(&[(Box<str>, Node)])
         })
 }
 
+/// Sets every field of a record to null before the record is read, so a
+/// record given twice (`"geo":{…},"geo":{…}`) is replaced by the later one,
+/// as a repeated scalar is, not merged with it.
+fn clear_record(nodes: &[(Box<str>, Node)], row: &mut [Val<'_>]) {
+    for (_, node) in nodes {
+        match node {
+            Node::Leaf(index) => row[*index] = Val::Null,
+            Node::Record(children) => clear_record(children, row),
+        }
+    }
+}
+
 fn has_unique_names(nodes: &[(Box<str>, Node)]) -> bool {
     nodes.iter().enumerate().all(|(i, (name, _))| !nodes[..i].iter().any(|(other, _)| other == name))
 }
@@ -236,6 +296,8 @@ struct ObjectSeed<'d, 'r, 'a> {
     nodes: &'d [(Box<str>, Node)],
     row: &'r mut Vec<Val<'a>>,
     problem: &'r RefCell<Option<Rejection>>,
+    /// The declared field whose value is being read, if any.
+    reading: &'r Cell<Option<usize>>,
     is_root: bool,
 }
 
@@ -262,15 +324,19 @@ impl<'de: 'a, 'a> Visitor<'de> for ObjectSeed<'_, '_, 'a> {
                 }
                 Some(Node::Leaf(index)) => {
                     let seed = LeafSeed { decoder: self.decoder, index: *index, problem: self.problem };
+                    self.reading.set(Some(*index));
                     let value = map.next_value_seed(seed)?;
+                    self.reading.set(None);
                     self.row[*index] = self.decoder.kept(*index, value);
                 }
                 Some(Node::Record(children)) => {
+                    clear_record(children, self.row);
                     let seed = ObjectSeed {
                         decoder: self.decoder,
                         nodes: children,
                         row: &mut *self.row,
                         problem: self.problem,
+                        reading: self.reading,
                         is_root: false,
                     };
                     map.next_value_seed(NullableObject(seed))?;
@@ -378,6 +444,11 @@ impl<'de> DeserializeSeed<'de> for LeafSeed<'_, '_> {
 }
 
 impl LeafSeed<'_, '_> {
+    fn out_of_range<E: de::Error>(&self, found: &str) -> E {
+        *self.problem.borrow_mut() = Some(self.decoder.out_of_range(self.index, found));
+        E::custom("rejected")
+    }
+
     fn wrong<E: de::Error>(&self, found: &str) -> E {
         let expected = self.decoder.types[self.index].name();
         *self.problem.borrow_mut() = Some(Rejection {
@@ -438,13 +509,18 @@ impl<'de> Visitor<'de> for LeafSeed<'_, '_> {
         match (self.decoder.types[self.index], i64::try_from(v)) {
             (Scalar::Int, Ok(i)) => Ok(Val::Int(i)),
             (Scalar::Float, _) => Ok(Val::Float(v as f64)),
-            (Scalar::Int, Err(_)) => Err(self.wrong("an integer too large for int")),
+            (Scalar::Int, Err(_)) => Err(self.out_of_range("an integer")),
             _ => Err(self.wrong("a number")),
         }
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Val<'de>, E> {
         match self.decoder.types[self.index] {
             Scalar::Float => Ok(Val::Float(v)),
+            // serde reads `-0` as a float (an i64 has no negative zero); it is 0.
+            Scalar::Int if v == 0.0 && v.is_sign_negative() => Ok(Val::Int(0)),
+            // An integer below i64's range comes as a float too (and one
+            // rounding to i64::MIN was not read as an i64, so is below it).
+            Scalar::Int if v <= i64::MIN as f64 || v >= i64::MAX as f64 => Err(self.out_of_range("a number")),
             _ => Err(self.wrong("a fractional number")),
         }
     }
@@ -518,6 +594,15 @@ mod tests {
             d.decode(br#"{"ts":"2024-06-03T00:00:00Z","name":"a","n":3,"name":"b","n":null,"unused":"u"}"#).unwrap();
         assert_eq!(repeated[1], Val::Str("b".into()), "the last occurrence wins");
         assert_eq!(repeated[2], Val::Null);
+        // A repeated record replaces the earlier one, not merged with it, on both paths.
+        for second in ["{}", "null"] {
+            let text = format!(
+                r#"{{"ts":"2024-06-03T00:00:00Z","name":"a","unused":"u","meta":{{"region":"eu"}},"meta":{second}}}"#
+            );
+            let scanned = d.scan(&text).expect("the fast path reads it");
+            let read = d.decode_with_serde(&text).expect("valid");
+            assert_eq!((&scanned[4], &read[4]), (&Val::Null, &Val::Null), "{text}");
+        }
         assert_eq!(
             reason(br#"{"ts":"2024-06-03T00:00:00Z","name":"a","unused":"u","name":null}"#),
             Reason::MissingField
@@ -552,5 +637,56 @@ mod tests {
         let detail =
             decoder().decode(br#"{"ts":"2024-06-03T00:00:00Z","name":"a","n":1.5,"unused":"u"}"#).unwrap_err().detail;
         assert_eq!(detail, "field `n`: expected int, found a fractional number");
+    }
+
+    /// Issue 25: the reason is the first thing to fix. A message that is not
+    /// well-formed JSON is malformed whatever type problem comes before the
+    /// break; a well-formed number a typed field cannot hold is a wrong type
+    /// whose detail names the range; `-0` is the integer 0.
+    #[test]
+    fn syntax_is_decided_before_types_and_ranges_are_named() {
+        for broken in [
+            &br#"{"ts":"2024-06-03T00:00:00Z","n":"x",,,"#[..],
+            br#"{"n":"x","ts":"2024-06-03T00:00:00Z","name":"a","unused":"u""#,
+            br#"{"ts":"yesterday","name":"a",,"#,
+            br#"{"ts":"2024-06-03T00:00:00Z","meta":5 "name":"a"}"#,
+            b"[1,",
+            b"null x",
+            br#"{"ts":"2024-06-03T00:00:00Z","name":"a","n":1e400,"unused":"u"} trailing"#,
+        ] {
+            assert_eq!(reason(broken), Reason::MalformedJson, "{}", String::from_utf8_lossy(broken));
+        }
+        let d = decoder();
+        let rejection = |text: &str| d.decode(text.as_bytes()).expect_err("rejected");
+        let base = r#"{"ts":"2024-06-03T00:00:00Z","name":"a","unused":"u","#;
+        for (field, expected) in [
+            (r#""n":1e400}"#, "field `n`: expected int, found a number out of its range (-9223372036854775808 to 9223372036854775807)"),
+            (r#""n":9223372036854775808}"#, "field `n`: expected int, found an integer out of its range (-9223372036854775808 to 9223372036854775807)"),
+            (r#""n":-9223372036854775809}"#, "field `n`: expected int, found a number out of its range (-9223372036854775808 to 9223372036854775807)"),
+            (r#""x":-1e400}"#, "field `x`: expected float, found a number out of its range (finite, at most 1.7976931348623157e308 in magnitude)"),
+        ] {
+            let r = rejection(&format!("{base}{field}"));
+            assert_eq!((r.reason, r.detail.as_str()), (Reason::WrongType, expected), "{field}");
+        }
+        // Lone surrogates: malformed in a declared field, on both paths; unread elsewhere.
+        for name in [r#""a\ud800""#, r#""\udc00""#, r#""\ud800\u0041""#] {
+            let text = format!(r#"{{"ts":"2024-06-03T00:00:00Z","name":{name},"unused":"u"}}"#);
+            assert_eq!(d.scan(&text), None, "{text}");
+            assert_eq!(rejection(&text).reason, Reason::MalformedJson, "{text}");
+            assert!(d.decode(format!(r#"{base}"other":{name}}}"#).as_bytes()).is_ok(), "{text}");
+        }
+        // A leap second is second 59 of its minute, fractions kept.
+        let leap = r#"{"ts":"2016-12-31T23:59:60.5Z","name":"a","unused":"u"}"#;
+        assert_eq!(d.decode(leap.as_bytes()).expect("a leap second")[0], Val::Ts(1_483_228_799_500));
+        // An undeclared field's number is skipped, not read: no range applies.
+        assert!(d.decode(format!(r#"{base}"other":1e400}}"#).as_bytes()).is_ok());
+        for zero in ["-0", "-0.0", "0"] {
+            let text = format!(r#"{base}"n":{zero}}}"#);
+            let row = d.decode(text.as_bytes()).expect("an int");
+            assert_eq!(row[2], Val::Int(0), "{zero}");
+        }
+        assert_eq!(rejection(&format!(r#"{base}"n":1.0}}"#)).reason, Reason::WrongType);
+        let text = format!(r#"{base}"n":-9223372036854775808}}"#);
+        assert_eq!(d.decode(text.as_bytes()).expect("i64::MIN")[2], Val::Int(i64::MIN));
     }
 }

@@ -30,6 +30,7 @@ pub use decode::Reason;
 pub use eval::MessageMeta;
 pub use partition::{
     drop_superseded, Checkpoint, DeadLetter, Message, MetricStart, Output, Partition, PartitionStats, Row,
+    DEAD_LETTER_PREFIX_BYTES,
 };
 pub use value::KeyVal;
 
@@ -86,6 +87,8 @@ pub struct CompiledPlan {
     /// Whether an expression calls `header()`: if none does, callers need
     /// not gather a message's headers (librdkafka parses them on request).
     reads_headers: bool,
+    /// The limits it was built with.
+    config: EngineConfig,
 }
 
 /// A metric's per-event expressions, prepared (see [`Prepared`]).
@@ -214,7 +217,15 @@ impl CompiledPlan {
             text_slots,
             max_keys,
             reads_headers,
+            config,
         })
+    }
+
+    /// Messages larger than this are dead-lettered as oversized; a reader
+    /// need not keep more of one than this (see
+    /// [`Partition::process_truncated`]).
+    pub fn max_message_bytes(&self) -> usize {
+        self.config.max_message_bytes
     }
 
     /// Whether any expression reads a message header (`header(name)`):

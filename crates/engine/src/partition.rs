@@ -21,6 +21,7 @@ use crate::value::{format_timestamp, KeyVal, Val};
 use crate::window::{MetricState, SeriesMap, Slot, Window};
 use crate::CompiledPlan;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use smallvec::SmallVec;
 use std::cell::Cell;
 use std::sync::Arc;
@@ -173,7 +174,7 @@ pub struct PartitionStats {
     /// Messages re-read during replay whose effects were already persisted.
     pub replayed_skips: u64,
     /// Dead letters by reason (index = position in [`Reason::ALL`]).
-    pub dead_letters: [u64; 8],
+    pub dead_letters: [u64; Reason::ALL.len()],
     /// Per metric.
     pub metrics: Vec<MetricStats>,
 }
@@ -465,16 +466,34 @@ impl Partition {
         old
     }
 
-    /// Processes one message, appending rows of windows it closes and dead letters to `out`.
-    pub fn process(&mut self, message: &Message<'_>, now_ms: i64, out: &mut Output) {
-        let offset = message.meta.offset;
-        let is_replayed = offset < self.replay_barrier;
+    /// Takes note of a message at `offset` arriving at `now_ms`; whether it
+    /// was processed before the last restore.
+    fn arrive(&mut self, offset: i64, now_ms: i64) -> bool {
         self.stats.messages += 1;
         self.next_offset = Some(self.next_offset.map_or(offset + 1, |n| n.max(offset + 1)));
         if self.replay_floor.is_some() && offset + 1 >= self.replay_barrier {
             self.replay_floor = None;
         }
         self.last_message_at_ms = Some(now_ms);
+        offset < self.replay_barrier
+    }
+
+    /// Processes one message, appending rows of windows it closes and dead letters to `out`.
+    ///
+    /// `now_ms` is the processing time (wall clock). With the message's
+    /// broker timestamp it bounds event time: an event more than its
+    /// source's `max_future` ahead of the earlier of the two (`now_ms` alone
+    /// when the message has no timestamp) is dead-lettered as
+    /// [`Reason::FutureTime`] and moves nothing (no window, no watermark),
+    /// so one wrong clock cannot make every later event late. The earlier
+    /// of the two, because a producer sets a message's create time: a
+    /// producer whose clock is wrong must not move the bound for its own
+    /// events. Replayed later, a message meets the same bound unless its
+    /// broker timestamp was ahead of the processing time when first seen
+    /// (then the bound is looser on replay, by at most that difference).
+    pub fn process(&mut self, message: &Message<'_>, now_ms: i64, out: &mut Output) {
+        let offset = message.meta.offset;
+        let is_replayed = self.arrive(offset, now_ms);
         let plan = Arc::clone(&self.plan);
         let mut late_for: Vec<&str> = Vec::new();
         let mut event_time = None;
@@ -484,18 +503,33 @@ impl Partition {
             }
             let row = match plan.decoders[s].decode(message.payload) {
                 Ok(row) => row,
+                Err(_) if is_replayed => {
+                    self.stats.replayed_skips += 1;
+                    return;
+                }
+                Err(rejection) if rejection.reason == Reason::Oversized => {
+                    let sha256: [u8; 32] = Sha256::digest(message.payload).into();
+                    let len = message.payload.len() as u64;
+                    let rejection = oversized(len, plan.max_message_bytes(), &sha256, message.payload.len());
+                    self.dead_letter(message, rejection, out);
+                    return;
+                }
                 Err(rejection) => {
-                    if is_replayed {
-                        self.stats.replayed_skips += 1;
-                    } else {
-                        self.dead_letter(message, rejection, out);
-                    }
+                    self.dead_letter(message, rejection, out);
                     return;
                 }
             };
             let Val::Ts(ts) = row[source.event_time] else {
                 unreachable!("the decoder guarantees a non-null event time");
             };
+            if let Some(rejection) = too_far_ahead(ts, source.max_future_ms, message.meta.timestamp_ms, now_ms) {
+                if is_replayed {
+                    self.stats.replayed_skips += 1;
+                } else {
+                    self.dead_letter(message, rejection, out);
+                }
+                return;
+            }
             event_time = Some(ts);
             // Inline: most events are classified by no metric, and none should allocate for it.
             let classified: SmallVec<[Cell<Option<u32>>; 4]> =
@@ -746,18 +780,84 @@ impl Partition {
         }
     }
 
+    /// Dead-letters a message that was read only in part because it is
+    /// larger than the engine takes (see [`EngineConfig`]): `prefix` is its
+    /// beginning, `len` its whole size and `sha256` the digest of all of
+    /// it. The reader's memory stays bounded by the limit, and so does the
+    /// dead letter. It counts as a message at its offset like any other.
+    ///
+    /// [`EngineConfig`]: crate::EngineConfig
+    pub fn process_truncated(
+        &mut self,
+        message: &Message<'_>,
+        len: u64,
+        sha256: &[u8; 32],
+        now_ms: i64,
+        out: &mut Output,
+    ) {
+        if self.arrive(message.meta.offset, now_ms) {
+            self.stats.replayed_skips += 1;
+            return;
+        }
+        let rejection = oversized(len, self.plan.max_message_bytes(), sha256, message.payload.len());
+        self.dead_letter(message, rejection, out);
+    }
+
     fn dead_letter(&mut self, message: &Message<'_>, rejection: Rejection, out: &mut Output) {
         self.stats.count(rejection.reason);
+        let mut payload = message.payload;
+        if rejection.reason == Reason::Oversized {
+            // The whole message stored as its own dead letter would be as
+            // large as what was refused (a 1 GB line made a run fail).
+            payload = &payload[..payload.len().min(DEAD_LETTER_PREFIX_BYTES)];
+        }
         out.dead_letters.push(DeadLetter {
             partition: self.partition,
             offset: message.meta.offset,
             topic: message.meta.topic.to_string(),
             reason: rejection.reason,
             detail: rejection.detail,
-            payload: message.payload.to_vec(),
+            payload: payload.to_vec(),
             key: message.meta.key.map(<[u8]>::to_vec),
         });
     }
+}
+
+/// How much of an oversized message its dead letter keeps.
+pub const DEAD_LETTER_PREFIX_BYTES: usize = 4096;
+
+/// The rejection of an oversized message of `len` bytes, `available` of
+/// which are at hand; its dead letter keeps at most [`DEAD_LETTER_PREFIX_BYTES`].
+fn oversized(len: u64, limit: usize, sha256: &[u8; 32], available: usize) -> Rejection {
+    let kept = available.min(DEAD_LETTER_PREFIX_BYTES);
+    let hex: String = sha256.iter().map(|b| format!("{b:02x}")).collect();
+    Rejection {
+        reason: Reason::Oversized,
+        detail: format!("{len} bytes; the limit is {limit}; sha256 {hex}; the first {kept} bytes are kept"),
+    }
+}
+
+/// Why an event at `ts` is further ahead than `max_future_ms` of the
+/// earlier of its message's broker timestamp and the processing time
+/// `now_ms`; `None` when it is not.
+fn too_far_ahead(ts: i64, max_future_ms: u64, broker_ms: Option<i64>, now_ms: i64) -> Option<Rejection> {
+    let (reference, what) = match broker_ms {
+        Some(broker) if broker <= now_ms => (broker, "the message's broker timestamp"),
+        _ => (now_ms, "the processing time"),
+    };
+    let ahead = i64::try_from(max_future_ms).unwrap_or(i64::MAX);
+    if ts <= reference.saturating_add(ahead) {
+        return None;
+    }
+    Some(Rejection {
+        reason: Reason::FutureTime,
+        detail: format!(
+            "event time {} is more than {} ahead of {what} {}",
+            format_timestamp(ts),
+            dsl::fmt::format_duration(max_future_ms),
+            format_timestamp(reference)
+        ),
+    })
 }
 
 #[cfg(test)]

@@ -713,10 +713,14 @@ impl Shared {
 
     /// Deletes rows past their tier's retention, measured against the data's
     /// own time (the highest event time seen), so replaying old data never
-    /// deletes what it just wrote. Failures are logged and retried later.
+    /// deletes what it just wrote, but never from later than the wall clock:
+    /// event time is whatever producers wrote, and one event dated 9999 must
+    /// not make every stored row look expired (issue 25). Failures are
+    /// logged and retried later.
     fn sweep(&mut self) {
         self.last_sweep = Instant::now();
-        let Some(now) = self.partitions.values().filter_map(Partition::max_event_time).max() else { return };
+        let Some(newest) = self.partitions.values().filter_map(Partition::max_event_time).max() else { return };
+        let now = newest.min(now_ms());
         let plan = Arc::clone(&self.plan);
         match self.store().sweep(&plan.plan, now) {
             Ok(0) => {}

@@ -15,6 +15,10 @@ use std::time::{Duration, Instant};
 use store::sqlite::SqliteStore;
 use store::{RowFilter, Store, WriteBatch};
 
+/// The processing time messages without a broker timestamp arrive at
+/// (2100-01-01): after every event time here, so none is too far ahead.
+const NOW_MS: i64 = 4_102_444_800_000;
+
 const TOPIC: &str = "mta.events";
 const PARTITIONS: i32 = 4;
 
@@ -100,7 +104,7 @@ fn reference_with_headers(
                 timestamp_ms: None,
                 headers: &headers,
             };
-            partition.process(&Message { payload: line.as_bytes(), meta }, 0, &mut out);
+            partition.process(&Message { payload: line.as_bytes(), meta }, NOW_MS, &mut out);
         }
     }
     store

@@ -3,6 +3,7 @@
 mod cli;
 mod commands;
 mod files;
+mod lines;
 mod pipeline;
 mod promql;
 

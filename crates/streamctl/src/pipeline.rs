@@ -6,6 +6,11 @@ use std::sync::Arc;
 
 /// Compiles `paths` into a runnable plan, printing diagnostics; fails on errors.
 pub fn load(paths: &[String]) -> anyhow::Result<Arc<engine::CompiledPlan>> {
+    load_with(paths, engine::EngineConfig::default())
+}
+
+/// [`load`] with the engine's limits set.
+pub fn load_with(paths: &[String], config: engine::EngineConfig) -> anyhow::Result<Arc<engine::CompiledPlan>> {
     let roots = files::expand(paths)?;
     let compiled = dsl::compile(&roots, &files::load);
     if !compiled.diagnostics.is_empty() {
@@ -14,7 +19,7 @@ pub fn load(paths: &[String]) -> anyhow::Result<Arc<engine::CompiledPlan>> {
     let Some(plan) = compiled.plan else {
         bail!("the pipelines have errors");
     };
-    let runnable = engine::CompiledPlan::new(plan, engine::EngineConfig::default()).context("the plan cannot run")?;
+    let runnable = engine::CompiledPlan::new(plan, config).context("the plan cannot run")?;
     Ok(Arc::new(runnable))
 }
 

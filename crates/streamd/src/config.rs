@@ -149,7 +149,10 @@ pub struct RawEmbedded {
     pub partitions: i32,
     /// Fraction of generated lines made malformed.
     pub bad_ratio: f64,
-    /// Event time advances this many times faster than the wall clock, so windows close quickly.
+    /// Event time starts a day behind the wall clock and advances this many
+    /// times faster, so windows close quickly, until it reaches the clock;
+    /// then it runs with it (events ahead of the clock would be
+    /// `future_time` dead letters).
     pub time_acceleration: f64,
 }
 

@@ -69,25 +69,51 @@ impl Drop for Embedded {
     }
 }
 
+/// How far behind the clock generated event time starts. It runs
+/// `time_acceleration` times faster than the clock (so windows close
+/// quickly) only until it reaches the clock, then with it: ahead of the
+/// clock, events would be `future_time` dead letters once more than their
+/// source's `max_future` (an hour by default) ahead. At 20 times, a day
+/// takes 76 minutes to catch up.
+const HEAD_START_MS: i64 = 24 * 3_600_000;
+
+fn wall_clock_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
 fn generate(producer: &BaseProducer, topic: &str, settings: RawEmbedded, stop: &AtomicBool) {
-    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-    let config = workload::Config {
-        seed: now_ms as u64,
-        start_ms: now_ms,
-        // Event time runs `time_acceleration` times faster than the clock.
-        rate_per_s: f64::from(settings.events_per_second) / settings.time_acceleration.max(1.0),
+    let now_ms = wall_clock_ms();
+    let per_second = f64::from(settings.events_per_second).max(1.0);
+    let acceleration = settings.time_acceleration.max(1.0);
+    let config = |seed: u64, start_ms: i64, rate_per_s: f64| workload::Config {
+        seed,
+        start_ms,
+        rate_per_s,
         bad_ratio: settings.bad_ratio,
     };
-    let mut generator = workload::Generator::new(config);
+    let start_ms = if acceleration > 1.0 { now_ms - HEAD_START_MS } else { now_ms };
+    let mut generator = workload::Generator::new(config(now_ms as u64, start_ms, per_second / acceleration));
+    // Events of generators replaced when event time caught up with the clock.
+    let mut generated_before = 0;
+    let mut is_accelerated = acceleration > 1.0;
     let mut line = String::new();
     let started = Instant::now();
     let partitions = settings.partitions.max(1);
     while !stop.load(Ordering::Relaxed) {
         // Produce what is due by now, in slices of 10 ms.
         let due = (started.elapsed().as_secs_f64() * f64::from(settings.events_per_second)) as u64;
-        while generator.generated() < due && !stop.load(Ordering::Relaxed) {
+        while generated_before + generator.generated() < due && !stop.load(Ordering::Relaxed) {
+            let event_time = start_ms as f64 + generator.generated() as f64 * 1000.0 * acceleration / per_second;
+            if is_accelerated && event_time >= wall_clock_ms() as f64 {
+                // Caught up: from here on, event time runs with the clock.
+                generated_before += generator.generated();
+                let now_ms = wall_clock_ms();
+                generator = workload::Generator::new(config(now_ms as u64, now_ms, per_second));
+                is_accelerated = false;
+                info!("Generated event time caught up with the clock; it runs with it from now on.");
+            }
             generator.next_into(&mut line);
-            let partition = (generator.generated() % partitions as u64) as i32;
+            let partition = ((generated_before + generator.generated()) % partitions as u64) as i32;
             let mut record = Some(BaseRecord::<(), [u8]>::to(topic).partition(partition).payload(line.as_bytes()));
             while let Some(r) = record.take() {
                 if let Err((error, r)) = producer.send(r) {

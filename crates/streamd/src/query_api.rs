@@ -132,6 +132,10 @@ mod tests {
     use store::sqlite::SqliteStore;
     use store::WriteBatch;
 
+    /// The processing time messages without a broker timestamp arrive at
+    /// (2100-01-01): after every event time here, so none is too far ahead.
+    const NOW_MS: i64 = 4_102_444_800_000;
+
     const PIPELINE: &str = r#"version 1
 
 source events from kafka "events" format json {
@@ -172,7 +176,7 @@ metric users from events
                     timestamp_ms: None,
                     headers: &[],
                 };
-                partition.process(&Message { payload: line.as_bytes(), meta }, 0, &mut out);
+                partition.process(&Message { payload: line.as_bytes(), meta }, NOW_MS, &mut out);
             }
             partition.close_all(&mut out);
         }

@@ -382,6 +382,7 @@ impl<'a> Checker<'a> {
             format,
             fields,
             event_time,
+            max_future_ms: source.max_future.as_ref().map_or(DEFAULT_MAX_FUTURE_MS, |d| d.node.as_millis()),
             classifications: Vec::new(),
         };
         (plan, schema)

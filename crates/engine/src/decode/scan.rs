@@ -79,11 +79,14 @@ impl Decoder {
                     let value = self.leaf(s, *index)?;
                     row[*index] = self.kept(*index, value);
                 }
-                Some(Node::Record(children)) => match s.peek()? {
-                    b'{' => self.object(s, children, row)?,
-                    b'n' => s.literal(b"null")?,
-                    _ => return None,
-                },
+                Some(Node::Record(children)) => {
+                    super::clear_record(children, row);
+                    match s.peek()? {
+                        b'{' => self.object(s, children, row)?,
+                        b'n' => s.literal(b"null")?,
+                        _ => return None,
+                    }
+                }
             }
             if s.after_member(b'}')? {
                 return Some(());

@@ -15,13 +15,17 @@
 //! default (like the language's `.rule`). `--explain` adds `hint` and the
 //! `matched` patterns of the rule's condition that hit the input. A line
 //! that is not a JSON object gives `{"line": N, "error": "..."}`; the exit
-//! code is then 65.
+//! code is then 65. So does a line longer than the engine's message limit
+//! (1 MiB, as `streamd` and `streamctl run` would dead-letter it as
+//! oversized): it is read through without being kept, so one huge line
+//! costs neither memory nor time.
 //!
 //! `--taxonomy` prints the classifier's categories as a Markdown table
 //! instead (this is what `dsl/stdlib/README.md` embeds).
 
 use crate::cli::GlobalArgs;
 use crate::files;
+use crate::lines::{self, Line};
 use anyhow::{bail, Context};
 use dsl::plan::{ClassifierPlan, Expr, Scalar};
 use engine::eval::{ClassifierRuntime, RegexCache};
@@ -37,7 +41,8 @@ pub struct Args {
     /// Rule files, or directories searched for `*.stream` files (e.g. `dsl/stdlib/`).
     #[arg(long, required = true, value_name = "PATH", num_args = 1..)]
     rules: Vec<String>,
-    /// JSON lines to classify; `-` is standard input.
+    /// JSON lines to classify; `-` is standard input. A line over 1 MiB (the
+    /// engine's message limit) is refused with an error line, unread.
     #[arg(long, default_value = "-", value_name = "FILE")]
     input: String,
     /// The classifier to run.
@@ -72,21 +77,30 @@ pub fn run(_global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let classifier = Classifier::new(classifier)?;
-    let input: Box<dyn BufRead> = if args.input == "-" {
+    let mut input: Box<dyn BufRead> = if args.input == "-" {
         Box::new(std::io::stdin().lock())
     } else {
         let file = std::fs::File::open(&args.input).with_context(|| format!("cannot open `{}`", args.input))?;
         Box::new(std::io::BufReader::new(file))
     };
     let mut errors = 0usize;
-    for (i, line) in input.split(b'\n').enumerate() {
-        let line = line.with_context(|| format!("cannot read `{}`", args.input))?;
-        let line = line.strip_suffix(b"\r").unwrap_or(&line);
-        let out = match classifier.classify_line(line, args.explain) {
+    let limit = engine::EngineConfig::default().max_message_bytes;
+    let mut buffer = Vec::new();
+    let mut i = 0;
+    while let Some(read) =
+        lines::read_line(&mut input, &mut buffer, limit).with_context(|| format!("cannot read `{}`", args.input))?
+    {
+        i += 1;
+        let line = buffer.strip_suffix(b"\r").unwrap_or(&buffer);
+        let result = match read {
+            Line::Whole => classifier.classify_line(line, args.explain),
+            Line::Truncated { len, .. } => Err(format!("{len} bytes; the limit is {limit}, as for a message")),
+        };
+        let out = match result {
             Ok(out) => out,
             Err(error) => {
                 errors += 1;
-                json!({ "line": i + 1, "error": error })
+                json!({ "line": i, "error": error })
             }
         };
         serde_json::to_writer(&mut stdout, &out)?;

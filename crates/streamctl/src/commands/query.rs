@@ -41,7 +41,7 @@ fn parse_condition(s: &str) -> Result<(String, String), String> {
     s.split_once('=').map(|(k, v)| (k.trim().to_string(), v.to_string())).ok_or_else(|| "expected COLUMN=VALUE".into())
 }
 
-fn parse_time(s: &str) -> Result<i64, String> {
+pub(crate) fn parse_time(s: &str) -> Result<i64, String> {
     s.parse::<i64>()
         .ok()
         .or_else(|| engine::value::parse_timestamp(s))

@@ -1,10 +1,12 @@
 //! `streamctl run`: the engine over a file, into a store, without Kafka.
 
 use crate::cli::GlobalArgs;
+use crate::lines::{self, Line};
 use crate::pipeline;
 use anyhow::Context;
+use engine::value::format_timestamp;
 use engine::{Message, MessageMeta, Output, Partition, Reason};
-use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
+use std::io::{BufReader, IsTerminal, Read, Write};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use store::{Store, WriteBatch};
@@ -41,6 +43,23 @@ pub struct Args {
     /// the stored results are the same, in fewer writes. `0`: at every close.
     #[arg(long, value_name = "DURATION", default_value = "0", value_parser = parse_every)]
     tier_rows_every: u64,
+    /// The time to take as now (RFC 3339 or epoch ms; default: the wall
+    /// clock). Lines carry no broker timestamp, so an event more than its
+    /// source's `max_future` ahead of this is dead-lettered as
+    /// `future_time`, and the retention sweep measures from no later than this.
+    #[arg(long, value_name = "TIME", value_parser = super::query::parse_time)]
+    now: Option<i64>,
+    /// Lines longer than this many bytes are dead-lettered as oversized,
+    /// keeping their first 4 KiB, their size and their SHA-256; memory
+    /// stays bounded by it.
+    #[arg(long, value_name = "BYTES", default_value_t = engine::EngineConfig::default().max_message_bytes)]
+    max_message_bytes: usize,
+}
+
+/// The wall clock, ms since the epoch.
+pub(crate) fn wall_clock_ms() -> i64 {
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// A duration of the pipeline language (`90s`, `5m`, `1h`) in ms, or `0`.
@@ -52,7 +71,9 @@ fn parse_every(text: &str) -> Result<u64, String> {
 }
 
 pub fn run(_global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
-    let plan = pipeline::load(&args.pipelines)?;
+    let config = engine::EngineConfig { max_message_bytes: args.max_message_bytes };
+    let plan = pipeline::load_with(&args.pipelines, config)?;
+    let now_ms = args.now.unwrap_or_else(wall_clock_ms);
     let topic = match &args.topic {
         Some(t) => t.clone(),
         None => plan.plan.sources.first().map(|s| s.topic.clone()).context("the pipelines declare no source")?,
@@ -73,20 +94,23 @@ pub fn run(_global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     let mut line = Vec::with_capacity(1024);
     let started = Instant::now();
     let progress = Progress::new();
-    let mut lines = 0u64;
+    let (mut lines, mut blank_lines) = (0u64, 0u64);
     // Per metric, rows written (a tier row superseded within a flush is not).
     let mut rows_written = vec![0u64; plan.plan.metrics.len()];
-    loop {
-        line.clear();
-        let read = reader.read_until(b'\n', &mut line).context("cannot read the input")?;
-        if read == 0 {
-            break;
-        }
-        if line.last() == Some(&b'\n') {
-            line.pop();
+    while let Some(read) =
+        lines::read_line(&mut reader, &mut line, args.max_message_bytes).context("cannot read the input")?
+    {
+        if read == Line::Whole && lines::is_blank(&line) {
+            // A blank line (a file's trailing newline pair) is no message.
+            blank_lines += 1;
+            continue;
         }
         lines += 1;
-        let p = if partitions.len() == 1 { 0 } else { partition_of(&line, &args.key, partitions.len()) };
+        let p = match read {
+            _ if partitions.len() == 1 => 0,
+            Line::Whole => partition_of(&line, &args.key, partitions.len()),
+            Line::Truncated { .. } => 0,
+        };
         let meta = MessageMeta {
             topic: &topic,
             partition: p as i32,
@@ -96,7 +120,13 @@ pub fn run(_global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
             headers: &[],
         };
         offsets[p] += 1;
-        partitions[p].process(&Message { payload: &line, meta }, 0, &mut out);
+        let message = Message { payload: &line, meta };
+        match read {
+            Line::Whole => partitions[p].process(&message, now_ms, &mut out),
+            Line::Truncated { len, sha256 } => {
+                partitions[p].process_truncated(&message, len, &sha256, now_ms, &mut out)
+            }
+        }
         if lines.is_multiple_of(args.batch as u64) {
             flush(store.as_mut(), &plan.plan, &topic, &partitions, &mut out, &mut rows_written)?;
             progress.show(lines, started);
@@ -106,12 +136,19 @@ pub fn run(_global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
         p.close_all(&mut out);
     }
     flush(store.as_mut(), &plan.plan, &topic, &partitions, &mut out, &mut rows_written)?;
-    // Retention is measured against the data's own time, so replaying old files keeps their rows.
-    if let Some(now) = partitions.iter().filter_map(Partition::max_event_time).max() {
-        store.sweep(&plan.plan, now)?;
-    }
+    // Retention is measured against the data's own time, so replaying old
+    // files keeps their rows; but never from later than now, so however an
+    // event's time is wrong, no row is deleted for being old before its time.
+    // (Events too far ahead were dead-lettered and moved no event time.)
+    let swept_to = partitions.iter().filter_map(Partition::max_event_time).max().map(|t| t.min(now_ms));
+    let rows_deleted = match swept_to {
+        Some(at) => store.sweep(&plan.plan, at)?,
+        None => 0,
+    };
     progress.clear();
-    let summary = summarise(&plan.plan, &partitions, lines, &rows_written, started.elapsed());
+    let mut summary = summarise(&plan.plan, &partitions, lines, &rows_written, started.elapsed());
+    summary.blank_lines = blank_lines;
+    summary.retention = Retention { measured_from: swept_to.map(format_timestamp), rows_deleted };
     print_summary(&summary);
     if let Some(path) = &args.summary_json {
         std::fs::write(path, serde_json::to_string_pretty(&summary)? + "\n")
@@ -153,6 +190,8 @@ fn partition_of(line: &[u8], key: &str, partitions: usize) -> usize {
 #[derive(serde::Serialize)]
 struct Summary {
     events_in: u64,
+    /// Blank lines skipped (not counted in `events_in`).
+    blank_lines: u64,
     dead_letters: u64,
     dead_letters_by_reason: std::collections::BTreeMap<&'static str, u64>,
     late_events: u64,
@@ -160,6 +199,17 @@ struct Summary {
     elapsed_s: f64,
     events_per_s: f64,
     metrics: Vec<MetricSummary>,
+    retention: Retention,
+}
+
+/// What the retention sweep after the run did.
+#[derive(serde::Serialize, Default)]
+struct Retention {
+    /// The time retention was measured from: the newest event time, but
+    /// no later than now. `None`: no event, no sweep.
+    measured_from: Option<String>,
+    /// Rows deleted as past their tier's retention.
+    rows_deleted: u64,
 }
 
 #[derive(serde::Serialize)]
@@ -207,6 +257,7 @@ fn summarise(
     let elapsed_s = elapsed.as_secs_f64();
     Summary {
         events_in: lines,
+        blank_lines: 0,
         dead_letters: by_reason.values().sum(),
         late_events: by_reason.get("late").copied().unwrap_or(0),
         dead_letters_by_reason: by_reason,
@@ -214,6 +265,7 @@ fn summarise(
         elapsed_s,
         events_per_s: if elapsed_s > 0.0 { lines as f64 / elapsed_s } else { 0.0 },
         metrics,
+        retention: Retention::default(),
     }
 }
 
@@ -226,6 +278,12 @@ fn print_summary(s: &Summary) {
     );
     for (reason, n) in &s.dead_letters_by_reason {
         let _ = writeln!(err, "  dead letters {reason:<15} {n}");
+    }
+    if s.blank_lines > 0 {
+        let _ = writeln!(err, "  blank lines skipped {}", s.blank_lines);
+    }
+    if let Some(from) = &s.retention.measured_from {
+        let _ = writeln!(err, "  retention measured from {from}: {} rows deleted", s.retention.rows_deleted);
     }
     for m in &s.metrics {
         let _ = writeln!(

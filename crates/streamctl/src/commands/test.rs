@@ -6,6 +6,7 @@
 //! {
 //!   "description": "what this checks",
 //!   "pipelines": ["../delivery.stream"],
+//!   "now": "2024-06-03T01:00:00Z",
 //!   "input": [ {"ts": "2024-06-03T00:00:01Z", "...": "..."}, "a raw line, e.g. malformed" ],
 //!   "expect": [
 //!     { "metric": "delivery_by_sender", "tier": "1m", "group_by": ["sender_domain"],
@@ -20,6 +21,9 @@
 //! closed at the end. Each expectation lists every row of that metric and
 //! tier (merged like `streamctl query`); only the columns a row names are
 //! compared, floats within a relative 1e-9. `"partial": true` allows extra rows.
+//! `now` (optional, RFC 3339 or epoch ms; default the wall clock) is the
+//! processing time: events more than their source's `max_future` ahead of
+//! it are `future_time` dead letters, so a fixture that tests one sets it.
 
 use crate::cli::GlobalArgs;
 use crate::pipeline;
@@ -45,6 +49,8 @@ struct Fixture {
     #[serde(default)]
     description: String,
     pipelines: Vec<String>,
+    #[serde(default)]
+    now: Option<String>,
     input: Vec<serde_json::Value>,
     #[serde(default)]
     expect: Vec<Expectation>,
@@ -118,6 +124,10 @@ fn run_fixture(path: &Path) -> anyhow::Result<Vec<String>> {
     let topic = plan.plan.sources.first().map(|s| s.topic.clone()).context("the pipelines declare no source")?;
     let mut store = store::sqlite::SqliteStore::open(":memory:")?;
     store.setup(&plan.plan)?;
+    let now_ms = match &fixture.now {
+        Some(text) => super::query::parse_time(text).map_err(|e| anyhow::anyhow!("`now`: {e}"))?,
+        None => super::run::wall_clock_ms(),
+    };
     let mut partition = Partition::new(plan.clone(), 0);
     let mut out = Output::default();
     for (offset, event) in fixture.input.iter().enumerate() {
@@ -133,7 +143,7 @@ fn run_fixture(path: &Path) -> anyhow::Result<Vec<String>> {
             timestamp_ms: None,
             headers: &[],
         };
-        partition.process(&Message { payload: line.as_bytes(), meta }, 0, &mut out);
+        partition.process(&Message { payload: line.as_bytes(), meta }, now_ms, &mut out);
     }
     partition.close_all(&mut out);
     store.write(
