@@ -1,4 +1,20 @@
 //! The consumer loop and the rebalance callbacks.
+//!
+//! The protocol that keeps results exactly-once (`docs/exactly-once.md`):
+//!
+//! * a flush takes the pending output together with every partition's
+//!   checkpoint and replay point *of that same moment*, writes output and
+//!   checkpoints to the store (one transaction in SQLite), and only then
+//!   commits the replay points to Kafka: a commit is never ahead of the
+//!   store;
+//! * on assignment a partition is claimed (owner epoch), restored from the
+//!   store and started at the store checkpoint's replay point, whatever
+//!   Kafka has committed: the store is the truth;
+//! * its queue is split off before the first fetch: a message waiting in
+//!   the consumer queue while newer ones are taken from the partition's own
+//!   would be processed after them, out of order;
+//! * every write carries the owner epochs; the store refuses a write for a
+//!   partition claimed by someone else since.
 
 use crate::dead_letter::DeadLetterProducer;
 use crate::{Error, FlushReport, MetricStatus, Observer, PartitionStatus, PlanUpdate, Result, Settings, Status};
