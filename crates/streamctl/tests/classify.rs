@@ -1,7 +1,8 @@
 //! The standard bounce classifier against its labelled examples.
 //!
 //! `dsl/stdlib/tests/bounces.labelled.jsonl` holds one JSON object per line:
-//! `smtp_code`, `status`, `diagnostic`, `provider` (each may be null) and the
+//! `smtp_code`, `status`, `diagnostic`, `provider`, optionally `smtp_command`
+//! (each may be null; read as `streamctl classify` reads a line) and the
 //! expected `category`. Every line must classify as labelled, except the few
 //! listed in [`KNOWN_MISSES`]; every rule of the classifier must have at least
 //! one labelled line. The test prints the overall accuracy and the misses per
