@@ -197,7 +197,7 @@ impl BounceClassifier {
                 "smtp_code" => Val::Int(event.smtp_code),
                 "provider" => Val::Str(event.provider.clone()),
                 // Not in the generated events (nor in the source's messages here).
-                "smtp_command" => Val::Null,
+                "smtp_command" | "feedback_type" => Val::Null,
                 other => panic!("the bounce classifier has an unexpected parameter `{other}`"),
             })
             .collect()

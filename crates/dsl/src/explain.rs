@@ -132,6 +132,12 @@ fn explain_metric(out: &mut String, plan: &Plan, metric: &MetricPlan) {
     );
 }
 
+/// A condition of `classifier` (a rule's, or a part of one) as text, with
+/// parameter and matcher names resolved, as `streamctl explain` prints it.
+pub fn classifier_condition(classifier: &ClassifierPlan, condition: &Expr) -> String {
+    expr(condition, &Names::Classifier(classifier))
+}
+
 /// What indices in an expression refer to.
 enum Names<'p> {
     Source(&'p SourcePlan),

@@ -39,7 +39,7 @@ pub mod span;
 pub use check::{RESERVED, RESERVED_COLUMNS};
 pub use codes::Code;
 pub use diagnostic::{render, render_all, Diagnostic, Severity};
-pub use explain::explain;
+pub use explain::{classifier_condition, explain};
 pub use load::SourceLoader;
 pub use plan::Plan;
 pub use span::SourceMap;

@@ -453,6 +453,23 @@ pub enum Expr {
 }
 
 impl Expr {
+    /// The operands of this expression's top-level `and`s, left to right
+    /// (the expression itself when it is no `and`).
+    pub fn conjuncts(&self) -> Vec<&Expr> {
+        fn collect<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
+            match e {
+                Expr::Binary { op: BinaryOp::And, lhs, rhs } => {
+                    collect(lhs, out);
+                    collect(rhs, out);
+                }
+                other => out.push(other),
+            }
+        }
+        let mut out = Vec::new();
+        collect(self, &mut out);
+        out
+    }
+
     /// Calls `f` on this expression and every sub-expression, parents first.
     pub fn walk(&self, f: &mut impl FnMut(&Expr)) {
         f(self);

@@ -29,8 +29,9 @@ use crate::literals::{anchored_literal, required_literals, Requirement, Texts};
 use crate::value::Val;
 use aho_corasick::{dfa, AhoCorasick, AhoCorasickKind, StartKind};
 use dsl::ast::BinaryOp;
-use dsl::plan::{ClassifierPlan, Expr};
+use dsl::plan::{ClassifierPlan, Expr, Scalar};
 use regex::{Regex, RegexSet};
+use serde_json::{Map, Value};
 use smallvec::SmallVec;
 use std::cell::Cell;
 
@@ -214,6 +215,72 @@ impl ClassifierRuntime {
         }
         None
     }
+
+    /// Why the first `upto` rules did not match `params`: per rule, the
+    /// first operand of its condition's top-level `and`s that is not true
+    /// (`None` if every operand is). Slow (each condition is evaluated
+    /// whole, without the prefilter); for explaining one input, not for
+    /// classifying many.
+    pub fn unmet_conjuncts<'p>(
+        &'p self,
+        params: &[Val<'_>],
+        regexes: &RegexCache,
+        upto: usize,
+    ) -> Vec<Option<&'p Expr>> {
+        let hits = Hits::new(self, params);
+        let scope = Scope::Classifier { params, hits: &hits };
+        let rules = &self.plan.rules[..upto.min(self.plan.rules.len())];
+        rules
+            .iter()
+            .map(|rule| {
+                rule.condition.conjuncts().into_iter().find(|part| !crate::eval::eval(part, &scope, regexes).is_true())
+            })
+            .collect()
+    }
+}
+
+/// A classifier's arguments from a JSON object, the way `streamctl classify`
+/// reads its input lines: each parameter from the key of its name; a missing
+/// key, `null` and a blank string are null; a number may come as a string. A
+/// `provider` parameter left null is derived from `rhost` (or `mx_host`) and
+/// `recipient_domain`, as the language's `provider(recipient_domain, mx_host)`
+/// does.
+///
+/// # Errors
+/// A value of the wrong type for its parameter.
+pub fn params_from_json<'a>(
+    plan: &ClassifierPlan,
+    object: &'a Map<String, Value>,
+) -> Result<Vec<Val<'a>>, crate::Error> {
+    let text = |key: &str| object.get(key).and_then(Value::as_str).filter(|s| !s.trim().is_empty());
+    let mut params = Vec::with_capacity(plan.params.len());
+    for p in &plan.params {
+        let scalar = p.ty.scalar;
+        let bad = |v: &Value| crate::Error::ClassifierArgument {
+            param: p.name.clone(),
+            expected: scalar.name(),
+            found: v.to_string(),
+        };
+        params.push(match (scalar, object.get(&p.name)) {
+            (_, None | Some(Value::Null)) => Val::Null,
+            (_, Some(Value::String(s))) if s.trim().is_empty() => Val::Null,
+            (Scalar::String, Some(Value::String(s))) => Val::Str(s.as_str().into()),
+            (Scalar::Int, Some(v @ Value::Number(n))) => Val::Int(n.as_i64().ok_or_else(|| bad(v))?),
+            (Scalar::Int, Some(v @ Value::String(s))) => Val::Int(s.trim().parse().map_err(|_| bad(v))?),
+            (Scalar::Float, Some(v @ Value::Number(n))) => Val::Float(n.as_f64().ok_or_else(|| bad(v))?),
+            (Scalar::Bool, Some(Value::Bool(b))) => Val::Bool(*b),
+            (_, Some(v)) => return Err(bad(v)),
+        });
+        if p.name == "provider" && matches!(params.last(), Some(Val::Null)) {
+            let host = text("rhost").or_else(|| text("mx_host"));
+            if let (Some(slot), Some(provider)) =
+                (params.last_mut(), dsl::providers::of(text("recipient_domain"), host))
+            {
+                *slot = Val::Str(provider.into());
+            }
+        }
+    }
+    Ok(params)
 }
 
 impl MatcherRuntime {

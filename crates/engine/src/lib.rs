@@ -54,6 +54,16 @@ pub enum Error {
     /// A standalone regex does not compile.
     #[error("a regular expression does not compile")]
     Regex(#[source] regex::Error),
+    /// A classifier argument read from JSON has the wrong type.
+    #[error("`{param}` should be {expected}, not {found}")]
+    ClassifierArgument {
+        /// The parameter.
+        param: String,
+        /// Its type.
+        expected: &'static str,
+        /// The JSON value given.
+        found: String,
+    },
 }
 
 /// Limits that are the runtime's business, not the pipeline's.

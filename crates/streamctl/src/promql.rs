@@ -183,8 +183,7 @@ impl<'p> MetricQueries<'p> {
     /// When the condition uses something PromQL cannot express over the
     /// exported series (a string aggregate, an ordering of group-by values, …).
     pub fn condition(&self, condition: &Expr) -> Result<String> {
-        let mut conjuncts = Vec::new();
-        flatten_and(condition, &mut conjuncts);
+        let conjuncts = condition.conjuncts();
         let mut matchers = Vec::new();
         let mut rest = Vec::new();
         for conjunct in conjuncts {
@@ -287,16 +286,6 @@ impl<'p> MetricQueries<'p> {
             }
             _ => None,
         }
-    }
-}
-
-fn flatten_and<'e>(expr: &'e Expr, out: &mut Vec<&'e Expr>) {
-    match expr {
-        Expr::Binary { op: BinaryOp::And, lhs, rhs } => {
-            flatten_and(lhs, out);
-            flatten_and(rhs, out);
-        }
-        other => out.push(other),
     }
 }
 

@@ -3,22 +3,25 @@
 //!
 //! Each input line is a JSON object. Its keys are matched to the classifier's
 //! parameters by name (`diagnostic`, `status`, `smtp_code`, `provider`,
-//! `smtp_command` for `bounce`); missing keys and `null` are null. Other keys
-//! (`rhost`, `recipient_domain`, ...) are ignored, except that when the
-//! classifier has a `provider` parameter and the line has no `provider`, one
-//! is derived from `rhost` (or `mx_host`) and `recipient_domain` exactly as
-//! the language's `provider(recipient_domain, mx_host)` does, from the table
-//! `dsl/stdlib/providers.tsv`.
+//! `smtp_command`, `feedback_type` for `bounce`); missing keys, `null` and
+//! blank strings are null. Other keys (`rhost`, `recipient_domain`, ...) are
+//! ignored, except that when the classifier has a `provider` parameter and the
+//! line has no `provider`, one is derived from `rhost` (or `mx_host`) and
+//! `recipient_domain` exactly as the language's
+//! `provider(recipient_domain, mx_host)` does, from the table
+//! `dsl/stdlib/providers.tsv` (see [`params_from_json`]).
 //!
 //! Output per line: `{"category","reason","kind","provider","rule"}` where
 //! `rule` is the matching rule's position counting from 1, 0 for the
-//! default (like the language's `.rule`). `--explain` adds `hint` and the
-//! `matched` patterns of the rule's condition that hit the input. A line
-//! that is not a JSON object gives `{"line": N, "error": "..."}`; the exit
-//! code is then 65. So does a line longer than the engine's message limit
-//! (1 MiB, as `streamd` and `streamctl run` would dead-letter it as
-//! oversized): it is read through without being kept, so one huge line
-//! costs neither memory nor time.
+//! default (like the language's `.rule`). `--explain` adds the `hint`, the
+//! precedence `tier` that decided (the first word of the category), the
+//! `matched` patterns of the deciding rule's condition, and `earlier`: per
+//! tier tried before it, each rule with the first part of its condition
+//! that was not true. A line that is not a JSON object gives
+//! `{"line": N, "error": "..."}`; the exit code is then 65. So does a line
+//! longer than the engine's message limit (1 MiB, as `streamd` and
+//! `streamctl run` would dead-letter it as oversized): it is read through
+//! without being kept, so one huge line costs neither memory nor time.
 //!
 //! `--taxonomy` prints the classifier's categories as a Markdown table
 //! instead (this is what `dsl/stdlib/README.md` embeds).
@@ -27,7 +30,8 @@ use crate::cli::GlobalArgs;
 use crate::files;
 use crate::lines::{self, Line};
 use anyhow::{bail, Context};
-use dsl::plan::{ClassifierPlan, Expr, Scalar};
+use dsl::plan::{ClassifierPlan, Expr};
+use engine::classify::params_from_json;
 use engine::eval::{ClassifierRuntime, RegexCache};
 use engine::value::Val;
 use serde_json::{json, Map, Value};
@@ -48,7 +52,7 @@ pub struct Args {
     /// The classifier to run.
     #[arg(long, default_value = "bounce", value_name = "NAME")]
     classifier: String,
-    /// Add the hint and the patterns of the matching rule that hit.
+    /// Add the hint, the deciding tier and patterns, and why each earlier rule did not match.
     #[arg(long)]
     explain: bool,
     /// Print the taxonomy (category, reason, kind, hint) as Markdown and exit.
@@ -141,19 +145,7 @@ impl Classifier {
             Err(e) => return Err(format!("not JSON: {e}")),
         };
         let plan = &self.runtime.plan;
-        let mut params = Vec::with_capacity(plan.params.len());
-        for p in &plan.params {
-            params.push(param(&p.name, p.ty.scalar, object.get(&p.name))?);
-        }
-        if let Some(i) = self.provider_param {
-            if matches!(params[i], Val::Null) {
-                let text = |key: &str| object.get(key).and_then(Value::as_str);
-                let host = text("rhost").or_else(|| text("mx_host"));
-                if let Some(provider) = dsl::providers::of(text("recipient_domain"), host) {
-                    params[i] = Val::Str(provider.into());
-                }
-            }
-        }
+        let params = params_from_json(plan, &object).map_err(|e| e.to_string())?;
         let rule = self.runtime.classify(&params, &self.regexes);
         let outcome = rule.map_or(&plan.default, |r| &plan.rules[r].outcome);
         let provider = self.provider_param.map_or(Value::Null, |i| match &params[i] {
@@ -169,11 +161,38 @@ impl Classifier {
         });
         if explain {
             out["hint"] = outcome.hint.clone().map_or(Value::Null, Value::String);
+            out["tier"] = Value::String(rule.map_or("default", |_| tier(&outcome.category)).to_string());
             if let Some(r) = rule {
                 out["matched"] = Value::Array(self.matched(&plan.rules[r].condition, &params));
             }
+            out["earlier"] = self.earlier(&params, rule.unwrap_or(plan.rules.len()));
         }
         Ok(out)
+    }
+
+    /// Why the rules before `upto` did not decide, per precedence tier (the
+    /// first word of the categories): the tier's rules and, per rule, the
+    /// first part of its condition that was not true.
+    fn earlier(&self, params: &[Val<'_>], upto: usize) -> Value {
+        let plan = &self.runtime.plan;
+        let unmet = self.runtime.unmet_conjuncts(params, &self.regexes, upto);
+        let mut tiers: Vec<Value> = Vec::new();
+        for (i, failed) in unmet.iter().enumerate() {
+            let category = &plan.rules[i].outcome.category;
+            let name = tier(category);
+            let failed = failed.map_or(Value::Null, |e| Value::String(shorten(&dsl::classifier_condition(plan, e))));
+            let row = json!({ "rule": i + 1, "category": category, "failed": failed });
+            match tiers.last_mut() {
+                Some(last) if last["tier"] == name => {
+                    last["last_rule"] = json!(i + 1);
+                    if let Some(rules) = last["not_matched"].as_array_mut() {
+                        rules.push(row);
+                    }
+                }
+                _ => tiers.push(json!({ "tier": name, "first_rule": i + 1, "last_rule": i + 1, "not_matched": [row] })),
+            }
+        }
+        Value::Array(tiers)
     }
 
     /// The matcher patterns of `condition` that match the parameters.
@@ -194,18 +213,19 @@ impl Classifier {
     }
 }
 
-/// One parameter from a JSON value; strings are accepted for numbers.
-fn param<'a>(name: &str, scalar: Scalar, value: Option<&'a Value>) -> Result<Val<'a>, String> {
-    let bad = |v: &Value| format!("`{name}` should be {}, not {v}", scalar.name());
-    Ok(match (scalar, value) {
-        (_, None | Some(Value::Null)) => Val::Null,
-        (Scalar::String, Some(Value::String(s))) => Val::Str(s.as_str().into()),
-        (Scalar::Int, Some(v @ Value::Number(n))) => Val::Int(n.as_i64().ok_or_else(|| bad(v))?),
-        (Scalar::Int, Some(v @ Value::String(s))) => Val::Int(s.trim().parse().map_err(|_| bad(v))?),
-        (Scalar::Float, Some(v @ Value::Number(n))) => Val::Float(n.as_f64().ok_or_else(|| bad(v))?),
-        (Scalar::Bool, Some(Value::Bool(b))) => Val::Bool(*b),
-        (_, Some(v)) => return Err(bad(v)),
-    })
+/// The precedence tier of a category: its first word (`gmail`, `generic`,
+/// `stage`, `status`, ...).
+fn tier(category: &str) -> &str {
+    category.split('.').next().unwrap_or(category)
+}
+
+/// A condition cut to a readable length (a long pattern says little more).
+fn shorten(text: &str) -> String {
+    const MAX: usize = 160;
+    match text.char_indices().nth(MAX) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
+    }
 }
 
 /// The classifier's outcomes as a Markdown table, then counts per reason.
