@@ -15,7 +15,7 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 /// Compiles a bundle with this build's language and engine, or says why it cannot run here.
-pub fn compile_bundle(bundle: &Bundle) -> Result<Arc<CompiledPlan>, String> {
+pub fn compile_bundle(bundle: &Bundle) -> Result<Arc<CompiledPlan>, engine::Error> {
     CompiledPlan::from_bundle(bundle, EngineConfig::default()).map(Arc::new)
 }
 
@@ -60,7 +60,7 @@ impl Watch {
         };
         let mut last_files: Option<Vec<(String, String)>> = None;
         while !shutdown.load(Ordering::Relaxed) {
-            match kafka::control::read_pipeline_dir(&self.dir) {
+            match dsl::files::bundle_files(&self.dir) {
                 Ok(files) if last_files.as_ref() != Some(&files) => {
                     last_files = Some(files.clone());
                     self.publish_if_new(&publisher, files);
@@ -137,7 +137,7 @@ impl Admin {
             Err(e) => return (400, json_error(&format!("not a bundle: {e}"))),
         };
         if let Err(error) = bundle.validate() {
-            return (400, json_error(&error));
+            return (400, json_error(&error.to_string()));
         }
         let state = match self.control.read_all(Duration::from_secs(10)) {
             Ok(state) => state,

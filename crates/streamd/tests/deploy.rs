@@ -160,7 +160,7 @@ fn two_daemons_converge_refuse_together_and_roll_back() {
     }
 
     // A bundle this build cannot run (a newer language) is refused by both; v2 stays.
-    let files = kafka::control::read_pipeline_dir(&v2_dir).expect("files");
+    let files = dsl::files::bundle_files(&v2_dir).expect("files");
     let (mut newer, _) = Bundle::build(files, 3, Provenance::default()).expect("builds");
     newer.language_version = dsl::LANGUAGE_VERSION + 1;
     let control =

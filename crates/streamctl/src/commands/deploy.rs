@@ -193,7 +193,7 @@ fn provenance(dir: &Path, note: Option<String>) -> Provenance {
 
 /// Builds the directory's bundle as the next version, printing diagnostics if it does not compile.
 fn build(dir: &str, state: &ControlState, note: Option<String>) -> anyhow::Result<Option<Bundle>> {
-    let files = kafka::control::read_pipeline_dir(Path::new(dir)).with_context(|| format!("cannot read `{dir}`"))?;
+    let files = dsl::files::bundle_files(Path::new(dir)).with_context(|| format!("cannot read `{dir}`"))?;
     if files.is_empty() {
         bail!("`{dir}` has no .stream files");
     }
