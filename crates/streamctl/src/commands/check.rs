@@ -45,6 +45,8 @@ pub fn run(_global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
                 "warnings": warnings,
                 "diagnostics": located,
                 "plan_hash": compiled.plan.as_ref().map(|p| p.hash.clone()),
+                // What a daemon running these files reports in `/status`.
+                "metrics": compiled.plan.as_ref().map(|p| p.metrics.iter().map(|m| m.name.clone()).collect::<Vec<_>>()),
                 "runtime_error": runtime_error,
             });
             let mut stdout = std::io::stdout().lock();
