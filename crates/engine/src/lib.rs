@@ -299,3 +299,39 @@ fn shared_sketches(aggregates: &[dsl::plan::AggregatePlan]) -> Vec<(usize, usize
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dsl::bundle::{Bundle, Provenance};
+
+    fn bundle(metric: &str) -> Bundle {
+        let source = "version 1\n\nsource s from kafka \"t\" format json { ts: timestamp event_time, k: string }\n";
+        let files = vec![("s.stream".to_string(), source.to_string()), ("m.stream".to_string(), metric.to_string())];
+        match Bundle::build(files, 7, Provenance::default()) {
+            Ok((bundle, _)) => bundle,
+            Err(compiled) => panic!("{}", compiled.render_diagnostics()),
+        }
+    }
+
+    /// A refusal is data: `/status`, the control topic and the deployment
+    /// history can carry its kind and fields, not only its text.
+    #[test]
+    fn a_refused_bundle_says_why_as_serialisable_data() {
+        let good = bundle("version 1\nimport \"s.stream\"\nmetric m from s\n  compute count() as n\n  window 1m\n");
+        assert!(CompiledPlan::from_bundle(&good, EngineConfig::default()).is_ok());
+
+        let newer = Bundle { language_version: dsl::LANGUAGE_VERSION + 1, ..good.clone() };
+        let error = CompiledPlan::from_bundle(&newer, EngineConfig::default()).expect_err("refused");
+        assert!(matches!(error, Error::NewerLanguage { version: 7, .. }));
+        let json = serde_json::to_value(&error).expect("serialisable");
+        assert_eq!(json["kind"], "newer_language");
+        assert!(error.to_string().contains("language version"), "{error}");
+
+        let mut broken = good;
+        broken.files[0].text.push_str("metric edited from s\n  compute count() as n\n  window 1m\n");
+        let error = CompiledPlan::from_bundle(&broken, EngineConfig::default()).expect_err("refused");
+        assert!(matches!(error, Error::InvalidBundle { source: dsl::Error::FileHash { .. }, .. }), "{error}");
+        assert_eq!(serde_json::to_value(&error).expect("serialisable")["source"]["kind"], "file_hash");
+    }
+}
