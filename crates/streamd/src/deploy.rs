@@ -88,9 +88,17 @@ impl Watch {
         };
         match Bundle::build(files, state.next_version(), provenance) {
             Ok((bundle, _)) if state.latest().is_some_and(|b| b.hash == bundle.hash) => {}
-            Ok((bundle, _)) => match publisher.publish_bundle(&bundle, Duration::from_secs(10)) {
-                Ok(()) => info!(version = bundle.version, dir = %self.dir.display(), "Published the changed files."),
-                Err(error) => warn!(error = %error, "--watch cannot publish the bundle."),
+            Ok((bundle, _)) => match compile_bundle(&bundle) {
+                Ok(_) => match publisher.publish_bundle(&bundle, Duration::from_secs(10)) {
+                    Ok(()) => {
+                        info!(version = bundle.version, dir = %self.dir.display(), "Published the changed files.")
+                    }
+                    Err(error) => warn!(error = %error, "--watch cannot publish the bundle."),
+                },
+                // Every daemon would refuse it: report it here and publish nothing.
+                Err(error) => {
+                    let _ = self.updates.send(PlanUpdate { version: None, plan: Err(error.to_string()) });
+                }
             },
             Err(compiled) => {
                 let error = format!(

@@ -202,7 +202,15 @@ fn build(dir: &str, state: &ControlState, note: Option<String>) -> anyhow::Resul
             if !compiled.diagnostics.is_empty() {
                 eprint!("{}", compiled.render_diagnostics());
             }
-            Ok(Some(bundle))
+            // What every daemon will run it through: a plan whose matchers do
+            // not build is refused here, not by the whole fleet.
+            match engine::CompiledPlan::from_bundle(&bundle, engine::EngineConfig::default()) {
+                Ok(_) => Ok(Some(bundle)),
+                Err(error) => {
+                    eprintln!("error: {:#}", anyhow::Error::from(error));
+                    Ok(None)
+                }
+            }
         }
         Err(compiled) => {
             eprint!("{}", compiled.render_diagnostics());
