@@ -8,12 +8,17 @@
 //! * imports resolve relative to the importing file (see [`crate::load`]);
 //!   a file that is both found and imported is loaded once, so a library
 //!   file beside the pipelines that import it defines nothing twice;
+//! * when only directories are named (as a deploy names one), an import
+//!   reads only inside them: a deployed directory carries nothing else, so
+//!   [`compile`] refuses what a deploy would. A named file (which is never
+//!   deployed as such) may import from anywhere;
 //! * a bundle of a directory ([`bundle_files`]) holds exactly the files
 //!   [`find`] finds there, named relative to it, and
 //!   [`crate::bundle::Bundle::compile`] takes every one of them as a root:
 //!   a deployed directory compiles to the plan `check` reports for it.
 
-use crate::{Error, Result};
+use crate::load::normalize;
+use crate::{Compiled, Error, Result};
 use std::path::Path;
 
 /// Extension of pipeline files.
@@ -59,6 +64,55 @@ fn walk(base: &Path, dir: &Path, out: &mut Vec<(String, String)>) -> Result<()> 
         }
     }
     Ok(())
+}
+
+/// Compiles what `paths` name by the root rule: the roots [`find`] finds,
+/// and what they import (only from inside the named directories when no
+/// file is named).
+/// Returns the roots with the compilation.
+///
+/// # Errors
+/// As [`find`]; problems in the files are diagnostics of the compilation.
+pub fn compile<P: AsRef<Path>>(paths: &[P]) -> Result<(Vec<String>, Compiled)> {
+    let roots = find(paths)?;
+    let within = Within::new(paths);
+    let compiled = crate::compile(&roots, &|path: &str| within.read(path));
+    Ok((roots, compiled))
+}
+
+/// Where an import may read from: anywhere once a file is named, else
+/// only inside the named directories (normalised as the loader sees paths).
+struct Within {
+    dirs: Vec<String>,
+    is_open: bool,
+}
+
+impl Within {
+    fn new<P: AsRef<Path>>(paths: &[P]) -> Self {
+        let is_open = paths.iter().any(|p| !p.as_ref().is_dir());
+        let dirs = paths.iter().map(|p| normalize(&p.as_ref().to_string_lossy())).collect();
+        Within { dirs, is_open }
+    }
+
+    fn contains(&self, path: &str) -> bool {
+        self.is_open
+            || self.dirs.iter().any(|dir| match dir.as_str() {
+                // The working directory: anything below it, nothing above.
+                "" => !path.starts_with('/') && !path.starts_with("../"),
+                "/" => path.starts_with('/'),
+                dir => path.strip_prefix(dir).is_some_and(|rest| rest.starts_with('/')),
+            })
+    }
+
+    fn read(&self, path: &str) -> std::result::Result<String, String> {
+        if !self.contains(path) {
+            return Err(format!(
+                "it is outside the directories compiled ({}); a deployed directory holds only its own files",
+                self.dirs.iter().map(|d| if d.is_empty() { "." } else { d }).collect::<Vec<_>>().join(", ")
+            ));
+        }
+        read_text(path)
+    }
 }
 
 /// Reads a pipeline file for the compiler (a [`crate::SourceLoader`]);
@@ -117,6 +171,46 @@ mod tests {
         assert_eq!(files, expected.map(|(p, t)| (p.to_string(), t.to_string())));
         assert!(matches!(find(&[dir.join("missing")]), Err(Error::NotFound { .. })));
         assert!(matches!(bundle_files(&dir.join("a.stream")), Err(Error::NotADirectory { .. })));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn imports_read_only_inside_the_named_directories_unless_a_file_is_named() {
+        let dir = temp_dir("named");
+        let shown = |p: &str| normalize(&dir.join(p).to_string_lossy());
+        let within = Within::new(&[dir.join("team")]);
+        assert!(within.contains(&shown("team/a/b.stream")));
+        assert!(!within.contains(&shown("team2/a.stream")));
+        assert!(!within.contains(&shown("a.stream")));
+        assert!(within.read(&shown("a.stream")).is_err_and(|e| e.contains("outside")));
+        let with_a_file = Within::new(&[dir.join("team"), dir.join("x.stream")]);
+        assert!(with_a_file.contains(&shown("a.stream")));
+        let here = Within { dirs: vec![String::new()], is_open: false };
+        assert!(here.contains("lib/b.stream") && !here.contains("../b.stream") && !here.contains("/b.stream"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A directory compiles locally exactly as its bundle does: an import
+    /// that leaves it is an error in both.
+    #[test]
+    fn a_directory_compiles_as_its_bundle_does() {
+        let dir = temp_dir("within");
+        let source = "version 1\nsource s from kafka \"t\" format json { ts: timestamp event_time }\n";
+        let metric = |import: &str| {
+            format!("version 1\nimport \"{import}\"\nmetric m from s\n  compute count() as n\n  window 1m\n")
+        };
+        std::fs::write(dir.join("s.stream"), source).expect("write");
+        std::fs::write(dir.join("team/m.stream"), metric("../s.stream")).expect("write");
+        let (roots, local) = compile(&[&dir]).expect("compiled");
+        assert_eq!(roots.len(), 2);
+        let bundle = crate::bundle::Bundle::build(bundle_files(&dir).expect("files"), 1, Default::default());
+        let deployed = bundle.map(|(b, _)| b.compile().plan).ok().flatten();
+        assert_eq!(local.plan.map(|p| p.hash), deployed.map(|p| p.hash));
+
+        let team = dir.join("team");
+        let (_, local) = compile(&[&team]).expect("compiled");
+        assert!(local.render_diagnostics().contains("outside the directories compiled"));
+        assert!(crate::bundle::Bundle::build(bundle_files(&team).expect("files"), 1, Default::default()).is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -11,8 +11,7 @@ pub fn load(paths: &[String]) -> anyhow::Result<Arc<engine::CompiledPlan>> {
 
 /// [`load`] with the engine's limits set.
 pub fn load_with(paths: &[String], config: engine::EngineConfig) -> anyhow::Result<Arc<engine::CompiledPlan>> {
-    let roots = files::expand(paths)?;
-    let compiled = dsl::compile(&roots, &files::load);
+    let (_, compiled) = dsl::files::compile(paths)?;
     if !compiled.diagnostics.is_empty() {
         eprintln!("{}", compiled.render_diagnostics());
     }
@@ -54,8 +53,7 @@ pub struct PipelineFile {
 /// generate one artefact per file. `Ok(None)` when the pipelines have errors
 /// (already printed).
 pub fn compile_by_file(paths: &[String]) -> anyhow::Result<Option<(dsl::Plan, Vec<PipelineFile>)>> {
-    let roots = files::expand(paths)?;
-    let compiled = dsl::compile(&roots, &files::load);
+    let (roots, compiled) = dsl::files::compile(paths)?;
     if !compiled.diagnostics.is_empty() {
         eprintln!("{}", compiled.render_diagnostics());
     }

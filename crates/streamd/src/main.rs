@@ -288,8 +288,7 @@ async fn wait_for_stop(run_for: Option<u64>) {
 /// shares ([`dsl::files`]): a deployed bundle of the same directory runs the
 /// same metrics.
 fn load_plan(paths: &[String]) -> anyhow::Result<Arc<engine::CompiledPlan>> {
-    let roots = dsl::files::find(paths)?;
-    let compiled = dsl::compile(&roots, &dsl::files::read_text);
+    let (_, compiled) = dsl::files::compile(paths)?;
     if !compiled.diagnostics.is_empty() {
         eprintln!("{}", compiled.render_diagnostics());
     }
