@@ -1,6 +1,5 @@
 //! Compiling pipelines for the commands that run them.
 
-use crate::files;
 use anyhow::{bail, Context};
 use std::sync::Arc;
 
@@ -60,7 +59,7 @@ pub fn compile_by_file(paths: &[String]) -> anyhow::Result<Option<(dsl::Plan, Ve
     let Some(plan) = compiled.plan else { return Ok(None) };
     let mut out = Vec::new();
     for path in roots {
-        let text = files::load(&path).map_err(|e| anyhow::anyhow!("cannot read `{path}`: {e}"))?;
+        let text = dsl::files::read_text(&path).map_err(|e| anyhow::anyhow!("cannot read `{path}`: {e}"))?;
         // It compiled above, so it parses; the file id only labels spans.
         let Ok(ast) = dsl::parser::parse(dsl::span::FileId::default(), &text) else { continue };
         let mut file = PipelineFile { path, metrics: Vec::new(), alerts: Vec::new() };
