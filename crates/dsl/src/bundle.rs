@@ -9,7 +9,7 @@
 //! library), never to the file system of whoever applies it.
 
 use crate::plan::Plan;
-use crate::{compile, Compiled};
+use crate::{compile, Compiled, Error};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -156,10 +156,12 @@ impl Bundle {
         }
     }
 
-    /// Compiles the bundle's top-level files (those not in a subdirectory)
-    /// and what they import, from the bundle alone.
+    /// Compiles the bundle from the bundle alone. Every file is a root and
+    /// imports resolve inside the bundle (the root rule of [`crate::files`]),
+    /// so a file in a subdirectory runs once deployed exactly as `check` of
+    /// the directory reports it.
     pub fn compile(&self) -> Compiled {
-        let roots: Vec<String> = self.files.iter().filter(|f| !f.path.contains('/')).map(|f| f.path.clone()).collect();
+        let roots: Vec<String> = self.files.iter().map(|f| f.path.clone()).collect();
         let loader = |path: &str| {
             self.files
                 .iter()
@@ -174,23 +176,20 @@ impl Bundle {
     ///
     /// # Errors
     /// What is inconsistent, for the rejection report.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Error> {
         if self.format > BUNDLE_FORMAT_VERSION {
-            return Err(format!(
-                "bundle format {} is newer than this build understands ({BUNDLE_FORMAT_VERSION})",
-                self.format
-            ));
+            return Err(Error::NewerBundleFormat { format: self.format, supported: BUNDLE_FORMAT_VERSION });
         }
         for file in &self.files {
             if file.sha256 != sha256_hex(&file.text) {
-                return Err(format!("file `{}` does not match its hash", file.path));
+                return Err(Error::FileHash { path: file.path.clone() });
             }
             if file.path.starts_with('/') || file.path.split('/').any(|p| p == "..") {
-                return Err(format!("file path `{}` leaves the bundle", file.path));
+                return Err(Error::PathLeavesBundle { path: file.path.clone() });
             }
         }
         if self.hash != content_hash(&self.files) {
-            return Err("the files do not match the bundle hash".into());
+            return Err(Error::BundleHash);
         }
         Ok(())
     }
@@ -377,7 +376,7 @@ mod tests {
         let b = bundle(&[("common.stream", SOURCE.into()), ("a.stream", metric("a", "k == \"x\""))]);
         assert_eq!(b.files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), ["a.stream", "common.stream"]);
         assert_eq!(b.compile().plan.map(|p| p.hash), Some(b.plan_hash.clone()));
-        assert_eq!(b.validate(), Ok(()));
+        assert!(b.validate().is_ok());
     }
 
     #[test]
@@ -385,11 +384,30 @@ mod tests {
         let b = bundle(&[("common.stream", SOURCE.into()), ("a.stream", metric("a", "k == \"x\""))]);
         let mut tampered = b.clone();
         tampered.files[0].text.push_str("\n# edited\n");
-        assert!(tampered.validate().is_err_and(|e| e.contains("does not match its hash")));
+        assert!(matches!(tampered.validate(), Err(Error::FileHash { path }) if path == "a.stream"));
         let newer = Bundle { format: BUNDLE_FORMAT_VERSION + 1, ..b.clone() };
-        assert!(newer.validate().is_err_and(|e| e.contains("newer")));
+        assert!(matches!(newer.validate(), Err(Error::NewerBundleFormat { .. })));
         let escaping = Bundle { files: vec![BundleFile { path: "../x.stream".into(), ..b.files[0].clone() }], ..b };
-        assert!(escaping.validate().is_err());
+        assert!(matches!(escaping.validate(), Err(Error::PathLeavesBundle { .. })));
+    }
+
+    /// Issue 26: a metric in a subdirectory was left out of a deployed bundle.
+    #[test]
+    fn every_file_is_a_root_and_imported_files_load_once() {
+        let nested = metric("nested", "k == \"n\"").replace("\"common.stream\"", "\"../common.stream\"");
+        let b = bundle(&[
+            ("common.stream", SOURCE.into()),
+            ("top.stream", metric("top_level", "k == \"t\"")),
+            ("team/nested.stream", nested),
+        ]);
+        let plan = b.compile().plan.expect("plan");
+        let names: Vec<&str> = plan.metrics.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["nested", "top_level"]);
+        assert_eq!(plan.sources.len(), 1, "the imported source is loaded once");
+        // A library only in a subdirectory, reached only by import, is compiled once too.
+        let library = metric("m", "k == \"m\"").replace("\"common.stream\"", "\"lib/common.stream\"");
+        let b = bundle(&[("lib/common.stream", SOURCE.into()), ("m.stream", library)]);
+        assert_eq!(b.compile().plan.map(|p| (p.sources.len(), p.metrics.len())), Some((1, 1)));
     }
 
     #[test]

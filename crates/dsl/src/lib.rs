@@ -1,11 +1,14 @@
 //! The pipeline language: text → syntax tree → checked, typed [`plan::Plan`].
 //!
 //! This crate owns every user-facing diagnostic and knows nothing of
-//! execution: it produces a serialisable plan that the engine runs. It does
-//! no I/O either; files come through a [`load::SourceLoader`].
+//! execution: it produces a serialisable plan that the engine runs. The
+//! compiler does no I/O: files come through a [`load::SourceLoader`]. Only
+//! [`files`] reads the file system, to decide which files a directory
+//! compiles (the root rule every command and the daemon share).
 //!
 //! ```text
 //! parser   pest grammar (dsl/stream.pest) → ast, with byte spans
+//! files    which files a directory compiles: the root rule
 //! load     roots + imports, version headers, cycles
 //! check    names, types, windows: every problem, not just the first
 //! compile  plan: one text matcher per classifier parameter, identity hashes
@@ -29,6 +32,7 @@ pub mod codes;
 mod compile;
 pub mod diagnostic;
 mod explain;
+pub mod files;
 pub mod fmt;
 pub mod load;
 pub mod parser;
@@ -43,6 +47,80 @@ pub use explain::{classifier_condition, explain};
 pub use load::SourceLoader;
 pub use plan::Plan;
 pub use span::SourceMap;
+
+/// Errors reading pipeline files and validating bundles.
+#[derive(Debug, thiserror::Error, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Error {
+    /// A path named on the command line or in the configuration is missing.
+    #[error("`{path}` does not exist")]
+    NotFound {
+        /// The path.
+        path: String,
+    },
+    /// A bundle is built from one directory.
+    #[error("`{path}` is not a directory")]
+    NotADirectory {
+        /// The path.
+        path: String,
+    },
+    /// A directory cannot be listed.
+    #[error("cannot list `{path}`")]
+    List {
+        /// The directory.
+        path: String,
+        /// Why.
+        #[source]
+        #[serde(serialize_with = "serialize_display")]
+        source: std::io::Error,
+    },
+    /// A pipeline file cannot be read as UTF-8 text.
+    #[error("cannot read `{path}`: {reason}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why (an I/O error or the first invalid byte).
+        reason: String,
+    },
+    /// A bundle of a newer format than this build understands.
+    #[error("bundle format {format} is newer than this build understands ({supported})")]
+    NewerBundleFormat {
+        /// The bundle's format.
+        format: u32,
+        /// [`bundle::BUNDLE_FORMAT_VERSION`].
+        supported: u32,
+    },
+    /// A bundle file whose text does not match its hash.
+    #[error("file `{path}` does not match its hash")]
+    FileHash {
+        /// The file's path in the bundle.
+        path: String,
+    },
+    /// A bundle file whose path is absolute or climbs out with `..`.
+    #[error("file path `{path}` leaves the bundle")]
+    PathLeavesBundle {
+        /// The file's path in the bundle.
+        path: String,
+    },
+    /// The files do not hash to the bundle's hash.
+    #[error("the files do not match the bundle hash")]
+    BundleHash,
+}
+
+/// Results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Serialises a value by its `Display` text: for error sources (I/O,
+/// regex) that are not data themselves, inside serialisable errors.
+///
+/// # Errors
+/// Whatever the serializer returns.
+pub fn serialize_display<T: std::fmt::Display, S: serde::Serializer>(
+    value: &T,
+    serializer: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
+}
 
 /// The language version this build reads and writes.
 pub const LANGUAGE_VERSION: u64 = 1;

@@ -39,8 +39,10 @@ use dsl::plan::{AggregateFn, Expr, Function};
 use dsl::Plan;
 use eval::{ClassifierRuntime, Prepared, RegexCache, TextSlots};
 
-/// Errors building a runnable plan.
-#[derive(Debug, thiserror::Error)]
+/// Errors building a runnable plan, and why a bundle is refused: data that
+/// `/status`, the control topic and the deployment history carry as is.
+#[derive(Debug, thiserror::Error, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Error {
     /// A classifier's pattern set is too large or invalid for the regex engine.
     #[error("classifier `{classifier}`: its patterns do not compile")]
@@ -49,11 +51,54 @@ pub enum Error {
         classifier: String,
         /// The regex error.
         #[source]
+        #[serde(serialize_with = "dsl::serialize_display")]
         source: regex::Error,
     },
     /// A standalone regex does not compile.
     #[error("a regular expression does not compile")]
-    Regex(#[source] regex::Error),
+    Regex(
+        #[source]
+        #[serde(serialize_with = "dsl::serialize_display")]
+        regex::Error,
+    ),
+    /// A bundle that contradicts itself (format, hashes, paths).
+    #[error("bundle {version} is not valid: {source}")]
+    InvalidBundle {
+        /// The bundle's version.
+        version: u64,
+        /// What is inconsistent.
+        #[source]
+        source: dsl::Error,
+    },
+    /// A bundle written for a newer language than this build reads.
+    #[error("bundle {version} needs language version {needs}; this build reads up to {supported}")]
+    NewerLanguage {
+        /// The bundle's version.
+        version: u64,
+        /// Its language version.
+        needs: u64,
+        /// [`dsl::LANGUAGE_VERSION`].
+        supported: u64,
+    },
+    /// A bundle whose files do not compile.
+    #[error("bundle {version} does not compile:\n{rendered}")]
+    DoesNotCompile {
+        /// The bundle's version.
+        version: u64,
+        /// Every diagnostic, located.
+        diagnostics: Vec<dsl::diagnostic::LocatedDiagnostic>,
+        /// The same, rendered as `check` prints them.
+        rendered: String,
+    },
+    /// A bundle that compiles but whose plan does not build into an engine.
+    #[error("bundle {version} cannot run: {source}")]
+    CannotRun {
+        /// The bundle's version.
+        version: u64,
+        /// Why (a [`Error::Matcher`] or [`Error::Regex`]).
+        #[source]
+        source: Box<Error>,
+    },
     /// A classifier argument read from JSON has the wrong type.
     #[error("`{param}` should be {expected}, not {found}")]
     ClassifierArgument {
@@ -130,25 +175,25 @@ impl CompiledPlan {
     /// # Errors
     /// A bundle that fails validation, needs a newer language, does not
     /// compile, or whose matchers do not build.
-    pub fn from_bundle(bundle: &dsl::bundle::Bundle, config: EngineConfig) -> Result<Self, String> {
-        bundle.validate()?;
+    pub fn from_bundle(bundle: &dsl::bundle::Bundle, config: EngineConfig) -> Result<Self, Error> {
+        let version = bundle.version;
+        bundle.validate().map_err(|source| Error::InvalidBundle { version, source })?;
         if bundle.language_version > dsl::LANGUAGE_VERSION {
-            return Err(format!(
-                "bundle {} needs language version {}; this build reads up to {}",
-                bundle.version,
-                bundle.language_version,
-                dsl::LANGUAGE_VERSION
-            ));
+            return Err(Error::NewerLanguage {
+                version,
+                needs: bundle.language_version,
+                supported: dsl::LANGUAGE_VERSION,
+            });
         }
         let compiled = bundle.compile();
         let Some(plan) = compiled.plan.filter(|_| !compiled.diagnostics.iter().any(dsl::Diagnostic::is_error)) else {
-            return Err(format!(
-                "bundle {} does not compile:\n{}",
-                bundle.version,
-                dsl::render_all(&compiled.diagnostics, &compiled.sources)
-            ));
+            return Err(Error::DoesNotCompile {
+                version,
+                diagnostics: compiled.diagnostics.iter().map(|d| d.located(&compiled.sources)).collect(),
+                rendered: dsl::render_all(&compiled.diagnostics, &compiled.sources),
+            });
         };
-        CompiledPlan::new(plan, config).map_err(|e| format!("bundle {} cannot run: {e}", bundle.version))
+        CompiledPlan::new(plan, config).map_err(|e| Error::CannotRun { version, source: Box::new(e) })
     }
 
     /// Builds decoders, matchers and regexes.
@@ -263,4 +308,40 @@ fn shared_sketches(aggregates: &[dsl::plan::AggregatePlan]) -> Vec<(usize, usize
             Some((i, leader))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dsl::bundle::{Bundle, Provenance};
+
+    fn bundle(metric: &str) -> Bundle {
+        let source = "version 1\n\nsource s from kafka \"t\" format json { ts: timestamp event_time, k: string }\n";
+        let files = vec![("s.stream".to_string(), source.to_string()), ("m.stream".to_string(), metric.to_string())];
+        match Bundle::build(files, 7, Provenance::default()) {
+            Ok((bundle, _)) => bundle,
+            Err(compiled) => panic!("{}", compiled.render_diagnostics()),
+        }
+    }
+
+    /// A refusal is data: `/status`, the control topic and the deployment
+    /// history can carry its kind and fields, not only its text.
+    #[test]
+    fn a_refused_bundle_says_why_as_serialisable_data() {
+        let good = bundle("version 1\nimport \"s.stream\"\nmetric m from s\n  compute count() as n\n  window 1m\n");
+        assert!(CompiledPlan::from_bundle(&good, EngineConfig::default()).is_ok());
+
+        let newer = Bundle { language_version: dsl::LANGUAGE_VERSION + 1, ..good.clone() };
+        let error = CompiledPlan::from_bundle(&newer, EngineConfig::default()).expect_err("refused");
+        assert!(matches!(error, Error::NewerLanguage { version: 7, .. }));
+        let json = serde_json::to_value(&error).expect("serialisable");
+        assert_eq!(json["kind"], "newer_language");
+        assert!(error.to_string().contains("language version"), "{error}");
+
+        let mut broken = good;
+        broken.files[0].text.push_str("metric edited from s\n  compute count() as n\n  window 1m\n");
+        let error = CompiledPlan::from_bundle(&broken, EngineConfig::default()).expect_err("refused");
+        assert!(matches!(error, Error::InvalidBundle { source: dsl::Error::FileHash { .. }, .. }), "{error}");
+        assert_eq!(serde_json::to_value(&error).expect("serialisable")["source"]["kind"], "file_hash");
+    }
 }

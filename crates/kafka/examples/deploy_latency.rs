@@ -45,7 +45,7 @@ fn files(variant: u64) -> Vec<(String, String)> {
     vec![("deliveries.stream".into(), source), ("outcomes.stream".into(), metric)]
 }
 
-fn compile(bundle: &Bundle) -> Result<Arc<CompiledPlan>, String> {
+fn compile(bundle: &Bundle) -> Result<Arc<CompiledPlan>, engine::Error> {
     CompiledPlan::from_bundle(bundle, EngineConfig::default()).map(Arc::new)
 }
 

@@ -188,7 +188,7 @@ impl Observer for Progress {
 
 fn pipeline(brokers: &str, topic: &str, events: usize, db: &str) {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../pipelines");
-    let files = kafka::control::read_pipeline_dir(std::path::Path::new(dir)).expect("pipelines");
+    let files = dsl::files::bundle_files(std::path::Path::new(dir)).expect("pipelines");
     let (bundle, _) = dsl::bundle::Bundle::build(files, 1, Default::default())
         .unwrap_or_else(|c| panic!("{}", c.render_diagnostics()));
     let plan = Arc::new(CompiledPlan::from_bundle(&bundle, EngineConfig::default()).expect("runnable"));

@@ -361,8 +361,9 @@ fn block_on<F: Future>(future: F) -> F::Output {
     }
 }
 
-/// Turns a bundle into a runnable plan, or says why it cannot run here.
-pub type Compile<'a> = dyn Fn(&Bundle) -> std::result::Result<Arc<engine::CompiledPlan>, String> + 'a;
+/// Turns a bundle into a runnable plan, or says why it cannot run here
+/// ([`engine::CompiledPlan::from_bundle`]).
+pub type Compile<'a> = dyn Fn(&Bundle) -> std::result::Result<Arc<engine::CompiledPlan>, engine::Error> + 'a;
 
 /// The newest bundle of `state` that compiles, and the rejections of the
 /// newer ones that do not: what a daemon starts with.
@@ -374,7 +375,9 @@ pub fn newest_runnable(
     for (version, bundle) in state.bundles.iter().rev() {
         match compile(bundle) {
             Ok(plan) => return (Some((*version, plan)), rejections),
-            Err(error) => rejections.push(Rejection { version: Some(*version), error, at_ms: now_ms() }),
+            Err(error) => {
+                rejections.push(Rejection { version: Some(*version), error: error.to_string(), at_ms: now_ms() })
+            }
         }
     }
     (None, rejections)
@@ -412,7 +415,8 @@ impl Follower {
             if !arrived.is_empty() {
                 if let Some(bundle) = state.latest().filter(|b| self.last_tried.is_none_or(|v| b.version > v)) {
                     self.last_tried = Some(bundle.version);
-                    let update = crate::PlanUpdate { version: Some(bundle.version), plan: compile(bundle) };
+                    let plan = compile(bundle).map_err(|error| error.to_string());
+                    let update = crate::PlanUpdate { version: Some(bundle.version), plan };
                     if self.updates.send(update).is_err() {
                         return; // The consumer is gone.
                     }
@@ -438,28 +442,4 @@ impl Follower {
 /// Wall-clock time, ms since the epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
-/// Every `*.stream` file under `dir` (recursively), as `(path relative to
-/// dir, text)`: what a bundle of that directory holds.
-///
-/// # Errors
-/// If the directory or a file cannot be read.
-pub fn read_pipeline_dir(dir: &std::path::Path) -> std::io::Result<Vec<(String, String)>> {
-    let mut files = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(current) = pending.pop() {
-        for entry in std::fs::read_dir(&current)? {
-            let path = entry?.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if path.extension().is_some_and(|e| e == "stream") {
-                let relative = path.strip_prefix(dir).unwrap_or(&path);
-                let name = relative.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
-                files.push((name, std::fs::read_to_string(&path)?));
-            }
-        }
-    }
-    files.sort();
-    Ok(files)
 }

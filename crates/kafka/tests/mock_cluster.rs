@@ -24,7 +24,7 @@ const PARTITIONS: i32 = 4;
 
 fn plan() -> Arc<CompiledPlan> {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../pipelines");
-    let files = kafka::control::read_pipeline_dir(std::path::Path::new(dir)).expect("pipelines dir");
+    let files = dsl::files::bundle_files(std::path::Path::new(dir)).expect("pipelines dir");
     let (bundle, _) = dsl::bundle::Bundle::build(files, 1, Default::default())
         .unwrap_or_else(|c| panic!("{}", c.render_diagnostics()));
     Arc::new(CompiledPlan::from_bundle(&bundle, EngineConfig::default()).expect("runnable"))

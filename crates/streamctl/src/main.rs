@@ -2,7 +2,6 @@
 
 mod cli;
 mod commands;
-mod files;
 mod lines;
 mod pipeline;
 mod promql;

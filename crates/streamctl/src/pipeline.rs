@@ -1,6 +1,5 @@
 //! Compiling pipelines for the commands that run them.
 
-use crate::files;
 use anyhow::{bail, Context};
 use std::sync::Arc;
 
@@ -11,8 +10,7 @@ pub fn load(paths: &[String]) -> anyhow::Result<Arc<engine::CompiledPlan>> {
 
 /// [`load`] with the engine's limits set.
 pub fn load_with(paths: &[String], config: engine::EngineConfig) -> anyhow::Result<Arc<engine::CompiledPlan>> {
-    let roots = files::expand(paths)?;
-    let compiled = dsl::compile(&roots, &files::load);
+    let (_, compiled) = dsl::files::compile(paths)?;
     if !compiled.diagnostics.is_empty() {
         eprintln!("{}", compiled.render_diagnostics());
     }
@@ -54,15 +52,14 @@ pub struct PipelineFile {
 /// generate one artefact per file. `Ok(None)` when the pipelines have errors
 /// (already printed).
 pub fn compile_by_file(paths: &[String]) -> anyhow::Result<Option<(dsl::Plan, Vec<PipelineFile>)>> {
-    let roots = files::expand(paths)?;
-    let compiled = dsl::compile(&roots, &files::load);
+    let (roots, compiled) = dsl::files::compile(paths)?;
     if !compiled.diagnostics.is_empty() {
         eprintln!("{}", compiled.render_diagnostics());
     }
     let Some(plan) = compiled.plan else { return Ok(None) };
     let mut out = Vec::new();
     for path in roots {
-        let text = files::load(&path).map_err(|e| anyhow::anyhow!("cannot read `{path}`: {e}"))?;
+        let text = dsl::files::read_text(&path).map_err(|e| anyhow::anyhow!("cannot read `{path}`: {e}"))?;
         // It compiled above, so it parses; the file id only labels spans.
         let Ok(ast) = dsl::parser::parse(dsl::span::FileId::default(), &text) else { continue };
         let mut file = PipelineFile { path, metrics: Vec::new(), alerts: Vec::new() };

@@ -15,7 +15,7 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 /// Compiles a bundle with this build's language and engine, or says why it cannot run here.
-pub fn compile_bundle(bundle: &Bundle) -> Result<Arc<CompiledPlan>, String> {
+pub fn compile_bundle(bundle: &Bundle) -> Result<Arc<CompiledPlan>, engine::Error> {
     CompiledPlan::from_bundle(bundle, EngineConfig::default()).map(Arc::new)
 }
 
@@ -60,7 +60,7 @@ impl Watch {
         };
         let mut last_files: Option<Vec<(String, String)>> = None;
         while !shutdown.load(Ordering::Relaxed) {
-            match kafka::control::read_pipeline_dir(&self.dir) {
+            match dsl::files::bundle_files(&self.dir) {
                 Ok(files) if last_files.as_ref() != Some(&files) => {
                     last_files = Some(files.clone());
                     self.publish_if_new(&publisher, files);
@@ -88,9 +88,17 @@ impl Watch {
         };
         match Bundle::build(files, state.next_version(), provenance) {
             Ok((bundle, _)) if state.latest().is_some_and(|b| b.hash == bundle.hash) => {}
-            Ok((bundle, _)) => match publisher.publish_bundle(&bundle, Duration::from_secs(10)) {
-                Ok(()) => info!(version = bundle.version, dir = %self.dir.display(), "Published the changed files."),
-                Err(error) => warn!(error = %error, "--watch cannot publish the bundle."),
+            Ok((bundle, _)) => match compile_bundle(&bundle) {
+                Ok(_) => match publisher.publish_bundle(&bundle, Duration::from_secs(10)) {
+                    Ok(()) => {
+                        info!(version = bundle.version, dir = %self.dir.display(), "Published the changed files.")
+                    }
+                    Err(error) => warn!(error = %error, "--watch cannot publish the bundle."),
+                },
+                // Every daemon would refuse it: report it here and publish nothing.
+                Err(error) => {
+                    let _ = self.updates.send(PlanUpdate { version: None, plan: Err(error.to_string()) });
+                }
             },
             Err(compiled) => {
                 let error = format!(
@@ -137,7 +145,7 @@ impl Admin {
             Err(e) => return (400, json_error(&format!("not a bundle: {e}"))),
         };
         if let Err(error) = bundle.validate() {
-            return (400, json_error(&error));
+            return (400, json_error(&error.to_string()));
         }
         let state = match self.control.read_all(Duration::from_secs(10)) {
             Ok(state) => state,

@@ -284,21 +284,11 @@ async fn wait_for_stop(run_for: Option<u64>) {
     }
 }
 
-/// Compiles the pipeline files `paths` name: files as given, directories
-/// with every `*.stream` file under them (recursively, as `streamctl` and
-/// a deployed bundle of that directory take them).
+/// Compiles the pipeline files `paths` name, by the root rule every command
+/// shares ([`dsl::files`]): a deployed bundle of the same directory runs the
+/// same metrics.
 fn load_plan(paths: &[String]) -> anyhow::Result<Arc<engine::CompiledPlan>> {
-    let mut roots = Vec::new();
-    for path in paths {
-        let p = std::path::Path::new(path);
-        if p.is_dir() {
-            let files = kafka::control::read_pipeline_dir(p).with_context(|| format!("cannot read `{path}`"))?;
-            roots.extend(files.into_iter().map(|(name, _)| p.join(name).to_string_lossy().into_owned()));
-        } else {
-            roots.push(path.clone());
-        }
-    }
-    let compiled = dsl::compile(&roots, &|p: &str| std::fs::read_to_string(p).map_err(|e| e.to_string()));
+    let (_, compiled) = dsl::files::compile(paths)?;
     if !compiled.diagnostics.is_empty() {
         eprintln!("{}", compiled.render_diagnostics());
     }

@@ -246,7 +246,7 @@ fn wait_caught_up(ports: &[u16], per_partition: &[i64]) {
 
 fn plan() -> dsl::Plan {
     let dir = common::repo().join("pipelines");
-    let files = kafka::control::read_pipeline_dir(&dir).expect("pipelines");
+    let files = dsl::files::bundle_files(&dir).expect("pipelines");
     let built = dsl::bundle::Bundle::build(files, 1, Default::default());
     let (_, compiled) = built.unwrap_or_else(|c| panic!("{}", c.render_diagnostics()));
     compiled.plan.expect("compiled")

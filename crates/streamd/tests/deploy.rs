@@ -4,13 +4,16 @@
 //! daemons cannot run is refused by both while the running plan stays, a
 //! rollback republishes an earlier version, and the admin API needs its token.
 
+mod common;
+
+use common::{free_port, run_streamctl, wait_until};
 use dsl::bundle::{Bundle, Provenance};
 use rdkafka::mocking::MockCluster;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 const TOKEN: &str = "test-token";
 
@@ -31,10 +34,6 @@ fn status(port: u16) -> Option<serde_json::Value> {
     (code == 200).then(|| serde_json::from_str(&body).ok()).flatten()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
-}
-
 /// Kills the daemon if the test fails before it stops.
 struct Daemon {
     child: Child,
@@ -46,28 +45,6 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// The `streamctl` binary, built beside this crate's `streamd` by `cargo test --workspace`.
-fn streamctl() -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_streamd")).with_file_name("streamctl");
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let built = Command::new(cargo).args(["build", "-p", "streamctl"]).status().expect("cargo build");
-        assert!(built.success(), "cannot build streamctl");
-    }
-    path
-}
-
-fn run_streamctl(args: &[&str]) -> Output {
-    let output = Command::new(streamctl()).args(args).output().expect("run streamctl");
-    eprintln!(
-        "$ streamctl {}\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
 }
 
 fn write_pipelines(dir: &Path, filter: &str, extra: bool) {
@@ -84,14 +61,6 @@ fn write_pipelines(dir: &Path, filter: &str, extra: bool) {
     std::fs::write(dir.join("outcomes.stream"), metric("outcomes", filter)).expect("write");
     if extra {
         std::fs::write(dir.join("retries.stream"), metric("retries", "attempt > 1")).expect("write");
-    }
-}
-
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -160,7 +129,7 @@ fn two_daemons_converge_refuse_together_and_roll_back() {
     }
 
     // A bundle this build cannot run (a newer language) is refused by both; v2 stays.
-    let files = kafka::control::read_pipeline_dir(&v2_dir).expect("files");
+    let files = dsl::files::bundle_files(&v2_dir).expect("files");
     let (mut newer, _) = Bundle::build(files, 3, Provenance::default()).expect("builds");
     newer.language_version = dsl::LANGUAGE_VERSION + 1;
     let control =

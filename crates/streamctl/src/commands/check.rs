@@ -1,7 +1,6 @@
 //! `streamctl check`: the same validation `streamd` runs on a bundle.
 
 use crate::cli::{GlobalArgs, OutputFormat};
-use crate::files;
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -20,8 +19,7 @@ pub struct Args {
 }
 
 pub fn run(_global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
-    let roots = files::expand(&args.paths)?;
-    let mut compiled = dsl::compile(&roots, &files::load);
+    let (roots, mut compiled) = dsl::files::compile(&args.paths)?;
     // The same validation streamd runs: the plan must also build into a runnable engine
     // (e.g. a classifier's pattern set must fit the regex engine's limits).
     let runtime_error =
@@ -45,6 +43,8 @@ pub fn run(_global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
                 "warnings": warnings,
                 "diagnostics": located,
                 "plan_hash": compiled.plan.as_ref().map(|p| p.hash.clone()),
+                // What a daemon running these files reports in `/status`.
+                "metrics": compiled.plan.as_ref().map(|p| p.metrics.iter().map(|m| m.name.clone()).collect::<Vec<_>>()),
                 "runtime_error": runtime_error,
             });
             let mut stdout = std::io::stdout().lock();

@@ -27,7 +27,6 @@
 //! instead (this is what `dsl/stdlib/README.md` embeds).
 
 use crate::cli::GlobalArgs;
-use crate::files;
 use crate::lines::{self, Line};
 use anyhow::{bail, Context};
 use dsl::plan::{ClassifierPlan, Expr};
@@ -61,8 +60,7 @@ pub struct Args {
 }
 
 pub fn run(_global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
-    let roots = files::expand(&args.rules)?;
-    let compiled = dsl::compile(&roots, &files::load);
+    let (_, compiled) = dsl::files::compile(&args.rules)?;
     if compiled.has_errors() {
         eprintln!("{}", compiled.render_diagnostics());
         return Ok(super::bad_pipelines());

@@ -193,7 +193,7 @@ fn provenance(dir: &Path, note: Option<String>) -> Provenance {
 
 /// Builds the directory's bundle as the next version, printing diagnostics if it does not compile.
 fn build(dir: &str, state: &ControlState, note: Option<String>) -> anyhow::Result<Option<Bundle>> {
-    let files = kafka::control::read_pipeline_dir(Path::new(dir)).with_context(|| format!("cannot read `{dir}`"))?;
+    let files = dsl::files::bundle_files(Path::new(dir)).with_context(|| format!("cannot read `{dir}`"))?;
     if files.is_empty() {
         bail!("`{dir}` has no .stream files");
     }
@@ -202,7 +202,15 @@ fn build(dir: &str, state: &ControlState, note: Option<String>) -> anyhow::Resul
             if !compiled.diagnostics.is_empty() {
                 eprint!("{}", compiled.render_diagnostics());
             }
-            Ok(Some(bundle))
+            // What every daemon will run it through: a plan whose matchers do
+            // not build is refused here, not by the whole fleet.
+            match engine::CompiledPlan::from_bundle(&bundle, engine::EngineConfig::default()) {
+                Ok(_) => Ok(Some(bundle)),
+                Err(error) => {
+                    eprintln!("error: {:#}", anyhow::Error::from(error));
+                    Ok(None)
+                }
+            }
         }
         Err(compiled) => {
             eprint!("{}", compiled.render_diagnostics());

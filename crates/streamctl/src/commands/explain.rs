@@ -1,7 +1,6 @@
 //! `streamctl explain`: the compiled plan.
 
 use crate::cli::{GlobalArgs, OutputFormat};
-use crate::files;
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -17,8 +16,7 @@ pub struct Args {
 }
 
 pub fn run(_global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
-    let roots = files::expand(&args.paths)?;
-    let compiled = dsl::compile(&roots, &files::load);
+    let (_, compiled) = dsl::files::compile(&args.paths)?;
     if !compiled.diagnostics.is_empty() {
         eprintln!("{}", compiled.render_diagnostics());
     }

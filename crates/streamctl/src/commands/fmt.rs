@@ -1,7 +1,6 @@
 //! `streamctl fmt`: canonical formatting.
 
 use crate::cli::GlobalArgs;
-use crate::files;
 use anyhow::Context;
 use std::io::{Read, Write};
 use std::process::ExitCode;
@@ -32,11 +31,11 @@ pub fn run(_global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
             None => super::bad_pipelines(),
         });
     }
-    let paths = files::expand(&args.paths)?;
+    let paths = dsl::files::find(&args.paths)?;
     let mut unformatted = 0;
     let mut failed = 0;
     for path in &paths {
-        let text = files::load(path).map_err(|reason| anyhow::anyhow!("cannot read `{path}`: {reason}"))?;
+        let text = dsl::files::read_text(path).map_err(|reason| anyhow::anyhow!("cannot read `{path}`: {reason}"))?;
         let Some(formatted) = format(&text, path) else {
             failed += 1;
             continue;

@@ -69,6 +69,16 @@ pub fn repo() -> PathBuf {
 /// event time running fast so windows close within seconds, stopping by
 /// itself after `run_for` seconds.
 pub fn start_embedded(dir: &Path, port: u16, pipelines: &Path, run_for: u32) -> Guard {
+    embedded(dir, port, run_for, &["--pipelines", pipelines.to_str().expect("utf-8")])
+}
+
+/// [`start_embedded`] with `--watch watched`: the directory is deployed as
+/// version 1 at start, and again whenever it changes.
+pub fn start_embedded_watching(dir: &Path, port: u16, watched: &Path, run_for: u32) -> Guard {
+    embedded(dir, port, run_for, &["--watch", watched.to_str().expect("utf-8")])
+}
+
+fn embedded(dir: &Path, port: u16, run_for: u32, pipeline_args: &[&str]) -> Guard {
     let config = dir.join("streamd.toml");
     std::fs::write(
         &config,
@@ -77,7 +87,7 @@ pub fn start_embedded(dir: &Path, port: u16, pipelines: &Path, run_for: u32) -> 
     .expect("config");
     let child = Command::new(env!("CARGO_BIN_EXE_streamd"))
         .args(["--embedded", "--run-for", &run_for.to_string(), "--config", config.to_str().expect("utf-8")])
-        .args(["--pipelines", pipelines.to_str().expect("utf-8")])
+        .args(pipeline_args)
         .args(["--http-addr", &format!("127.0.0.1:{port}")])
         .args(["--store", &format!("sqlite:{}", dir.join("streamd.db").display())])
         .current_dir(repo())
@@ -106,4 +116,37 @@ pub fn sample_sum(metrics: &str, name: &str) -> f64 {
         .filter(|l| l.starts_with(name) && (l[name.len()..].starts_with(' ') || l[name.len()..].starts_with('{')))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// The `streamctl` binary, built beside this crate's `streamd` by `cargo test --workspace`
+/// (and built here when only this crate's tests were built).
+pub fn streamctl() -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_streamd")).with_file_name("streamctl");
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let built = Command::new(cargo).args(["build", "-p", "streamctl"]).status().expect("cargo build");
+        assert!(built.success(), "cannot build streamctl");
+    }
+    path
+}
+
+/// Runs `streamctl args…`, echoing its output into the test's log.
+pub fn run_streamctl(args: &[&str]) -> std::process::Output {
+    let output = Command::new(streamctl()).args(args).output().expect("run streamctl");
+    eprintln!(
+        "$ streamctl {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// Polls `done` every 200 ms; fails the test after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
