@@ -108,6 +108,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     // Local files: the plan when nothing is deployed yet, and the embedded demo's topic.
     let local = load_plan(&config.pipelines);
     let embedded = if args.embedded {
+        start_store_afresh(&config.store_url)?;
         let plan = local.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
         let topic = plan.plan.sources.first().map(|s| s.topic.clone()).context("the pipelines declare no source")?;
         let dead_letter_topic = config.kafka.dead_letter_topic.clone().unwrap_or_else(|| format!("{topic}.dlq"));
@@ -239,6 +240,28 @@ fn run(args: Args) -> anyhow::Result<()> {
 
 type BoxedStore = Box<dyn store::Store + Send>;
 
+/// The embedded demo's cluster is new at every start, its offsets from 0:
+/// checkpoints of an earlier run would take the new messages for replays of
+/// the old ones. A SQLite store starts empty (the previous run's file is
+/// removed); a Scylla keyspace is refused.
+fn start_store_afresh(url: &str) -> anyhow::Result<()> {
+    let Some(path) = url.strip_prefix("sqlite:") else {
+        bail!("--embedded runs on a new in-process cluster each time: give it a SQLite store, not `{url}`");
+    };
+    if path == ":memory:" || !std::path::Path::new(path).exists() {
+        return Ok(());
+    }
+    for file in [path.to_string(), format!("{path}-wal"), format!("{path}-shm")] {
+        match std::fs::remove_file(&file) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error).with_context(|| format!("cannot remove `{file}`")),
+        }
+    }
+    info!(store = path, "The embedded cluster starts empty: so does its store (the previous run's was removed).");
+    Ok(())
+}
+
 /// The consumer's store and a second handle for the query API: SQLite opens
 /// a second connection (WAL: readers never block the consumer's write
 /// transactions); Scylla a second session.
@@ -299,6 +322,23 @@ fn load_plan(paths: &[String]) -> anyhow::Result<Arc<engine::CompiledPlan>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_embedded_demo_starts_with_an_empty_sqlite_store_and_refuses_scylla() {
+        let dir = std::env::temp_dir().join(format!("streamd-afresh-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let db = dir.join("demo.db");
+        let db = db.to_str().expect("utf-8");
+        for file in [db.to_string(), format!("{db}-wal")] {
+            std::fs::write(&file, b"an earlier run").expect("write");
+        }
+        start_store_afresh(&format!("sqlite:{db}")).expect("removed");
+        assert!(!std::path::Path::new(db).exists() && !std::path::Path::new(&format!("{db}-wal")).exists());
+        start_store_afresh(&format!("sqlite:{db}")).expect("nothing to remove is fine");
+        start_store_afresh("sqlite::memory:").expect("memory");
+        assert!(start_store_afresh("scylla:127.0.0.1/streams").is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn a_pipelines_directory_is_read_recursively() {
