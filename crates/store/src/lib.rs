@@ -69,6 +69,9 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A setting is out of range or unknown (caught before connecting).
+    #[error("invalid store configuration: {0}")]
+    InvalidConfig(String),
     /// The store cannot be reached right now (network, node down, overload).
     #[error("store unavailable: {0}")]
     Unavailable(String),

@@ -272,7 +272,7 @@ fn scylla_backend() {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
     let keyspace = format!("streams_test_{}_{nanos}", std::process::id());
     let config = ScyllaConfig { keyspace, ..ScyllaConfig::parse(&nodes) };
-    let config = ScyllaConfig { consistency: scylla_one(), ..config };
+    let config = ScyllaConfig { write_consistency: scylla_one(), read_consistency: scylla_one(), ..config };
     let mut store = ScyllaStore::connect(config).expect("connect to SCYLLA_NODES");
     suite(&mut store, Retention::Ttl);
 }

@@ -47,13 +47,27 @@ fn pipelines_cql() {
     assert_snapshot("pipelines.cql", &schema::render("streams", &Replication::Simple(1), &plan));
 }
 
+/// The keyspace statements of one replication: the `CREATE` run at
+/// connect, and the `ALTER` an operator is told to run when an existing
+/// keyspace differs.
+fn keyspace_statements(replication: &Replication) -> String {
+    replication.validate().expect("a valid replication");
+    format!(
+        "{};\n{};\n",
+        schema::create_keyspace("streams", replication),
+        schema::alter_keyspace("streams", replication)
+    )
+}
+
+#[test]
+fn simple_strategy_keyspace() {
+    assert_snapshot("keyspace_simple.cql", &keyspace_statements(&Replication::Simple(3)));
+}
+
 #[test]
 fn network_topology_keyspace() {
     let replication = Replication::NetworkTopology(vec![("dc1".into(), 3), ("dc2".into(), 3)]);
-    assert_snapshot(
-        "keyspace_network_topology.cql",
-        &format!("{};\n", schema::create_keyspace("streams", &replication)),
-    );
+    assert_snapshot("keyspace_network_topology.cql", &keyspace_statements(&replication));
 }
 
 #[test]

@@ -7,6 +7,8 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
+use store::scylla::schema::Replication;
+use store::scylla::{parse_consistency, ScyllaConfig};
 
 /// The file as written.
 #[derive(Debug, Default, Deserialize)]
@@ -103,11 +105,102 @@ pub struct RawStore {
     /// Tier (rollup) rows are written at most once per this much event time,
     /// ms; 0: at every base window close (see [`kafka::Settings::tier_rows_every`]).
     pub tier_rows_every_ms: u64,
+    /// Only for a `scylla:` URL.
+    pub scylla: RawScylla,
 }
 
 impl Default for RawStore {
     fn default() -> Self {
-        RawStore { url: "sqlite:streamd.db".into(), tier_rows_every_ms: 0 }
+        RawStore { url: "sqlite:streamd.db".into(), tier_rows_every_ms: 0, scylla: RawScylla::default() }
+    }
+}
+
+/// `[store.scylla]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawScylla {
+    /// `SimpleStrategy` or `NetworkTopologyStrategy`, for a keyspace this creates.
+    pub replication: String,
+    /// `SimpleStrategy`'s factor; unset means 1.
+    pub replication_factor: Option<u32>,
+    /// `NetworkTopologyStrategy`'s factor per data centre.
+    pub datacenters: BTreeMap<String, u32>,
+    /// Consistency level name of writes.
+    pub write_consistency: String,
+    /// Consistency level name of reads.
+    pub read_consistency: String,
+    /// Data centre requests are routed to; empty: any node.
+    pub local_datacenter: String,
+}
+
+impl Default for RawScylla {
+    fn default() -> Self {
+        RawScylla {
+            replication: "SimpleStrategy".into(),
+            replication_factor: None,
+            datacenters: BTreeMap::new(),
+            write_consistency: "LOCAL_QUORUM".into(),
+            read_consistency: "LOCAL_QUORUM".into(),
+            local_datacenter: String::new(),
+        }
+    }
+}
+
+impl RawScylla {
+    /// The settings as a [`ScyllaConfig`] whose nodes and keyspace the store
+    /// URL fills in; every problem found, each prefixed with its key.
+    fn validate(self) -> Result<ScyllaConfig, Vec<String>> {
+        let mut problems = Vec::new();
+        let replication = match self.replication.as_str() {
+            "SimpleStrategy" => {
+                if !self.datacenters.is_empty() {
+                    problems.push(
+                        "store.scylla.datacenters: SimpleStrategy has one factor for the whole cluster; \
+                         use replication_factor, or replication = \"NetworkTopologyStrategy\""
+                            .to_string(),
+                    );
+                }
+                Replication::Simple(self.replication_factor.unwrap_or(1))
+            }
+            "NetworkTopologyStrategy" => {
+                if self.replication_factor.is_some() {
+                    problems.push(
+                        "store.scylla.replication_factor: NetworkTopologyStrategy takes a factor per data \
+                         centre in [store.scylla.datacenters]"
+                            .to_string(),
+                    );
+                }
+                Replication::NetworkTopology(self.datacenters.into_iter().collect())
+            }
+            other => {
+                problems.push(format!(
+                    "store.scylla.replication `{other}`: expected `SimpleStrategy` or `NetworkTopologyStrategy`"
+                ));
+                Replication::default()
+            }
+        };
+        let mut consistency = |key: &str, name: &str| {
+            parse_consistency(name).map_err(|e| problems.push(format!("store.scylla.{key}: {e}"))).unwrap_or_default()
+        };
+        let write_consistency = consistency("write_consistency", &self.write_consistency);
+        let read_consistency = consistency("read_consistency", &self.read_consistency);
+        let config = ScyllaConfig {
+            replication,
+            write_consistency,
+            read_consistency,
+            local_datacenter: (!self.local_datacenter.is_empty()).then_some(self.local_datacenter),
+            ..ScyllaConfig::default()
+        };
+        if problems.is_empty() {
+            if let Err(e) = config.validate() {
+                problems.push(format!("store.scylla: {e}"));
+            }
+        }
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(problems)
+        }
     }
 }
 
@@ -169,6 +262,8 @@ pub struct Config {
     pub kafka: kafka::Settings,
     /// Store URL.
     pub store_url: String,
+    /// Scylla settings; nodes and keyspace come from [`Config::store_url`].
+    pub scylla: ScyllaConfig,
     /// Pipeline paths.
     pub pipelines: Vec<String>,
     /// HTTP address.
@@ -200,6 +295,7 @@ impl TryFrom<RawConfig> for Config {
                 raw.store.url
             ));
         }
+        let scylla = raw.store.scylla.validate().map_err(|p| problems.extend(p)).ok();
         if raw.pipelines.paths.is_empty() {
             problems.push("pipelines.paths is empty".into());
         }
@@ -212,7 +308,7 @@ impl TryFrom<RawConfig> for Config {
         {
             problems.push("embedded: partitions ≥ 1, events_per_second ≥ 1, bad_ratio in [0, 1]".into());
         }
-        let Some(http_addr) = http_addr.filter(|_| problems.is_empty()) else {
+        let (Some(http_addr), Some(scylla), true) = (http_addr, scylla, problems.is_empty()) else {
             bail!("invalid configuration:\n  {}", problems.join("\n  "));
         };
         let k = raw.kafka;
@@ -238,6 +334,7 @@ impl TryFrom<RawConfig> for Config {
                 tier_rows_every: Duration::from_millis(raw.store.tier_rows_every_ms),
             },
             store_url: raw.store.url,
+            scylla,
             pipelines: raw.pipelines.paths,
             http_addr,
             embedded: raw.embedded,
@@ -292,5 +389,63 @@ mod tests {
             toml::from_str("[http]\naddr = \"nowhere\"\n[store]\nurl = \"postgres://x\"").expect("parses");
         let error = Config::try_from(raw).expect_err("invalid").to_string();
         assert!(error.contains("http.addr") && error.contains("store.url"), "{error}");
+    }
+
+    fn scylla(toml: &str) -> anyhow::Result<ScyllaConfig> {
+        let raw: RawConfig = toml::from_str(toml)?;
+        Ok(Config::try_from(raw)?.scylla)
+    }
+
+    #[test]
+    fn scylla_defaults_are_simple_strategy_and_local_quorum() {
+        let c = scylla("").expect("valid");
+        assert_eq!(c.replication, Replication::Simple(1));
+        assert_eq!(c.write_consistency, store::scylla::Consistency::LocalQuorum);
+        assert_eq!(c.read_consistency, store::scylla::Consistency::LocalQuorum);
+        assert_eq!(c.local_datacenter, None);
+    }
+
+    #[test]
+    fn scylla_settings_reach_the_store_config() {
+        let c = scylla(
+            "[store.scylla]\nreplication = \"NetworkTopologyStrategy\"\nwrite_consistency = \"each_quorum\"\n\
+             read_consistency = \"LOCAL_ONE\"\nlocal_datacenter = \"eu-west\"\n\
+             [store.scylla.datacenters]\neu-west = 3\nus-east = 2\n",
+        )
+        .expect("valid");
+        assert_eq!(c.replication, Replication::NetworkTopology(vec![("eu-west".into(), 3), ("us-east".into(), 2)]));
+        assert_eq!(c.write_consistency, store::scylla::Consistency::EachQuorum);
+        assert_eq!(c.read_consistency, store::scylla::Consistency::LocalOne);
+        assert_eq!(c.local_datacenter.as_deref(), Some("eu-west"));
+        let simple = scylla("[store.scylla]\nreplication_factor = 3").expect("valid");
+        assert_eq!(simple.replication, Replication::Simple(3));
+    }
+
+    #[test]
+    fn bad_scylla_settings_are_reported_not_panicked_on() {
+        for (toml, needle) in [
+            ("[store.scylla]\nreplication_factor = 0", "at least 1"),
+            ("[store.scylla]\nreplication = \"NetworkTopologyStrategy\"", "at least one data centre"),
+            ("[store.scylla]\nreplication = \"NetworkTopologyStrategy\"\n[store.scylla.datacenters]\ndc1 = 0", "`dc1`"),
+            ("[store.scylla]\nreplication = \"Simple\"", "store.scylla.replication `Simple`"),
+            ("[store.scylla]\nwrite_consistency = \"QUORUMS\"", "store.scylla.write_consistency"),
+            ("[store.scylla]\nread_consistency = \"ANY\"", "writes only"),
+            ("[store.scylla.datacenters]\ndc1 = 3", "store.scylla.datacenters"),
+            (
+                "[store.scylla]\nreplication = \"NetworkTopologyStrategy\"\nreplication_factor = 3\n\
+                 [store.scylla.datacenters]\ndc1 = 3",
+                "store.scylla.replication_factor",
+            ),
+            (
+                "[store.scylla]\nreplication = \"NetworkTopologyStrategy\"\nlocal_datacenter = \"dc2\"\n\
+                 [store.scylla.datacenters]\ndc1 = 3",
+                "`dc2`",
+            ),
+        ] {
+            let error = format!("{:#}", scylla(toml).expect_err(toml));
+            assert!(error.contains(needle), "{toml}: {error}");
+        }
+        assert!(toml::from_str::<RawConfig>("[store.scylla]\nconsistency = \"ONE\"").is_err());
+        assert!(toml::from_str::<RawConfig>("[store.scylla]\nreplication_factor = -1").is_err());
     }
 }

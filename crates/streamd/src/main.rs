@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 /// Run stream pipelines over Kafka into a store, serving Prometheus metrics.
 #[derive(Parser)]
@@ -156,7 +156,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     let metrics = Arc::new(metrics::Metrics::new(version, &plan.plan).context("cannot register metrics")?);
 
-    let (store, reader) = open_store(&config.store_url)?;
+    let (store, reader) = open_store(&config.store_url, &config.scylla)?;
     let admin = match (&control, &config.admin_token) {
         (Some(control), Some(token)) => {
             Some(Arc::new(deploy::Admin { token: token.clone(), control: control.clone() }))
@@ -265,16 +265,24 @@ fn start_store_afresh(url: &str) -> anyhow::Result<()> {
 /// The consumer's store and a second handle for the query API: SQLite opens
 /// a second connection (WAL: readers never block the consumer's write
 /// transactions); Scylla a second session.
-fn open_store(url: &str) -> anyhow::Result<(BoxedStore, BoxedStore)> {
+fn open_store(url: &str, scylla: &store::scylla::ScyllaConfig) -> anyhow::Result<(BoxedStore, BoxedStore)> {
     if let Some(path) = url.strip_prefix("sqlite:") {
         let store = store::sqlite::SqliteStore::open(path)?;
         let reader = store::sqlite::SqliteStore::open(path).context("cannot open the store for queries")?;
         return Ok((Box::new(store), Box::new(reader)));
     }
     if let Some(spec) = url.strip_prefix("scylla:") {
-        let config = store::scylla::ScyllaConfig::parse(spec);
+        let target = store::scylla::ScyllaConfig::parse(spec);
+        let config = store::scylla::ScyllaConfig { nodes: target.nodes, keyspace: target.keyspace, ..scylla.clone() };
         let store = store::scylla::ScyllaStore::connect(config.clone())
             .with_context(|| format!("cannot connect to Scylla `{spec}`"))?;
+        if let Some(alter) = store.replication_alter() {
+            warn!(
+                keyspace = %config.keyspace,
+                "The keyspace exists with another replication than [store.scylla] configures; \
+                 it is left as it is. To apply the configuration, run `{alter}` and then a repair."
+            );
+        }
         let reader = store::scylla::ScyllaStore::connect(config).context("cannot connect to Scylla for queries")?;
         return Ok((Box::new(store), Box::new(reader)));
     }

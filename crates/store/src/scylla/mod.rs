@@ -18,9 +18,10 @@
 //!
 //! Every statement is prepared once and marked idempotent (rows and
 //! checkpoints are absolute upserts, so the driver may retry and speculate);
-//! consistency is configurable (`LOCAL_QUORUM` by default); routing is
-//! token- and shard-aware (the driver's default load balancing). Rows of one
-//! batch are grouped by Scylla partition (table, series, bucket): a group of
+//! write and read consistency are configured separately (`LOCAL_QUORUM` by
+//! default); routing is token- and shard-aware (the driver's default load
+//! balancing), confined to [`ScyllaConfig::local_datacenter`] when set. Rows
+//! of one batch are grouped by Scylla partition (table, series, bucket): a group of
 //! several rows goes as one *unlogged* batch (one partition, so one replica
 //! set and no batch log), a single row as a plain execute; at most
 //! [`ScyllaConfig::max_in_flight`] requests are outstanding. Dead letters go
@@ -57,10 +58,12 @@ use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::errors::{ExecutionError, PagerExecutionError, PrepareError, RequestAttemptError};
 use scylla::frame::response::result::{ColumnSpec, TableSpec};
+use scylla::policies::load_balancing::DefaultPolicy;
 use scylla::policies::timestamp_generator::MonotonicTimestampGenerator;
 use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
-use scylla::statement::Consistency;
+/// Re-exported so configuration code names levels without depending on the driver.
+pub use scylla::statement::Consistency;
 use scylla::value::{CqlTimestamp, CqlValue};
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -79,8 +82,12 @@ pub struct ScyllaConfig {
     pub keyspace: String,
     /// Replication of a keyspace this creates.
     pub replication: Replication,
-    /// Consistency of reads and writes.
-    pub consistency: Consistency,
+    /// Consistency of writes (rows, dead letters, checkpoints, claims).
+    pub write_consistency: Consistency,
+    /// Consistency of reads (queries, checkpoints, history).
+    pub read_consistency: Consistency,
+    /// Data centre whose nodes requests go to; `None`: any node, by token.
+    pub local_datacenter: Option<String>,
     /// Most requests outstanding at once during a write.
     pub max_in_flight: usize,
     /// Client-side timeout of one request.
@@ -93,7 +100,9 @@ impl Default for ScyllaConfig {
             nodes: vec!["127.0.0.1:9042".into()],
             keyspace: "streams".into(),
             replication: Replication::default(),
-            consistency: Consistency::LocalQuorum,
+            write_consistency: Consistency::LocalQuorum,
+            read_consistency: Consistency::LocalQuorum,
+            local_datacenter: None,
             max_in_flight: 256,
             request_timeout: Duration::from_secs(10),
         }
@@ -111,6 +120,54 @@ impl ScyllaConfig {
             .collect();
         ScyllaConfig { nodes, keyspace: keyspace.to_string(), ..Default::default() }
     }
+
+    /// Checks the settings before connecting.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming what is wrong.
+    pub fn validate(&self) -> Result<()> {
+        self.replication.validate()?;
+        if self.read_consistency == Consistency::Any {
+            return Err(Error::InvalidConfig("read consistency ANY applies to writes only".into()));
+        }
+        if let (Some(local), Replication::NetworkTopology(dcs)) = (&self.local_datacenter, &self.replication) {
+            // LOCAL_* consistency would find no replica in the local data centre.
+            if !dcs.iter().any(|(dc, _)| dc == local) {
+                return Err(Error::InvalidConfig(format!(
+                    "local data centre `{local}` has no replication factor (data centres: {})",
+                    dcs.iter().map(|(dc, _)| dc.as_str()).collect::<Vec<_>>().join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parses a consistency level by its CQL name (`LOCAL_QUORUM`, `one`, …).
+/// The serial levels are for lightweight transactions, which the store
+/// chooses itself, so they are not accepted.
+///
+/// # Errors
+/// [`Error::InvalidConfig`] listing the accepted names.
+pub fn parse_consistency(name: &str) -> Result<Consistency> {
+    const LEVELS: [(&str, Consistency); 9] = [
+        ("ANY", Consistency::Any),
+        ("ONE", Consistency::One),
+        ("TWO", Consistency::Two),
+        ("THREE", Consistency::Three),
+        ("QUORUM", Consistency::Quorum),
+        ("ALL", Consistency::All),
+        ("LOCAL_QUORUM", Consistency::LocalQuorum),
+        ("EACH_QUORUM", Consistency::EachQuorum),
+        ("LOCAL_ONE", Consistency::LocalOne),
+    ];
+    let upper = name.trim().to_ascii_uppercase();
+    LEVELS.iter().find(|(n, _)| *n == upper).map(|(_, c)| *c).ok_or_else(|| {
+        Error::InvalidConfig(format!(
+            "unknown consistency `{name}`; expected one of {}",
+            LEVELS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+        ))
+    })
 }
 
 /// Whether a driver error is transient: timeouts, unavailable or overloaded
@@ -187,14 +244,16 @@ pub struct ScyllaStore {
     session: Session,
     config: ScyllaConfig,
     prepared: Mutex<HashMap<String, PreparedStatement>>,
+    replication_alter: Option<String>,
 }
 
 impl ScyllaStore {
     /// Connects and creates the keyspace and bookkeeping tables.
     ///
     /// # Errors
-    /// If no node can be reached or the DDL fails.
+    /// If the configuration is invalid, no node can be reached or the DDL fails.
     pub fn connect(config: ScyllaConfig) -> Result<Self> {
+        config.validate()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("scylla")
@@ -203,16 +262,41 @@ impl ScyllaStore {
             .map_err(scylla_err("cannot start the driver runtime", false))?;
         let session = block(&runtime, session_builder(&config).build())
             .map_err(scylla_err(format!("cannot connect to {}", config.nodes.join(",")), true))?;
-        let store = ScyllaStore { runtime, session, config, prepared: Mutex::new(HashMap::new()) };
-        store.block(async {
+        let mut store =
+            ScyllaStore { runtime, session, config, prepared: Mutex::new(HashMap::new()), replication_alter: None };
+        let existing = store.block(async {
             let ks = &store.config.keyspace;
             store.ddl(&schema::create_keyspace(ks, &store.config.replication)).await?;
             for ddl in schema::create_bookkeeping(ks) {
                 store.ddl(&ddl).await?;
             }
-            Ok(())
+            // Only feeds a warning: a cluster that will not say must not stop the start.
+            Ok(store.keyspace_replication().await.ok().flatten())
         })?;
+        if existing.is_some_and(|e| !store.config.replication.matches(&e)) {
+            store.replication_alter = Some(schema::alter_keyspace(&store.config.keyspace, &store.config.replication));
+        }
         Ok(store)
+    }
+
+    /// When the keyspace existed with another replication than configured
+    /// (`CREATE KEYSPACE IF NOT EXISTS` leaves it as it is), the `ALTER
+    /// KEYSPACE` statement an operator would run to apply the configuration.
+    pub fn replication_alter(&self) -> Option<&str> {
+        self.replication_alter.as_deref()
+    }
+
+    /// The keyspace's replication as the server reports it.
+    async fn keyspace_replication(&self) -> Result<Option<HashMap<String, String>>> {
+        let context = "cannot read the keyspace's replication";
+        let result = self
+            .session
+            .query_unpaged(schema::select_keyspace_replication(), (&self.config.keyspace,))
+            .await
+            .map_err(exec_err(context))?;
+        let rows = result.into_rows_result().map_err(scylla_err(context, false))?;
+        let row = rows.maybe_first_row::<(HashMap<String, String>,)>().map_err(scylla_err(context, false))?;
+        Ok(row.map(|(replication,)| replication))
     }
 
     /// The configuration connected with.
@@ -232,7 +316,17 @@ impl ScyllaStore {
         Ok(())
     }
 
+    /// A statement that writes, at the write consistency.
     async fn prepare(&self, cql: &str) -> Result<PreparedStatement> {
+        self.prepare_at(cql, self.config.write_consistency).await
+    }
+
+    /// A statement that reads, at the read consistency.
+    async fn prepare_read(&self, cql: &str) -> Result<PreparedStatement> {
+        self.prepare_at(cql, self.config.read_consistency).await
+    }
+
+    async fn prepare_at(&self, cql: &str, consistency: Consistency) -> Result<PreparedStatement> {
         if let Some(p) = self.prepared.lock().map_err(|_| poisoned())?.get(cql) {
             return Ok(p.clone());
         }
@@ -242,7 +336,7 @@ impl ScyllaStore {
             source: Box::new(source),
         })?;
         p.set_is_idempotent(true);
-        p.set_consistency(self.config.consistency);
+        p.set_consistency(consistency);
         self.prepared.lock().map_err(|_| poisoned())?.insert(cql.to_string(), p.clone());
         Ok(p)
     }
@@ -306,7 +400,7 @@ impl ScyllaStore {
     /// A partition's owner epoch, read through Paxos (serial consistency),
     /// so it sees every claim acknowledged before.
     async fn owner_epoch(&self, topic: &str, partition: i32) -> Result<Option<i64>> {
-        let mut statement = self.prepare(&schema::select_owner(&self.config.keyspace)).await?;
+        let mut statement = self.prepare_read(&schema::select_owner(&self.config.keyspace)).await?;
         statement.set_consistency(Consistency::Serial);
         let result = self
             .session
@@ -449,7 +543,7 @@ impl ScyllaStore {
             Request::Rows { statement, table, rows } => {
                 let mut b = Batch::new(BatchType::Unlogged);
                 b.set_is_idempotent(true);
-                b.set_consistency(self.config.consistency);
+                b.set_consistency(self.config.write_consistency);
                 for _ in 0..rows.len() {
                     b.append_statement(statement.clone());
                 }
@@ -493,8 +587,8 @@ impl ScyllaStore {
     async fn read_indexed(&self, reader: &RowReader<'_>, buckets: std::ops::RangeInclusive<i64>) -> Result<Vec<Row>> {
         let ks = &self.config.keyspace;
         let (m, tier) = (reader.m, reader.filter.tier);
-        let index = self.prepare(&schema::select_series_index(ks, m, tier)).await?;
-        let rows = self.prepare(&schema::select_series(ks, m, tier)).await?;
+        let index = self.prepare_read(&schema::select_series_index(ks, m, tier)).await?;
+        let rows = self.prepare_read(&schema::select_series(ks, m, tier)).await?;
         let from = CqlTimestamp(reader.filter.from_ms.unwrap_or(i64::MIN));
         let to = CqlTimestamp(reader.filter.to_ms.unwrap_or(i64::MAX));
         let mut partitions = Vec::new();
@@ -548,7 +642,7 @@ impl ScyllaStore {
 
     /// An unbounded range: a token-range scan with `ALLOW FILTERING`.
     async fn read_scan(&self, reader: &RowReader<'_>) -> Result<Vec<Row>> {
-        let statement = self.prepare(&schema::select(&self.config.keyspace, reader.m, reader.filter.tier)).await?;
+        let statement = self.prepare_read(&schema::select(&self.config.keyspace, reader.m, reader.filter.tier)).await?;
         let from = CqlTimestamp(reader.filter.from_ms.unwrap_or(i64::MIN));
         let to = CqlTimestamp(reader.filter.to_ms.unwrap_or(i64::MAX));
         let pager = self.session.execute_iter(statement, (from, to)).await.map_err(|source| Error::Scylla {
@@ -706,11 +800,18 @@ pub fn to_cql(v: &KeyVal, kind: ColumnKind) -> Option<CqlValue> {
 /// the coordinators that receive the two writes (by default each
 /// coordinator stamps a write with its own clock).
 pub fn session_builder(config: &ScyllaConfig) -> SessionBuilder {
-    let profile = ExecutionProfile::builder()
-        .consistency(config.consistency)
-        .request_timeout(Some(config.request_timeout))
-        .build()
-        .into_handle();
+    let mut profile = ExecutionProfile::builder()
+        // Prepared statements and batches set their own; this covers the DDL.
+        .consistency(config.write_consistency)
+        .request_timeout(Some(config.request_timeout));
+    if let Some(dc) = &config.local_datacenter {
+        // Without failover: LOCAL_* consistency is met in the local data
+        // centre or not at all, and remote coordinators only add latency.
+        profile = profile.load_balancing_policy(
+            DefaultPolicy::builder().prefer_datacenter(dc.clone()).token_aware(true).permit_dc_failover(false).build(),
+        );
+    }
+    let profile = profile.build().into_handle();
     SessionBuilder::new()
         .known_nodes(&config.nodes)
         .default_execution_profile_handle(profile)
@@ -824,7 +925,7 @@ impl Store for ScyllaStore {
 
     fn checkpoint(&self, topic: &str, partition: i32) -> Result<Option<Checkpoint>> {
         self.block(async {
-            let statement = self.prepare(&schema::select_checkpoint(&self.config.keyspace)).await?;
+            let statement = self.prepare_read(&schema::select_checkpoint(&self.config.keyspace)).await?;
             let result = self
                 .session
                 .execute_unpaged(&statement, (topic, partition))
@@ -866,7 +967,7 @@ impl Store for ScyllaStore {
 
     fn deployments(&self) -> Result<Vec<DeploymentRecord>> {
         self.block(async {
-            let statement = self.prepare(&schema::select_deployments(&self.config.keyspace)).await?;
+            let statement = self.prepare_read(&schema::select_deployments(&self.config.keyspace)).await?;
             let pager = self.session.execute_iter(statement, ()).await.map_err(|source| Error::Scylla {
                 context: "cannot query the deployment history".into(),
                 retryable: pager_is_transient(&source),
@@ -893,7 +994,7 @@ impl Store for ScyllaStore {
 
     fn dead_letters(&self, topic: &str) -> Result<Vec<StoredDeadLetter>> {
         self.block(async {
-            let statement = self.prepare(&schema::select_dead_letters(&self.config.keyspace)).await?;
+            let statement = self.prepare_read(&schema::select_dead_letters(&self.config.keyspace)).await?;
             let pager = self.session.execute_iter(statement, (topic,)).await.map_err(|source| Error::Scylla {
                 context: "cannot query dead letters".into(),
                 retryable: pager_is_transient(&source),
@@ -977,11 +1078,47 @@ mod tests {
     }
 
     #[test]
+    fn consistency_names_parse_in_any_case() {
+        assert_eq!(parse_consistency("LOCAL_QUORUM").ok(), Some(Consistency::LocalQuorum));
+        assert_eq!(parse_consistency("local_one").ok(), Some(Consistency::LocalOne));
+        assert_eq!(parse_consistency(" each_quorum ").ok(), Some(Consistency::EachQuorum));
+        for bad in ["SERIAL", "LOCAL_SERIAL", "quorom", ""] {
+            let error = parse_consistency(bad).expect_err(bad).to_string();
+            assert!(error.contains("LOCAL_QUORUM"), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn settings_are_checked_before_connecting() {
+        assert!(ScyllaConfig::default().validate().is_ok());
+        let config = |replication, local: Option<&str>, read| ScyllaConfig {
+            replication,
+            local_datacenter: local.map(String::from),
+            read_consistency: read,
+            ..Default::default()
+        };
+        let nts = Replication::NetworkTopology(vec![("dc1".into(), 3), ("dc2".into(), 2)]);
+        assert!(config(nts.clone(), Some("dc2"), Consistency::LocalQuorum).validate().is_ok());
+        // SimpleStrategy knows no data centres, so any local one is fine.
+        assert!(config(Replication::Simple(1), Some("dc9"), Consistency::One).validate().is_ok());
+        for (bad, needle) in [
+            (config(nts.clone(), Some("dc9"), Consistency::LocalQuorum), "`dc9`"),
+            (config(nts, None, Consistency::Any), "ANY"),
+            (config(Replication::Simple(0), None, Consistency::One), "at least 1"),
+        ] {
+            let error = bad.validate().expect_err("invalid");
+            assert!(matches!(error, Error::InvalidConfig(_)) && error.to_string().contains(needle), "{error}");
+        }
+    }
+
+    #[test]
     fn store_spec_parses() {
         let c = ScyllaConfig::parse("a,b:19042/metrics");
         assert_eq!(c.nodes, ["a:9042", "b:19042"]);
         assert_eq!(c.keyspace, "metrics");
-        assert_eq!(c.consistency, Consistency::LocalQuorum);
+        assert_eq!(c.write_consistency, Consistency::LocalQuorum);
+        assert_eq!(c.read_consistency, Consistency::LocalQuorum);
+        assert_eq!(c.local_datacenter, None);
         assert_eq!(ScyllaConfig::parse("scylla").keyspace, "streams");
     }
 

@@ -32,7 +32,9 @@
 //!   lets whole SSTables expire at once.
 
 use crate::schema::{metric_columns, quote, table_name, Column, ColumnKind, STATE_SUFFIX};
+use crate::{Error, Result};
 use dsl::plan::MetricPlan;
+use std::collections::{BTreeMap, HashMap};
 
 const DAY_MS: u64 = 86_400_000;
 const HOUR_MS: u64 = 3_600_000;
@@ -92,20 +94,94 @@ impl Default for Replication {
     }
 }
 
+impl Replication {
+    /// Checks what Scylla would otherwise reject only at keyspace creation
+    /// (or, for a factor of 0, accept and then fail every request).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a factor of 0, `NetworkTopologyStrategy`
+    /// without a data centre, or an empty or repeated data centre name.
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            Replication::Simple(0) => Err(Error::InvalidConfig("replication factor must be at least 1".into())),
+            Replication::Simple(_) => Ok(()),
+            Replication::NetworkTopology(dcs) if dcs.is_empty() => Err(Error::InvalidConfig(
+                "NetworkTopologyStrategy needs a replication factor for at least one data centre".into(),
+            )),
+            Replication::NetworkTopology(dcs) => {
+                let mut seen = std::collections::BTreeSet::new();
+                for (dc, n) in dcs {
+                    if dc.is_empty() {
+                        return Err(Error::InvalidConfig("data centre names cannot be empty".into()));
+                    }
+                    if !seen.insert(dc) {
+                        return Err(Error::InvalidConfig(format!("data centre `{dc}` is listed twice")));
+                    }
+                    if *n == 0 {
+                        return Err(Error::InvalidConfig(format!(
+                            "replication factor of data centre `{dc}` must be at least 1"
+                        )));
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The `replication = {…}` map literal.
+    fn cql_map(&self) -> String {
+        match self {
+            Replication::Simple(n) => format!("{{'class': 'SimpleStrategy', 'replication_factor': {n}}}"),
+            Replication::NetworkTopology(dcs) => {
+                let mut s = "{'class': 'NetworkTopologyStrategy'".to_string();
+                for (dc, n) in dcs {
+                    s.push_str(&format!(", '{}': {n}", dc.replace('\'', "''")));
+                }
+                s.push('}');
+                s
+            }
+        }
+    }
+
+    /// Whether `existing`, the `replication` column of
+    /// `system_schema.keyspaces`, says the same. The server reports the
+    /// class fully qualified (`org.apache.cassandra.locator.SimpleStrategy`)
+    /// and every factor as text.
+    pub fn matches(&self, existing: &HashMap<String, String>) -> bool {
+        let class = existing.get("class").map(|c| c.rsplit('.').next().unwrap_or(c));
+        let factors: BTreeMap<&str, Option<u32>> = existing
+            .iter()
+            .filter(|(k, _)| k.as_str() != "class")
+            .map(|(k, v)| (k.as_str(), v.trim().parse::<u32>().ok()))
+            .collect();
+        match self {
+            Replication::Simple(n) => {
+                class == Some("SimpleStrategy")
+                    && factors.len() == 1
+                    && factors.get("replication_factor") == Some(&Some(*n))
+            }
+            Replication::NetworkTopology(dcs) => {
+                let wanted: BTreeMap<&str, Option<u32>> = dcs.iter().map(|(dc, n)| (dc.as_str(), Some(*n))).collect();
+                class == Some("NetworkTopologyStrategy") && factors == wanted
+            }
+        }
+    }
+}
+
 /// `CREATE KEYSPACE IF NOT EXISTS`.
 pub fn create_keyspace(keyspace: &str, replication: &Replication) -> String {
-    let map = match replication {
-        Replication::Simple(n) => format!("{{'class': 'SimpleStrategy', 'replication_factor': {n}}}"),
-        Replication::NetworkTopology(dcs) => {
-            let mut s = "{'class': 'NetworkTopologyStrategy'".to_string();
-            for (dc, n) in dcs {
-                s.push_str(&format!(", '{}': {n}", dc.replace('\'', "''")));
-            }
-            s.push('}');
-            s
-        }
-    };
-    format!("CREATE KEYSPACE IF NOT EXISTS {} WITH replication = {map}", quote(keyspace))
+    format!("CREATE KEYSPACE IF NOT EXISTS {} WITH replication = {}", quote(keyspace), replication.cql_map())
+}
+
+/// `ALTER KEYSPACE`: what an operator runs to give an existing keyspace
+/// `replication` (followed by a repair when factors grow).
+pub fn alter_keyspace(keyspace: &str, replication: &Replication) -> String {
+    format!("ALTER KEYSPACE {} WITH replication = {}", quote(keyspace), replication.cql_map())
+}
+
+/// The replication of a keyspace (bound: its name).
+pub fn select_keyspace_replication() -> &'static str {
+    "SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = ?"
 }
 
 fn qualified(keyspace: &str, table: &str) -> String {
@@ -375,5 +451,59 @@ mod tests {
         assert_eq!(bucket_ms(DAY_MS) / DAY_MS, 366);
         assert_eq!(bucket_of(-1, 60_000), -1);
         assert_eq!(bucket_of(DAY_MS as i64, 60_000), 1);
+    }
+
+    fn nts(dcs: &[(&str, u32)]) -> Replication {
+        Replication::NetworkTopology(dcs.iter().map(|(dc, n)| (dc.to_string(), *n)).collect())
+    }
+
+    fn server_map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn keyspace_cql_of_both_strategies() {
+        assert_eq!(
+            create_keyspace("streams", &Replication::Simple(1)),
+            "CREATE KEYSPACE IF NOT EXISTS \"streams\" WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}"
+        );
+        assert_eq!(
+            alter_keyspace("streams", &nts(&[("eu-west", 3), ("o'dc", 2)])),
+            "ALTER KEYSPACE \"streams\" WITH replication = {'class': 'NetworkTopologyStrategy', 'eu-west': 3, 'o''dc': 2}"
+        );
+    }
+
+    #[test]
+    fn replication_is_validated() {
+        assert!(Replication::Simple(1).validate().is_ok());
+        assert!(nts(&[("dc1", 3), ("dc2", 1)]).validate().is_ok());
+        for (bad, needle) in [
+            (Replication::Simple(0), "at least 1"),
+            (nts(&[]), "at least one data centre"),
+            (nts(&[("dc1", 0)]), "`dc1`"),
+            (nts(&[("", 3)]), "empty"),
+            (nts(&[("dc1", 3), ("dc1", 2)]), "twice"),
+        ] {
+            let error = bad.validate().expect_err("invalid").to_string();
+            assert!(error.contains(needle), "{bad:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn replication_compares_with_what_the_server_reports() {
+        let simple =
+            server_map(&[("class", "org.apache.cassandra.locator.SimpleStrategy"), ("replication_factor", "1")]);
+        assert!(Replication::Simple(1).matches(&simple));
+        assert!(!Replication::Simple(3).matches(&simple));
+        assert!(!nts(&[("dc1", 1)]).matches(&simple));
+        let topology = server_map(&[
+            ("class", "org.apache.cassandra.locator.NetworkTopologyStrategy"),
+            ("dc1", "3"),
+            ("dc2", "3"),
+        ]);
+        assert!(nts(&[("dc2", 3), ("dc1", 3)]).matches(&topology));
+        assert!(!nts(&[("dc1", 3)]).matches(&topology));
+        assert!(!nts(&[("dc1", 3), ("dc2", 2)]).matches(&topology));
+        assert!(!Replication::Simple(3).matches(&topology));
     }
 }
