@@ -329,48 +329,79 @@ fn kill_at_random_moment(process: Guard, port: u16, rng: &mut workload::Rng) -> 
     assigned
 }
 
+/// A broker, a fault schedule's random source, and 60,000 events being
+/// produced live: a third up front, the rest over about as long as
+/// `faults` faults take (a restart waits for the group to drop the killed
+/// member: some 10 s), so the consumer is at the head for most of them.
+struct LiveTopic {
+    dir: std::path::PathBuf,
+    broker: Broker,
+    rng: workload::Rng,
+    events: usize,
+    produced: Arc<AtomicUsize>,
+    producer: Option<std::thread::JoinHandle<Vec<i64>>>,
+}
+
+impl LiveTopic {
+    /// `None` (the test returns) when no broker is found outside CI.
+    fn start(test: &'static str, faults: usize) -> Option<LiveTopic> {
+        let tansu = tansu_or_skip(test)?;
+        let dir = common::temp_dir(test);
+        let broker = Broker::start(&tansu, &dir);
+        let seed = seed();
+        println!("{test}: seed {seed} (CRASH_SEED={seed} replays it); logs in {}", dir.display());
+        let events = 60_000;
+        let rate = (events * 2 / 3) as f64 / (faults as f64 * 10.0);
+        let produced = Arc::new(AtomicUsize::new(0));
+        let producer = produce_live(&broker.address, events, rate, seed, Arc::clone(&produced));
+        Some(LiveTopic { dir, broker, rng: workload::Rng::new(seed), events, produced, producer: Some(producer) })
+    }
+
+    /// How many events were produced so far, of how many.
+    fn produced(&self) -> String {
+        format!("{} of {} events produced meanwhile", self.produced.load(Ordering::Relaxed), self.events)
+    }
+
+    /// Waits for the producer; its messages per partition.
+    fn produced_all(&mut self) -> Vec<i64> {
+        self.producer.take().map(|p| p.join().expect("producer")).unwrap_or_default()
+    }
+
+    /// Asserts the store at `<dir>/crash.db` equals a clean run's, then
+    /// stops the broker and removes the directory (unless `CRASH_KEEP`).
+    fn assert_equals_clean_run(self, per_partition: &[i64], faults: &str) {
+        assert_equals_clean_run(&self.broker.address, &self.dir, &self.dir.join("crash.db"), per_partition, faults);
+        drop(self.broker);
+        if std::env::var_os("CRASH_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
 /// One instance following a live topic, killed with SIGKILL `KILLS` times
 /// at random moments and restarted 0-2 s later; then a last instance
 /// consumes to the end and stops with SIGTERM.
-fn killed_while_following_a_live_topic(test: &str, tier_rows_every_ms: u64) {
+fn killed_while_following_a_live_topic(test: &'static str, tier_rows_every_ms: u64) {
     const KILLS: usize = 20;
-    let Some(tansu) = tansu_or_skip(test) else { return };
-    let dir = common::temp_dir(test);
-    let broker = Broker::start(&tansu, &dir);
-    let seed = seed();
-    println!("{test}: seed {seed} (CRASH_SEED={seed} replays it); logs in {}", dir.display());
-    let mut rng = workload::Rng::new(seed);
-    // A third up front, the rest over about as long as the kills take (a
-    // restart waits for the group to drop the killed member: some 10 s),
-    // so the consumer is at the head for most of them.
-    let events = 60_000;
-    let rate = (events * 2 / 3) as f64 / (KILLS as f64 * 10.0);
-    let produced = Arc::new(AtomicUsize::new(0));
-    let producer = produce_live(&broker.address, events, rate, seed, Arc::clone(&produced));
-
-    let db = dir.join("crash.db");
-    let instance = Instance { brokers: &broker.address, group: "crash", db: &db, dir: &dir, tier_rows_every_ms };
+    let Some(mut live) = LiveTopic::start(test, KILLS) else { return };
+    let db = live.dir.join("crash.db");
+    let instance =
+        Instance { brokers: &live.broker.address, group: "crash", db: &db, dir: &live.dir, tier_rows_every_ms };
     let port = free_port();
     let mut while_assigned = 0;
     for _ in 0..KILLS {
         let process = instance.start("crash", port);
-        while_assigned += usize::from(kill_at_random_moment(process, port, &mut rng));
-        std::thread::sleep(Duration::from_millis(rng.below(2000) as u64));
+        while_assigned += usize::from(kill_at_random_moment(process, port, &mut live.rng));
+        std::thread::sleep(Duration::from_millis(live.rng.below(2000) as u64));
     }
-    let during = produced.load(Ordering::Relaxed);
+    let during = live.produced();
     let last = instance.start("crash", port);
-    let per_partition = producer.join().expect("producer");
+    let per_partition = live.produced_all();
     wait_caught_up(&[port], &per_partition);
     assert!(terminate(last).success(), "the last instance stopped cleanly");
-    let faults = format!(
-        "{KILLS} kill -9s ({while_assigned} while owning partitions) while following a live topic \
-         ({during} of {events} events produced meanwhile)"
-    );
-    assert_equals_clean_run(&broker.address, &dir, &db, &per_partition, &faults);
-    drop(broker);
-    if std::env::var_os("CRASH_KEEP").is_none() {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
+    let faults =
+        format!("{KILLS} kill -9s ({while_assigned} while owning partitions) while following a live topic ({during})");
+    live.assert_equals_clean_run(&per_partition, &faults);
 }
 
 #[test]
@@ -392,68 +423,54 @@ fn killed_while_following_a_live_topic_holding_tier_rows_back_stores_what_a_clea
 #[test]
 fn two_instances_under_kills_zombies_and_a_frozen_broker_store_what_a_clean_run_stores() {
     const FAULTS: usize = 14;
-    let test = "crash-two";
-    let Some(tansu) = tansu_or_skip(test) else { return };
-    let dir = common::temp_dir(test);
-    let broker = Broker::start(&tansu, &dir);
-    let seed = seed();
-    println!("{test}: seed {seed} (CRASH_SEED={seed} replays it); logs in {}", dir.display());
-    let mut rng = workload::Rng::new(seed);
-    let events = 60_000;
-    let rate = (events * 2 / 3) as f64 / (FAULTS as f64 * 10.0);
-    let produced = Arc::new(AtomicUsize::new(0));
-    let producer = produce_live(&broker.address, events, rate, seed, Arc::clone(&produced));
-
-    let db = dir.join("crash.db");
-    let instance = Instance { brokers: &broker.address, group: "crash", db: &db, dir: &dir, tier_rows_every_ms: 0 };
+    let Some(mut live) = LiveTopic::start("crash-two", FAULTS) else { return };
+    let db = live.dir.join("crash.db");
+    let instance =
+        Instance { brokers: &live.broker.address, group: "crash", db: &db, dir: &live.dir, tier_rows_every_ms: 0 };
     let names = ["a", "b"];
     let ports = [free_port(), free_port()];
     let mut running: Vec<Guard> = names.iter().zip(ports).map(|(name, port)| instance.start(name, port)).collect();
     let (mut kills, mut zombies, mut freezes) = (0, 0, 0);
     // Every kind at least twice, in a random order.
-    let mut faults: Vec<usize> = (0..FAULTS).map(|i| if i < 6 { i % 3 } else { rng.below(3) }).collect();
+    let mut faults: Vec<usize> = (0..FAULTS).map(|i| if i < 6 { i % 3 } else { live.rng.below(3) }).collect();
     for i in (1..faults.len()).rev() {
-        faults.swap(i, rng.below(i + 1));
+        faults.swap(i, live.rng.below(i + 1));
     }
     for fault in faults {
-        std::thread::sleep(Duration::from_millis(2000 + rng.below(4000) as u64));
-        let which = rng.below(2);
+        std::thread::sleep(Duration::from_millis(2000 + live.rng.below(4000) as u64));
+        let which = live.rng.below(2);
         match fault {
             0 => {
                 drop(running.remove(which)); // SIGKILL
-                std::thread::sleep(Duration::from_millis(rng.below(2000) as u64));
+                std::thread::sleep(Duration::from_millis(live.rng.below(2000) as u64));
                 running.insert(which, instance.start(names[which], ports[which]));
                 kills += 1;
             }
             1 => {
                 let pid = running[which].0.id();
                 signal(pid, "STOP");
-                std::thread::sleep(Duration::from_millis(SESSION_TIMEOUT_MS + 3000 + rng.below(3000) as u64));
+                std::thread::sleep(Duration::from_millis(SESSION_TIMEOUT_MS + 3000 + live.rng.below(3000) as u64));
                 signal(pid, "CONT");
                 zombies += 1;
             }
             _ => {
-                let pid = broker.process.0.id();
+                let pid = live.broker.process.0.id();
                 signal(pid, "STOP");
-                std::thread::sleep(Duration::from_millis(2000 + rng.below(3000) as u64));
+                std::thread::sleep(Duration::from_millis(2000 + live.rng.below(3000) as u64));
                 signal(pid, "CONT");
                 freezes += 1;
             }
         }
     }
-    let during = produced.load(Ordering::Relaxed);
-    let per_partition = producer.join().expect("producer");
+    let during = live.produced();
+    let per_partition = live.produced_all();
     wait_caught_up(&ports, &per_partition);
     for process in running {
         assert!(terminate(process).success(), "an instance stopped cleanly");
     }
     let faults = format!(
         "{kills} kill -9s, {zombies} instances paused past the session timeout and {freezes} broker freezes \
-         with two instances ({during} of {events} events produced meanwhile)"
+         with two instances ({during})"
     );
-    assert_equals_clean_run(&broker.address, &dir, &db, &per_partition, &faults);
-    drop(broker);
-    if std::env::var_os("CRASH_KEEP").is_none() {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
+    live.assert_equals_clean_run(&per_partition, &faults);
 }
