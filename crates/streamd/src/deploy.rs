@@ -2,7 +2,9 @@
 //! control topic, reporting this instance, `--watch`, and the admin
 //! endpoint that publishes bundles for clients without Kafka access.
 
+use crate::http::ApiError;
 use crate::metrics::Metrics;
+use axum::http::StatusCode;
 use dsl::bundle::{Bundle, Provenance};
 use engine::{CompiledPlan, EngineConfig};
 use kafka::control::{ControlPublisher, ControlTopic, InstanceReport};
@@ -131,44 +133,39 @@ impl Admin {
     }
 
     /// `GET /admin/v1/control`: every bundle and instance report.
-    pub fn control_state(&self) -> (u16, String) {
-        match self.control.read_all(Duration::from_secs(10)) {
-            Ok(state) => (200, serde_json::to_string(&state).unwrap_or_default()),
-            Err(error) => (503, json_error(&error.to_string())),
-        }
+    pub fn control_state(&self) -> Result<serde_json::Value, ApiError> {
+        let state = self.control.read_all(Duration::from_secs(10)).map_err(unavailable)?;
+        serde_json::to_value(&state)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
     }
 
-    /// `POST /admin/v1/bundles`: publishes a bundle whose version is the next one.
-    pub fn publish(&self, body: &[u8]) -> (u16, String) {
-        let bundle: Bundle = match serde_json::from_slice(body) {
-            Ok(b) => b,
-            Err(e) => return (400, json_error(&format!("not a bundle: {e}"))),
-        };
-        if let Err(error) = bundle.validate() {
-            return (400, json_error(&error.to_string()));
-        }
-        let state = match self.control.read_all(Duration::from_secs(10)) {
-            Ok(state) => state,
-            Err(error) => return (503, json_error(&error.to_string())),
-        };
+    /// `POST /admin/v1/bundles`: publishes a bundle whose version is the next
+    /// one; the version published.
+    pub fn publish(&self, body: &[u8]) -> Result<u64, ApiError> {
+        let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_bundle", message);
+        let bundle: Bundle = serde_json::from_slice(body).map_err(|e| bad(format!("not a bundle: {e}")))?;
+        bundle.validate().map_err(|e| bad(e.to_string()))?;
+        let state = self.control.read_all(Duration::from_secs(10)).map_err(unavailable)?;
         if bundle.version != state.next_version() {
-            return (
-                409,
-                json_error(&format!(
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "version_conflict",
+                format!(
                     "version {} is not the next one ({}); read the control state again",
                     bundle.version,
                     state.next_version()
-                )),
-            );
+                ),
+            ));
         }
-        let published = self.control.publisher().and_then(|p| p.publish_bundle(&bundle, Duration::from_secs(10)));
-        match published {
-            Ok(()) => (202, serde_json::json!({ "version": bundle.version }).to_string()),
-            Err(error) => (503, json_error(&error.to_string())),
-        }
+        self.control
+            .publisher()
+            .and_then(|p| p.publish_bundle(&bundle, Duration::from_secs(10)))
+            .map_err(unavailable)?;
+        Ok(bundle.version)
     }
 }
 
-fn json_error(message: &str) -> String {
-    serde_json::json!({ "error": message }).to_string()
+/// The control topic cannot be read or written now: retry.
+fn unavailable(error: impl std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", error.to_string())
 }

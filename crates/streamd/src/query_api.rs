@@ -12,9 +12,11 @@
 //! combination: `time` (window start, RFC 3339), the kept group-by columns,
 //! the aggregates and derived columns. Grafana's Infinity (JSON) data source
 //! reads it as a table with `time` as its time field, without transformations.
-//! Errors are `{"error": "…"}` with 400 (bad query), 503 (store busy or
-//! unavailable, retry) or 500.
+//! Errors are `{"code": …, "error": "…"}`: 400 `bad_query`, 503
+//! `unavailable` (store busy or down: retry) or 500 `internal`.
 
+use crate::http::ApiError;
+use axum::http::StatusCode;
 use std::sync::{Arc, Mutex};
 use store::query::Query;
 use store::Store;
@@ -35,13 +37,17 @@ impl QueryApi {
         QueryApi { store: Mutex::new(store), plan }
     }
 
-    /// Answers the query string `query` (after `?`): status code and JSON body.
-    pub fn answer(&self, query: &str) -> (u16, String) {
-        let parsed = match parse(query) {
-            Ok(q) => q,
-            Err(message) => return error(400, &message),
+    /// Answers the query string `query` (after `?`, still percent-encoded): a
+    /// JSON array of rows, or the error to answer with.
+    pub fn answer(&self, query: &str) -> Result<serde_json::Value, ApiError> {
+        let parsed = parse(query).map_err(|message| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", message))?;
+        let Ok(store) = self.store.lock() else {
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the query store lock is poisoned",
+            ));
         };
-        let Ok(store) = self.store.lock() else { return error(500, "the query store lock is poisoned") };
         let plan = Arc::clone(&self.plan.read().unwrap_or_else(std::sync::PoisonError::into_inner));
         match store::query::run(store.as_ref(), &plan, &parsed) {
             Ok(result) => {
@@ -59,36 +65,35 @@ impl QueryApi {
                         serde_json::Value::Object(object)
                     })
                     .collect();
-                (200, serde_json::Value::Array(rows).to_string() + "\n")
+                Ok(serde_json::Value::Array(rows))
             }
-            Err(e @ store::Error::BadQuery(_)) => error(400, &e.to_string()),
-            Err(e) if e.is_retryable() => error(503, &e.to_string()),
-            Err(e) => error(500, &e.to_string()),
+            Err(e @ store::Error::BadQuery(_)) => {
+                Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.to_string()))
+            }
+            Err(e) if e.is_retryable() => {
+                Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string()))
+            }
+            Err(e) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())),
         }
     }
 }
 
-fn error(code: u16, message: &str) -> (u16, String) {
-    (code, serde_json::json!({ "error": message }).to_string() + "\n")
-}
-
 fn parse(query: &str) -> Result<Query, String> {
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(query).map_err(|e| format!("the query string is malformed: {e}"))?;
     let mut q = Query::default();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let value =
-            percent_decode(value).ok_or_else(|| format!("parameter `{key}` is not valid percent-encoded UTF-8"))?;
-        match percent_decode(key).as_deref() {
-            Some("metric") => q.metric = value,
-            Some("tier") => q.tier = Some(value).filter(|t| !t.is_empty()),
-            Some("from") => q.from_ms = Some(parse_time("from", &value)?),
-            Some("to") => q.to_ms = Some(parse_time("to", &value)?),
-            Some("where") => {
+    for (key, value) in pairs {
+        match key.as_str() {
+            "metric" => q.metric = value,
+            "tier" => q.tier = Some(value).filter(|t| !t.is_empty()),
+            "from" => q.from_ms = Some(parse_time("from", &value)?),
+            "to" => q.to_ms = Some(parse_time("to", &value)?),
+            "where" => {
                 let (column, v) =
                     value.split_once(':').ok_or_else(|| format!("`where={value}`: expected COLUMN:VALUE"))?;
                 q.filters.push((column.to_string(), v.to_string()));
             }
-            Some("group_by") => {
+            "group_by" => {
                 q.group_by = Some(value.split(',').filter(|c| !c.is_empty()).map(str::to_string).collect());
             }
             _ => return Err(format!("unknown parameter `{key}`; known: metric, tier, from, to, where, group_by")),
@@ -105,23 +110,6 @@ fn parse_time(name: &str, text: &str) -> Result<i64, String> {
         .ok()
         .or_else(|| engine::value::parse_timestamp(text))
         .ok_or_else(|| format!("`{name}={text}`: expected RFC 3339 or epoch milliseconds"))
-}
-
-/// Decodes `%XX` escapes and `+` (as a space).
-fn percent_decode(s: &str) -> Option<String> {
-    let mut out = Vec::with_capacity(s.len());
-    let mut bytes = s.bytes();
-    while let Some(b) = bytes.next() {
-        match b {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = [bytes.next()?, bytes.next()?];
-                out.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
-            }
-            _ => out.push(b),
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
@@ -185,8 +173,11 @@ metric users from events
         QueryApi::new(Box::new(store), Arc::new(std::sync::RwLock::new(Arc::new(plan.plan.clone()))))
     }
 
-    fn json(answer: (u16, String)) -> (u16, serde_json::Value) {
-        (answer.0, serde_json::from_str(&answer.1).expect("json body"))
+    fn json(answer: Result<serde_json::Value, ApiError>) -> (u16, serde_json::Value) {
+        match answer {
+            Ok(rows) => (200, rows),
+            Err(error) => (error.status.as_u16(), error.body()),
+        }
     }
 
     #[test]
@@ -223,6 +214,7 @@ metric users from events
         ] {
             let (code, body) = json(api.answer(query));
             assert_eq!(code, 400, "{query}: {body}");
+            assert_eq!(body["code"], "bad_query", "{query}: {body}");
             assert!(body["error"].as_str().is_some_and(|e| e.contains(needle)), "{query}: {body}");
         }
     }

@@ -6,31 +6,17 @@
 
 mod common;
 
-use common::{free_port, run_streamctl, wait_until};
+use common::{free_port, request, run_streamctl, wait_until};
 use dsl::bundle::{Bundle, Provenance};
 use rdkafka::mocking::MockCluster;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 const TOKEN: &str = "test-token";
 
-fn request(port: u16, method: &str, path: &str, token: Option<&str>) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
-    let auth = token.map(|t| format!("authorization: Bearer {t}\r\n")).unwrap_or_default();
-    write!(stream, "{method} {path} HTTP/1.1\r\nhost: localhost\r\n{auth}content-length: 0\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    let code = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((code, body.to_string()))
-}
-
 fn status(port: u16) -> Option<serde_json::Value> {
-    let (code, body) = request(port, "GET", "/status", None)?;
+    let (code, body) = request(port, "/status", None)?;
     (code == 200).then(|| serde_json::from_str(&body).ok()).flatten()
 }
 
@@ -167,9 +153,9 @@ fn two_daemons_converge_refuse_together_and_roll_back() {
     let now: Vec<serde_json::Value> =
         daemons.iter().map(|d| status(d.port).map(|s| s["started_at_ms"].clone()).expect("status")).collect();
     assert_eq!(now, started);
-    assert_eq!(request(daemons[0].port, "GET", "/admin/v1/control", None).map(|r| r.0), Some(401));
-    assert_eq!(request(daemons[0].port, "GET", "/admin/v1/control", Some("wrong")).map(|r| r.0), Some(401));
-    assert_eq!(request(daemons[0].port, "GET", "/admin/v1/control", Some(TOKEN)).map(|r| r.0), Some(200));
+    assert_eq!(request(daemons[0].port, "/admin/v1/control", None).map(|r| r.0), Some(401));
+    assert_eq!(request(daemons[0].port, "/admin/v1/control", Some("wrong")).map(|r| r.0), Some(401));
+    assert_eq!(request(daemons[0].port, "/admin/v1/control", Some(TOKEN)).map(|r| r.0), Some(200));
 
     drop(daemons);
     // Each daemon recorded what it applied and refused in its store.

@@ -6,7 +6,6 @@ use crate::cli::GlobalArgs;
 use anyhow::{bail, Context};
 use dsl::bundle::{Bundle, FileChange, MetricChanges, Provenance};
 use kafka::control::{ControlState, ControlTopic, InstanceReport, DEFAULT_CONTROL_TOPIC};
-use std::io::{Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -119,7 +118,7 @@ impl Target {
         match self {
             Target::Kafka(control) => Ok(control.read_all(TIMEOUT)?),
             Target::Admin { url, token } => {
-                let body = http(url, token, "GET", "/admin/v1/control", None)?;
+                let body = http(url, token, "/admin/v1/control", None)?;
                 serde_json::from_slice(&body).context("the admin API answered with something else than control state")
             }
         }
@@ -132,38 +131,49 @@ impl Target {
                 Ok(control.publisher()?.publish_bundle(bundle, TIMEOUT)?)
             }
             Target::Admin { url, token } => {
-                http(url, token, "POST", "/admin/v1/bundles", Some(&serde_json::to_vec(bundle)?))?;
+                http(url, token, "/admin/v1/bundles", Some(&serde_json::to_vec(bundle)?))?;
                 Ok(())
             }
         }
     }
 }
 
-/// One HTTP/1.1 request over a plain TCP connection; the body of a 2xx answer.
-fn http(url: &str, token: &str, method: &str, path: &str, body: Option<&[u8]>) -> anyhow::Result<Vec<u8>> {
-    let Some(host) = url.strip_prefix("http://") else { bail!("--admin takes an http:// URL, not `{url}`") };
-    let mut stream = std::net::TcpStream::connect(host).with_context(|| format!("cannot connect to {url}"))?;
-    stream.set_read_timeout(Some(TIMEOUT))?;
-    let body = body.unwrap_or_default();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {host}\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\n\
-         content-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(body)?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).with_context(|| format!("no answer from {url}"))?;
-    let split = response.windows(4).position(|w| w == b"\r\n\r\n").context("a malformed HTTP answer")?;
-    let status_line = String::from_utf8_lossy(&response[..split]).lines().next().unwrap_or_default().to_string();
-    let code: u16 = status_line.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = response[split + 4..].to_vec();
-    if !(200..300).contains(&code) {
+/// Largest admin answer read (the control state holds every bundle ever published).
+const MAX_ANSWER: u64 = 256 << 20;
+
+/// A request to the admin API, a POST of `body` or else a GET; the body of
+/// a 2xx answer, or the API's error message.
+fn http(url: &str, token: &str, path: &str, body: Option<&[u8]>) -> anyhow::Result<Vec<u8>> {
+    let method = if body.is_some() { "POST" } else { "GET" };
+    if !url.starts_with("http://") {
+        bail!("--admin takes an http:// URL, not `{url}`");
+    }
+    let agent: ureq::Agent =
+        ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(TIMEOUT)).build().into();
+    let target = format!("{url}{path}");
+    let authorization = format!("Bearer {token}");
+    let answer = match body {
+        Some(body) => agent
+            .post(&target)
+            .header("authorization", &authorization)
+            .header("content-type", "application/json")
+            .send(body),
+        None => agent.get(&target).header("authorization", &authorization).call(),
+    };
+    let mut answer = answer.with_context(|| format!("{method} {target}: no answer"))?;
+    let status = answer.status();
+    let body = answer
+        .body_mut()
+        .with_config()
+        .limit(MAX_ANSWER)
+        .read_to_vec()
+        .with_context(|| format!("{method} {target}: cannot read the answer"))?;
+    if !status.is_success() {
         let message = serde_json::from_slice::<serde_json::Value>(&body)
             .ok()
             .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(String::from))
             .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-        bail!("{method} {path}: {status_line}: {}", message.trim());
+        bail!("{method} {path}: {status}: {}", message.trim());
     }
     Ok(body)
 }

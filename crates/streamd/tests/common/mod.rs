@@ -2,39 +2,30 @@
 
 #![allow(dead_code)] // Each test crate uses a different part.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// `GET path` on 127.0.0.1:`port`; the body, or `None` if the server is not there (yet).
-pub fn get(port: u16, path: &str) -> Option<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n").ok()?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).ok()?;
-    let response = String::from_utf8_lossy(&response);
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        return Some(dechunk(body));
+/// `GET path` on 127.0.0.1:`port`: the status and the body, or `None` if the
+/// server is not there (yet). Sends `authorization: Bearer token` if given.
+pub fn request(port: u16, path: &str, token: Option<&str>) -> Option<(u16, String)> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(20)))
+        .build()
+        .into();
+    let mut request = agent.get(format!("http://127.0.0.1:{port}{path}"));
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
     }
-    Some(body.to_string())
+    let mut response = request.call().ok()?;
+    let body = response.body_mut().with_config().limit(64 << 20).read_to_string().ok()?;
+    Some((response.status().as_u16(), body))
 }
 
-/// The body of a chunked HTTP/1.1 response.
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { break };
-        if size == 0 || rest.len() < size {
-            break;
-        }
-        out.push_str(&rest[..size]);
-        body = rest[size..].trim_start_matches("\r\n");
-    }
-    out
+/// `GET path` on 127.0.0.1:`port`; the body (whatever the status), or `None` if the server is not there (yet).
+pub fn get(port: u16, path: &str) -> Option<String> {
+    request(port, path, None).map(|(_, body)| body)
 }
 
 /// A port nobody listens on right now.
@@ -70,6 +61,11 @@ pub fn repo() -> PathBuf {
 /// itself after `run_for` seconds.
 pub fn start_embedded(dir: &Path, port: u16, pipelines: &Path, run_for: u32) -> Guard {
     embedded(dir, port, run_for, &["--pipelines", pipelines.to_str().expect("utf-8")])
+}
+
+/// [`start_embedded`] with the admin API on behind `token`.
+pub fn start_embedded_admin(dir: &Path, port: u16, pipelines: &Path, token: &str, run_for: u32) -> Guard {
+    embedded(dir, port, run_for, &["--pipelines", pipelines.to_str().expect("utf-8"), "--admin-token", token])
 }
 
 /// [`start_embedded`] with `--watch watched`: the directory is deployed as
