@@ -187,6 +187,7 @@ pub struct Generator {
     config: Config,
     rng: Rng,
     index: u64,
+    malformed: u64,
     senders: Vec<(String, usize)>,
     sender_zipf: Zipf,
     business: Vec<(String, &'static str)>,
@@ -266,6 +267,7 @@ impl Generator {
             rng: Rng::new(config.seed.wrapping_mul(31).wrapping_add(7)),
             config,
             index: 0,
+            malformed: 0,
             senders,
             sender_zipf: Zipf::new(10_000, 1.05),
             business,
@@ -278,6 +280,11 @@ impl Generator {
     /// How many events have been generated.
     pub fn generated(&self) -> u64 {
         self.index
+    }
+
+    /// How many of the generated lines were made malformed (`Config::bad_ratio`).
+    pub fn malformed(&self) -> u64 {
+        self.malformed
     }
 
     /// The next event as one JSON line (without newline) into `out` (cleared first).
@@ -382,6 +389,7 @@ impl Generator {
         );
         if self.config.bad_ratio > 0.0 && rng.unit() < self.config.bad_ratio {
             corrupt(out, rng);
+            self.malformed += 1;
         }
     }
 }
