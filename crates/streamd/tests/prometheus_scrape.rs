@@ -18,19 +18,10 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Percent-encodes a query-string value.
-fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// The result vector of an instant query, empty while there is none.
 fn query(port: u16, promql: &str) -> Vec<Value> {
-    let Some(body) = get(port, &format!("/api/v1/query?query={}", encode(promql))) else { return Vec::new() };
+    let query = serde_urlencoded::to_string([("query", promql)]).unwrap_or_default();
+    let Some(body) = get(port, &format!("/api/v1/query?{query}")) else { return Vec::new() };
     let answer: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     answer["data"]["result"].as_array().cloned().unwrap_or_default()
 }
