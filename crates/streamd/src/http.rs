@@ -113,18 +113,12 @@ struct AppState {
 /// one entry in `openapi.json`.
 pub fn router(metrics: Arc<Metrics>, info: Arc<Info>) -> Router {
     let state = AppState { metrics, info };
-    // The expensive endpoints (store reads, Kafka round trips) share a
-    // concurrency limit and shed what is over it; the probes never wait on them.
-    let api_limit = ServiceBuilder::new()
-        .layer(HandleErrorLayer::new(|_: tower::BoxError| async { ApiError::busy() }))
-        .load_shed()
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(API_CONCURRENCY));
     let admin = Router::new()
         .route("/admin/v1/control", get(admin_control))
         .route("/admin/v1/bundles", post(admin_publish))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
         .layer(DefaultBodyLimit::max(MAX_BODY));
-    let api = Router::new().route("/api/v1/query", get(query)).merge(admin).route_layer(api_limit);
+    let api = limited(Router::new().route("/api/v1/query", get(query)).merge(admin));
     Router::new()
         .route("/metrics", get(prometheus))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -136,6 +130,18 @@ pub fn router(metrics: Arc<Metrics>, info: Arc<Info>) -> Router {
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
         .layer(RequestBodyLimitLayer::new(MAX_BODY))
         .layer(middleware::map_response(json_errors))
+}
+
+/// `routes` sharing one concurrency limit, shedding what is over it with 503
+/// `busy`: the expensive endpoints (store reads, Kafka round trips), so that
+/// the probes never wait on them.
+fn limited<S: Clone + Send + Sync + 'static>(routes: Router<S>) -> Router<S> {
+    routes.route_layer(
+        ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(|_: tower::BoxError| async { ApiError::busy() }))
+            .load_shed()
+            .layer(tower::limit::GlobalConcurrencyLimitLayer::new(API_CONCURRENCY)),
+    )
 }
 
 /// Serves until `shutdown` resolves.
@@ -391,6 +397,40 @@ mod tests {
         let (status, _, body) =
             call(&app, Method::POST, "/admin/v1/bundles", &[("authorization", "Bearer s3cret")]).await;
         assert_eq!((status, code(&body).as_str()), (400, "bad_bundle"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn api_requests_over_the_limit_are_shed_with_503_busy() {
+        let (gate, inside) =
+            (Arc::new(tokio::sync::Semaphore::new(0)), Arc::new(std::sync::atomic::AtomicUsize::new(0)));
+        let (g, n) = (gate.clone(), inside.clone());
+        let app = limited(Router::new().route(
+            "/slow",
+            get(move || {
+                let (g, n) = (g.clone(), n.clone());
+                async move {
+                    n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let _ = g.acquire().await;
+                    "done"
+                }
+            }),
+        ));
+        let held: Vec<_> = (0..API_CONCURRENCY)
+            .map(|_| {
+                let app = app.clone();
+                tokio::spawn(async move { call(&app, Method::GET, "/slow", &[]).await })
+            })
+            .collect();
+        while inside.load(std::sync::atomic::Ordering::SeqCst) < API_CONCURRENCY {
+            tokio::task::yield_now().await;
+        }
+        let (status, _, body) = call(&app, Method::GET, "/slow", &[]).await;
+        assert_eq!((status, code(&body).as_str()), (503, "busy"));
+        gate.add_permits(API_CONCURRENCY);
+        for request in held {
+            assert_eq!(request.await.expect("request").0, 200);
+        }
+        assert_eq!(call(&app, Method::GET, "/slow", &[]).await.0, 200, "the limit is free again");
     }
 
     #[tokio::test]
