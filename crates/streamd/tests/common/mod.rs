@@ -7,13 +7,21 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// `GET path` on 127.0.0.1:`port`: the status and the body, or `None` if the
-/// server is not there (yet). Sends `authorization: Bearer token` if given.
+/// server is not there (yet) or has not answered within 20 s. Sends
+/// `authorization: Bearer token` if given.
 pub fn request(port: u16, path: &str, token: Option<&str>) -> Option<(u16, String)> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(20)))
-        .build()
-        .into();
+    fetch(port, path, token, Duration::from_secs(20))
+}
+
+/// `GET path` on 127.0.0.1:`port`; the body (whatever the status), or `None`
+/// if the server is not there (yet) or has not answered within 5 s (e.g. it is stopped).
+pub fn get(port: u16, path: &str) -> Option<String> {
+    fetch(port, path, None, Duration::from_secs(5)).map(|(_, body)| body)
+}
+
+fn fetch(port: u16, path: &str, token: Option<&str>, timeout: Duration) -> Option<(u16, String)> {
+    let agent: ureq::Agent =
+        ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(timeout)).build().into();
     let mut request = agent.get(format!("http://127.0.0.1:{port}{path}"));
     if let Some(token) = token {
         request = request.header("authorization", format!("Bearer {token}"));
@@ -21,11 +29,6 @@ pub fn request(port: u16, path: &str, token: Option<&str>) -> Option<(u16, Strin
     let mut response = request.call().ok()?;
     let body = response.body_mut().with_config().limit(64 << 20).read_to_string().ok()?;
     Some((response.status().as_u16(), body))
-}
-
-/// `GET path` on 127.0.0.1:`port`; the body (whatever the status), or `None` if the server is not there (yet).
-pub fn get(port: u16, path: &str) -> Option<String> {
-    request(port, path, None).map(|(_, body)| body)
 }
 
 /// A port nobody listens on right now.
