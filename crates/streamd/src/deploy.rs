@@ -134,9 +134,8 @@ impl Admin {
 
     /// `GET /admin/v1/control`: every bundle and instance report.
     pub fn control_state(&self) -> Result<serde_json::Value, ApiError> {
-        let state = self.control.read_all(Duration::from_secs(10)).map_err(unavailable)?;
-        serde_json::to_value(&state)
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
+        let state = self.control.read_all(Duration::from_secs(10)).map_err(ApiError::unavailable)?;
+        serde_json::to_value(&state).map_err(|e| ApiError::internal(e.to_string()))
     }
 
     /// `POST /admin/v1/bundles`: publishes a bundle whose version is the next
@@ -145,7 +144,7 @@ impl Admin {
         let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_bundle", message);
         let bundle: Bundle = serde_json::from_slice(body).map_err(|e| bad(format!("not a bundle: {e}")))?;
         bundle.validate().map_err(|e| bad(e.to_string()))?;
-        let state = self.control.read_all(Duration::from_secs(10)).map_err(unavailable)?;
+        let state = self.control.read_all(Duration::from_secs(10)).map_err(ApiError::unavailable)?;
         if bundle.version != state.next_version() {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
@@ -160,12 +159,7 @@ impl Admin {
         self.control
             .publisher()
             .and_then(|p| p.publish_bundle(&bundle, Duration::from_secs(10)))
-            .map_err(unavailable)?;
+            .map_err(ApiError::unavailable)?;
         Ok(bundle.version)
     }
-}
-
-/// The control topic cannot be read or written now: retry.
-fn unavailable(error: impl std::fmt::Display) -> ApiError {
-    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", error.to_string())
 }

@@ -92,8 +92,14 @@ impl ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "too many API requests at once; retry")
     }
 
-    fn internal(message: impl Into<String>) -> Self {
+    /// 500 `internal`: a bug.
+    pub fn internal(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+
+    /// 503 `unavailable`: the store or the control topic is busy or down; retry.
+    pub fn unavailable(message: impl std::fmt::Display) -> Self {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message.to_string())
     }
 }
 

@@ -41,13 +41,7 @@ impl QueryApi {
     /// JSON array of rows, or the error to answer with.
     pub fn answer(&self, query: &str) -> Result<serde_json::Value, ApiError> {
         let parsed = parse(query).map_err(|message| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", message))?;
-        let Ok(store) = self.store.lock() else {
-            return Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "the query store lock is poisoned",
-            ));
-        };
+        let Ok(store) = self.store.lock() else { return Err(ApiError::internal("the query store lock is poisoned")) };
         let plan = Arc::clone(&self.plan.read().unwrap_or_else(std::sync::PoisonError::into_inner));
         match store::query::run(store.as_ref(), &plan, &parsed) {
             Ok(result) => {
@@ -70,10 +64,8 @@ impl QueryApi {
             Err(e @ store::Error::BadQuery(_)) => {
                 Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.to_string()))
             }
-            Err(e) if e.is_retryable() => {
-                Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string()))
-            }
-            Err(e) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())),
+            Err(e) if e.is_retryable() => Err(ApiError::unavailable(e)),
+            Err(e) => Err(ApiError::internal(e.to_string())),
         }
     }
 }
