@@ -210,3 +210,40 @@ fn probes_answer_within_a_second_under_idle_and_slow_connections_and_oversize_is
     let _ = std::fs::remove_dir_all(dir);
     let _ = std::fs::remove_dir_all(pipelines);
 }
+
+#[test]
+fn healthz_answers_within_a_second_while_metrics_is_scraped_without_pause() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (_daemon, port, dir) = start("http-scrapers", &repo().join("pipelines"));
+    // The demo's exposition grows to megabytes within seconds.
+    wait_until("a large exposition", Duration::from_secs(60), || {
+        get(port, "/metrics").is_some_and(|m| m.len() > 500_000)
+    });
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let scrapers: Vec<_> = (0..8)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut scrapes = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    scrapes += u32::from(get(port, "/metrics").is_some());
+                }
+                scrapes
+            })
+        })
+        .collect();
+    let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(1))).build().into();
+    let mut slowest = Duration::ZERO;
+    for _ in 0..20 {
+        let started = Instant::now();
+        let answer = agent.get(format!("http://127.0.0.1:{port}/healthz")).call();
+        answer.unwrap_or_else(|e| panic!("/healthz did not answer within a second while /metrics was scraped: {e}"));
+        slowest = slowest.max(started.elapsed());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let scrapes: u32 = scrapers.into_iter().map(|s| s.join().expect("scraper")).sum();
+    assert!(scrapes > 0, "no scrape succeeded");
+    println!("/healthz: slowest {} ms during {scrapes} scrapes by 8 clients", slowest.as_millis());
+    let _ = std::fs::remove_dir_all(dir);
+}
