@@ -1,7 +1,8 @@
 //! The HTTP endpoint of a running `streamd --embedded`: it serves the
 //! checked-in OpenAPI document, schemathesis finds no server error and no
 //! answer outside that document, the probes answer within a second while
-//! thousands of idle and slow connections are open, and oversized request
+//! thousands of idle and slow connections are open and while `/metrics` is
+//! scraped without pause, slow clients are cut off, and oversized request
 //! heads and bodies are refused.
 
 mod common;
@@ -34,7 +35,7 @@ fn openapi_file() -> serde_json::Value {
 }
 
 /// Writes `head` (a request head, maybe with a body start) on a new
-/// connection; the status code of the answer.
+/// connection; the status code and the whole answer.
 fn raw_status(port: u16, head: &[u8]) -> (u16, String) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
