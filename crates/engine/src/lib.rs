@@ -276,6 +276,23 @@ impl CompiledPlan {
         })
     }
 
+    /// The empty plan: no source, no metric. A consumer starts from it,
+    /// so that its first plan is applied as every later one is.
+    pub fn empty() -> Self {
+        CompiledPlan {
+            plan: Plan::empty(),
+            decoders: Vec::new(),
+            classifiers: Vec::new(),
+            regexes: RegexCache::default(),
+            metrics_by_source: Vec::new(),
+            prepared: Vec::new(),
+            text_slots: Vec::new(),
+            max_keys: 0,
+            reads_headers: false,
+            config: EngineConfig::default(),
+        }
+    }
+
     /// Messages larger than this are dead-lettered as oversized; a reader
     /// need not keep more of one than this (see
     /// [`Partition::process_truncated`]).

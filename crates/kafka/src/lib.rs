@@ -25,7 +25,7 @@ mod consumer;
 pub mod control;
 mod dead_letter;
 
-pub use consumer::{run, Consumer};
+pub use consumer::{run, topics_of, Consumer};
 
 use std::time::Duration;
 
@@ -50,7 +50,14 @@ pub enum Error {
     /// The control topic cannot be used.
     #[error("{0}")]
     Control(String),
+    /// The first plan was refused: there is no running plan to keep.
+    #[error("the plan cannot run here: {0}")]
+    Refused(String),
 }
+
+/// In [`Settings::dead_letter_topic`], the first topic the running plan
+/// reads (braces are not allowed in topic names, so it cannot clash).
+pub const TOPIC_PLACEHOLDER: &str = "{topic}";
 
 /// Results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -62,9 +69,9 @@ pub struct Settings {
     pub brokers: String,
     /// `group.id`.
     pub group_id: String,
-    /// Topics to consume (the plan's sources).
-    pub topics: Vec<String>,
-    /// Where rejected messages go; `None` keeps them in the store only.
+    /// Where rejected messages go besides the store; [`TOPIC_PLACEHOLDER`]
+    /// in it stands for the first topic the running plan reads, and
+    /// follows every plan applied. `None` keeps them in the store only.
     pub dead_letter_topic: Option<String>,
     /// Extra librdkafka settings, passed through as given.
     pub librdkafka: Vec<(String, String)>,
@@ -95,7 +102,6 @@ impl Default for Settings {
         Settings {
             brokers: "127.0.0.1:9092".into(),
             group_id: "streamd".into(),
-            topics: Vec::new(),
             dead_letter_topic: None,
             librdkafka: Vec::new(),
             flush_interval: Duration::from_millis(500),

@@ -110,11 +110,12 @@ fn run(args: Args) -> anyhow::Result<()> {
     let embedded = if args.embedded {
         start_store_afresh(&config.store_url)?;
         let plan = local.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
-        let topic = plan.plan.sources.first().map(|s| s.topic.clone()).context("the pipelines declare no source")?;
-        let dead_letter_topic = config.kafka.dead_letter_topic.clone().unwrap_or_else(|| format!("{topic}.dlq"));
+        let topic = kafka::topics_of(plan).into_iter().next().context("the pipelines declare no source")?;
+        let dead_letter_topic =
+            config.kafka.dead_letter_topic.as_deref().map(|t| t.replace(kafka::TOPIC_PLACEHOLDER, &topic));
         let cluster = embedded::Embedded::start(
             &topic,
-            Some(&dead_letter_topic),
+            dead_letter_topic.as_deref(),
             config.control_topic.as_deref(),
             config.embedded,
         )?;
@@ -145,16 +146,10 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
         None => (None, local?),
     };
-    config.kafka.topics = plan.plan.sources.iter().map(|s| s.topic.clone()).collect();
-    config.kafka.topics.sort();
-    config.kafka.topics.dedup();
-    if config.kafka.topics.is_empty() {
+    if kafka::topics_of(&plan).is_empty() {
         bail!("the pipelines declare no source");
     }
-    if config.kafka.dead_letter_topic.is_none() {
-        config.kafka.dead_letter_topic = Some(format!("{}.dlq", config.kafka.topics[0]));
-    }
-    let metrics = Arc::new(metrics::Metrics::new(version, &plan.plan).context("cannot register metrics")?);
+    let metrics = Arc::new(metrics::Metrics::new().context("cannot register metrics")?);
 
     let (store, reader) = open_store(&config.store_url, &config.scylla)?;
     let admin = match (&control, &config.admin_token) {
@@ -175,8 +170,11 @@ fn run(args: Args) -> anyhow::Result<()> {
     for rejection in rejections {
         let _ = updates.send(kafka::PlanUpdate { version: rejection.version, plan: Err(rejection.error) });
     }
-    let consumer = kafka::Consumer::new(config.kafka.clone(), plan.clone(), store, metrics.clone())?
-        .with_plan_updates(version, plan_updates);
+    // Startup is a reload from the empty plan: the first plan takes the
+    // path every deployed one takes (store, history, metrics, subscription).
+    let consumer = kafka::Consumer::new(config.kafka.clone(), store, metrics.clone())?;
+    consumer.apply(&kafka::PlanUpdate { version, plan: Ok(plan.clone()) })?;
+    let consumer = consumer.with_plan_updates(plan_updates);
     let flag = shutdown.clone();
     let consumer_thread = std::thread::Builder::new().name("consumer".into()).spawn(move || consumer.run(&flag))?;
     let mut helpers = Vec::new();

@@ -56,6 +56,8 @@ pub(crate) struct Flush {
     pub owners: BTreeMap<String, Vec<(i32, u64)>>,
     /// Messages consumed for it.
     pub messages: u64,
+    /// Where its dead letters go besides the store (set by the consumer).
+    pub dead_letter_topic: Option<String>,
 }
 
 impl Flush {
@@ -163,6 +165,7 @@ impl Ledger {
             replay_points,
             owners,
             messages: std::mem::take(&mut self.messages),
+            dead_letter_topic: None,
         }
     }
 

@@ -33,7 +33,7 @@ mod workers;
 mod writer;
 
 use crate::dead_letter::DeadLetterProducer;
-use crate::{Error, Observer, PlanUpdate, Result, Settings};
+use crate::{Error, Observer, PlanUpdate, Result, Settings, TOPIC_PLACEHOLDER};
 use engine::CompiledPlan;
 use ledger::{Key, Ledger};
 use rdkafka::config::ClientConfig;
@@ -79,17 +79,13 @@ pub struct Consumer {
 }
 
 impl Consumer {
-    /// Creates the consumer and subscribes to the plan's topics.
+    /// Creates the consumer with the empty plan: nothing set up in the
+    /// store, no topic subscribed. The first plan comes through
+    /// [`Consumer::apply`], as every later one does.
     ///
     /// # Errors
-    /// If the client cannot be created or subscribed, or the store schema cannot be set up.
-    pub fn new(
-        settings: Settings,
-        plan: Arc<CompiledPlan>,
-        mut store: Box<dyn Store + Send>,
-        observer: Arc<dyn Observer>,
-    ) -> Result<Self> {
-        store.setup(&plan.plan).map_err(Error::Store)?;
+    /// If the client or the store writer thread cannot be created.
+    pub fn new(settings: Settings, store: Box<dyn Store + Send>, observer: Arc<dyn Observer>) -> Result<Self> {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &settings.brokers)
@@ -103,11 +99,9 @@ impl Consumer {
             config.set(k, v);
         }
         let dead_letters = match &settings.dead_letter_topic {
-            Some(topic) => {
-                Some(Arc::new(DeadLetterProducer::new(&config_for_producer(&settings), topic).map_err(|source| {
-                    Error::Kafka { context: "cannot create the dead-letter producer".into(), source }
-                })?))
-            }
+            Some(_) => Some(Arc::new(DeadLetterProducer::new(&config_for_producer(&settings)).map_err(|source| {
+                Error::Kafka { context: "cannot create the dead-letter producer".into(), source }
+            })?)),
             None => None,
         };
         let store = Arc::new(Mutex::new(store));
@@ -118,8 +112,9 @@ impl Consumer {
             unrestored: BTreeMap::new(),
             epochs: BTreeMap::new(),
             rebalances: rebalances.clone(),
-            plan,
+            plan: Arc::new(CompiledPlan::empty()),
             plan_version: None,
+            dead_letter_topic: None,
             store,
             writer,
             written: None,
@@ -139,19 +134,12 @@ impl Consumer {
                 .map_err(|source| Error::Kafka { context: "cannot create the consumer".into(), source })?,
         );
         let _ = consumer.context().consumer.set(Arc::downgrade(&consumer));
-        let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
-        consumer
-            .subscribe(&topics)
-            .map_err(|source| Error::Kafka { context: format!("cannot subscribe to {topics:?}"), source })?;
-        info!(topics = ?topics, group = %settings.group_id, "Subscribed.");
         Ok(Consumer { consumer, shared, rebalances, settings, updates: None })
     }
 
     /// Follows `updates`: each plan received is applied between two batches
-    /// (see [`engine::Partition::reconfigure`]); `version` is the bundle
-    /// version of the plan this consumer starts with.
-    pub fn with_plan_updates(mut self, version: Option<u64>, updates: Receiver<PlanUpdate>) -> Self {
-        lock(&self.shared).plan_version = version;
+    /// (see [`engine::Partition::reconfigure`]).
+    pub fn with_plan_updates(mut self, updates: Receiver<PlanUpdate>) -> Self {
         self.updates = Some(updates);
         self
     }
@@ -184,17 +172,36 @@ impl Consumer {
         let waiting: Vec<PlanUpdate> = updates.try_iter().collect();
         let newest = waiting.iter().rposition(|u| u.plan.is_ok());
         for (i, update) in waiting.iter().enumerate() {
-            if let Err(error) = &update.plan {
-                lock(&self.shared).reject(update.version, error);
-            } else if Some(i) == newest {
-                self.apply(update, shutdown)?;
+            if update.plan.is_err() || Some(i) == newest {
+                self.apply_with(update, shutdown)?;
             }
         }
         Ok(())
     }
 
-    fn apply(&self, update: &PlanUpdate, shutdown: &AtomicBool) -> Result<()> {
-        let Ok(plan) = &update.plan else { return Ok(()) };
+    /// Applies `update`, the first plan as every later one: the store is set
+    /// up for it, what was consumed under the running plan is made durable,
+    /// every partition switches, the deployment is recorded and observed,
+    /// and the subscription follows the plan's topics. A plan refused is
+    /// recorded and the running plan stays.
+    ///
+    /// # Errors
+    /// If the store fails for good, the subscription fails, or the plan is
+    /// refused while nothing runs yet ([`Error::Refused`]).
+    pub fn apply(&self, update: &PlanUpdate) -> Result<()> {
+        self.apply_with(update, &AtomicBool::new(false))
+    }
+
+    fn apply_with(&self, update: &PlanUpdate, shutdown: &AtomicBool) -> Result<()> {
+        let is_first = lock(&self.shared).plan.plan.hash.is_empty();
+        let plan = match &update.plan {
+            Ok(plan) => plan,
+            Err(error) if is_first => return Err(Error::Refused(error.clone())),
+            Err(error) => {
+                lock(&self.shared).reject(update.version, error);
+                return Ok(());
+            }
+        };
         // What was consumed so far belongs to the old plan: make it durable under it.
         self.flush_until_done(shutdown)?;
         let mut shared = lock(&self.shared);
@@ -205,10 +212,11 @@ impl Consumer {
                     "kept {:?}, added {:?}, changed {:?}, removed {:?}",
                     changes.kept, changes.added, changes.changed, changes.removed
                 );
-                info!(version = ?update.version, plan = %&plan.plan.hash[..16], %detail, "Applied a new plan.");
+                info!(version = ?update.version, plan = %&plan.plan.hash.get(..16).unwrap_or_default(), %detail, "Applied a plan.");
                 shared.record_deployment(update.version, "applied", detail);
                 shared.observer.plan_applied(update.version, &plan.plan, &changes);
             }
+            Err(error) if is_first => return Err(Error::Refused(error)),
             Err(error) => {
                 shared.reject(update.version, &error);
                 return Ok(());
@@ -224,7 +232,7 @@ impl Consumer {
             self.consumer
                 .subscribe(&topics)
                 .map_err(|source| Error::Kafka { context: format!("cannot subscribe to {topics:?}"), source })?;
-            info!(topics = ?topics, "Subscribed to the new plan's topics.");
+            info!(topics = ?topics, group = %self.settings.group_id, "Subscribed to the plan's topics.");
         }
         Ok(())
     }
@@ -397,11 +405,19 @@ fn jitter(delay: Duration, attempt: u32) -> Duration {
 }
 
 /// The topics a plan reads, sorted and without repeats.
-fn topics_of(plan: &CompiledPlan) -> Vec<String> {
+pub fn topics_of(plan: &CompiledPlan) -> Vec<String> {
     let mut topics: Vec<String> = plan.plan.sources.iter().map(|s| s.topic.clone()).collect();
     topics.sort();
     topics.dedup();
     topics
+}
+
+/// The dead-letter topic for `plan`: `settings.dead_letter_topic` with
+/// `{topic}` replaced by the first topic the plan reads (`None`: dead
+/// letters stay in the store only).
+pub(crate) fn dead_letter_topic(pattern: Option<&str>, plan: &CompiledPlan) -> Option<String> {
+    let first = topics_of(plan).into_iter().next().unwrap_or_default();
+    pattern.map(|p| p.replace(TOPIC_PLACEHOLDER, &first))
 }
 
 fn config_for_producer(settings: &Settings) -> ClientConfig {
@@ -420,10 +436,11 @@ fn config_for_producer(settings: &Settings) -> ClientConfig {
     config
 }
 
-/// Runs a consumer until `shutdown` is set: [`Consumer::new`] then [`Consumer::run`].
+/// Runs a consumer of `plan` (local files) until `shutdown` is set:
+/// [`Consumer::new`], [`Consumer::apply`], then [`Consumer::run`].
 ///
 /// # Errors
-/// See [`Consumer::new`] and [`Consumer::run`].
+/// See [`Consumer::new`], [`Consumer::apply`] and [`Consumer::run`].
 pub fn run(
     settings: Settings,
     plan: Arc<CompiledPlan>,
@@ -431,5 +448,7 @@ pub fn run(
     observer: Arc<dyn Observer>,
     shutdown: &AtomicBool,
 ) -> Result<()> {
-    Consumer::new(settings, plan, store, observer)?.run(shutdown)
+    let consumer = Consumer::new(settings, store, observer)?;
+    consumer.apply(&PlanUpdate { version: None, plan: Ok(plan) })?;
+    consumer.run(shutdown)
 }

@@ -32,6 +32,8 @@ pub(super) struct Shared {
     pub plan: Arc<CompiledPlan>,
     /// Bundle version of `plan`; `None` for local files.
     pub plan_version: Option<u64>,
+    /// Where `plan`'s dead letters go (see [`Settings::dead_letter_topic`]).
+    pub dead_letter_topic: Option<String>,
     /// Shared with the writer thread, which holds it while it writes; every
     /// other use waits for the writer first (see [`Shared::store`]).
     pub store: Arc<Mutex<Box<dyn store::Store + Send>>>,
@@ -105,9 +107,13 @@ impl Shared {
 
     /// Dead letters to Kafka, then rows + dead letters + checkpoints to the
     /// store in one batch per topic, then replay points to Kafka; the
-    /// background flush first, if one is under way.
+    /// background flush first, if one is under way. Nothing at all (no
+    /// partition, nothing pending, as before the first plan) writes nothing.
     pub fn flush(&mut self, consumer: &BaseConsumer<Context>) -> Result<(), FlushError> {
         self.finish_writer(consumer, Duration::MAX)?;
+        if self.partitions.is_empty() && !self.ledger.has_pending() {
+            return Ok(());
+        }
         let flush = self.take();
         let _span = tracing::info_span!("flush", messages = flush.messages).entered();
         let written = flush.write(&mut **lock(&self.store), self.dead_letters.as_deref());
@@ -164,7 +170,9 @@ impl Shared {
             replay_point: state.replay_point(),
             epoch: self.epochs.get(key).copied(),
         });
-        self.ledger.take(&self.plan, progress)
+        let mut flush = self.ledger.take(&self.plan, progress);
+        flush.dead_letter_topic.clone_from(&self.dead_letter_topic);
+        flush
     }
 
     /// After [`super::ledger::Flush::write`]: on success, reports it,
@@ -244,6 +252,7 @@ impl Shared {
         self.ledger.retire(old, retired);
         self.plan = Arc::clone(plan);
         self.plan_version = version;
+        self.dead_letter_topic = super::dead_letter_topic(self.settings.dead_letter_topic.as_deref(), plan);
         Ok(changes)
     }
 

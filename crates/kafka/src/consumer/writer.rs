@@ -137,8 +137,8 @@ impl Flush {
         }
         let mut dead_by_reason: BTreeMap<Reason, u64> = BTreeMap::new();
         for (topic, out) in &self.outputs {
-            if let Some(producer) = dead_letters {
-                producer.send_all(&out.dead_letters, Duration::from_secs(30)).map_err(FlushError::DeadLetters)?;
+            if let (Some(producer), Some(to)) = (dead_letters, &self.dead_letter_topic) {
+                producer.send_all(to, &out.dead_letters, Duration::from_secs(30)).map_err(FlushError::DeadLetters)?;
             }
             let checkpoints = self.checkpoints.get(topic).map_or(&[][..], Vec::as_slice);
             store
