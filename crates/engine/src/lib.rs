@@ -22,16 +22,15 @@ pub mod eval;
 pub mod export;
 pub mod literal_table;
 pub mod literals;
+pub mod output;
 pub mod partition;
 pub mod value;
 pub mod window;
 
 pub use decode::Reason;
 pub use eval::MessageMeta;
-pub use partition::{
-    drop_superseded, Checkpoint, DeadLetter, Message, MetricStart, Output, Partition, PartitionStats, Row,
-    DEAD_LETTER_PREFIX_BYTES,
-};
+pub use output::{drop_superseded, Checkpoint, DeadLetter, MetricStart, Output, Row};
+pub use partition::{Message, Partition, PartitionStats, DEAD_LETTER_PREFIX_BYTES};
 pub use value::KeyVal;
 
 use decode::Decoder;
