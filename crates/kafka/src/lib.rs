@@ -47,12 +47,61 @@ pub enum Error {
     /// A thread could not be started.
     #[error("cannot start the store writer thread")]
     Thread(#[source] std::io::Error),
-    /// The control topic cannot be used.
-    #[error("{0}")]
-    Control(String),
+    /// The control topic does not exist (or has no partitions).
+    #[error("control topic `{topic}` does not exist or has no partitions")]
+    NoControlTopic {
+        /// Its name.
+        topic: String,
+    },
+    /// The control topic could not be read to its end in time.
+    #[error("control topic `{topic}`: not read to its end within {timeout:?}")]
+    ControlNotRead {
+        /// Its name.
+        topic: String,
+        /// How long it was given.
+        timeout: std::time::Duration,
+    },
+    /// A record for the control topic could not be encoded.
+    #[error("cannot encode a control record")]
+    Encode(#[source] serde_json::Error),
     /// The first plan was refused: there is no running plan to keep.
     #[error("the plan cannot run here: {0}")]
-    Refused(String),
+    Refused(#[source] Refusal),
+}
+
+/// Why a plan does not run here, as data: the consumer records it in the
+/// deployment history, `/status` and the instance reports carry it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, thiserror::Error)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Refusal {
+    /// A bundle this build cannot run: [`engine::CompiledPlan::from_bundle`]'s error.
+    #[error("{message}")]
+    Bundle {
+        /// The error's text.
+        message: String,
+        /// The error as data (its `kind` and fields).
+        error: serde_json::Value,
+    },
+    /// Local files (`streamd --watch`) that do not compile.
+    #[error("files of {dir} do not compile:\n{rendered}")]
+    Files {
+        /// The directory.
+        dir: String,
+        /// The diagnostics, rendered.
+        rendered: String,
+    },
+    /// The store cannot hold the plan (its tables or columns).
+    #[error("the store cannot hold the plan: {message}")]
+    Store {
+        /// The store's error.
+        message: String,
+    },
+}
+
+impl From<&engine::Error> for Refusal {
+    fn from(error: &engine::Error) -> Self {
+        Refusal::Bundle { message: error.to_string(), error: serde_json::to_value(error).unwrap_or_default() }
+    }
 }
 
 /// In [`Settings::dead_letter_topic`], the first topic the running plan
@@ -157,7 +206,7 @@ pub trait Observer: Send + Sync {
     /// A new plan runs: `version` of the bundle, or `None` for local files.
     fn plan_applied(&self, _version: Option<u64>, _plan: &dsl::Plan, _changes: &dsl::bundle::MetricChanges) {}
     /// A plan was refused and the running plan stays.
-    fn plan_rejected(&self, _version: Option<u64>, _error: &str) {}
+    fn plan_rejected(&self, _version: Option<u64>, _refusal: &Refusal) {}
 }
 
 /// A plan to switch to between two batches, or one that was refused
@@ -167,7 +216,7 @@ pub struct PlanUpdate {
     /// Bundle version; `None` for local files.
     pub version: Option<u64>,
     /// The compiled plan, or why it cannot run here.
-    pub plan: std::result::Result<std::sync::Arc<engine::CompiledPlan>, String>,
+    pub plan: std::result::Result<std::sync::Arc<engine::CompiledPlan>, Refusal>,
 }
 
 /// A snapshot of the consumer, for `/status`.

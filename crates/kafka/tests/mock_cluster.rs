@@ -724,8 +724,8 @@ impl Observer for DeployRecorder {
     fn plan_applied(&self, version: Option<u64>, _: &dsl::Plan, _: &dsl::bundle::MetricChanges) {
         self.applied.lock().expect("lock").push(version);
     }
-    fn plan_rejected(&self, version: Option<u64>, error: &str) {
-        self.rejected.lock().expect("lock").push((version, error.to_string()));
+    fn plan_rejected(&self, version: Option<u64>, refusal: &kafka::Refusal) {
+        self.rejected.lock().expect("lock").push((version, refusal.to_string()));
     }
 }
 

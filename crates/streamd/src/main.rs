@@ -167,8 +167,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     });
     let shutdown = Arc::new(AtomicBool::new(false));
     let (updates, plan_updates) = std::sync::mpsc::channel();
-    for rejection in rejections {
-        let _ = updates.send(kafka::PlanUpdate { version: rejection.version, plan: Err(rejection.error) });
+    for (version, refusal) in rejections {
+        let _ = updates.send(kafka::PlanUpdate { version: Some(version), plan: Err(refusal) });
     }
     // Startup is a reload from the empty plan: the first plan takes the
     // path every deployed one takes (store, history, metrics, subscription).
@@ -243,7 +243,7 @@ type BoxedStore = Box<dyn store::Store + Send>;
 /// the old ones. A SQLite store starts empty (the previous run's file is
 /// removed); a Scylla keyspace is refused.
 fn start_store_afresh(url: &str) -> anyhow::Result<()> {
-    let Some(path) = url.strip_prefix("sqlite:") else {
+    let Ok(store::StoreUrl::Sqlite(path)) = store::StoreUrl::parse(url) else {
         bail!("--embedded runs on a new in-process cluster each time: give it a SQLite store, not `{url}`");
     };
     if path == ":memory:" || !std::path::Path::new(path).exists() {
@@ -264,27 +264,27 @@ fn start_store_afresh(url: &str) -> anyhow::Result<()> {
 /// a second connection (WAL: readers never block the consumer's write
 /// transactions); Scylla a second session.
 fn open_store(url: &str, scylla: &store::scylla::ScyllaConfig) -> anyhow::Result<(BoxedStore, BoxedStore)> {
-    if let Some(path) = url.strip_prefix("sqlite:") {
-        let store = store::sqlite::SqliteStore::open(path)?;
-        let reader = store::sqlite::SqliteStore::open(path).context("cannot open the store for queries")?;
-        return Ok((Box::new(store), Box::new(reader)));
-    }
-    if let Some(spec) = url.strip_prefix("scylla:") {
-        let target = store::scylla::ScyllaConfig::parse(spec);
-        let config = store::scylla::ScyllaConfig { nodes: target.nodes, keyspace: target.keyspace, ..scylla.clone() };
-        let store = store::scylla::ScyllaStore::connect(config.clone())
-            .with_context(|| format!("cannot connect to Scylla `{spec}`"))?;
-        if let Some(alter) = store.replication_alter() {
-            warn!(
-                keyspace = %config.keyspace,
-                "The keyspace exists with another replication than [store.scylla] configures; \
-                 it is left as it is. To apply the configuration, run `{alter}` and then a repair."
-            );
+    let spec = match store::StoreUrl::parse(url)? {
+        store::StoreUrl::Sqlite(path) => {
+            let store = store::sqlite::SqliteStore::open(path)?;
+            let reader = store::sqlite::SqliteStore::open(path).context("cannot open the store for queries")?;
+            return Ok((Box::new(store), Box::new(reader)));
         }
-        let reader = store::scylla::ScyllaStore::connect(config).context("cannot connect to Scylla for queries")?;
-        return Ok((Box::new(store), Box::new(reader)));
+        store::StoreUrl::Scylla(spec) => spec,
+    };
+    let target = store::scylla::ScyllaConfig::parse(spec);
+    let config = store::scylla::ScyllaConfig { nodes: target.nodes, keyspace: target.keyspace, ..scylla.clone() };
+    let store = store::scylla::ScyllaStore::connect(config.clone())
+        .with_context(|| format!("cannot connect to Scylla `{spec}`"))?;
+    if let Some(alter) = store.replication_alter() {
+        warn!(
+            keyspace = %config.keyspace,
+            "The keyspace exists with another replication than [store.scylla] configures; \
+             it is left as it is. To apply the configuration, run `{alter}` and then a repair."
+        );
     }
-    bail!("unsupported store `{url}`")
+    let reader = store::scylla::ScyllaStore::connect(config).context("cannot connect to Scylla for queries")?;
+    Ok((Box::new(store), Box::new(reader)))
 }
 
 /// Resolves on SIGINT, SIGTERM, or after `run_for` seconds.

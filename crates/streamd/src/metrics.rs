@@ -276,10 +276,9 @@ impl Observer for Metrics {
         }
     }
 
-    fn plan_rejected(&self, version: Option<u64>, error: &str) {
+    fn plan_rejected(&self, version: Option<u64>, refusal: &kafka::Refusal) {
         self.plan_rejections.inc();
         let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        state.deployment.last_rejection =
-            Some(kafka::control::Rejection { version, error: error.to_string(), at_ms: kafka::control::now_ms() });
+        state.deployment.last_rejection = Some(kafka::control::Rejection::new(version, refusal));
     }
 }

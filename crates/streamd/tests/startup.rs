@@ -1,7 +1,8 @@
 //! Startup is a reload from the empty plan: a daemon that starts on a
 //! deployed bundle records and reports it exactly as it records and
-//! reports a bundle deployed while it runs (one `streamd` on librdkafka's
-//! mock cluster, 127.0.0.1 only).
+//! reports a bundle deployed while it runs, and a bundle it refuses shows
+//! on `/status` as data (one `streamd` on librdkafka's mock cluster,
+//! 127.0.0.1 only).
 
 mod common;
 
@@ -98,6 +99,17 @@ fn the_startup_plan_is_recorded_and_reported_as_a_deployed_one() {
             "plan_version": 2, "plan_hash": v2_hash, "metrics": ["outcomes", "retries"], "last_rejection": null
         }),
     );
+    // A refusal is data on /status, not only words.
+    let mut newer = pipelines(&dir.join("v3"), &["outcomes"], 3);
+    newer.language_version = dsl::LANGUAGE_VERSION + 1;
+    publish(newer);
+    wait_until("v3 refused", Duration::from_secs(30), || {
+        status(port).is_some_and(|s| s["last_rejection"]["version"] == 3)
+    });
+    let refusal = &status(port).expect("status")["last_rejection"]["refusal"];
+    assert_eq!(refusal["kind"], "bundle", "{refusal}");
+    assert_eq!(refusal["error"]["kind"], "newer_language", "{refusal}");
+    assert_eq!(refusal["error"]["needs"], dsl::LANGUAGE_VERSION + 1, "{refusal}");
     drop(daemon);
 
     let store = store::sqlite::SqliteStore::open(db.to_str().expect("utf-8")).expect("store");
@@ -110,11 +122,14 @@ fn the_startup_plan_is_recorded_and_reported_as_a_deployed_one() {
         (version, instance.clone(), "applied".to_string(), hash.to_string(), detail.to_string())
     };
     assert_eq!(
-        history,
+        history[..2],
         [
             record(1, &v1_hash, r#"kept [], added ["outcomes"], changed [], removed []"#),
             record(2, &v2_hash, r#"kept ["outcomes"], added ["retries"], changed [], removed []"#),
         ]
     );
+    assert_eq!((history[2].0, history[2].2.as_str()), (3, "rejected"), "{history:?}");
+    assert!(history[2].4.contains("language version"), "{history:?}");
+    assert_eq!(history.len(), 3);
     let _ = std::fs::remove_dir_all(&dir);
 }

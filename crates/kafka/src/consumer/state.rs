@@ -6,7 +6,7 @@ use super::lock;
 use super::rebalance::{Context, Retry};
 use super::writer::{FlushError, FlushResult, StoreWriter};
 use crate::dead_letter::DeadLetterProducer;
-use crate::{Observer, Settings};
+use crate::{Observer, Refusal, Settings};
 use dsl::bundle::MetricChanges;
 use engine::{CompiledPlan, Output, Partition};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
@@ -241,8 +241,8 @@ impl Shared {
     /// nothing pending refers to the old plan); the stopped metrics' last
     /// rows wait in the ledger under the old one. Returns what changed, or
     /// why the plan cannot run here.
-    pub fn switch(&mut self, plan: &Arc<CompiledPlan>, version: Option<u64>) -> Result<MetricChanges, String> {
-        self.store().setup(&plan.plan).map_err(|e| format!("the store cannot hold the plan: {e}"))?;
+    pub fn switch(&mut self, plan: &Arc<CompiledPlan>, version: Option<u64>) -> Result<MetricChanges, Refusal> {
+        self.store().setup(&plan.plan).map_err(|e| Refusal::Store { message: e.to_string() })?;
         let old = Arc::clone(&self.plan);
         let changes = MetricChanges::between(Some(&old.plan), &plan.plan);
         let mut retired: BTreeMap<String, Output> = BTreeMap::new();

@@ -2,15 +2,15 @@
 //! plans it applied or refused (deployment history, observer).
 
 use super::state::Shared;
-use crate::{MetricStatus, PartitionStatus, Status};
+use crate::{MetricStatus, PartitionStatus, Refusal, Status};
 use store::DeploymentRecord;
 use tracing::warn;
 
 impl Shared {
-    pub(super) fn reject(&mut self, version: Option<u64>, error: &str) {
-        warn!(version = ?version, error = %error, "Rejected a plan; the running plan stays.");
-        self.record_deployment(version, "rejected", error.to_string());
-        self.observer.plan_rejected(version, error);
+    pub(super) fn reject(&mut self, version: Option<u64>, refusal: &Refusal) {
+        warn!(version = ?version, error = %refusal, "Rejected a plan; the running plan stays.");
+        self.record_deployment(version, "rejected", refusal.to_string());
+        self.observer.plan_rejected(version, refusal);
         self.publish_status();
     }
 
