@@ -15,14 +15,7 @@ const NOW_MS: i64 = 4_102_444_800_000;
 
 fn pipelines_plan() -> dsl::Plan {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../pipelines");
-    let mut roots: Vec<String> = std::fs::read_dir(root)
-        .expect("pipelines dir")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "stream"))
-        .map(|p| p.to_string_lossy().into_owned())
-        .collect();
-    roots.sort();
-    let compiled = dsl::compile(&roots, &|p: &str| std::fs::read_to_string(p).map_err(|e| e.to_string()));
+    let (_, compiled) = dsl::files::compile(&[root]).expect("pipelines dir");
     assert!(compiled.plan.is_some(), "{}", compiled.render_diagnostics());
     compiled.plan.expect("checked above")
 }
