@@ -17,7 +17,7 @@
 use crate::aggregate::{AggState, Position};
 use crate::decode::{Reason, Rejection};
 use crate::eval::{EventCtx, MessageMeta, Scope, TextSlots};
-use crate::output::{Checkpoint, DeadLetter, MetricStart, Output, Row};
+use crate::output::{Checkpoint, DeadLetter, Output, Row};
 use crate::value::{format_timestamp, Val};
 use crate::window::{MetricState, SeriesMap, Slot, Window};
 use crate::CompiledPlan;
@@ -26,6 +26,9 @@ use sha2::{Digest, Sha256};
 use smallvec::SmallVec;
 use std::cell::Cell;
 use std::sync::Arc;
+
+mod close;
+mod progress;
 
 /// A message to process.
 #[derive(Debug, Clone, Copy)]
@@ -266,99 +269,6 @@ impl Partition {
         self.held_back
     }
 
-    /// Where the partition is now.
-    fn current_progress(&self) -> Option<Progress> {
-        let open = self.metrics.iter().flat_map(|m| m.windows.values().map(|w| w.min_offset)).min();
-        Some(Progress {
-            replay_offset: [open, self.replay_floor, self.next_offset].into_iter().flatten().min()?,
-            next_offset: self.next_offset?,
-            max_event_time: self.max_event_time,
-        })
-    }
-
-    /// What may be committed: where the partition is now, or while tier
-    /// rows are held back, where it was when none was. Restored from there,
-    /// replay closes the windows closed since again and merges them into
-    /// the tiers, whose stored rows do not include them yet.
-    fn progress(&self) -> Option<Progress> {
-        if self.tier_rows_every_ms > 0 {
-            self.settled
-        } else {
-            self.current_progress()
-        }
-    }
-
-    /// The progress to persist with the rows emitted so far.
-    pub fn checkpoint(&self) -> Option<Checkpoint> {
-        let progress = self.progress()?;
-        Some(Checkpoint {
-            partition: self.partition,
-            replay_offset: progress.replay_offset,
-            next_offset: progress.next_offset,
-            max_event_time: progress.max_event_time,
-            metrics: Some(
-                self.plan
-                    .plan
-                    .metrics
-                    .iter()
-                    .zip(&self.since_offset)
-                    .map(|(m, since)| MetricStart { hash: m.hash.clone(), since_offset: *since })
-                    .collect(),
-            ),
-        })
-    }
-
-    /// Where each metric started counting (`None`: from the beginning), in plan order.
-    pub fn since_offsets(&self) -> &[Option<i64>] {
-        &self.since_offset
-    }
-
-    /// Switches to `plan` between two messages. Metrics with the same hash
-    /// in both plans keep their open windows and counters; metrics only in
-    /// `plan` start counting at the next offset; metrics only in the old
-    /// plan close all their open windows into `out` and stop. The rows in
-    /// `out` refer to the old plan's metric indices, so the caller must
-    /// persist them with the old plan. Returns the old plan.
-    pub fn reconfigure(&mut self, plan: Arc<CompiledPlan>, out: &mut Output) -> Arc<CompiledPlan> {
-        // Held-back rows go out under the plan that made them, and the
-        // checkpoint moves to the switch, so no replay crosses it.
-        self.emit_held_back(out);
-        let old_metrics = &self.plan.plan.metrics;
-        let mut kept: Vec<Option<usize>> = vec![None; old_metrics.len()];
-        for (new_index, metric) in plan.plan.metrics.iter().enumerate() {
-            if let Some(old_index) = old_metrics.iter().position(|m| m.hash == metric.hash) {
-                kept[old_index] = Some(new_index);
-            }
-        }
-        for (old_index, new_index) in kept.iter().enumerate() {
-            if new_index.is_none() {
-                self.close_metric(old_index, i64::MAX, out);
-            }
-        }
-        let count = plan.plan.metrics.len();
-        let mut metrics: Vec<Option<MetricState>> = (0..count).map(|_| None).collect();
-        let mut stats = vec![MetricStats::default(); count];
-        let mut since_offset = vec![self.next_offset; count];
-        let old_states = std::mem::take(&mut self.metrics);
-        for (old_index, state) in old_states.into_iter().enumerate() {
-            if let Some(new_index) = kept[old_index] {
-                metrics[new_index] = Some(state);
-                stats[new_index] = self.stats.metrics[old_index];
-                since_offset[new_index] = self.since_offset[old_index];
-            }
-        }
-        self.metrics = metrics
-            .into_iter()
-            .zip(&plan.plan.metrics)
-            .map(|(state, metric)| state.unwrap_or_else(|| MetricState::new(metric)))
-            .collect();
-        self.stats.metrics = stats;
-        self.since_offset = since_offset;
-        let old = std::mem::replace(&mut self.plan, plan);
-        self.settle();
-        old
-    }
-
     /// Takes note of a message at `offset` arriving at `now_ms`; whether it
     /// was processed before the last restore.
     fn arrive(&mut self, offset: i64, now_ms: i64) -> bool {
@@ -531,159 +441,6 @@ impl Partition {
             if self.max_event_time.is_none_or(|m| ts > m) {
                 self.max_event_time = Some(ts);
                 self.close_ready(out);
-            }
-        }
-    }
-
-    /// Advances event time by processing time when no message has arrived
-    /// for `idle_timeout_ms`, so an idle partition still closes its windows.
-    pub fn on_idle(&mut self, now_ms: i64, idle_timeout_ms: i64, out: &mut Output) {
-        let (Some(last), Some(max)) = (self.last_message_at_ms, self.max_event_time) else { return };
-        let idle = now_ms - last;
-        if idle < idle_timeout_ms {
-            return;
-        }
-        // Treat event time as having moved on with the wall clock since the timeout.
-        let advanced = max.saturating_add(idle - idle_timeout_ms);
-        if advanced > max {
-            self.max_event_time = Some(advanced);
-            self.last_message_at_ms = Some(now_ms - idle_timeout_ms);
-            self.close_ready(out);
-        }
-    }
-
-    /// Closes every open window and tier, as at the end of a finite input.
-    pub fn close_all(&mut self, out: &mut Output) {
-        for m in 0..self.metrics.len() {
-            self.close_metric(m, i64::MAX, out);
-        }
-        self.settle();
-    }
-
-    /// Emits every tier row held back (see
-    /// [`Partition::with_tier_rows_every`]), so that the checkpoint is
-    /// where the partition is: before handing the partition over or
-    /// stopping, to spare the next owner a longer replay.
-    pub fn emit_held_back(&mut self, out: &mut Output) {
-        if self.held_back == 0 {
-            return self.settle();
-        }
-        for m in 0..self.metrics.len() {
-            for t in 1..self.metrics[m].tiers.len() {
-                let starts: Vec<i64> = self.metrics[m].tiers[t].keys().copied().collect();
-                for start in starts {
-                    self.emit_tier_window(m, t, start, out);
-                }
-            }
-        }
-        self.settle();
-    }
-
-    /// Emits the held-back rows of one tier window.
-    fn emit_tier_window(&mut self, m: usize, t: usize, start: i64, out: &mut Output) {
-        let Some(window) = self.metrics[m].tiers[t].get_mut(&start) else { return };
-        let held_back = std::mem::take(&mut window.held_back);
-        for &i in &held_back {
-            // The same as if it had been emitted at its last merge.
-            let through = window.held_through[i as usize].take();
-            out.rows.push(window.row((m, t, start), self.partition, i as usize, through));
-        }
-        self.held_back -= held_back.len();
-        self.stats.metrics[m].rows += held_back.len() as u64;
-    }
-
-    /// With no tier row held back, the checkpoint may move to where the partition is.
-    fn settle(&mut self) {
-        // Without holding back, the checkpoint is always where the partition is.
-        if self.tier_rows_every_ms > 0 && self.held_back == 0 {
-            self.settled = self.current_progress().or(self.settled);
-        }
-    }
-
-    fn close_ready(&mut self, out: &mut Output) {
-        for m in 0..self.metrics.len() {
-            if let Some(watermark) = self.watermark(m) {
-                self.close_metric(m, watermark, out);
-            }
-        }
-        if self.held_back > 0 {
-            let step = self.max_event_time.map(|t| t.div_euclid(self.tier_rows_every_ms));
-            if self.emitted_in.is_none_or(|last| step > Some(last)) {
-                self.emitted_in = step;
-                self.emit_held_back(out);
-            }
-        }
-        self.settle();
-    }
-
-    /// Closes base windows ending at or before `watermark`, merges them into
-    /// the tiers, and drops tier windows that can receive nothing more.
-    ///
-    /// Rows share keys and states with the windows instead of copying
-    /// them: a base window's states go into its row and, for a series new
-    /// to a tier window, become that tier's states too, so a large close
-    /// (100k series into a 1d tier) holds every state once.
-    fn close_metric(&mut self, m: usize, watermark: i64, out: &mut Output) {
-        let plan = &self.plan.plan.metrics[m];
-        let width = plan.window_ms as i64;
-        let state = &mut self.metrics[m];
-        let closing: Vec<i64> =
-            state.windows.keys().take_while(|start| start.saturating_add(width) <= watermark).copied().collect();
-        for &start in &closing {
-            let Some(window) = state.windows.remove(&start) else { continue };
-            let end = start + width;
-            self.stats.metrics[m].windows_closed += 1;
-            out.rows.reserve(window.series.len() * plan.tiers.len().max(1));
-            let series = window.into_series(plan.aggregates.len(), self.plan.shared_sketches(m));
-            for (t, tier) in plan.tiers.iter().enumerate().skip(1) {
-                let tier_width = tier.width_ms as i64;
-                let tier_start = start.div_euclid(tier_width) * tier_width;
-                let tier_window = state.tiers[t].entry(tier_start).or_default();
-                if tier_window.series.is_empty() {
-                    tier_window.series.reserve(series.len());
-                }
-                for (s, states) in series.states.iter().enumerate() {
-                    let (i, is_new) = tier_window.series.insert_closed(&series, s);
-                    if is_new {
-                        // Merged into nothing, the tier's states are the window's: share them.
-                        tier_window.states.push(Arc::clone(states));
-                    } else if tier_window.included_through.get(i).is_some_and(|&through| end <= through) {
-                        continue; // This series' stored row included it before a restart.
-                    } else {
-                        // Copies only if a row emitted earlier still holds them.
-                        let mine = Arc::make_mut(&mut tier_window.states[i]);
-                        mine.iter_mut().zip(states.iter()).for_each(|(mine, theirs)| mine.merge(theirs));
-                    }
-                    if self.tier_rows_every_ms > 0 {
-                        self.held_back += usize::from(tier_window.hold_back(i, end));
-                        continue;
-                    }
-                    out.rows.push(tier_window.row((m, t, tier_start), self.partition, i, Some(end)));
-                    self.stats.metrics[m].rows += 1;
-                }
-            }
-            for (keys, states) in series.keys.into_iter().zip(series.states) {
-                out.rows.push(Row {
-                    metric: m,
-                    tier: 0,
-                    window_start: start,
-                    partition: self.partition,
-                    keys,
-                    states,
-                    included_through: None,
-                });
-                self.stats.metrics[m].rows += 1;
-            }
-        }
-        for t in 1..self.metrics[m].tiers.len() {
-            let tier_width = self.plan.plan.metrics[m].tiers[t].width_ms as i64;
-            while let Some(&start) = self.metrics[m].tiers[t].keys().next() {
-                if start.saturating_add(tier_width) > watermark {
-                    break;
-                }
-                // Nothing more merges into it: its held-back rows go out now.
-                self.emit_tier_window(m, t, start, out);
-                self.metrics[m].tiers[t].remove(&start);
             }
         }
     }
