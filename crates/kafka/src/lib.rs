@@ -90,6 +90,9 @@ pub enum Refusal {
         /// The diagnostics, rendered.
         rendered: String,
     },
+    /// The plan declares no source: it would consume nothing.
+    #[error("the plan declares no source")]
+    NoSource,
     /// The store cannot hold the plan (its tables or columns).
     #[error("the store cannot hold the plan: {message}")]
     Store {

@@ -33,7 +33,7 @@ mod workers;
 mod writer;
 
 use crate::dead_letter::DeadLetterProducer;
-use crate::{Error, Observer, PlanUpdate, Result, Settings, TOPIC_PLACEHOLDER};
+use crate::{Error, Observer, PlanUpdate, Refusal, Result, Settings, TOPIC_PLACEHOLDER};
 use engine::CompiledPlan;
 use ledger::{Key, Ledger};
 use rdkafka::config::ClientConfig;
@@ -194,7 +194,14 @@ impl Consumer {
 
     fn apply_with(&self, update: &PlanUpdate, shutdown: &AtomicBool) -> Result<()> {
         let is_first = lock(&self.shared).plan.plan.hash.is_empty();
+        // A plan that reads no topic would leave the group with nothing to consume.
+        let no_source = Refusal::NoSource;
         let plan = match &update.plan {
+            Ok(plan) if topics_of(plan).is_empty() && is_first => return Err(Error::Refused(no_source)),
+            Ok(plan) if topics_of(plan).is_empty() => {
+                lock(&self.shared).reject(update.version, &no_source);
+                return Ok(());
+            }
             Ok(plan) => plan,
             Err(error) if is_first => return Err(Error::Refused(error.clone())),
             Err(error) => {
@@ -451,4 +458,56 @@ pub fn run(
     let consumer = Consumer::new(settings, store, observer)?;
     consumer.apply(&PlanUpdate { version: None, plan: Ok(plan) })?;
     consumer.run(shutdown)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Silent;
+    impl Observer for Silent {}
+
+    fn consumer() -> Consumer {
+        // Never connects: nothing is subscribed before a plan is applied.
+        let settings = Settings { brokers: "127.0.0.1:9".into(), ..Default::default() };
+        let store = store::sqlite::SqliteStore::open(":memory:").expect("in-memory store");
+        Consumer::new(settings, Box::new(store), Arc::new(Silent)).expect("consumer")
+    }
+
+    fn plan(text: &str) -> Arc<CompiledPlan> {
+        let compiled = dsl::compile_str("p.stream", text);
+        let diagnostics = compiled.render_diagnostics();
+        let plan = compiled.plan.unwrap_or_else(|| panic!("{diagnostics}"));
+        Arc::new(CompiledPlan::new(plan, engine::EngineConfig::default()).expect("builds"))
+    }
+
+    #[test]
+    fn a_first_plan_that_cannot_run_stops_the_consumer_with_its_refusal() {
+        let no_source = PlanUpdate { version: Some(1), plan: Ok(plan("version 1\n")) };
+        assert!(matches!(consumer().apply(&no_source), Err(Error::Refused(Refusal::NoSource))));
+        let refused = PlanUpdate { version: Some(1), plan: Err(Refusal::Store { message: "read-only".into() }) };
+        match consumer().apply(&refused) {
+            Err(Error::Refused(refusal)) => {
+                assert_eq!(refusal.to_string(), "the store cannot hold the plan: read-only")
+            }
+            other => panic!("{:?}", other.err()),
+        }
+    }
+
+    #[test]
+    fn the_first_plan_is_applied_as_any_other() {
+        let consumer = consumer();
+        let text = "version 1\nsource s from kafka \"t\" format json { ts: timestamp event_time }\nmetric m from s\n  compute count() as c\n  window 1m\n";
+        let first = plan(text);
+        consumer.apply(&PlanUpdate { version: Some(7), plan: Ok(Arc::clone(&first)) }).expect("applied");
+        let shared = lock(&consumer.shared);
+        assert!(Arc::ptr_eq(&shared.plan, &first));
+        assert_eq!(shared.plan_version, Some(7));
+        assert_eq!(shared.dead_letter_topic, None, "no dead-letter topic configured");
+        drop(shared);
+        let history = lock(&consumer.shared).store().deployments().expect("history");
+        assert_eq!(history.iter().map(|r| (r.version, r.outcome.as_str())).collect::<Vec<_>>(), [(7, "applied")]);
+        assert_eq!(dead_letter_topic(Some("{topic}.dlq"), &first).as_deref(), Some("t.dlq"));
+        assert_eq!(dead_letter_topic(Some("fixed"), &first).as_deref(), Some("fixed"));
+    }
 }
