@@ -146,9 +146,6 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
         None => (None, local?),
     };
-    if kafka::topics_of(&plan).is_empty() {
-        bail!("the pipelines declare no source");
-    }
     let metrics = Arc::new(metrics::Metrics::new().context("cannot register metrics")?);
 
     let (store, reader) = open_store(&config.store_url, &config.scylla)?;
