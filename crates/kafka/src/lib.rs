@@ -2,10 +2,13 @@
 //! over its assigned partitions and never acknowledges a message before its
 //! results are durable.
 //!
+//! * A [`Consumer`] starts on the empty plan; its first plan, like every
+//!   later one, comes through [`Consumer::apply`] (store set up, deployment
+//!   recorded, observer told, topics subscribed).
 //! * One [`Partition`](engine::Partition) state per assigned partition; on
-//!   assignment it is restored from the store's checkpoint and open tier rows,
-//!   and consumption resumes at the committed offset, which is always a
-//!   replay point (see `engine::partition`).
+//!   assignment it is claimed, restored from the store's checkpoint and
+//!   open tier rows, and consumed from the checkpoint's replay point (the
+//!   store is the truth, see `engine::partition`).
 //! * Every flush writes dead letters to the dead-letter topic, then rows, dead
 //!   letters and checkpoints to the store in one batch, and only then commits
 //!   the partitions' replay points to Kafka.
