@@ -33,6 +33,22 @@ pub struct Plan {
     pub alerts: Vec<AlertPlan>,
 }
 
+impl Plan {
+    /// The plan that runs nothing, with an empty hash: where a daemon
+    /// starts before its first plan is applied.
+    pub fn empty() -> Self {
+        Plan {
+            format_version: PLAN_FORMAT_VERSION,
+            language_version: crate::LANGUAGE_VERSION,
+            hash: String::new(),
+            sources: Vec::new(),
+            classifiers: Vec::new(),
+            metrics: Vec::new(),
+            alerts: Vec::new(),
+        }
+    }
+}
+
 /// Scalar types of the language.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

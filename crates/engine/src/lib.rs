@@ -22,16 +22,15 @@ pub mod eval;
 pub mod export;
 pub mod literal_table;
 pub mod literals;
+pub mod output;
 pub mod partition;
 pub mod value;
 pub mod window;
 
 pub use decode::Reason;
 pub use eval::MessageMeta;
-pub use partition::{
-    drop_superseded, Checkpoint, DeadLetter, Message, MetricStart, Output, Partition, PartitionStats, Row,
-    DEAD_LETTER_PREFIX_BYTES,
-};
+pub use output::{drop_superseded, Checkpoint, DeadLetter, MetricStart, Output, Row};
+pub use partition::{Message, Partition, PartitionStats, DEAD_LETTER_PREFIX_BYTES};
 pub use value::KeyVal;
 
 use decode::Decoder;
@@ -274,6 +273,23 @@ impl CompiledPlan {
             reads_headers,
             config,
         })
+    }
+
+    /// The empty plan: no source, no metric. A consumer starts from it,
+    /// so that its first plan is applied as every later one is.
+    pub fn empty() -> Self {
+        CompiledPlan {
+            plan: Plan::empty(),
+            decoders: Vec::new(),
+            classifiers: Vec::new(),
+            regexes: RegexCache::default(),
+            metrics_by_source: Vec::new(),
+            prepared: Vec::new(),
+            text_slots: Vec::new(),
+            max_keys: 0,
+            reads_headers: false,
+            config: EngineConfig::default(),
+        }
     }
 
     /// Messages larger than this are dead-lettered as oversized; a reader

@@ -1,7 +1,7 @@
 //! Series and windows of one metric within one partition.
 
 use crate::aggregate::AggState;
-use crate::partition::Row;
+use crate::output::Row;
 use crate::value::{KeyVal, Val, OTHER};
 use dsl::plan::MetricPlan;
 use std::collections::BTreeMap;

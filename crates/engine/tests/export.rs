@@ -3,7 +3,7 @@
 //! partitions; the cardinality limit bounds the series; stale keys go.
 
 use engine::export::live::{Family, LiveExport, STALE_MS};
-use engine::{CompiledPlan, EngineConfig, Message, MessageMeta, Output, Partition, Row};
+use engine::{CompiledPlan, EngineConfig, Output, Partition, Row};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -32,19 +32,11 @@ fn compile(text: &str) -> Arc<CompiledPlan> {
 
 /// Feeds `events` (ts seconds, key, value) with consecutive offsets from `first_offset`.
 fn feed(p: &mut Partition, events: &[(i64, &str, i64)], first_offset: i64, out: &mut Output) {
-    for (i, (ts, k, v)) in events.iter().enumerate() {
+    let payloads = events.iter().map(|(ts, k, v)| {
         let time = engine::value::format_timestamp(ts * 1000);
-        let payload = format!(r#"{{"ts": "{time}", "k": "{k}", "v": {v}}}"#);
-        let meta = MessageMeta {
-            topic: "t",
-            partition: p.partition(),
-            offset: first_offset + i as i64,
-            key: None,
-            timestamp_ms: None,
-            headers: &[],
-        };
-        p.process(&Message { payload: payload.as_bytes(), meta }, NOW_MS, out);
-    }
+        format!(r#"{{"ts": "{time}", "k": "{k}", "v": {v}}}"#)
+    });
+    p.process_all("t", first_offset, payloads, NOW_MS, out);
 }
 
 fn observe(export: &mut LiveExport, plan: &CompiledPlan, parts: &[&Partition], out: &mut Output, now_ms: i64) {

@@ -26,7 +26,7 @@
 use dsl::plan::MetricPlan;
 use engine::aggregate::{AggState, Position};
 use engine::value::{format_timestamp, KeyVal, Val, OTHER};
-use engine::{CompiledPlan, EngineConfig, Message, MessageMeta, Output, Partition, Reason, Row};
+use engine::{CompiledPlan, EngineConfig, Message, Output, Partition, Reason, Row};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use std::collections::{BTreeMap, BTreeSet};
@@ -342,10 +342,7 @@ fn finish(states: &[AggState]) -> Vec<KeyVal> {
 }
 
 fn message<'a>(payload: &'a str, partition: i32, offset: i64) -> Message<'a> {
-    Message {
-        payload: payload.as_bytes(),
-        meta: MessageMeta { topic: "t", partition, offset, key: None, timestamp_ms: None, headers: &[] },
-    }
+    Message::plain("t", partition, offset, payload.as_bytes())
 }
 
 /// One uninterrupted run of a partition over its whole log.

@@ -2,7 +2,7 @@
 //! decides when it is a known provider's, the domain otherwise, null when
 //! neither is listed in `dsl/stdlib/providers.tsv`.
 
-use engine::{CompiledPlan, EngineConfig, KeyVal, Message, MessageMeta, Output, Partition};
+use engine::{CompiledPlan, EngineConfig, KeyVal, Output, Partition};
 use std::sync::Arc;
 
 /// The processing time messages without a broker timestamp arrive at
@@ -33,17 +33,7 @@ fn events_group_by_the_provider_of_their_mx_or_domain() {
     ];
     let mut partition = Partition::new(plan, 0);
     let mut out = Output::default();
-    for (offset, event) in events.iter().enumerate() {
-        let meta = MessageMeta {
-            topic: "t",
-            partition: 0,
-            offset: offset as i64,
-            key: None,
-            timestamp_ms: None,
-            headers: &[],
-        };
-        partition.process(&Message { payload: event.as_bytes(), meta }, NOW_MS, &mut out);
-    }
+    partition.process_all("t", 0, events, NOW_MS, &mut out);
     partition.close_all(&mut out);
     assert!(out.dead_letters.is_empty());
     let mut keys: Vec<KeyVal> = out.rows.iter().map(|r| r.keys[0].clone()).collect();

@@ -3,7 +3,7 @@
 //! changed ones flush and stop — and a restore from a checkpoint written
 //! before or after the switch keeps exactly those semantics.
 
-use engine::{CompiledPlan, EngineConfig, Message, MessageMeta, Output, Partition, Row};
+use engine::{CompiledPlan, EngineConfig, Message, Output, Partition, Row};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -77,10 +77,7 @@ fn payloads() -> Vec<String> {
 }
 
 fn message(payload: &str, offset: i64) -> Message<'_> {
-    Message {
-        payload: payload.as_bytes(),
-        meta: MessageMeta { topic: "t", partition: 0, offset, key: None, timestamp_ms: None, headers: &[] },
-    }
+    Message::plain("t", 0, offset, payload.as_bytes())
 }
 
 /// Processes the messages at `offsets` of `payloads` in `p`, into `out`.

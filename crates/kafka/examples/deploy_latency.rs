@@ -71,7 +71,6 @@ fn main() {
         let settings = Settings {
             brokers: brokers.clone(),
             group_id: "deploy-latency".into(),
-            topics: vec![TOPIC.into()],
             librdkafka: vec![("session.timeout.ms".into(), "6000".into())],
             flush_interval: Duration::from_millis(200),
             instance: format!("member-{m}"),
@@ -79,9 +78,9 @@ fn main() {
         };
         let store = store::sqlite::SqliteStore::open(&dir.join(format!("{m}.db")).to_string_lossy()).expect("store");
         let (updates, plan_updates) = std::sync::mpsc::channel();
-        let consumer = kafka::Consumer::new(settings, plan.clone(), Box::new(store), applied.clone())
-            .expect("consumer")
-            .with_plan_updates(Some(1), plan_updates);
+        let consumer = kafka::Consumer::new(settings, Box::new(store), applied.clone()).expect("consumer");
+        consumer.apply(&kafka::PlanUpdate { version: Some(1), plan: Ok(plan.clone()) }).expect("first plan");
+        let consumer = consumer.with_plan_updates(plan_updates);
         let follower = Follower {
             reader: control.reader(Duration::from_secs(10)).expect("reader"),
             publisher: control.publisher().expect("publisher"),

@@ -203,7 +203,6 @@ fn pipeline(brokers: &str, topic: &str, events: usize, db: &str) {
     let settings = Settings {
         brokers: brokers.into(),
         group_id: format!("pipeline-{}", std::process::id()),
-        topics: vec![topic.into()],
         dead_letter_topic: None,
         librdkafka: vec![],
         idle_timeout: Duration::from_secs(3600),

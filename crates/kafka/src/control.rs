@@ -11,7 +11,7 @@
 //! the beginning and the newest bundle is the highest version, whatever
 //! partition it landed in.
 
-use crate::{Error, Result};
+use crate::{Error, Refusal, Result};
 use dsl::bundle::Bundle;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -64,10 +64,20 @@ pub struct InstanceReport {
 pub struct Rejection {
     /// Its version (`None` for local files, e.g. `streamd --watch`).
     pub version: Option<u64>,
-    /// Why.
+    /// Why, in words.
     pub error: String,
+    /// Why, as data (absent from reports of older daemons).
+    #[serde(default)]
+    pub refusal: Option<Refusal>,
     /// When, ms since the epoch.
     pub at_ms: i64,
+}
+
+impl Rejection {
+    /// `version` refused now, for `refusal`.
+    pub fn new(version: Option<u64>, refusal: &Refusal) -> Self {
+        Rejection { version, error: refusal.to_string(), refusal: Some(refusal.clone()), at_ms: now_ms() }
+    }
 }
 
 /// Everything on the control topic.
@@ -99,7 +109,7 @@ impl ControlState {
                 Some(version)
             }
             ControlRecord::Instance(report) => {
-                self.instances.insert(report.instance.clone(), report);
+                self.instances.insert(report.instance.clone(), *report);
                 None
             }
         }
@@ -112,7 +122,7 @@ pub enum ControlRecord {
     /// A published bundle.
     Bundle(Box<Bundle>),
     /// An instance report.
-    Instance(InstanceReport),
+    Instance(Box<InstanceReport>),
 }
 
 /// How to reach the control topic.
@@ -212,7 +222,7 @@ impl ControlTopic {
             .flat_map(|t| t.partitions().iter().map(|p| p.id()))
             .collect();
         if partitions.is_empty() {
-            return Err(Error::Control(format!("control topic `{}` does not exist or has no partitions", self.topic)));
+            return Err(Error::NoControlTopic { topic: self.topic.clone() });
         }
         let mut tpl = TopicPartitionList::new();
         for &p in &partitions {
@@ -235,7 +245,7 @@ impl ControlTopic {
         let deadline = Instant::now() + timeout;
         while !reader.is_at_end() {
             if Instant::now() >= deadline {
-                return Err(Error::Control(format!("control topic `{}`: not read to its end in time", self.topic)));
+                return Err(Error::ControlNotRead { topic: self.topic.clone(), timeout });
             }
             for record in reader.poll(Duration::from_millis(100)) {
                 state.apply(record);
@@ -301,7 +311,7 @@ fn decode(key: Option<&[u8]>, payload: Option<&[u8]>) -> std::result::Result<Opt
     }
     if key.starts_with(INSTANCE_PREFIX) {
         let report: InstanceReport = serde_json::from_slice(payload).map_err(|e| format!("report `{key}`: {e}"))?;
-        return Ok(Some(ControlRecord::Instance(report)));
+        return Ok(Some(ControlRecord::Instance(Box::new(report))));
     }
     Err(format!("unknown record key `{key}`"))
 }
@@ -318,7 +328,7 @@ impl ControlPublisher {
     /// # Errors
     /// If it cannot be delivered within `timeout`.
     pub fn publish_bundle(&self, bundle: &Bundle, timeout: Duration) -> Result<()> {
-        let payload = serde_json::to_vec(bundle).map_err(|e| Error::Control(format!("cannot encode a bundle: {e}")))?;
+        let payload = serde_json::to_vec(bundle).map_err(Error::Encode)?;
         self.send(&format!("{BUNDLE_PREFIX}{:020}", bundle.version), &payload, timeout)
     }
 
@@ -327,7 +337,7 @@ impl ControlPublisher {
     /// # Errors
     /// If it cannot be delivered within `timeout`.
     pub fn publish_report(&self, report: &InstanceReport, timeout: Duration) -> Result<()> {
-        let payload = serde_json::to_vec(report).map_err(|e| Error::Control(format!("cannot encode a report: {e}")))?;
+        let payload = serde_json::to_vec(report).map_err(Error::Encode)?;
         self.send(&format!("{INSTANCE_PREFIX}{}", report.instance), &payload, timeout)
     }
 
@@ -365,19 +375,17 @@ fn block_on<F: Future>(future: F) -> F::Output {
 /// ([`engine::CompiledPlan::from_bundle`]).
 pub type Compile<'a> = dyn Fn(&Bundle) -> std::result::Result<Arc<engine::CompiledPlan>, engine::Error> + 'a;
 
-/// The newest bundle of `state` that compiles, and the rejections of the
-/// newer ones that do not: what a daemon starts with.
-pub fn newest_runnable(
-    state: &ControlState,
-    compile: &Compile<'_>,
-) -> (Option<(u64, Arc<engine::CompiledPlan>)>, Vec<Rejection>) {
+/// A bundle version with its runnable plan.
+pub type Runnable = (u64, Arc<engine::CompiledPlan>);
+
+/// The newest bundle of `state` that compiles, and why the newer ones do
+/// not (newest first): what a daemon starts with.
+pub fn newest_runnable(state: &ControlState, compile: &Compile<'_>) -> (Option<Runnable>, Vec<(u64, Refusal)>) {
     let mut rejections = Vec::new();
     for (version, bundle) in state.bundles.iter().rev() {
         match compile(bundle) {
             Ok(plan) => return (Some((*version, plan)), rejections),
-            Err(error) => {
-                rejections.push(Rejection { version: Some(*version), error: error.to_string(), at_ms: now_ms() })
-            }
+            Err(error) => rejections.push((*version, Refusal::from(&error))),
         }
     }
     (None, rejections)
@@ -415,7 +423,7 @@ impl Follower {
             if !arrived.is_empty() {
                 if let Some(bundle) = state.latest().filter(|b| self.last_tried.is_none_or(|v| b.version > v)) {
                     self.last_tried = Some(bundle.version);
-                    let plan = compile(bundle).map_err(|error| error.to_string());
+                    let plan = compile(bundle).map_err(|error| Refusal::from(&error));
                     let update = crate::PlanUpdate { version: Some(bundle.version), plan };
                     if self.updates.send(update).is_err() {
                         return; // The consumer is gone.

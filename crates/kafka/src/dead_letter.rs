@@ -44,23 +44,22 @@ impl ProducerContext for DeliveryCounter {
     }
 }
 
-/// Produces dead letters to one topic.
+/// Produces dead letters (to the topic the running plan names).
 pub(crate) struct DeadLetterProducer {
     producer: ThreadedProducer<DeliveryCounter>,
-    topic: String,
 }
 
 impl DeadLetterProducer {
-    pub(crate) fn new(config: &ClientConfig, topic: &str) -> rdkafka::error::KafkaResult<Self> {
+    pub(crate) fn new(config: &ClientConfig) -> rdkafka::error::KafkaResult<Self> {
         let mut config = config.clone();
         // Dead letters must not be lost or duplicated by the producer itself.
         config.set("enable.idempotence", "true").set("acks", "all").set("linger.ms", "20");
         let producer = config.create_with_context(DeliveryCounter::default())?;
-        Ok(DeadLetterProducer { producer, topic: topic.to_string() })
+        Ok(DeadLetterProducer { producer })
     }
 
-    /// Sends every dead letter and waits until all are acknowledged.
-    pub(crate) fn send_all(&self, dead_letters: &[DeadLetter], timeout: Duration) -> Result<(), String> {
+    /// Sends every dead letter to `topic` and waits until all are acknowledged.
+    pub(crate) fn send_all(&self, topic: &str, dead_letters: &[DeadLetter], timeout: Duration) -> Result<(), String> {
         if dead_letters.is_empty() {
             return Ok(());
         }
@@ -80,7 +79,7 @@ impl DeadLetterProducer {
                     .insert(Header { key: "original_size", value: Some(size.as_str()) })
                     .insert(Header { key: "sha256", value: Some(sha256.as_str()) });
             }
-            let mut record = BaseRecord::to(&self.topic).payload(payload).headers(headers);
+            let mut record = BaseRecord::to(topic).payload(payload).headers(headers);
             if let Some(key) = &d.key {
                 record = record.key(&key[..]);
             }

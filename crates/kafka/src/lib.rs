@@ -2,10 +2,13 @@
 //! over its assigned partitions and never acknowledges a message before its
 //! results are durable.
 //!
+//! * A [`Consumer`] starts on the empty plan; its first plan, like every
+//!   later one, comes through [`Consumer::apply`] (store set up, deployment
+//!   recorded, observer told, topics subscribed).
 //! * One [`Partition`](engine::Partition) state per assigned partition; on
-//!   assignment it is restored from the store's checkpoint and open tier rows,
-//!   and consumption resumes at the committed offset, which is always a
-//!   replay point (see `engine::partition`).
+//!   assignment it is claimed, restored from the store's checkpoint and
+//!   open tier rows, and consumed from the checkpoint's replay point (the
+//!   store is the truth, see `engine::partition`).
 //! * Every flush writes dead letters to the dead-letter topic, then rows, dead
 //!   letters and checkpoints to the store in one batch, and only then commits
 //!   the partitions' replay points to Kafka.
@@ -25,7 +28,7 @@ mod consumer;
 pub mod control;
 mod dead_letter;
 
-pub use consumer::{run, Consumer};
+pub use consumer::{run, topics_of, Consumer};
 
 use std::time::Duration;
 
@@ -47,10 +50,69 @@ pub enum Error {
     /// A thread could not be started.
     #[error("cannot start the store writer thread")]
     Thread(#[source] std::io::Error),
-    /// The control topic cannot be used.
-    #[error("{0}")]
-    Control(String),
+    /// The control topic does not exist (or has no partitions).
+    #[error("control topic `{topic}` does not exist or has no partitions")]
+    NoControlTopic {
+        /// Its name.
+        topic: String,
+    },
+    /// The control topic could not be read to its end in time.
+    #[error("control topic `{topic}`: not read to its end within {timeout:?}")]
+    ControlNotRead {
+        /// Its name.
+        topic: String,
+        /// How long it was given.
+        timeout: std::time::Duration,
+    },
+    /// A record for the control topic could not be encoded.
+    #[error("cannot encode a control record")]
+    Encode(#[source] serde_json::Error),
+    /// The first plan was refused: there is no running plan to keep.
+    #[error("the plan cannot run here: {0}")]
+    Refused(#[source] Refusal),
 }
+
+/// Why a plan does not run here, as data: the consumer records it in the
+/// deployment history, `/status` and the instance reports carry it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, thiserror::Error)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Refusal {
+    /// A bundle this build cannot run: [`engine::CompiledPlan::from_bundle`]'s error.
+    #[error("{message}")]
+    Bundle {
+        /// The error's text.
+        message: String,
+        /// The error as data (its `kind` and fields).
+        error: serde_json::Value,
+    },
+    /// Local files (`streamd --watch`) that do not compile.
+    #[error("files of {dir} do not compile:\n{rendered}")]
+    Files {
+        /// The directory.
+        dir: String,
+        /// The diagnostics, rendered.
+        rendered: String,
+    },
+    /// The plan declares no source: it would consume nothing.
+    #[error("the plan declares no source")]
+    NoSource,
+    /// The store cannot hold the plan (its tables or columns).
+    #[error("the store cannot hold the plan: {message}")]
+    Store {
+        /// The store's error.
+        message: String,
+    },
+}
+
+impl From<&engine::Error> for Refusal {
+    fn from(error: &engine::Error) -> Self {
+        Refusal::Bundle { message: error.to_string(), error: serde_json::to_value(error).unwrap_or_default() }
+    }
+}
+
+/// In [`Settings::dead_letter_topic`], the first topic the running plan
+/// reads (braces are not allowed in topic names, so it cannot clash).
+pub const TOPIC_PLACEHOLDER: &str = "{topic}";
 
 /// Results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -62,9 +124,9 @@ pub struct Settings {
     pub brokers: String,
     /// `group.id`.
     pub group_id: String,
-    /// Topics to consume (the plan's sources).
-    pub topics: Vec<String>,
-    /// Where rejected messages go; `None` keeps them in the store only.
+    /// Where rejected messages go besides the store; [`TOPIC_PLACEHOLDER`]
+    /// in it stands for the first topic the running plan reads, and
+    /// follows every plan applied. `None` keeps them in the store only.
     pub dead_letter_topic: Option<String>,
     /// Extra librdkafka settings, passed through as given.
     pub librdkafka: Vec<(String, String)>,
@@ -95,7 +157,6 @@ impl Default for Settings {
         Settings {
             brokers: "127.0.0.1:9092".into(),
             group_id: "streamd".into(),
-            topics: Vec::new(),
             dead_letter_topic: None,
             librdkafka: Vec::new(),
             flush_interval: Duration::from_millis(500),
@@ -151,7 +212,7 @@ pub trait Observer: Send + Sync {
     /// A new plan runs: `version` of the bundle, or `None` for local files.
     fn plan_applied(&self, _version: Option<u64>, _plan: &dsl::Plan, _changes: &dsl::bundle::MetricChanges) {}
     /// A plan was refused and the running plan stays.
-    fn plan_rejected(&self, _version: Option<u64>, _error: &str) {}
+    fn plan_rejected(&self, _version: Option<u64>, _refusal: &Refusal) {}
 }
 
 /// A plan to switch to between two batches, or one that was refused
@@ -161,7 +222,7 @@ pub struct PlanUpdate {
     /// Bundle version; `None` for local files.
     pub version: Option<u64>,
     /// The compiled plan, or why it cannot run here.
-    pub plan: std::result::Result<std::sync::Arc<engine::CompiledPlan>, String>,
+    pub plan: std::result::Result<std::sync::Arc<engine::CompiledPlan>, Refusal>,
 }
 
 /// A snapshot of the consumer, for `/status`.

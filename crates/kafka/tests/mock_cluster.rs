@@ -281,7 +281,6 @@ fn settings(brokers: &str) -> Settings {
     Settings {
         brokers: brokers.to_string(),
         group_id: "streamd-test".into(),
-        topics: vec![TOPIC.into()],
         dead_letter_topic: Some(format!("{TOPIC}.dlq")),
         librdkafka: vec![("session.timeout.ms".into(), "6000".into()), ("heartbeat.interval.ms".into(), "500".into())],
         flush_interval: Duration::from_millis(200),
@@ -725,8 +724,8 @@ impl Observer for DeployRecorder {
     fn plan_applied(&self, version: Option<u64>, _: &dsl::Plan, _: &dsl::bundle::MetricChanges) {
         self.applied.lock().expect("lock").push(version);
     }
-    fn plan_rejected(&self, version: Option<u64>, error: &str) {
-        self.rejected.lock().expect("lock").push((version, error.to_string()));
+    fn plan_rejected(&self, version: Option<u64>, refusal: &kafka::Refusal) {
+        self.rejected.lock().expect("lock").push((version, refusal.to_string()));
     }
 }
 
@@ -757,9 +756,9 @@ fn a_live_deploy_keeps_unchanged_metrics_and_starts_new_ones_at_the_switch() {
     let recorder = Arc::new(DeployRecorder::default());
     let (updates, plan_updates) = std::sync::mpsc::channel();
     let store = SqliteStore::open(&path).expect("store");
-    let consumer = kafka::Consumer::new(settings(&brokers), plan_v1.clone(), Box::new(store), recorder.clone())
-        .expect("consumer")
-        .with_plan_updates(Some(1), plan_updates);
+    let consumer = kafka::Consumer::new(settings(&brokers), Box::new(store), recorder.clone()).expect("consumer");
+    consumer.apply(&kafka::PlanUpdate { version: Some(1), plan: Ok(plan_v1.clone()) }).expect("v1 applied");
+    let consumer = consumer.with_plan_updates(plan_updates);
     let shutdown = Arc::new(AtomicBool::new(false));
     let flag = shutdown.clone();
     let consumer_thread = std::thread::spawn(move || consumer.run(&flag));
@@ -807,7 +806,8 @@ fn a_live_deploy_keeps_unchanged_metrics_and_starts_new_ones_at_the_switch() {
     shutdown.store(true, Ordering::SeqCst);
     consumer_thread.join().expect("consumer thread").expect("consumer ran");
     follower_thread.join().expect("follower thread");
-    assert_eq!(*recorder.applied.lock().expect("lock"), vec![Some(2)], "one switch, no restart");
+    // The start applies v1 as a deploy would, then one switch: no restart.
+    assert_eq!(*recorder.applied.lock().expect("lock"), vec![Some(1), Some(2)], "one switch, no restart");
     assert_eq!(recorder.rejected.lock().expect("lock")[0].0, Some(3));
 
     let stored = SqliteStore::open(&path).expect("reopen");
@@ -836,5 +836,5 @@ fn a_live_deploy_keeps_unchanged_metrics_and_starts_new_ones_at_the_switch() {
     // The history records the switch and the refusal.
     let history: Vec<(u64, String)> =
         stored.deployments().expect("history").into_iter().map(|r| (r.version, r.outcome)).collect();
-    assert_eq!(history, vec![(2, "applied".to_string()), (3, "rejected".to_string())]);
+    assert_eq!(history, vec![(1, "applied".to_string()), (2, "applied".to_string()), (3, "rejected".to_string())]);
 }

@@ -6,7 +6,7 @@
 //! `cargo bench -p store --bench scylla_rows`
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use engine::{CompiledPlan, EngineConfig, Message, Output, Partition, Row};
+use engine::{CompiledPlan, EngineConfig, Output, Partition, Row};
 use std::sync::Arc;
 use store::scylla::{bind, row_values, schema, upsert_specs};
 
@@ -16,31 +16,14 @@ const NOW_MS: i64 = 4_102_444_800_000;
 
 fn rows() -> (Arc<CompiledPlan>, Vec<Row>) {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../pipelines");
-    let mut roots: Vec<String> = std::fs::read_dir(root)
-        .expect("pipelines dir")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "stream"))
-        .map(|p| p.to_string_lossy().into_owned())
-        .collect();
-    roots.sort();
-    let compiled = dsl::compile(&roots, &|p: &str| std::fs::read_to_string(p).map_err(|e| e.to_string()));
+    let (_, compiled) = dsl::files::compile(&[root]).expect("pipelines dir");
     let plan = Arc::new(
         CompiledPlan::new(compiled.plan.expect("pipelines compile"), EngineConfig::default()).expect("runnable"),
     );
     let mut out = Output::default();
     let mut partition = Partition::new(plan.clone(), 0);
     let config = workload::Config { seed: 7, rate_per_s: 200.0, ..Default::default() };
-    for (offset, line) in workload::Generator::new(config).take(50_000).enumerate() {
-        let meta = engine::eval::MessageMeta {
-            topic: "mta.events",
-            partition: 0,
-            offset: offset as i64,
-            key: None,
-            timestamp_ms: None,
-            headers: &[],
-        };
-        partition.process(&Message { payload: line.as_bytes(), meta }, NOW_MS, &mut out);
-    }
+    partition.process_all("mta.events", 0, workload::Generator::new(config).take(50_000), NOW_MS, &mut out);
     partition.close_all(&mut out);
     (plan, out.rows)
 }

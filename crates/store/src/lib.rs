@@ -112,6 +112,34 @@ impl Error {
 /// Results of store operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What a store URL (`--store`, `store.url`) names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreUrl<'a> {
+    /// `sqlite:PATH`: the path.
+    Sqlite(&'a str),
+    /// `scylla:HOST[:PORT][,HOST…][/KEYSPACE]`: the part after `scylla:`
+    /// (see [`scylla::ScyllaConfig::parse`]).
+    Scylla(&'a str),
+}
+
+impl<'a> StoreUrl<'a> {
+    /// Parses a store URL.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for any other scheme.
+    pub fn parse(url: &'a str) -> Result<Self> {
+        if let Some(path) = url.strip_prefix("sqlite:") {
+            return Ok(StoreUrl::Sqlite(path));
+        }
+        if let Some(spec) = url.strip_prefix("scylla:") {
+            return Ok(StoreUrl::Scylla(spec));
+        }
+        Err(Error::InvalidConfig(format!(
+            "unsupported store `{url}`; use `sqlite:PATH` or `scylla:HOST[:PORT][,HOST…][/KEYSPACE]`"
+        )))
+    }
+}
+
 /// Everything one processing step produced, written atomically where the
 /// backend allows: rows, dead letters, then the checkpoints that release them.
 #[derive(Debug, Default)]

@@ -4,7 +4,6 @@
 //! documented error: HLL about 1.6% standard error at precision 12 (bound
 //! here: 5%), DDSketch 1% relative error (bound: 1% around the true rank).
 
-use engine::eval::MessageMeta;
 use engine::value::format_timestamp;
 use engine::{CompiledPlan, EngineConfig, Message, Output, Partition};
 use std::collections::{BTreeMap, BTreeSet};
@@ -87,15 +86,7 @@ fn store_of(events: &[Event]) -> (SqliteStore, dsl::Plan) {
                 "latency_ms": e.latency_ms,
             })
             .to_string();
-            let meta = MessageMeta {
-                topic: "events",
-                partition: p,
-                offset: offset as i64,
-                key: None,
-                timestamp_ms: None,
-                headers: &[],
-            };
-            partition.process(&Message { payload: line.as_bytes(), meta }, NOW_MS, &mut out);
+            partition.process(&Message::plain("events", p, offset as i64, line.as_bytes()), NOW_MS, &mut out);
         }
         partition.close_all(&mut out);
     }

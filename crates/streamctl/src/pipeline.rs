@@ -24,16 +24,15 @@ pub fn load_with(paths: &[String], config: engine::EngineConfig) -> anyhow::Resu
 /// Opens the store named by `spec`: `sqlite:PATH` or
 /// `scylla:HOST[:PORT][,HOST…][/KEYSPACE]`.
 pub fn open_store(spec: &str) -> anyhow::Result<Box<dyn store::Store + Send>> {
-    if let Some(path) = spec.strip_prefix("sqlite:") {
-        return Ok(Box::new(store::sqlite::SqliteStore::open(path)?));
-    }
-    if let Some(nodes) = spec.strip_prefix("scylla:") {
-        let config = store::scylla::ScyllaConfig::parse(nodes);
-        let store =
-            store::scylla::ScyllaStore::connect(config).with_context(|| format!("cannot connect to `{spec}`"))?;
-        return Ok(Box::new(store));
-    }
-    bail!("unsupported store `{spec}`; use `sqlite:PATH` or `scylla:HOST[:PORT][,HOST…][/KEYSPACE]`")
+    Ok(match store::StoreUrl::parse(spec)? {
+        store::StoreUrl::Sqlite(path) => Box::new(store::sqlite::SqliteStore::open(path)?),
+        store::StoreUrl::Scylla(nodes) => {
+            let config = store::scylla::ScyllaConfig::parse(nodes);
+            Box::new(
+                store::scylla::ScyllaStore::connect(config).with_context(|| format!("cannot connect to `{spec}`"))?,
+            )
+        }
+    })
 }
 
 /// One pipeline file named on the command line, with what it defines.

@@ -317,9 +317,12 @@ impl TryFrom<RawConfig> for Config {
             kafka: kafka::Settings {
                 brokers: k.brokers,
                 group_id: k.group_id,
-                topics: Vec::new(),
-                // Empty: filled in as `<topic>.dlq` once the plan's topic is known.
-                dead_letter_topic: (!k.dead_letter_topic.is_empty()).then_some(k.dead_letter_topic),
+                // Empty: `<topic>.dlq`, following the running plan's first topic.
+                dead_letter_topic: Some(if k.dead_letter_topic.is_empty() {
+                    format!("{}.dlq", kafka::TOPIC_PLACEHOLDER)
+                } else {
+                    k.dead_letter_topic
+                }),
                 librdkafka: k.librdkafka.into_iter().collect(),
                 flush_interval: Duration::from_millis(k.flush_interval_ms),
                 flush_messages: k.flush_messages,

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use dsl::bundle::{Bundle, Provenance};
 use engine::{CompiledPlan, EngineConfig};
 use kafka::control::{ControlPublisher, ControlTopic, InstanceReport};
-use kafka::PlanUpdate;
+use kafka::{PlanUpdate, Refusal};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
@@ -99,16 +99,15 @@ impl Watch {
                 },
                 // Every daemon would refuse it: report it here and publish nothing.
                 Err(error) => {
-                    let _ = self.updates.send(PlanUpdate { version: None, plan: Err(error.to_string()) });
+                    let _ = self.updates.send(PlanUpdate { version: None, plan: Err(Refusal::from(&error)) });
                 }
             },
             Err(compiled) => {
-                let error = format!(
-                    "files of {} do not compile:\n{}",
-                    self.dir.display(),
-                    dsl::render_all(&compiled.diagnostics, &compiled.sources)
-                );
-                let _ = self.updates.send(PlanUpdate { version: None, plan: Err(error) });
+                let refusal = Refusal::Files {
+                    dir: self.dir.display().to_string(),
+                    rendered: dsl::render_all(&compiled.diagnostics, &compiled.sources),
+                };
+                let _ = self.updates.send(PlanUpdate { version: None, plan: Err(refusal) });
             }
         }
     }

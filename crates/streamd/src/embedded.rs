@@ -8,7 +8,7 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 /// The running cluster and generator; dropping it stops both.
@@ -77,12 +77,8 @@ impl Drop for Embedded {
 /// takes 76 minutes to catch up.
 const HEAD_START_MS: i64 = 24 * 3_600_000;
 
-fn wall_clock_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
 fn generate(producer: &BaseProducer, topic: &str, settings: RawEmbedded, stop: &AtomicBool) {
-    let now_ms = wall_clock_ms();
+    let now_ms = kafka::control::now_ms();
     let per_second = f64::from(settings.events_per_second).max(1.0);
     let acceleration = settings.time_acceleration.max(1.0);
     let config = |seed: u64, start_ms: i64, rate_per_s: f64| workload::Config {
@@ -104,10 +100,10 @@ fn generate(producer: &BaseProducer, topic: &str, settings: RawEmbedded, stop: &
         let due = (started.elapsed().as_secs_f64() * f64::from(settings.events_per_second)) as u64;
         while generated_before + generator.generated() < due && !stop.load(Ordering::Relaxed) {
             let event_time = start_ms as f64 + generator.generated() as f64 * 1000.0 * acceleration / per_second;
-            if is_accelerated && event_time >= wall_clock_ms() as f64 {
+            if is_accelerated && event_time >= kafka::control::now_ms() as f64 {
                 // Caught up: from here on, event time runs with the clock.
                 generated_before += generator.generated();
-                let now_ms = wall_clock_ms();
+                let now_ms = kafka::control::now_ms();
                 generator = workload::Generator::new(config(now_ms as u64, now_ms, per_second));
                 is_accelerated = false;
                 info!("Generated event time caught up with the clock; it runs with it from now on.");

@@ -9,10 +9,10 @@
 use engine::export::live::{Family, LiveExport};
 use engine::export::SeriesKind;
 use engine::{CompiledPlan, Partition, Row};
+use kafka::control::now_ms;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 use tracing::warn;
 
 /// Live exported series of the running plan.
@@ -21,10 +21,6 @@ pub struct Exporter {
     live: Mutex<LiveExport>,
     /// Family names already warned about, so a collision is logged once.
     warned: Mutex<BTreeSet<String>>,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 impl Exporter {
@@ -144,10 +140,8 @@ mod tests {
         let plan = compiled.plan.clone().unwrap_or_else(|| panic!("{}", compiled.render_diagnostics()));
         let plan = std::sync::Arc::new(CompiledPlan::new(plan, engine::EngineConfig::default()).expect("plan"));
         let mut partition = Partition::new(plan.clone(), 0);
-        let meta =
-            engine::MessageMeta { topic: "t", partition: 0, offset: 0, key: None, timestamp_ms: None, headers: &[] };
         let payload = br#"{"ts": "2025-01-01T00:00:00Z", "k": "a"}"#;
-        partition.process(&engine::Message { payload, meta }, NOW_MS, &mut engine::Output::default());
+        partition.process(&engine::Message::plain("t", 0, 0, payload), NOW_MS, &mut engine::Output::default());
 
         let exporter = Exporter::default();
         let mut out = String::new();

@@ -110,11 +110,12 @@ fn run(args: Args) -> anyhow::Result<()> {
     let embedded = if args.embedded {
         start_store_afresh(&config.store_url)?;
         let plan = local.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
-        let topic = plan.plan.sources.first().map(|s| s.topic.clone()).context("the pipelines declare no source")?;
-        let dead_letter_topic = config.kafka.dead_letter_topic.clone().unwrap_or_else(|| format!("{topic}.dlq"));
+        let topic = kafka::topics_of(plan).into_iter().next().context("the pipelines declare no source")?;
+        let dead_letter_topic =
+            config.kafka.dead_letter_topic.as_deref().map(|t| t.replace(kafka::TOPIC_PLACEHOLDER, &topic));
         let cluster = embedded::Embedded::start(
             &topic,
-            Some(&dead_letter_topic),
+            dead_letter_topic.as_deref(),
             config.control_topic.as_deref(),
             config.embedded,
         )?;
@@ -145,16 +146,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
         None => (None, local?),
     };
-    config.kafka.topics = plan.plan.sources.iter().map(|s| s.topic.clone()).collect();
-    config.kafka.topics.sort();
-    config.kafka.topics.dedup();
-    if config.kafka.topics.is_empty() {
-        bail!("the pipelines declare no source");
-    }
-    if config.kafka.dead_letter_topic.is_none() {
-        config.kafka.dead_letter_topic = Some(format!("{}.dlq", config.kafka.topics[0]));
-    }
-    let metrics = Arc::new(metrics::Metrics::new(version, &plan.plan).context("cannot register metrics")?);
+    let metrics = Arc::new(metrics::Metrics::new().context("cannot register metrics")?);
 
     let (store, reader) = open_store(&config.store_url, &config.scylla)?;
     let admin = match (&control, &config.admin_token) {
@@ -172,11 +164,14 @@ fn run(args: Args) -> anyhow::Result<()> {
     });
     let shutdown = Arc::new(AtomicBool::new(false));
     let (updates, plan_updates) = std::sync::mpsc::channel();
-    for rejection in rejections {
-        let _ = updates.send(kafka::PlanUpdate { version: rejection.version, plan: Err(rejection.error) });
+    for (version, refusal) in rejections {
+        let _ = updates.send(kafka::PlanUpdate { version: Some(version), plan: Err(refusal) });
     }
-    let consumer = kafka::Consumer::new(config.kafka.clone(), plan.clone(), store, metrics.clone())?
-        .with_plan_updates(version, plan_updates);
+    // Startup is a reload from the empty plan: the first plan takes the
+    // path every deployed one takes (store, history, metrics, subscription).
+    let consumer = kafka::Consumer::new(config.kafka.clone(), store, metrics.clone())?;
+    consumer.apply(&kafka::PlanUpdate { version, plan: Ok(plan.clone()) })?;
+    let consumer = consumer.with_plan_updates(plan_updates);
     let flag = shutdown.clone();
     let consumer_thread = std::thread::Builder::new().name("consumer".into()).spawn(move || consumer.run(&flag))?;
     let mut helpers = Vec::new();
@@ -245,7 +240,7 @@ type BoxedStore = Box<dyn store::Store + Send>;
 /// the old ones. A SQLite store starts empty (the previous run's file is
 /// removed); a Scylla keyspace is refused.
 fn start_store_afresh(url: &str) -> anyhow::Result<()> {
-    let Some(path) = url.strip_prefix("sqlite:") else {
+    let Ok(store::StoreUrl::Sqlite(path)) = store::StoreUrl::parse(url) else {
         bail!("--embedded runs on a new in-process cluster each time: give it a SQLite store, not `{url}`");
     };
     if path == ":memory:" || !std::path::Path::new(path).exists() {
@@ -266,27 +261,27 @@ fn start_store_afresh(url: &str) -> anyhow::Result<()> {
 /// a second connection (WAL: readers never block the consumer's write
 /// transactions); Scylla a second session.
 fn open_store(url: &str, scylla: &store::scylla::ScyllaConfig) -> anyhow::Result<(BoxedStore, BoxedStore)> {
-    if let Some(path) = url.strip_prefix("sqlite:") {
-        let store = store::sqlite::SqliteStore::open(path)?;
-        let reader = store::sqlite::SqliteStore::open(path).context("cannot open the store for queries")?;
-        return Ok((Box::new(store), Box::new(reader)));
-    }
-    if let Some(spec) = url.strip_prefix("scylla:") {
-        let target = store::scylla::ScyllaConfig::parse(spec);
-        let config = store::scylla::ScyllaConfig { nodes: target.nodes, keyspace: target.keyspace, ..scylla.clone() };
-        let store = store::scylla::ScyllaStore::connect(config.clone())
-            .with_context(|| format!("cannot connect to Scylla `{spec}`"))?;
-        if let Some(alter) = store.replication_alter() {
-            warn!(
-                keyspace = %config.keyspace,
-                "The keyspace exists with another replication than [store.scylla] configures; \
-                 it is left as it is. To apply the configuration, run `{alter}` and then a repair."
-            );
+    let spec = match store::StoreUrl::parse(url)? {
+        store::StoreUrl::Sqlite(path) => {
+            let store = store::sqlite::SqliteStore::open(path)?;
+            let reader = store::sqlite::SqliteStore::open(path).context("cannot open the store for queries")?;
+            return Ok((Box::new(store), Box::new(reader)));
         }
-        let reader = store::scylla::ScyllaStore::connect(config).context("cannot connect to Scylla for queries")?;
-        return Ok((Box::new(store), Box::new(reader)));
+        store::StoreUrl::Scylla(spec) => spec,
+    };
+    let target = store::scylla::ScyllaConfig::parse(spec);
+    let config = store::scylla::ScyllaConfig { nodes: target.nodes, keyspace: target.keyspace, ..scylla.clone() };
+    let store = store::scylla::ScyllaStore::connect(config.clone())
+        .with_context(|| format!("cannot connect to Scylla `{spec}`"))?;
+    if let Some(alter) = store.replication_alter() {
+        warn!(
+            keyspace = %config.keyspace,
+            "The keyspace exists with another replication than [store.scylla] configures; \
+             it is left as it is. To apply the configuration, run `{alter}` and then a repair."
+        );
     }
-    bail!("unsupported store `{url}`")
+    let reader = store::scylla::ScyllaStore::connect(config).context("cannot connect to Scylla for queries")?;
+    Ok((Box::new(store), Box::new(reader)))
 }
 
 /// Resolves on SIGINT, SIGTERM, or after `run_for` seconds.

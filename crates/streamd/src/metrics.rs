@@ -65,8 +65,9 @@ fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registr
 }
 
 impl Metrics {
-    /// Registers every metric; `plan` (bundle `version`) is the plan it starts with.
-    pub fn new(version: Option<u64>, plan: &dsl::Plan) -> prometheus::Result<Self> {
+    /// Registers every metric. The running plan is the empty one until the
+    /// consumer applies its first ([`Observer::plan_applied`]).
+    pub fn new() -> prometheus::Result<Self> {
         let registry = Registry::new();
         let counter_vec = |name: &str, help: &str, labels: &[&str]| IntCounterVec::new(Opts::new(name, help), labels);
         let gauge_vec = |name: &str, help: &str, labels: &[&str]| IntGaugeVec::new(Opts::new(name, help), labels);
@@ -82,7 +83,7 @@ impl Metrics {
             )?,
         );
         let metrics = Metrics {
-            current_plan: Arc::new(RwLock::new(Arc::new(plan.clone()))),
+            current_plan: Arc::new(RwLock::new(Arc::new(dsl::Plan::empty()))),
             plan_info,
             plan_rejections: register(
                 &registry,
@@ -155,7 +156,6 @@ impl Metrics {
             state: Mutex::new(State::default()),
             export: crate::export::Exporter::default(),
         };
-        metrics.set_plan(version, plan);
         Ok(metrics)
     }
 
@@ -276,10 +276,9 @@ impl Observer for Metrics {
         }
     }
 
-    fn plan_rejected(&self, version: Option<u64>, error: &str) {
+    fn plan_rejected(&self, version: Option<u64>, refusal: &kafka::Refusal) {
         self.plan_rejections.inc();
         let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        state.deployment.last_rejection =
-            Some(kafka::control::Rejection { version, error: error.to_string(), at_ms: kafka::control::now_ms() });
+        state.deployment.last_rejection = Some(kafka::control::Rejection::new(version, refusal));
     }
 }

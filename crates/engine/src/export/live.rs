@@ -26,7 +26,8 @@
 use super::{exported_columns, label_value, ColumnSource, ExportedColumn, SeriesKind};
 use crate::aggregate::AggState;
 use crate::eval::{eval, RegexCache, Scope};
-use crate::partition::{Partition, Row};
+use crate::output::Row;
+use crate::partition::Partition;
 use crate::value::{KeyVal, Val, OTHER};
 use crate::window::fill_shared_sketches;
 use crate::CompiledPlan;

@@ -50,7 +50,7 @@ pub(crate) fn parse_time(s: &str) -> Result<i64, String> {
 
 pub fn run(_global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     let plan = pipeline::load(&args.pipelines)?;
-    if let Some(path) = args.store.strip_prefix("sqlite:") {
+    if let Ok(store::StoreUrl::Sqlite(path)) = store::StoreUrl::parse(&args.store) {
         if !std::path::Path::new(path).exists() {
             bail!("store `{path}` does not exist; run `streamctl run` first");
         }

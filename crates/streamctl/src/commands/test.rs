@@ -28,7 +28,7 @@
 use crate::cli::GlobalArgs;
 use crate::pipeline;
 use anyhow::{bail, Context};
-use engine::{Message, MessageMeta, Output, Partition, Reason};
+use engine::{Message, Output, Partition, Reason};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -135,15 +135,7 @@ fn run_fixture(path: &Path) -> anyhow::Result<Vec<String>> {
             serde_json::Value::String(raw) => raw.clone(),
             other => other.to_string(),
         };
-        let meta = MessageMeta {
-            topic: &topic,
-            partition: 0,
-            offset: offset as i64,
-            key: None,
-            timestamp_ms: None,
-            headers: &[],
-        };
-        partition.process(&Message { payload: line.as_bytes(), meta }, now_ms, &mut out);
+        partition.process(&Message::plain(&topic, 0, offset as i64, line.as_bytes()), now_ms, &mut out);
     }
     partition.close_all(&mut out);
     store.write(

@@ -17,14 +17,18 @@
 use crate::aggregate::{AggState, Position};
 use crate::decode::{Reason, Rejection};
 use crate::eval::{EventCtx, MessageMeta, Scope, TextSlots};
-use crate::value::{format_timestamp, KeyVal, Val};
+use crate::output::{Checkpoint, DeadLetter, Output, Row};
+use crate::value::{format_timestamp, Val};
 use crate::window::{MetricState, SeriesMap, Slot, Window};
 use crate::CompiledPlan;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 use smallvec::SmallVec;
 use std::cell::Cell;
 use std::sync::Arc;
+
+mod close;
+mod progress;
 
 /// A message to process.
 #[derive(Debug, Clone, Copy)]
@@ -35,120 +39,12 @@ pub struct Message<'a> {
     pub meta: MessageMeta<'a>,
 }
 
-/// A finished or updated row for the store to upsert.
-#[derive(Debug, Clone)]
-pub struct Row {
-    /// Index into the plan's metrics.
-    pub metric: usize,
-    /// Tier index: 0 is the window itself.
-    pub tier: usize,
-    /// Start of the window, ms.
-    pub window_start: i64,
-    /// Source partition that wrote it.
-    pub partition: i32,
-    /// Group-by values (shared with the engine's windows and other rows).
-    pub keys: Arc<[KeyVal]>,
-    /// Aggregate states, in plan order (shared with the tier window they
-    /// belong to until it changes them again).
-    pub states: Arc<[AggState]>,
-    /// For tier rows: end of the latest base window merged in.
-    pub included_through: Option<i64>,
-}
-
-/// Leaves out of `rows` (in emission order) every tier row that a later
-/// row of the same tier window and series replaces, keeping the order of
-/// the rest: a tier row is emitted again each time a base window merges
-/// into it, and written in order only the last one would remain anyway.
-///
-/// A tier window's rows all share its key (one allocation per series), so
-/// two rows are of the same series when their keys are the same
-/// allocation; equal keys held apart (a tier window rebuilt after a
-/// restore) are both kept, in order, which is still correct.
-pub fn drop_superseded(rows: &mut Vec<Row>) {
-    let tier_rows = rows.iter().filter(|row| row.tier > 0).count();
-    if tier_rows < 2 {
-        return;
+impl<'a> Message<'a> {
+    /// A message with no key, broker timestamp or headers: a line of a
+    /// file, or one made up in a test.
+    pub fn plain(topic: &'a str, partition: i32, offset: i64, payload: &'a [u8]) -> Self {
+        Message { payload, meta: MessageMeta { topic, partition, offset, key: None, timestamp_ms: None, headers: &[] } }
     }
-    let mut seen: ahash::AHashSet<(usize, usize, i64, i32, *const KeyVal)> = ahash::AHashSet::with_capacity(tier_rows);
-    // From the end, so the row kept of each series is its last one.
-    let is_latest: Vec<bool> = rows
-        .iter()
-        .rev()
-        .map(|row| {
-            row.tier == 0
-                || seen.insert((
-                    row.metric,
-                    row.tier,
-                    row.window_start,
-                    row.partition,
-                    Arc::as_ptr(&row.keys).cast::<KeyVal>(),
-                ))
-        })
-        .collect();
-    let mut latest = is_latest.into_iter().rev();
-    rows.retain(|_| latest.next().unwrap_or(true));
-}
-
-/// A message that could not be used, with the original bytes.
-#[derive(Debug, Clone)]
-pub struct DeadLetter {
-    /// Source partition.
-    pub partition: i32,
-    /// Source offset.
-    pub offset: i64,
-    /// Source topic.
-    pub topic: String,
-    /// Why.
-    pub reason: Reason,
-    /// What exactly.
-    pub detail: String,
-    /// The message as received.
-    pub payload: Vec<u8>,
-    /// The message key.
-    pub key: Option<Vec<u8>>,
-}
-
-/// What processing produced, for the caller to persist.
-#[derive(Debug, Default)]
-pub struct Output {
-    /// Rows to upsert.
-    pub rows: Vec<Row>,
-    /// Rejected messages.
-    pub dead_letters: Vec<DeadLetter>,
-}
-
-impl Output {
-    /// Whether there is nothing to persist.
-    pub fn is_empty(&self) -> bool {
-        self.rows.is_empty() && self.dead_letters.is_empty()
-    }
-}
-
-/// A partition's persisted progress.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Checkpoint {
-    /// Partition.
-    pub partition: i32,
-    /// First offset needed to rebuild the open windows: the offset to commit.
-    pub replay_offset: i64,
-    /// One past the last offset processed.
-    pub next_offset: i64,
-    /// Highest event time seen (advanced by idleness), ms.
-    pub max_event_time: Option<i64>,
-    /// The metrics that were running, by hash, and where each started.
-    /// `None` (a checkpoint from before plans could change) means every
-    /// metric of the plan has always run.
-    #[serde(default)]
-    pub metrics: Option<Vec<MetricStart>>,
-}
-
-/// Where a metric started counting in a partition.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MetricStart {
-    /// [`dsl::plan::MetricPlan::hash`].
-    pub hash: String,
-    /// First offset the metric counts; `None` for from the beginning.
-    pub since_offset: Option<i64>,
 }
 
 /// Counters of one metric in one partition.
@@ -373,99 +269,6 @@ impl Partition {
         self.held_back
     }
 
-    /// Where the partition is now.
-    fn current_progress(&self) -> Option<Progress> {
-        let open = self.metrics.iter().flat_map(|m| m.windows.values().map(|w| w.min_offset)).min();
-        Some(Progress {
-            replay_offset: [open, self.replay_floor, self.next_offset].into_iter().flatten().min()?,
-            next_offset: self.next_offset?,
-            max_event_time: self.max_event_time,
-        })
-    }
-
-    /// What may be committed: where the partition is now, or while tier
-    /// rows are held back, where it was when none was. Restored from there,
-    /// replay closes the windows closed since again and merges them into
-    /// the tiers, whose stored rows do not include them yet.
-    fn progress(&self) -> Option<Progress> {
-        if self.tier_rows_every_ms > 0 {
-            self.settled
-        } else {
-            self.current_progress()
-        }
-    }
-
-    /// The progress to persist with the rows emitted so far.
-    pub fn checkpoint(&self) -> Option<Checkpoint> {
-        let progress = self.progress()?;
-        Some(Checkpoint {
-            partition: self.partition,
-            replay_offset: progress.replay_offset,
-            next_offset: progress.next_offset,
-            max_event_time: progress.max_event_time,
-            metrics: Some(
-                self.plan
-                    .plan
-                    .metrics
-                    .iter()
-                    .zip(&self.since_offset)
-                    .map(|(m, since)| MetricStart { hash: m.hash.clone(), since_offset: *since })
-                    .collect(),
-            ),
-        })
-    }
-
-    /// Where each metric started counting (`None`: from the beginning), in plan order.
-    pub fn since_offsets(&self) -> &[Option<i64>] {
-        &self.since_offset
-    }
-
-    /// Switches to `plan` between two messages. Metrics with the same hash
-    /// in both plans keep their open windows and counters; metrics only in
-    /// `plan` start counting at the next offset; metrics only in the old
-    /// plan close all their open windows into `out` and stop. The rows in
-    /// `out` refer to the old plan's metric indices, so the caller must
-    /// persist them with the old plan. Returns the old plan.
-    pub fn reconfigure(&mut self, plan: Arc<CompiledPlan>, out: &mut Output) -> Arc<CompiledPlan> {
-        // Held-back rows go out under the plan that made them, and the
-        // checkpoint moves to the switch, so no replay crosses it.
-        self.emit_held_back(out);
-        let old_metrics = &self.plan.plan.metrics;
-        let mut kept: Vec<Option<usize>> = vec![None; old_metrics.len()];
-        for (new_index, metric) in plan.plan.metrics.iter().enumerate() {
-            if let Some(old_index) = old_metrics.iter().position(|m| m.hash == metric.hash) {
-                kept[old_index] = Some(new_index);
-            }
-        }
-        for (old_index, new_index) in kept.iter().enumerate() {
-            if new_index.is_none() {
-                self.close_metric(old_index, i64::MAX, out);
-            }
-        }
-        let count = plan.plan.metrics.len();
-        let mut metrics: Vec<Option<MetricState>> = (0..count).map(|_| None).collect();
-        let mut stats = vec![MetricStats::default(); count];
-        let mut since_offset = vec![self.next_offset; count];
-        let old_states = std::mem::take(&mut self.metrics);
-        for (old_index, state) in old_states.into_iter().enumerate() {
-            if let Some(new_index) = kept[old_index] {
-                metrics[new_index] = Some(state);
-                stats[new_index] = self.stats.metrics[old_index];
-                since_offset[new_index] = self.since_offset[old_index];
-            }
-        }
-        self.metrics = metrics
-            .into_iter()
-            .zip(&plan.plan.metrics)
-            .map(|(state, metric)| state.unwrap_or_else(|| MetricState::new(metric)))
-            .collect();
-        self.stats.metrics = stats;
-        self.since_offset = since_offset;
-        let old = std::mem::replace(&mut self.plan, plan);
-        self.settle();
-        old
-    }
-
     /// Takes note of a message at `offset` arriving at `now_ms`; whether it
     /// was processed before the last restore.
     fn arrive(&mut self, offset: i64, now_ms: i64) -> bool {
@@ -476,6 +279,21 @@ impl Partition {
         }
         self.last_message_at_ms = Some(now_ms);
         offset < self.replay_barrier
+    }
+
+    /// Processes `payloads` as this partition's messages of `topic` at
+    /// `first_offset` and on, each a [`Message::plain`] (see [`Partition::process`]).
+    pub fn process_all<P: AsRef<[u8]>>(
+        &mut self,
+        topic: &str,
+        first_offset: i64,
+        payloads: impl IntoIterator<Item = P>,
+        now_ms: i64,
+        out: &mut Output,
+    ) {
+        for (offset, payload) in (first_offset..).zip(payloads) {
+            self.process(&Message::plain(topic, self.partition, offset, payload.as_ref()), now_ms, out);
+        }
     }
 
     /// Processes one message, appending rows of windows it closes and dead letters to `out`.
@@ -627,159 +445,6 @@ impl Partition {
         }
     }
 
-    /// Advances event time by processing time when no message has arrived
-    /// for `idle_timeout_ms`, so an idle partition still closes its windows.
-    pub fn on_idle(&mut self, now_ms: i64, idle_timeout_ms: i64, out: &mut Output) {
-        let (Some(last), Some(max)) = (self.last_message_at_ms, self.max_event_time) else { return };
-        let idle = now_ms - last;
-        if idle < idle_timeout_ms {
-            return;
-        }
-        // Treat event time as having moved on with the wall clock since the timeout.
-        let advanced = max.saturating_add(idle - idle_timeout_ms);
-        if advanced > max {
-            self.max_event_time = Some(advanced);
-            self.last_message_at_ms = Some(now_ms - idle_timeout_ms);
-            self.close_ready(out);
-        }
-    }
-
-    /// Closes every open window and tier, as at the end of a finite input.
-    pub fn close_all(&mut self, out: &mut Output) {
-        for m in 0..self.metrics.len() {
-            self.close_metric(m, i64::MAX, out);
-        }
-        self.settle();
-    }
-
-    /// Emits every tier row held back (see
-    /// [`Partition::with_tier_rows_every`]), so that the checkpoint is
-    /// where the partition is: before handing the partition over or
-    /// stopping, to spare the next owner a longer replay.
-    pub fn emit_held_back(&mut self, out: &mut Output) {
-        if self.held_back == 0 {
-            return self.settle();
-        }
-        for m in 0..self.metrics.len() {
-            for t in 1..self.metrics[m].tiers.len() {
-                let starts: Vec<i64> = self.metrics[m].tiers[t].keys().copied().collect();
-                for start in starts {
-                    self.emit_tier_window(m, t, start, out);
-                }
-            }
-        }
-        self.settle();
-    }
-
-    /// Emits the held-back rows of one tier window.
-    fn emit_tier_window(&mut self, m: usize, t: usize, start: i64, out: &mut Output) {
-        let Some(window) = self.metrics[m].tiers[t].get_mut(&start) else { return };
-        let held_back = std::mem::take(&mut window.held_back);
-        for &i in &held_back {
-            // The same as if it had been emitted at its last merge.
-            let through = window.held_through[i as usize].take();
-            out.rows.push(window.row((m, t, start), self.partition, i as usize, through));
-        }
-        self.held_back -= held_back.len();
-        self.stats.metrics[m].rows += held_back.len() as u64;
-    }
-
-    /// With no tier row held back, the checkpoint may move to where the partition is.
-    fn settle(&mut self) {
-        // Without holding back, the checkpoint is always where the partition is.
-        if self.tier_rows_every_ms > 0 && self.held_back == 0 {
-            self.settled = self.current_progress().or(self.settled);
-        }
-    }
-
-    fn close_ready(&mut self, out: &mut Output) {
-        for m in 0..self.metrics.len() {
-            if let Some(watermark) = self.watermark(m) {
-                self.close_metric(m, watermark, out);
-            }
-        }
-        if self.held_back > 0 {
-            let step = self.max_event_time.map(|t| t.div_euclid(self.tier_rows_every_ms));
-            if self.emitted_in.is_none_or(|last| step > Some(last)) {
-                self.emitted_in = step;
-                self.emit_held_back(out);
-            }
-        }
-        self.settle();
-    }
-
-    /// Closes base windows ending at or before `watermark`, merges them into
-    /// the tiers, and drops tier windows that can receive nothing more.
-    ///
-    /// Rows share keys and states with the windows instead of copying
-    /// them: a base window's states go into its row and, for a series new
-    /// to a tier window, become that tier's states too, so a large close
-    /// (100k series into a 1d tier) holds every state once.
-    fn close_metric(&mut self, m: usize, watermark: i64, out: &mut Output) {
-        let plan = &self.plan.plan.metrics[m];
-        let width = plan.window_ms as i64;
-        let state = &mut self.metrics[m];
-        let closing: Vec<i64> =
-            state.windows.keys().take_while(|start| start.saturating_add(width) <= watermark).copied().collect();
-        for &start in &closing {
-            let Some(window) = state.windows.remove(&start) else { continue };
-            let end = start + width;
-            self.stats.metrics[m].windows_closed += 1;
-            out.rows.reserve(window.series.len() * plan.tiers.len().max(1));
-            let series = window.into_series(plan.aggregates.len(), self.plan.shared_sketches(m));
-            for (t, tier) in plan.tiers.iter().enumerate().skip(1) {
-                let tier_width = tier.width_ms as i64;
-                let tier_start = start.div_euclid(tier_width) * tier_width;
-                let tier_window = state.tiers[t].entry(tier_start).or_default();
-                if tier_window.series.is_empty() {
-                    tier_window.series.reserve(series.len());
-                }
-                for (s, states) in series.states.iter().enumerate() {
-                    let (i, is_new) = tier_window.series.insert_closed(&series, s);
-                    if is_new {
-                        // Merged into nothing, the tier's states are the window's: share them.
-                        tier_window.states.push(Arc::clone(states));
-                    } else if tier_window.included_through.get(i).is_some_and(|&through| end <= through) {
-                        continue; // This series' stored row included it before a restart.
-                    } else {
-                        // Copies only if a row emitted earlier still holds them.
-                        let mine = Arc::make_mut(&mut tier_window.states[i]);
-                        mine.iter_mut().zip(states.iter()).for_each(|(mine, theirs)| mine.merge(theirs));
-                    }
-                    if self.tier_rows_every_ms > 0 {
-                        self.held_back += usize::from(tier_window.hold_back(i, end));
-                        continue;
-                    }
-                    out.rows.push(tier_window.row((m, t, tier_start), self.partition, i, Some(end)));
-                    self.stats.metrics[m].rows += 1;
-                }
-            }
-            for (keys, states) in series.keys.into_iter().zip(series.states) {
-                out.rows.push(Row {
-                    metric: m,
-                    tier: 0,
-                    window_start: start,
-                    partition: self.partition,
-                    keys,
-                    states,
-                    included_through: None,
-                });
-                self.stats.metrics[m].rows += 1;
-            }
-        }
-        for t in 1..self.metrics[m].tiers.len() {
-            let tier_width = self.plan.plan.metrics[m].tiers[t].width_ms as i64;
-            while let Some(&start) = self.metrics[m].tiers[t].keys().next() {
-                if start.saturating_add(tier_width) > watermark {
-                    break;
-                }
-                // Nothing more merges into it: its held-back rows go out now.
-                self.emit_tier_window(m, t, start, out);
-                self.metrics[m].tiers[t].remove(&start);
-            }
-        }
-    }
-
     /// Dead-letters a message that was read only in part because it is
     /// larger than the engine takes (see [`EngineConfig`]): `prefix` is its
     /// beginning, `len` its whole size and `sha256` the digest of all of
@@ -858,34 +523,4 @@ fn too_far_ahead(ts: i64, max_future_ms: u64, broker_ms: Option<i64>, now_ms: i6
             format_timestamp(reference)
         ),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn tier_row(keys: &Arc<[KeyVal]>, included_through: i64) -> Row {
-        Row {
-            metric: 0,
-            tier: 1,
-            window_start: 0,
-            partition: 0,
-            keys: Arc::clone(keys),
-            states: Arc::from(Vec::new()),
-            included_through: Some(included_through),
-        }
-    }
-
-    /// Equal keys held in two allocations (a tier window rebuilt after a
-    /// restore) are not recognised as one series: both stay, and the last
-    /// row written must still be the newest.
-    #[test]
-    fn the_newest_row_of_a_series_is_written_last_even_when_its_key_is_held_twice() {
-        let (first, second): (Arc<[KeyVal]>, Arc<[KeyVal]>) =
-            (Arc::from(vec![KeyVal::Int(7)]), Arc::from(vec![KeyVal::Int(7)]));
-        let mut rows = vec![tier_row(&first, 1), tier_row(&second, 2), tier_row(&first, 3)];
-        drop_superseded(&mut rows);
-        let kept: Vec<Option<i64>> = rows.iter().map(|r| r.included_through).collect();
-        assert_eq!(kept, [Some(2), Some(3)]);
-    }
 }

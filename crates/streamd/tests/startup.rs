@@ -1,0 +1,135 @@
+//! Startup is a reload from the empty plan: a daemon that starts on a
+//! deployed bundle records and reports it exactly as it records and
+//! reports a bundle deployed while it runs, and a bundle it refuses shows
+//! on `/status` as data (one `streamd` on librdkafka's mock cluster,
+//! 127.0.0.1 only).
+
+mod common;
+
+use common::{free_port, get, temp_dir, wait_until, Guard};
+use dsl::bundle::{Bundle, Provenance};
+use kafka::control::ControlTopic;
+use rdkafka::mocking::MockCluster;
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn status(port: u16) -> Option<Value> {
+    get(port, "/status").and_then(|body| serde_json::from_str(&body).ok())
+}
+
+/// `deliveries.stream` and one `.stream` file per metric name, each
+/// counting deliveries by provider.
+fn pipelines(dir: &Path, metrics: &[&str], version: u64) -> Bundle {
+    std::fs::create_dir_all(dir).expect("pipeline dir");
+    std::fs::copy(common::repo().join("pipelines/deliveries.stream"), dir.join("deliveries.stream")).expect("copy");
+    for name in metrics {
+        let text = format!(
+            "version 1\n\nimport \"deliveries.stream\"\n\nmetric {name} from deliveries\n  group by provider\n  \
+             compute count() as n\n  window 1m\n"
+        );
+        std::fs::write(dir.join(format!("{name}.stream")), text).expect("write");
+    }
+    let files = dsl::files::bundle_files(dir).expect("files");
+    Bundle::build(files, version, Provenance::default()).expect("compiles").0
+}
+
+/// The parts of `/status` that describe the running plan, with the time
+/// it was applied checked and left out.
+fn deployment(status: &Value, not_before_ms: i64) -> Value {
+    let applied_at = status["applied_at_ms"].as_i64().expect("applied_at_ms");
+    assert!(applied_at >= not_before_ms, "applied at {applied_at}, before {not_before_ms}");
+    serde_json::json!({
+        "plan_version": status["plan_version"],
+        "plan_hash": status["plan_hash"],
+        "metrics": status["metrics"],
+        "last_rejection": status["last_rejection"],
+    })
+}
+
+#[test]
+fn the_startup_plan_is_recorded_and_reported_as_a_deployed_one() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic("mta.events", 2, 1).expect("topic");
+    cluster.create_topic("mta.events.dlq", 1, 1).expect("dlq");
+    cluster.create_topic("streamd.control", 1, 1).expect("control topic");
+    let brokers = cluster.bootstrap_servers();
+    let dir = temp_dir("startup");
+    let control = ControlTopic { brokers: brokers.clone(), topic: "streamd.control".into(), librdkafka: vec![] };
+    let publisher = control.publisher().expect("publisher");
+    let publish = |bundle: Bundle| {
+        publisher.publish_bundle(&bundle, Duration::from_secs(10)).expect("publish");
+        bundle.plan_hash
+    };
+    // Deployed before the daemon starts; its local files are other ones.
+    let v1_hash = publish(pipelines(&dir.join("v1"), &["outcomes"], 1));
+    pipelines(&dir.join("local"), &["local_only"], 0);
+    let config = dir.join("streamd.toml");
+    std::fs::write(&config, "[deploy]\nreport_interval_s = 1\n[kafka]\nflush_interval_ms = 200\n").expect("config");
+    let port = free_port();
+    let db = dir.join("a.db");
+    let started = kafka::control::now_ms();
+    let daemon = Guard(
+        Command::new(env!("CARGO_BIN_EXE_streamd"))
+            .args(["--config", config.to_str().expect("utf-8"), "--brokers", &brokers])
+            .args(["--pipelines", dir.join("local").to_str().expect("utf-8")])
+            .args(["--http-addr", &format!("127.0.0.1:{port}")])
+            .args(["--store", &format!("sqlite:{}", db.display())])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start streamd"),
+    );
+    wait_until("the daemon to start", Duration::from_secs(30), || status(port).is_some());
+    let at_start = status(port).expect("status");
+    let instance = at_start["instance"].as_str().expect("instance").to_string();
+    assert_eq!(
+        deployment(&at_start, started),
+        serde_json::json!({"plan_version": 1, "plan_hash": v1_hash, "metrics": ["outcomes"], "last_rejection": null}),
+    );
+
+    // Deployed while it runs: the same report, the same kind of record.
+    let deployed = kafka::control::now_ms();
+    let v2_hash = publish(pipelines(&dir.join("v2"), &["outcomes", "retries"], 2));
+    wait_until("v2 to run", Duration::from_secs(30), || status(port).is_some_and(|s| s["plan_version"] == 2));
+    assert_eq!(
+        deployment(&status(port).expect("status"), deployed),
+        serde_json::json!({
+            "plan_version": 2, "plan_hash": v2_hash, "metrics": ["outcomes", "retries"], "last_rejection": null
+        }),
+    );
+    // A refusal is data on /status, not only words.
+    let mut newer = pipelines(&dir.join("v3"), &["outcomes"], 3);
+    newer.language_version = dsl::LANGUAGE_VERSION + 1;
+    publish(newer);
+    wait_until("v3 refused", Duration::from_secs(30), || {
+        status(port).is_some_and(|s| s["last_rejection"]["version"] == 3)
+    });
+    let refusal = &status(port).expect("status")["last_rejection"]["refusal"];
+    assert_eq!(refusal["kind"], "bundle", "{refusal}");
+    assert_eq!(refusal["error"]["kind"], "newer_language", "{refusal}");
+    assert_eq!(refusal["error"]["needs"], dsl::LANGUAGE_VERSION + 1, "{refusal}");
+    drop(daemon);
+
+    let store = store::sqlite::SqliteStore::open(db.to_str().expect("utf-8")).expect("store");
+    let history: Vec<(u64, String, String, String, String)> = store::Store::deployments(&store)
+        .expect("history")
+        .into_iter()
+        .map(|r| (r.version, r.instance, r.outcome, r.plan_hash, r.detail))
+        .collect();
+    let record = |version: u64, hash: &str, detail: &str| {
+        (version, instance.clone(), "applied".to_string(), hash.to_string(), detail.to_string())
+    };
+    assert_eq!(
+        history[..2],
+        [
+            record(1, &v1_hash, r#"kept [], added ["outcomes"], changed [], removed []"#),
+            record(2, &v2_hash, r#"kept ["outcomes"], added ["retries"], changed [], removed []"#),
+        ]
+    );
+    assert_eq!((history[2].0, history[2].2.as_str()), (3, "rejected"), "{history:?}");
+    assert!(history[2].4.contains("language version"), "{history:?}");
+    assert_eq!(history.len(), 3);
+    let _ = std::fs::remove_dir_all(&dir);
+}
