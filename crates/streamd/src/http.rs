@@ -317,15 +317,8 @@ mod tests {
     use axum::http::Method;
     use tower::ServiceExt;
 
-    const PIPELINE: &str =
-        "version 1\n\nsource events from kafka \"events\" format json {\n  ts: timestamp event_time,\n}\n\n\
-                            metric n from events\n  compute count() as n\n  window 1m\n";
-
     fn app(admin: Option<Arc<Admin>>) -> Router {
-        let compiled = dsl::compile_str("h.stream", PIPELINE);
-        assert!(compiled.plan.is_some(), "{}", compiled.render_diagnostics());
-        let plan = compiled.plan.expect("checked above");
-        let metrics = Arc::new(Metrics::new(None, &plan).expect("metrics"));
+        let metrics = Arc::new(Metrics::new().expect("metrics"));
         let info = Arc::new(Info { instance: "test".into(), started_at_ms: 0, is_embedded: false, query: None, admin });
         router(metrics, info)
     }
