@@ -89,11 +89,11 @@ impl DailyBudget {
     }
 
     /// The share of today's allowance used, 0 when unlimited.
-    pub fn used_ratio(&mut self, now_ms: i64) -> f64 {
-        self.roll(now_ms);
+    pub fn used_ratio(&self, now_ms: i64) -> f64 {
+        let used = if now_ms.div_euclid(DAY_MS) == self.day { self.used } else { 0 };
         match self.limit {
             Some(0) => 1.0,
-            Some(limit) => self.used as f64 / limit as f64,
+            Some(limit) => used as f64 / limit as f64,
             None => 0.0,
         }
     }

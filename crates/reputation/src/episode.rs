@@ -124,6 +124,7 @@ mod tests {
             degraded: None,
             txt: txt.map(Into::into),
             weight: 1.0,
+            budget_used: 0.0,
             resolver: "127.0.0.1:53".into(),
             latency_ms: 1,
             cached: false,

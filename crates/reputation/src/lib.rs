@@ -17,6 +17,7 @@ pub mod cache;
 pub mod classify;
 pub mod episode;
 pub mod observation;
+pub mod plan;
 pub mod poller;
 pub mod schedule;
 pub mod target;
@@ -26,6 +27,7 @@ use std::net::SocketAddr;
 pub use classify::{Answer, Degraded, State, Verdict};
 pub use episode::{Episode, Episodes};
 pub use observation::Observation;
+pub use plan::{poller_config, Settings};
 pub use poller::{ListConfig, ListStatus, Poller, PollerConfig, Report};
 pub use target::{ListKind, Target};
 
@@ -35,6 +37,8 @@ pub enum Error {
     BadTarget { target: String, why: &'static str },
     #[error("target `{target}` has more than {max} addresses")]
     TooManyTargets { target: String, max: usize },
+    #[error("list `{list}` needs its query key in the environment variable `{var}`")]
+    MissingKey { list: String, var: String },
     #[error("list `{list}`: {why}")]
     Config { list: String, why: &'static str },
     #[error("cannot set up a resolver for {resolver}")]

@@ -465,6 +465,7 @@ impl ListState {
             degraded: verdict.degraded.as_ref().map(|d| d.as_str().to_owned()),
             txt,
             weight: self.cfg.weight,
+            budget_used: self.daily.used_ratio(now_ms()),
             resolver: ctx.resolver_name.to_owned(),
             latency_ms,
             cached,
