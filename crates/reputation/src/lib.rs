@@ -21,6 +21,7 @@ pub mod plan;
 pub mod poller;
 pub mod schedule;
 pub mod target;
+pub mod zone;
 
 use std::net::SocketAddr;
 

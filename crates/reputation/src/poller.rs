@@ -33,6 +33,9 @@ use crate::schedule::{jittered, Rechecks};
 use crate::target::{ListKind, Target};
 use crate::{Error, Result};
 
+/// How often a poller that is not active asks again whether it is.
+const STANDBY_CHECK: Duration = Duration::from_secs(2);
+
 /// A TXT answer is cut to this many bytes.
 const MAX_TXT_BYTES: usize = 512;
 
@@ -311,19 +314,40 @@ impl Poller {
     /// handing each report to `emit`, until `shutdown` turns true or its
     /// sender is dropped. A sweep in flight when shutdown comes is dropped
     /// whole: nothing half-done is emitted.
-    pub async fn run<F>(mut self, mut emit: F, mut shutdown: watch::Receiver<bool>)
+    pub async fn run<F>(self, emit: F, shutdown: watch::Receiver<bool>)
     where
+        F: FnMut(Report),
+    {
+        self.run_while(|| true, emit, shutdown).await
+    }
+
+    /// [`Poller::run`], sweeping only while `active` says so when a sweep or
+    /// a re-check is due (in `streamd`: while this instance is the one that
+    /// polls). Skipped sweeps query nothing and emit nothing.
+    pub async fn run_while<A, F>(mut self, mut active: A, mut emit: F, mut shutdown: watch::Receiver<bool>)
+    where
+        A: FnMut() -> bool,
         F: FnMut(Report),
     {
         loop {
             if *shutdown.borrow() {
                 return;
             }
-            tokio::select! {
-                report = self.sweep() => emit(report),
-                _ = shutdown.changed() => return,
+            let swept = active();
+            if swept {
+                tokio::select! {
+                    report = self.sweep() => emit(report),
+                    _ = shutdown.changed() => return,
+                }
             }
-            let next_sweep = Instant::now() + jittered(self.interval, self.jitter, &mut self.rng);
+            // A standby poller looks again soon, so that it takes over
+            // within seconds of becoming the one that polls.
+            let pause = if swept {
+                jittered(self.interval, self.jitter, &mut self.rng)
+            } else {
+                self.interval.min(STANDBY_CHECK)
+            };
+            let next_sweep = Instant::now() + pause;
             loop {
                 let wake = self.rechecks.next().map_or(next_sweep, |at| at.min(next_sweep));
                 tokio::select! {
@@ -336,9 +360,14 @@ impl Poller {
                     }
                 }
                 if self.rechecks.next().is_some_and(|at| at <= Instant::now()) {
-                    tokio::select! {
-                        report = self.recheck_due() => emit(report),
-                        _ = shutdown.changed() => return,
+                    if active() {
+                        tokio::select! {
+                            report = self.recheck_due() => emit(report),
+                            _ = shutdown.changed() => return,
+                        }
+                    } else {
+                        // Not ours to poll now: whoever is will sweep.
+                        self.rechecks.take_due(Instant::now());
                     }
                 }
                 if Instant::now() >= next_sweep {

@@ -26,6 +26,37 @@ pub struct RawConfig {
     pub embedded: RawEmbedded,
     /// Deployment: the control topic and the admin endpoint.
     pub deploy: RawDeploy,
+    /// The DNSBL poller of `dnsbl` sources.
+    pub reputation: RawReputation,
+}
+
+/// `[reputation]`: how the poller of a pipeline's `dnsbl` sources runs (what
+/// it polls is in the pipeline).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawReputation {
+    /// Run the poller when a pipeline has a `dnsbl` source (one instance of the group polls).
+    pub enabled: bool,
+    /// The recursive resolver to ask, `IP:PORT`: your own (lists refuse public resolvers).
+    pub resolver: String,
+    /// How long one query may take, ms.
+    pub timeout_ms: u64,
+    /// How soon a target whose state changed is asked again, ms.
+    pub recheck_after_ms: u64,
+    /// The fraction (0 to 0.5) by which the pause between sweeps moves either way.
+    pub jitter: f64,
+}
+
+impl Default for RawReputation {
+    fn default() -> Self {
+        RawReputation {
+            enabled: true,
+            resolver: "127.0.0.1:53".into(),
+            timeout_ms: 2000,
+            recheck_after_ms: 60_000,
+            jitter: 0.1,
+        }
+    }
 }
 
 /// `[deploy]`
@@ -276,6 +307,8 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// Seconds between instance reports.
     pub report_interval: Duration,
+    /// The DNSBL poller: `None` when disabled.
+    pub reputation: Option<reputation::Settings>,
 }
 
 impl TryFrom<RawConfig> for Config {
@@ -308,7 +341,17 @@ impl TryFrom<RawConfig> for Config {
         {
             problems.push("embedded: partitions ≥ 1, events_per_second ≥ 1, bad_ratio in [0, 1]".into());
         }
-        let (Some(http_addr), Some(scylla), true) = (http_addr, scylla, problems.is_empty()) else {
+        let r = &raw.reputation;
+        let resolver = r
+            .resolver
+            .parse::<SocketAddr>()
+            .map_err(|e| problems.push(format!("reputation.resolver `{}`: {e} (expected IP:PORT)", r.resolver)))
+            .ok();
+        if !(0.0..=0.5).contains(&r.jitter) || r.timeout_ms == 0 {
+            problems.push("reputation: jitter in [0, 0.5], timeout_ms ≥ 1".into());
+        }
+        let (Some(http_addr), Some(scylla), Some(resolver), true) = (http_addr, scylla, resolver, problems.is_empty())
+        else {
             bail!("invalid configuration:\n  {}", problems.join("\n  "));
         };
         let k = raw.kafka;
@@ -341,6 +384,13 @@ impl TryFrom<RawConfig> for Config {
             control_topic: (!raw.deploy.control_topic.is_empty()).then_some(raw.deploy.control_topic),
             admin_token: (!raw.deploy.admin_token.is_empty()).then_some(raw.deploy.admin_token),
             report_interval: Duration::from_secs(raw.deploy.report_interval_s.max(1)),
+            reputation: raw.reputation.enabled.then(|| reputation::Settings {
+                resolver,
+                timeout: Duration::from_millis(raw.reputation.timeout_ms),
+                jitter: raw.reputation.jitter,
+                recheck_after: Duration::from_millis(raw.reputation.recheck_after_ms),
+                ..reputation::Settings::default()
+            }),
         })
     }
 }

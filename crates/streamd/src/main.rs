@@ -9,6 +9,7 @@ mod export;
 mod http;
 mod metrics;
 mod query_api;
+mod reputation;
 
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
@@ -118,6 +119,9 @@ fn run(args: Args) -> anyhow::Result<()> {
             config.control_topic.as_deref(),
             config.embedded,
         )?;
+        for source in plan.plan.sources.iter().filter(|s| s.dnsbl.is_some()) {
+            cluster.create_topic(&source.topic, 1)?;
+        }
         config.kafka.brokers = cluster.brokers();
         Some(cluster)
     } else {
@@ -201,6 +205,10 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     drop(updates);
+    let pollers = match &config.reputation {
+        Some(settings) => reputation::start(&plan.plan, settings, &config.kafka, metrics.clone(), args.embedded)?,
+        None => None,
+    };
     info!(
         plan = %&plan.plan.hash[..16],
         version = ?version,
@@ -227,6 +235,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         anyhow::Ok(())
     });
     shutdown.store(true, Ordering::SeqCst);
+    if let Some(pollers) = pollers {
+        pollers.stop();
+    }
     let consumer_result = consumer_thread.join().map_err(|_| anyhow::anyhow!("the consumer thread panicked"))?;
     for helper in helpers {
         let _ = helper.join();

@@ -1,0 +1,164 @@
+//! The DNSBL poller of the plan's `dnsbl` sources.
+//!
+//! Who polls: of all instances of the group, the one the group assigned
+//! partition 0 of the source's topic; the others skip their sweeps. The
+//! group gives that partition to exactly one live member, so the lists see
+//! one poller however many instances run, and polling moves with the
+//! partition when its owner stops or dies.
+//!
+//! Where observations go: produced to the source's topic (keyed by
+//! list/target, idempotent producer), then consumed like every other
+//! message: windows, tiers, store and the offset protocol make the results
+//! exactly-once over what the topic holds. See docs/reputation.md.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use reputation::zone::Zone;
+use reputation::{Poller, Report};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::metrics::Metrics;
+
+/// The running pollers; [`Reputation::stop`] ends them.
+pub struct Reputation {
+    stop: watch::Sender<bool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Reputation {
+    /// Stops the pollers (a sweep in flight is dropped whole) and waits.
+    pub fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.thread.join();
+    }
+}
+
+/// One `dnsbl` source, ready to run.
+struct Job {
+    source: String,
+    topic: String,
+    poller: Poller,
+}
+
+/// Starts a poller per `dnsbl` source of `plan`, or nothing when there is
+/// none. With `demo`, the pollers ask an in-process zone holding demo
+/// listings instead of the configured resolver.
+pub fn start(
+    plan: &dsl::Plan,
+    settings: &reputation::Settings,
+    kafka: &kafka::Settings,
+    metrics: Arc<Metrics>,
+    demo: bool,
+) -> anyhow::Result<Option<Reputation>> {
+    let sources: Vec<(&str, &str, &dsl::plan::DnsblPlan)> =
+        plan.sources.iter().filter_map(|s| Some((s.name.as_str(), s.topic.as_str(), s.dnsbl.as_ref()?))).collect();
+    if sources.is_empty() {
+        return Ok(None);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut settings = settings.clone();
+    settings.seed = u64::from(std::process::id());
+    let mut demo_zone = None;
+    if demo {
+        let socket = runtime.block_on(reputation::zone::bind(0)).context("cannot bind the demo DNSBL zone")?;
+        settings.resolver = socket.local_addr()?;
+        let mut lists = Vec::new();
+        for (_, _, dnsbl) in &sources {
+            lists.extend(reputation::poller_config(dnsbl, &settings, |_| Some("demo".into()))?.lists);
+        }
+        info!(resolver = %settings.resolver, "Serving the demo DNSBL zone.");
+        demo_zone = Some((socket, Arc::new(Zone::demo(&lists))));
+    }
+    let mut jobs = Vec::new();
+    for (source, topic, dnsbl) in sources {
+        let config = reputation::poller_config(dnsbl, &settings, |var| std::env::var(var).ok())
+            .with_context(|| format!("source `{source}`"))?;
+        info!(
+            source,
+            topic,
+            lists = config.lists.len(),
+            targets = config.targets.len(),
+            resolver = %config.resolver,
+            "DNSBL poller ready; it polls while this instance owns partition 0 of its topic."
+        );
+        jobs.push(Job { source: source.to_string(), topic: topic.to_string(), poller: Poller::new(config)? });
+    }
+    let mut producer_config = ClientConfig::new();
+    for (key, value) in &kafka.librdkafka {
+        // Consumer-only settings would make the producer fail; pass the connection ones.
+        if key.starts_with("security.") || key.starts_with("sasl.") || key.starts_with("ssl.") {
+            producer_config.set(key, value);
+        }
+    }
+    let producer: BaseProducer = producer_config
+        .set("bootstrap.servers", &kafka.brokers)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "50")
+        .create()
+        .context("cannot create the DNSBL observation producer")?;
+    let (stop, stopped) = watch::channel(false);
+    let thread = std::thread::Builder::new().name("reputation".into()).spawn(move || {
+        runtime.block_on(async move {
+            let mut tasks = Vec::new();
+            if let Some((socket, zone)) = demo_zone {
+                tasks.push(tokio::spawn(reputation::zone::serve(socket, zone, stopped.clone())));
+            }
+            let producer = Arc::new(producer);
+            for job in jobs {
+                let (producer, metrics, stopped) = (producer.clone(), metrics.clone(), stopped.clone());
+                let topic = job.topic.clone();
+                let owns = move || owns_first_partition(&metrics, &topic);
+                let (source, topic) = (job.source, job.topic);
+                let emit = move |report: Report| produce(&producer, &source, &topic, &report);
+                tasks.push(tokio::spawn(job.poller.run_while(owns, emit, stopped)));
+            }
+            for task in tasks {
+                let _ = task.await;
+            }
+        });
+    })?;
+    Ok(Some(Reputation { stop, thread }))
+}
+
+/// Whether this instance owns partition 0 of `topic` now.
+fn owns_first_partition(metrics: &Metrics, topic: &str) -> bool {
+    metrics.status().partitions.iter().any(|p| p.topic == topic && p.partition == 0)
+}
+
+/// Produces a report's observations and waits until the broker has them.
+fn produce(producer: &BaseProducer, source: &str, topic: &str, report: &Report) {
+    for observation in &report.observations {
+        let (key, payload) = (observation.key(), observation.to_json());
+        let mut record = BaseRecord::to(topic).key(&key).payload(&payload);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                    r,
+                )) => {
+                    record = r;
+                    producer.poll(Duration::from_millis(100));
+                }
+                Err((error, _)) => {
+                    warn!(source, topic, %error, "Cannot produce a DNSBL observation; it is lost.");
+                    break;
+                }
+            }
+        }
+    }
+    if let Err(error) = producer.flush(Duration::from_secs(30)) {
+        warn!(source, topic, %error, "DNSBL observations not confirmed by the broker.");
+    }
+    for list in &report.lists {
+        if !list.canaries_ok {
+            warn!(source, list = %list.list, problem = ?list.canary_problem, cycles = list.degraded_cycles, "DNSBL canaries fail: the list is degraded.");
+        }
+    }
+    info!(source, observations = report.observations.len(), "DNSBL sweep produced.");
+}
