@@ -9,39 +9,11 @@
 
 use std::collections::HashMap;
 
-use serde::{Deserialize, Serialize};
-
 use crate::classify::State;
 use crate::observation::Observation;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Episode {
-    pub list: String,
-    pub target: String,
-    /// The codes of the first observation.
-    pub code: String,
-    /// The codes of the latest observation (a listing may move between
-    /// sub-lists).
-    pub last_code: String,
-    pub meaning: Option<String>,
-    pub first_seen_ms: i64,
-    pub last_seen_ms: i64,
-    /// When the clean observation that ended it came; `None` while open.
-    pub ended_ms: Option<i64>,
-    pub first_txt: Option<String>,
-    pub last_txt: Option<String>,
-}
-
-impl Episode {
-    /// From the first to the last observation of the listing.
-    pub fn duration_ms(&self) -> i64 {
-        self.last_seen_ms - self.first_seen_ms
-    }
-
-    pub fn is_open(&self) -> bool {
-        self.ended_ms.is_none()
-    }
-}
+/// An episode as stored (`store::episodes`).
+pub use store::episodes::Episode;
 
 /// The open episodes, one per (list, target) at most.
 #[derive(Debug, Default)]

@@ -102,6 +102,31 @@ fn every_generated_row_binds_to_its_upsert() {
         };
         partition.process(&Message { payload: line.as_bytes(), meta }, NOW_MS, &mut out);
     }
+    // The reputation source's observations, on its own topic.
+    let mut observations = Partition::new(plan.clone(), 0);
+    let mut observed = Output::default();
+    let topic = plan.plan.sources.iter().find(|s| s.dnsbl.is_some()).map(|s| s.topic.clone()).expect("dnsbl source");
+    for (i, (list, status, degraded)) in
+        [("spamhaus_zen", "listed", "null"), ("spamcop", "degraded", "\"timeout\""), ("spamcop", "clean", "null")]
+            .iter()
+            .enumerate()
+    {
+        let line = format!(
+            r#"{{"time":"2024-06-03T00:0{i}:00.000Z","list":"{list}","zone":"z.example","kind":"ip","target":"192.0.2.{i}","status":"{status}","code":null,"meaning":null,"degraded":{degraded},"txt":null,"weight":1.0,"budget_used":0.1,"resolver":"127.0.0.1:53","latency_ms":3,"cached":false}}"#
+        );
+        let meta = engine::eval::MessageMeta {
+            topic: &topic,
+            partition: 0,
+            offset: i as i64,
+            key: None,
+            timestamp_ms: None,
+            headers: &[],
+        };
+        observations.process(&Message { payload: line.as_bytes(), meta }, NOW_MS, &mut observed);
+    }
+    observations.close_all(&mut observed);
+    assert!(observed.dead_letters.is_empty(), "observations decode: {:?}", observed.dead_letters);
+    out.rows.extend(observed.rows);
     partition.close_all(&mut out);
     let mut tables = std::collections::BTreeSet::new();
     let mut buffer = Vec::new();

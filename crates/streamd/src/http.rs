@@ -123,7 +123,7 @@ async fn handle(mut stream: TcpStream, metrics: &Metrics, info: &Info) -> std::i
     match path {
         "/metrics" => respond(&mut stream, 200, "text/plain; version=0.0.4; charset=utf-8", &metrics.render()).await,
         "/healthz" => respond(&mut stream, 200, "text/plain", "ok\n").await,
-        "/api/v1/query" => {
+        "/api/v1/query" | "/api/v1/episodes" => {
             let Some(api) = info.query.clone() else {
                 return respond(
                     &mut stream,
@@ -134,7 +134,17 @@ async fn handle(mut stream: TcpStream, metrics: &Metrics, info: &Info) -> std::i
                 .await;
             };
             let query = target.split_once('?').map_or("", |(_, q)| q).to_string();
-            let (code, body) = tokio::task::spawn_blocking(move || api.answer(&query))
+            let episodes = path == "/api/v1/episodes";
+            let (code, body) =
+                tokio::task::spawn_blocking(
+                    move || {
+                        if episodes {
+                            api.answer_episodes(&query)
+                        } else {
+                            api.answer(&query)
+                        }
+                    },
+                )
                 .await
                 .unwrap_or_else(|_| (500, "{\"error\":\"the query panicked\"}\n".to_string()));
             respond(&mut stream, code, "application/json", &body).await

@@ -5,6 +5,7 @@
 mod config;
 mod deploy;
 mod embedded;
+mod episodes_api;
 mod export;
 mod http;
 mod metrics;
@@ -206,8 +207,13 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     drop(updates);
     let pollers = match &config.reputation {
-        Some(settings) => reputation::start(&plan.plan, settings, &config.kafka, metrics.clone(), args.embedded)?,
-        None => None,
+        Some(settings) if reputation::has_dnsbl(&plan.plan) => {
+            let (episodes, _) =
+                open_store(&config.store_url, &config.scylla).context("cannot open the episode store")?;
+            let episodes = Arc::new(std::sync::Mutex::new(episodes));
+            reputation::start(&plan.plan, settings, &config.kafka, metrics.clone(), args.embedded, episodes)?
+        }
+        _ => None,
     };
     info!(
         plan = %&plan.plan.hash[..16],

@@ -68,6 +68,32 @@ impl QueryApi {
     }
 }
 
+impl QueryApi {
+    /// Answers `/api/v1/episodes` (see [`crate::episodes_api`]).
+    pub fn answer_episodes(&self, query: &str) -> (u16, String) {
+        let mut params = crate::episodes_api::EpisodeParams::default();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let Some(value) = percent_decode(value) else {
+                return error(400, &format!("parameter `{key}` is not valid percent-encoded UTF-8"));
+            };
+            match key {
+                "list" => params.list = Some(value),
+                "target" => params.target = Some(value),
+                "from" => params.from = Some(value),
+                "to" => params.to = Some(value),
+                "open" => params.open = Some(value == "true"),
+                _ => return error(400, &format!("unknown parameter `{key}`; known: list, target, from, to, open")),
+            }
+        }
+        let Ok(store) = self.store.lock() else { return error(500, "the query store lock is poisoned") };
+        match crate::episodes_api::episodes(store.as_ref(), &params) {
+            Ok(episodes) => (200, serde_json::to_string(&episodes).unwrap_or_else(|_| "[]".into()) + "\n"),
+            Err(e) => error(e.status, &e.message),
+        }
+    }
+}
+
 fn error(code: u16, message: &str) -> (u16, String) {
     (code, serde_json::json!({ "error": message }).to_string() + "\n")
 }

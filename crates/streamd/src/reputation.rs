@@ -11,14 +11,16 @@
 //! message: windows, tiers, store and the offset protocol make the results
 //! exactly-once over what the topic holds. See docs/reputation.md.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use reputation::zone::Zone;
-use reputation::{Poller, Report};
+use reputation::{Episodes, Poller, Report};
+use store::episodes::EpisodeFilter;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -45,15 +47,25 @@ struct Job {
     poller: Poller,
 }
 
+/// The store episodes are written to, shared by the sources' pollers.
+pub type EpisodeStore = Arc<Mutex<Box<dyn store::Store + Send>>>;
+
+/// Whether `plan` has a `dnsbl` source.
+pub fn has_dnsbl(plan: &dsl::Plan) -> bool {
+    plan.sources.iter().any(|s| s.dnsbl.is_some())
+}
+
 /// Starts a poller per `dnsbl` source of `plan`, or nothing when there is
 /// none. With `demo`, the pollers ask an in-process zone holding demo
-/// listings instead of the configured resolver.
+/// listings instead of the configured resolver. Listing episodes go to
+/// `episodes`.
 pub fn start(
     plan: &dsl::Plan,
     settings: &reputation::Settings,
     kafka: &kafka::Settings,
     metrics: Arc<Metrics>,
     demo: bool,
+    episodes: EpisodeStore,
 ) -> anyhow::Result<Option<Reputation>> {
     let sources: Vec<(&str, &str, &dsl::plan::DnsblPlan)> =
         plan.sources.iter().filter_map(|s| Some((s.name.as_str(), s.topic.as_str(), s.dnsbl.as_ref()?))).collect();
@@ -112,9 +124,27 @@ pub fn start(
             for job in jobs {
                 let (producer, metrics, stopped) = (producer.clone(), metrics.clone(), stopped.clone());
                 let topic = job.topic.clone();
-                let owns = move || owns_first_partition(&metrics, &topic);
+                // Becoming the poller (at start, or taking over) reads the
+                // open episodes back, so a listing that continues keeps its episode.
+                let restore = Arc::new(AtomicBool::new(true));
+                let was_active = AtomicBool::new(false);
+                let flag = restore.clone();
+                let owns = move || {
+                    let owns = owns_first_partition(&metrics, &topic);
+                    if owns && !was_active.swap(true, Ordering::SeqCst) {
+                        flag.store(true, Ordering::SeqCst);
+                    }
+                    if !owns {
+                        was_active.store(false, Ordering::SeqCst);
+                    }
+                    owns
+                };
                 let (source, topic) = (job.source, job.topic);
-                let emit = move |report: Report| produce(&producer, &source, &topic, &report);
+                let (store, mut open) = (episodes.clone(), Episodes::default());
+                let emit = move |report: Report| {
+                    produce(&producer, &source, &topic, &report);
+                    record_episodes(&store, &mut open, &restore, &source, &report);
+                };
                 tasks.push(tokio::spawn(job.poller.run_while(owns, emit, stopped)));
             }
             for task in tasks {
@@ -123,6 +153,34 @@ pub fn start(
         });
     })?;
     Ok(Some(Reputation { stop, thread }))
+}
+
+/// Applies a report's observations to the open episodes and upserts those
+/// that opened, moved or ended. A failed write re-reads the open episodes
+/// from the store before the next report, so nothing is opened twice.
+fn record_episodes(store: &EpisodeStore, open: &mut Episodes, restore: &AtomicBool, source: &str, report: &Report) {
+    let mut store = store.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if restore.swap(false, Ordering::SeqCst) {
+        match store.episodes(&EpisodeFilter { open_only: true, ..EpisodeFilter::default() }) {
+            Ok(stored) => {
+                *open = Episodes::default();
+                open.restore(stored);
+            }
+            Err(error) => {
+                warn!(source, %error, "Cannot read the open listing episodes; trying again after the next sweep.");
+                restore.store(true, Ordering::SeqCst);
+                return;
+            }
+        }
+    }
+    let changed: Vec<_> = report.observations.iter().filter_map(|o| open.observe(o)).collect();
+    if changed.is_empty() {
+        return;
+    }
+    if let Err(error) = store.write_episodes(&changed) {
+        warn!(source, %error, episodes = changed.len(), "Cannot write listing episodes; they are written again after the next sweep.");
+        restore.store(true, Ordering::SeqCst);
+    }
 }
 
 /// Whether this instance owns partition 0 of `topic` now.
