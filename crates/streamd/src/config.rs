@@ -35,9 +35,9 @@ pub struct RawConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawReputation {
-    /// Run the poller when a pipeline has a `dnsbl` source (one instance of the group polls).
-    pub enabled: bool,
-    /// The recursive resolver to ask, `IP:PORT`: your own (lists refuse public resolvers).
+    /// The recursive resolver to ask, `IP:PORT`: your own (lists refuse public
+    /// resolvers). Empty: `dnsbl` sources are not polled (with `--embedded`,
+    /// the demo zone is asked instead).
     pub resolver: String,
     /// How long one query may take, ms.
     pub timeout_ms: u64,
@@ -49,13 +49,7 @@ pub struct RawReputation {
 
 impl Default for RawReputation {
     fn default() -> Self {
-        RawReputation {
-            enabled: true,
-            resolver: "127.0.0.1:53".into(),
-            timeout_ms: 2000,
-            recheck_after_ms: 60_000,
-            jitter: 0.1,
-        }
+        RawReputation { resolver: String::new(), timeout_ms: 2000, recheck_after_ms: 60_000, jitter: 0.1 }
     }
 }
 
@@ -307,7 +301,7 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// Seconds between instance reports.
     pub report_interval: Duration,
-    /// The DNSBL poller: `None` when disabled.
+    /// The DNSBL poller: `None` when no resolver is configured.
     pub reputation: Option<reputation::Settings>,
 }
 
@@ -342,11 +336,15 @@ impl TryFrom<RawConfig> for Config {
             problems.push("embedded: partitions ≥ 1, events_per_second ≥ 1, bad_ratio in [0, 1]".into());
         }
         let r = &raw.reputation;
-        let resolver = r
-            .resolver
-            .parse::<SocketAddr>()
-            .map_err(|e| problems.push(format!("reputation.resolver `{}`: {e} (expected IP:PORT)", r.resolver)))
-            .ok();
+        let resolver = if r.resolver.is_empty() {
+            Some(None)
+        } else {
+            r.resolver
+                .parse::<SocketAddr>()
+                .map(Some)
+                .map_err(|e| problems.push(format!("reputation.resolver `{}`: {e} (expected IP:PORT)", r.resolver)))
+                .ok()
+        };
         if !(0.0..=0.5).contains(&r.jitter) || r.timeout_ms == 0 {
             problems.push("reputation: jitter in [0, 0.5], timeout_ms ≥ 1".into());
         }
@@ -384,7 +382,7 @@ impl TryFrom<RawConfig> for Config {
             control_topic: (!raw.deploy.control_topic.is_empty()).then_some(raw.deploy.control_topic),
             admin_token: (!raw.deploy.admin_token.is_empty()).then_some(raw.deploy.admin_token),
             report_interval: Duration::from_secs(raw.deploy.report_interval_s.max(1)),
-            reputation: raw.reputation.enabled.then(|| reputation::Settings {
+            reputation: resolver.map(|resolver| reputation::Settings {
                 resolver,
                 timeout: Duration::from_millis(raw.reputation.timeout_ms),
                 jitter: raw.reputation.jitter,

@@ -206,12 +206,19 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     drop(updates);
-    let pollers = match &config.reputation {
+    // With --embedded and no resolver configured, the demo zone answers.
+    let demo = args.embedded && config.reputation.is_none();
+    let poller_settings = config.reputation.clone().or_else(|| demo.then(::reputation::Settings::default));
+    let pollers = match poller_settings {
         Some(settings) if reputation::has_dnsbl(&plan.plan) => {
             let (episodes, _) =
                 open_store(&config.store_url, &config.scylla).context("cannot open the episode store")?;
             let episodes = Arc::new(std::sync::Mutex::new(episodes));
-            reputation::start(&plan.plan, settings, &config.kafka, metrics.clone(), args.embedded, episodes)?
+            reputation::start(&plan.plan, &settings, &config.kafka, metrics.clone(), demo, episodes)?
+        }
+        None if reputation::has_dnsbl(&plan.plan) => {
+            warn!("The pipelines have a `dnsbl` source but [reputation] resolver is not set: it is not polled here.");
+            None
         }
         _ => None,
     };
