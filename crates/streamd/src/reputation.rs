@@ -88,8 +88,9 @@ pub fn start(
     }
     let mut jobs = Vec::new();
     for (source, topic, dnsbl) in sources {
-        let config = reputation::poller_config(dnsbl, &settings, |var| std::env::var(var).ok())
-            .with_context(|| format!("source `{source}`"))?;
+        // The demo zone takes any query key: the demo needs none set.
+        let env = |var: &str| if demo { Some("demo".to_string()) } else { std::env::var(var).ok() };
+        let config = reputation::poller_config(dnsbl, &settings, env).with_context(|| format!("source `{source}`"))?;
         info!(
             source,
             topic,
