@@ -490,3 +490,40 @@ fn the_poller_sweeps_on_its_interval_until_shut_down() {
     });
     assert!(dns.queries().len() >= 9, "three sweeps of three queries");
 }
+
+#[test]
+fn a_standby_poller_queries_nothing_and_sweeps_soon_after_it_becomes_active() {
+    let Some(dns) = server("standby", CANARIES, &["--local=/bl.test/"]) else {
+        return;
+    };
+    let mut cfg = config(dns.addr(), vec![ip_list("bl", "bl.test", 100.0)], &["192.0.2.1"]);
+    cfg.interval = Duration::from_secs(3600);
+    let poller = Poller::new(cfg).unwrap();
+    runtime().block_on(async {
+        let active = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let (reports, mut received) = tokio::sync::mpsc::unbounded_channel();
+        let flag = active.clone();
+        let task = tokio::spawn(poller.run_while(
+            move || flag.load(std::sync::atomic::Ordering::SeqCst),
+            move |report| {
+                let _ = reports.send(report);
+            },
+            stopped,
+        ));
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert!(received.try_recv().is_err(), "a standby poller emits nothing");
+        assert!(dns.queries().is_empty(), "and asks nothing: {:?}", dns.queries());
+        // Taking over: the sweep comes within the standby check (2 s), not
+        // after the hour-long interval.
+        active.store(true, std::sync::atomic::Ordering::SeqCst);
+        let report = tokio::time::timeout(Duration::from_secs(10), received.recv())
+            .await
+            .expect("a sweep soon after becoming active")
+            .expect("a report");
+        assert_eq!(report.observations.len(), 1);
+        stop.send(true).expect("poller listening");
+        tokio::time::timeout(Duration::from_secs(5), task).await.expect("stops").expect("no panic");
+    });
+    assert_eq!(dns.queries().len(), 3, "two canaries and the target, once");
+}

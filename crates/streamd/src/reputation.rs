@@ -221,3 +221,59 @@ fn produce(producer: &BaseProducer, source: &str, topic: &str, report: &Report) 
     }
     info!(source, observations = report.observations.len(), "DNSBL sweep produced.");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reputation::{Observation, State};
+
+    fn report(time_ms: i64, state: State) -> Report {
+        let observation = Observation {
+            time_ms,
+            list: "zen".into(),
+            zone: "zen.example".into(),
+            kind: "ip".into(),
+            target: "192.0.2.2".into(),
+            state,
+            code: (state == State::Listed).then(|| "127.0.0.2".into()),
+            meaning: None,
+            degraded: None,
+            txt: None,
+            weight: 1.0,
+            budget_used: 0.0,
+            resolver: "127.0.0.1:53".into(),
+            latency_ms: 1,
+            cached: false,
+        };
+        Report { observations: vec![observation], lists: Vec::new() }
+    }
+
+    /// Two pollers one after the other (a restart, or a handover), each
+    /// starting with nothing in memory: the listing that continues keeps its
+    /// one episode, and ends it once.
+    #[test]
+    fn a_new_poller_continues_the_stored_episode_instead_of_opening_another() {
+        let dir = std::env::temp_dir().join(format!("streamd-episodes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("s.db");
+        let _ = std::fs::remove_file(&path);
+        let open_store = || -> EpisodeStore {
+            let store = store::sqlite::SqliteStore::open(path.to_str().expect("utf-8")).expect("open");
+            Arc::new(Mutex::new(Box::new(store) as Box<dyn store::Store + Send>))
+        };
+        let first = open_store();
+        let (mut open, restore) = (Episodes::default(), AtomicBool::new(true));
+        record_episodes(&first, &mut open, &restore, "reputation", &report(1_000, State::Listed));
+        record_episodes(&first, &mut open, &restore, "reputation", &report(2_000, State::Listed));
+        drop(first);
+
+        let second = open_store();
+        let (mut open, restore) = (Episodes::default(), AtomicBool::new(true));
+        record_episodes(&second, &mut open, &restore, "reputation", &report(3_000, State::Listed));
+        record_episodes(&second, &mut open, &restore, "reputation", &report(4_000, State::Clean));
+        let stored = second.lock().expect("lock").episodes(&EpisodeFilter::default()).expect("read");
+        assert_eq!(stored.len(), 1, "{stored:?}");
+        assert_eq!((stored[0].first_seen_ms, stored[0].last_seen_ms, stored[0].ended_ms), (1_000, 3_000, Some(4_000)));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
