@@ -5,8 +5,10 @@ set -euo pipefail
 
 # zlib for librdkafka (built from source by rdkafka-sys); python3 runs the
 # shared workload generator in tests; prometheus and promtool for the alert
-# rule tests and the scrape test; amtool checks the Alertmanager config.
-packages=(zlib1g-dev python3 build-essential prometheus prometheus-alertmanager)
+# rule tests and the scrape test; amtool checks the Alertmanager config;
+# dnsmasq (the binary alone, no system service) serves the test DNSBL zones
+# of the reputation poller's tests.
+packages=(zlib1g-dev python3 build-essential prometheus prometheus-alertmanager dnsmasq-base)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

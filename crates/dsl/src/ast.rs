@@ -76,8 +76,63 @@ pub struct Source {
     pub max_future: Option<Spanned<Duration>>,
     /// Declared fields.
     pub fields: Vec<FieldDecl>,
+    /// `from dnsbl { … }`: the reputation poller's settings. Such a source's
+    /// topic (unless set), format and fields are those of a DNSBL observation.
+    pub dnsbl: Option<Dnsbl>,
     /// The whole item.
     pub span: Span,
+}
+
+/// `dnsbl { … }`: what a DNSBL reputation source polls, as written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dnsbl {
+    /// Settings in source order.
+    pub settings: Vec<DnsblSetting>,
+    /// From `dnsbl` to the closing brace.
+    pub span: Span,
+}
+
+/// One setting of a `dnsbl` block.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DnsblSetting {
+    /// `topic "NAME"`: where observations go.
+    Topic(Spanned<String>),
+    /// `every DURATION`: the pause between sweeps.
+    Every(Spanned<Duration>),
+    /// `targets ["192.0.2.0/28", "example.com"]`.
+    Targets(Spanned<Vec<Spanned<String>>>),
+    /// `list NAME zone "ZONE" KIND options…`.
+    List(DnsblList),
+}
+
+/// `list NAME zone "ZONE" ip|domain [weight N] [max_qps N] [max_per_day N] [key_env "VAR"] [codes { … }]`
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnsblList {
+    /// The list's name: a value of the `list` field.
+    pub name: Ident,
+    /// The zone queried, e.g. `zen.spamhaus.org`.
+    pub zone: Spanned<String>,
+    /// `ip` or `domain`, checked later.
+    pub kind: Ident,
+    /// Options in source order.
+    pub options: Vec<DnsblOption>,
+    /// The whole list.
+    pub span: Span,
+}
+
+/// An option of a `list`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DnsblOption {
+    /// `weight N`: how much a listing here matters.
+    Weight(Spanned<f64>),
+    /// `max_qps N`: queries a second at most.
+    MaxQps(Spanned<f64>),
+    /// `max_per_day N`: queries a UTC day at most.
+    MaxPerDay(Spanned<u64>),
+    /// `key_env "VAR"`: the environment variable holding a data-query key.
+    KeyEnv(Spanned<String>),
+    /// `codes { "127.0.0.2": "SBL", … }`: names of listing codes.
+    Codes(Spanned<Vec<(Spanned<String>, Spanned<String>)>>),
 }
 
 /// `name: type [event_time]`

@@ -69,6 +69,7 @@ codes! {
     BadRollup = "E402", "a rollup tier does not line up with the finer tiers";
     BadRetention = "E403", "a retention is shorter than its tier";
     BadCardinality = "E404", "a cardinality limit is out of range";
+    BadDnsbl = "E501", "a DNSBL source setting is malformed or out of range";
     UnreachableRule = "W002", "a classifier rule can never match";
     NoDefault = "W003", "a classifier has no `default` outcome";
 }

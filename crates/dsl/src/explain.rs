@@ -53,6 +53,9 @@ fn explain_source(out: &mut String, plan: &Plan, source: &SourcePlan) {
         string(&source.topic),
         format_duration(source.max_future_ms)
     );
+    if let Some(dnsbl) = &source.dnsbl {
+        explain_dnsbl(out, dnsbl);
+    }
     let used: Vec<String> =
         source.fields.iter().filter(|f| f.is_used).map(|f| format!("{} {}", f.path.join("."), f.ty)).collect();
     let _ = writeln!(out, "  decodes {} of {} fields: {}", used.len(), source.fields.len(), used.join(", "));
@@ -62,6 +65,36 @@ fn explain_source(out: &mut String, plan: &Plan, source: &SourcePlan) {
         for (i, c) in source.classifications.iter().enumerate() {
             let args: Vec<String> = c.args.iter().map(|a| expr(a, &names)).collect();
             let _ = writeln!(out, "    #{i} {}({})", plan.classifiers[c.classifier].name, args.join(", "));
+        }
+    }
+}
+
+fn explain_dnsbl(out: &mut String, dnsbl: &DnsblPlan) {
+    let _ = writeln!(
+        out,
+        "  dnsbl: polled every {} (jittered), {} target spec(s): {}",
+        format_duration(dnsbl.every_ms),
+        dnsbl.targets.len(),
+        dnsbl.targets.join(", ")
+    );
+    for list in &dnsbl.lists {
+        let kind = match list.kind {
+            DnsblKind::Ip => "ip",
+            DnsblKind::Domain => "domain",
+        };
+        let per_day = list.max_per_day.map_or("unlimited".to_string(), |d| d.to_string());
+        let _ = writeln!(
+            out,
+            "    list {} zone {} ({kind}), weight {}, max {} query/s, {per_day} a day{}",
+            list.name,
+            string(&list.zone),
+            list.weight,
+            list.max_qps,
+            list.key_env.as_ref().map_or(String::new(), |k| format!(", key from ${k}")),
+        );
+        if !list.codes.is_empty() {
+            let codes: Vec<String> = list.codes.iter().map(|(c, m)| format!("{c}={m}")).collect();
+            let _ = writeln!(out, "      codes {}", codes.join(" "));
         }
     }
 }

@@ -160,6 +160,9 @@ impl Printer<'_> {
     }
 
     fn source(&mut self, s: &Source) {
+        if let Some(dnsbl) = &s.dnsbl {
+            return self.dnsbl_source(s, dnsbl);
+        }
         let max_future = s.max_future.as_ref().map(|d| format!(" max_future {}", format_duration(d.node.as_millis())));
         self.out.push_str(&format!(
             "source {} from kafka {} format {}{} {{\n",
@@ -185,6 +188,37 @@ impl Printer<'_> {
                 self.out.push_str(&t);
             }
             self.out.push('\n');
+        }
+        let lead = self.take_before(s.span.end);
+        self.lines(&lead, INDENT);
+        self.out.push('}');
+        let trailing = self.take_trailing(s.span.end);
+        self.end_line(trailing);
+    }
+
+    fn dnsbl_source(&mut self, s: &Source, dnsbl: &Dnsbl) {
+        self.out.push_str(&format!("source {} from dnsbl {{\n", s.name.node));
+        for setting in &dnsbl.settings {
+            let end = match setting {
+                DnsblSetting::Topic(t) => t.span.end,
+                DnsblSetting::Every(e) => e.span.end,
+                DnsblSetting::Targets(t) => t.span.end,
+                DnsblSetting::List(l) => l.span.end,
+            };
+            let lead = self.take_before(end);
+            self.lines(&lead, INDENT);
+            let text = match setting {
+                DnsblSetting::Topic(t) => format!("{INDENT}topic {}", string(&t.node)),
+                DnsblSetting::Every(e) => format!("{INDENT}every {}", format_duration(e.node.as_millis())),
+                DnsblSetting::Targets(t) => {
+                    let targets: Vec<String> = t.node.iter().map(|t| string(&t.node)).collect();
+                    format!("{INDENT}targets [{}]", targets.join(", "))
+                }
+                DnsblSetting::List(l) => dnsbl_list(l),
+            };
+            self.out.push_str(&text);
+            let trailing = self.take_trailing(end);
+            self.end_line(trailing);
         }
         let lead = self.take_before(s.span.end);
         self.lines(&lead, INDENT);
@@ -543,6 +577,30 @@ fn comma_list(out: &mut String, items: &[Expr]) {
         }
         expr(out, item);
     }
+}
+
+/// `list NAME zone "ZONE" KIND options…`, codes one a line.
+fn dnsbl_list(l: &DnsblList) -> String {
+    let mut out = format!("{INDENT}list {} zone {} {}", l.name.node, string(&l.zone.node), l.kind.node);
+    for option in &l.options {
+        match option {
+            DnsblOption::Weight(w) => out.push_str(&format!(" weight {}", w.node)),
+            DnsblOption::MaxQps(q) => out.push_str(&format!(" max_qps {}", q.node)),
+            DnsblOption::MaxPerDay(d) => out.push_str(&format!(" max_per_day {}", d.node)),
+            DnsblOption::KeyEnv(k) => out.push_str(&format!(" key_env {}", string(&k.node))),
+            DnsblOption::Codes(codes) => {
+                out.push_str(" codes {");
+                for (code, meaning) in &codes.node {
+                    out.push_str(&format!("\n{INDENT}{INDENT}{}: {},", string(&code.node), string(&meaning.node)));
+                }
+                if !codes.node.is_empty() {
+                    out.push_str(&format!("\n{INDENT}"));
+                }
+                out.push('}');
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ mod check;
 pub mod codes;
 mod compile;
 pub mod diagnostic;
+pub mod dnsbl;
 mod explain;
 pub mod files;
 pub mod fmt;

@@ -161,6 +161,52 @@ pub struct SourcePlan {
     /// Distinct classifier calls over this source's events; each is computed
     /// at most once per event, however many metrics use it.
     pub classifications: Vec<Classification>,
+    /// For a `from dnsbl` source: what the reputation poller asks about. Its
+    /// observations arrive on `topic` like any other source's messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dnsbl: Option<DnsblPlan>,
+}
+
+/// What a DNSBL reputation source polls.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DnsblPlan {
+    /// The pause between sweeps, ms (jittered by the poller).
+    pub every_ms: u64,
+    /// Addresses, CIDR blocks and domains, as written.
+    pub targets: Vec<String>,
+    /// The lists, in definition order.
+    pub lists: Vec<DnsblListPlan>,
+}
+
+/// Whether a DNSBL lists IP addresses or domains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DnsblKind {
+    /// Queried with the address reversed: `2.0.0.127.zone`.
+    Ip,
+    /// Queried with the domain: `example.com.zone`.
+    Domain,
+}
+
+/// One DNSBL.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DnsblListPlan {
+    /// The list's name, the value of the observations' `list` field.
+    pub name: String,
+    /// The zone, e.g. `zen.spamhaus.org`.
+    pub zone: String,
+    /// IP or domain list.
+    pub kind: DnsblKind,
+    /// How much a listing here matters (alert severity).
+    pub weight: f64,
+    /// Queries a second at most.
+    pub max_qps: f64,
+    /// Queries a UTC day at most, if limited.
+    pub max_per_day: Option<u64>,
+    /// The environment variable holding the data-query key, if the list needs one.
+    pub key_env: Option<String>,
+    /// Names of listing codes: `127.0.0.2` → `SBL`.
+    pub codes: std::collections::BTreeMap<String, String>,
 }
 
 /// The `max_future` of a source that does not set one: an hour.

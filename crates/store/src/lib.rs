@@ -14,6 +14,7 @@
 #![deny(missing_docs)]
 #![deny(clippy::unwrap_used)]
 
+pub mod episodes;
 pub mod query;
 pub mod schema;
 pub mod scylla;
@@ -69,6 +70,9 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// This store does not keep this kind of data.
+    #[error("this store keeps no {0}")]
+    Unsupported(&'static str),
     /// A setting is out of range or unknown (caught before connecting).
     #[error("invalid store configuration: {0}")]
     InvalidConfig(String),
@@ -293,6 +297,22 @@ pub trait Store {
     /// # Errors
     /// On storage failure.
     fn sweep(&mut self, plan: &dsl::Plan, now_ms: i64) -> Result<u64>;
+
+    /// Upserts DNSBL listing episodes (identity: list, target, first_seen_ms).
+    ///
+    /// # Errors
+    /// On storage failure, or for a store that keeps no episodes.
+    fn write_episodes(&mut self, _episodes: &[episodes::Episode]) -> Result<()> {
+        Err(Error::Unsupported("listing episodes"))
+    }
+
+    /// The DNSBL listing episodes `filter` selects, by list, target and start.
+    ///
+    /// # Errors
+    /// On storage failure, or for a store that keeps no episodes.
+    fn episodes(&self, _filter: &episodes::EpisodeFilter) -> Result<Vec<episodes::Episode>> {
+        Err(Error::Unsupported("listing episodes"))
+    }
 }
 
 /// The checkpoint's metric starts as stored (JSON), `None` when it has none.

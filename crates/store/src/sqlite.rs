@@ -29,6 +29,13 @@ fn sqlite(context: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> Error {
     move |source| Error::Sqlite { context, source }
 }
 
+/// The DNSBL listing episodes, created when first written or read.
+const EPISODES_DDL: &str = "CREATE TABLE IF NOT EXISTS stream_dnsbl_episodes (
+       list TEXT NOT NULL, target TEXT NOT NULL, first_seen_ms INTEGER NOT NULL,
+       last_seen_ms INTEGER NOT NULL, ended_ms INTEGER, code TEXT NOT NULL, last_code TEXT NOT NULL,
+       meaning TEXT, first_txt TEXT, last_txt TEXT,
+       PRIMARY KEY (list, target, first_seen_ms));";
+
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`.
     ///
@@ -305,6 +312,77 @@ impl Store for SqliteStore {
             .map_err(sqlite("cannot read a checkpoint"))?
             .map(|(checkpoint, metrics)| crate::with_checkpoint_metrics(checkpoint, metrics.as_deref()))
             .transpose()
+    }
+
+    fn write_episodes(&mut self, episodes: &[crate::episodes::Episode]) -> Result<()> {
+        self.conn.execute_batch(EPISODES_DDL).map_err(sqlite("cannot create the episode table"))?;
+        let tx = self.conn.transaction().map_err(sqlite("cannot write episodes"))?;
+        {
+            // A write never moves an episode back: an older version of it
+            // (a replayed or late write) leaves the newer one in place.
+            let mut upsert = tx
+                .prepare_cached(
+                    "INSERT INTO stream_dnsbl_episodes (list, target, first_seen_ms, last_seen_ms, ended_ms, code,
+                       last_code, meaning, first_txt, last_txt)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                     ON CONFLICT (list, target, first_seen_ms) DO UPDATE SET
+                       last_seen_ms = excluded.last_seen_ms, ended_ms = excluded.ended_ms,
+                       last_code = excluded.last_code, last_txt = excluded.last_txt
+                     WHERE excluded.last_seen_ms > stream_dnsbl_episodes.last_seen_ms
+                        OR (excluded.last_seen_ms = stream_dnsbl_episodes.last_seen_ms
+                            AND stream_dnsbl_episodes.ended_ms IS NULL)",
+                )
+                .map_err(sqlite("cannot write episodes"))?;
+            for e in episodes {
+                upsert
+                    .execute(params![
+                        e.list,
+                        e.target,
+                        e.first_seen_ms,
+                        e.last_seen_ms,
+                        e.ended_ms,
+                        e.code,
+                        e.last_code,
+                        e.meaning,
+                        e.first_txt,
+                        e.last_txt
+                    ])
+                    .map_err(sqlite("cannot write an episode"))?;
+            }
+        }
+        tx.commit().map_err(sqlite("cannot write episodes"))
+    }
+
+    fn episodes(&self, filter: &crate::episodes::EpisodeFilter) -> Result<Vec<crate::episodes::Episode>> {
+        self.conn.execute_batch(EPISODES_DDL).map_err(sqlite("cannot create the episode table"))?;
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT list, target, first_seen_ms, last_seen_ms, ended_ms, code, last_code, meaning, first_txt,
+                   last_txt
+                 FROM stream_dnsbl_episodes
+                 WHERE (?1 IS NULL OR list = ?1) AND (?2 IS NULL OR target = ?2)
+                 ORDER BY list, target, first_seen_ms",
+            )
+            .map_err(sqlite("cannot read episodes"))?;
+        let rows = statement
+            .query_map(params![filter.list, filter.target], |r| {
+                Ok(crate::episodes::Episode {
+                    list: r.get(0)?,
+                    target: r.get(1)?,
+                    first_seen_ms: r.get(2)?,
+                    last_seen_ms: r.get(3)?,
+                    ended_ms: r.get(4)?,
+                    code: r.get(5)?,
+                    last_code: r.get(6)?,
+                    meaning: r.get(7)?,
+                    first_txt: r.get(8)?,
+                    last_txt: r.get(9)?,
+                })
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(sqlite("cannot read episodes"))?;
+        Ok(rows.into_iter().filter(|e| filter.matches(e)).collect())
     }
 
     fn record_deployment(&mut self, record: &DeploymentRecord) -> Result<()> {

@@ -206,6 +206,46 @@ fn suite(store: &mut dyn Store, retention: Retention) {
 fn sqlite_backend() {
     let mut store = SqliteStore::open(":memory:").expect("open");
     suite(&mut store, Retention::Sweep);
+    episodes(&mut store);
+}
+
+/// DNSBL listing episodes: upserts by identity, a later version wins, an
+/// older one written again (a replay) does not move an episode back, and
+/// filters select by list, target, time and openness.
+fn episodes(store: &mut dyn Store) {
+    use store::episodes::{Episode, EpisodeFilter};
+    let episode = |target: &str, first: i64, last: i64, ended: Option<i64>| Episode {
+        list: "zen".into(),
+        target: target.into(),
+        code: "127.0.0.2".into(),
+        last_code: "127.0.0.2".into(),
+        meaning: Some("SBL".into()),
+        first_seen_ms: T0 + first,
+        last_seen_ms: T0 + last,
+        ended_ms: ended.map(|e| T0 + e),
+        first_txt: Some("first".into()),
+        last_txt: Some(format!("at {last}")),
+    };
+    let all = EpisodeFilter::default();
+    assert!(store.episodes(&all).expect("read").is_empty());
+    store.write_episodes(&[episode("192.0.2.1", 0, 0, None)]).expect("write");
+    store.write_episodes(&[episode("192.0.2.1", 0, 60_000, None), episode("192.0.2.2", 0, 0, None)]).expect("write");
+    let closed = episode("192.0.2.1", 0, 120_000, Some(180_000));
+    store.write_episodes(std::slice::from_ref(&closed)).expect("write");
+    // A replay of an earlier version changes nothing.
+    store.write_episodes(&[episode("192.0.2.1", 0, 60_000, None)]).expect("write");
+    let read = store.episodes(&all).expect("read");
+    assert_eq!(read.len(), 2, "{read:?}");
+    assert_eq!(read[0], closed);
+    assert_eq!(read[0].duration_ms(), 120_000);
+    let open = store.episodes(&EpisodeFilter { open_only: true, ..all.clone() }).expect("read");
+    assert_eq!(open.iter().map(|e| e.target.as_str()).collect::<Vec<_>>(), ["192.0.2.2"]);
+    let one = EpisodeFilter { target: Some("192.0.2.1".into()), from_ms: Some(T0 + 200_000), ..all.clone() };
+    assert!(store.episodes(&one).expect("read").is_empty(), "ended before `from`");
+    // A second listing of the same target is a second episode.
+    store.write_episodes(&[episode("192.0.2.1", 600_000, 600_000, None)]).expect("write");
+    let target = EpisodeFilter { target: Some("192.0.2.1".into()), ..all };
+    assert_eq!(store.episodes(&target).expect("read").len(), 2);
 }
 
 /// The connection settings the write path relies on (a file database: an
@@ -275,6 +315,7 @@ fn scylla_backend() {
     let config = ScyllaConfig { write_consistency: scylla_one(), read_consistency: scylla_one(), ..config };
     let mut store = ScyllaStore::connect(config).expect("connect to SCYLLA_NODES");
     suite(&mut store, Retention::Ttl);
+    episodes(&mut store);
 }
 
 /// A single test node cannot satisfy `LOCAL_QUORUM` with replication 1 only

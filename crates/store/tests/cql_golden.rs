@@ -85,6 +85,21 @@ fn every_generated_row_binds_to_its_upsert() {
     let mut partition = Partition::new(plan.clone(), 0);
     let config = workload::Config { seed: 7, rate_per_s: 200.0, ..Default::default() };
     partition.process_all("mta.events", 0, workload::Generator::new(config).take(4_000), NOW_MS, &mut out);
+    // The reputation source's observations, on its own topic.
+    let mut observations = Partition::new(plan.clone(), 0);
+    let mut observed = Output::default();
+    let topic = plan.plan.sources.iter().find(|s| s.dnsbl.is_some()).map(|s| s.topic.clone()).expect("dnsbl source");
+    let lines = [("spamhaus_zen", "listed", "null"), ("spamcop", "degraded", "\"timeout\""), ("spamcop", "clean", "null")]
+        .iter()
+        .enumerate()
+        .map(|(i, (list, status, degraded))| format!(
+            r#"{{"time":"2024-06-03T00:0{i}:00.000Z","list":"{list}","zone":"z.example","kind":"ip","target":"192.0.2.{i}","status":"{status}","code":null,"meaning":null,"degraded":{degraded},"txt":null,"weight":1.0,"budget_used":0.1,"resolver":"127.0.0.1:53","latency_ms":3,"cached":false}}"#
+        ))
+        .collect::<Vec<_>>();
+    observations.process_all(&topic, 0, &lines, NOW_MS, &mut observed);
+    observations.close_all(&mut observed);
+    assert!(observed.dead_letters.is_empty(), "observations decode: {:?}", observed.dead_letters);
+    out.rows.extend(observed.rows);
     partition.close_all(&mut out);
     let mut tables = std::collections::BTreeSet::new();
     let mut buffer = Vec::new();

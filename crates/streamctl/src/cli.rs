@@ -1,6 +1,6 @@
 //! Command-line arguments.
 
-use crate::commands::{alerts, check, classify, dashboards, deploy, explain, fmt, gen, query, run, test};
+use crate::commands::{alerts, check, classify, dashboards, deploy, episodes, explain, fmt, gen, query, run, test};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Check, explain and format stream pipelines.
@@ -29,6 +29,8 @@ pub enum Command {
     Run(run::Args),
     /// Read a metric's rows from a store, merged across partitions.
     Query(query::Args),
+    /// Read DNSBL listing episodes (the history of `dnsbl` sources) from a store.
+    Episodes(episodes::Args),
     /// Run pipeline unit tests (`*.test.json` fixtures).
     Test(test::Args),
     /// Classify JSON lines of SMTP replies with a classifier (default: the standard `bounce`).

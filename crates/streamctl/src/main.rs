@@ -17,6 +17,7 @@ fn main() -> ExitCode {
         cli::Command::Fmt(args) => commands::fmt::run(&cli.global, args),
         cli::Command::Run(args) => commands::run::run(&cli.global, args),
         cli::Command::Query(args) => commands::query::run(&cli.global, args),
+        cli::Command::Episodes(args) => commands::episodes::run(&cli.global, args),
         cli::Command::Test(args) => commands::test::run(&cli.global, args),
         cli::Command::Classify(args) => commands::classify::run(&cli.global, args),
         cli::Command::Gen(args) => commands::gen::run(&cli.global, args),

@@ -54,7 +54,10 @@ fn dashboards_of_the_shipped_pipelines_are_the_checked_in_files() {
     generate(&dir);
     let generated = json_files(&dir);
     // A dashboard per file that defines metrics, and streamd's.
-    assert_eq!(generated, ["bounces.json", "delivery.json", "engagement.json", "latency.json", "streamd.json"]);
+    assert_eq!(
+        generated,
+        ["bounces.json", "delivery.json", "engagement.json", "latency.json", "reputation.json", "streamd.json"]
+    );
     let golden = repo().join(GOLDEN);
     if std::env::var_os("BLESS").is_some() {
         for old in json_files(&golden) {

@@ -26,6 +26,31 @@ pub struct RawConfig {
     pub embedded: RawEmbedded,
     /// Deployment: the control topic and the admin endpoint.
     pub deploy: RawDeploy,
+    /// The DNSBL poller of `dnsbl` sources.
+    pub reputation: RawReputation,
+}
+
+/// `[reputation]`: how the poller of a pipeline's `dnsbl` sources runs (what
+/// it polls is in the pipeline).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawReputation {
+    /// The recursive resolver to ask, `IP:PORT`: your own (lists refuse public
+    /// resolvers). Empty: `dnsbl` sources are not polled (with `--embedded`,
+    /// the demo zone is asked instead).
+    pub resolver: String,
+    /// How long one query may take, ms.
+    pub timeout_ms: u64,
+    /// How soon a target whose state changed is asked again, ms.
+    pub recheck_after_ms: u64,
+    /// The fraction (0 to 0.5) by which the pause between sweeps moves either way.
+    pub jitter: f64,
+}
+
+impl Default for RawReputation {
+    fn default() -> Self {
+        RawReputation { resolver: String::new(), timeout_ms: 2000, recheck_after_ms: 60_000, jitter: 0.1 }
+    }
 }
 
 /// `[deploy]`
@@ -276,6 +301,8 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// Seconds between instance reports.
     pub report_interval: Duration,
+    /// The DNSBL poller: `None` when no resolver is configured.
+    pub reputation: Option<reputation::Settings>,
 }
 
 impl TryFrom<RawConfig> for Config {
@@ -308,7 +335,21 @@ impl TryFrom<RawConfig> for Config {
         {
             problems.push("embedded: partitions ≥ 1, events_per_second ≥ 1, bad_ratio in [0, 1]".into());
         }
-        let (Some(http_addr), Some(scylla), true) = (http_addr, scylla, problems.is_empty()) else {
+        let r = &raw.reputation;
+        let resolver = if r.resolver.is_empty() {
+            Some(None)
+        } else {
+            r.resolver
+                .parse::<SocketAddr>()
+                .map(Some)
+                .map_err(|e| problems.push(format!("reputation.resolver `{}`: {e} (expected IP:PORT)", r.resolver)))
+                .ok()
+        };
+        if !(0.0..=0.5).contains(&r.jitter) || r.timeout_ms == 0 {
+            problems.push("reputation: jitter in [0, 0.5], timeout_ms ≥ 1".into());
+        }
+        let (Some(http_addr), Some(scylla), Some(resolver), true) = (http_addr, scylla, resolver, problems.is_empty())
+        else {
             bail!("invalid configuration:\n  {}", problems.join("\n  "));
         };
         let k = raw.kafka;
@@ -344,6 +385,13 @@ impl TryFrom<RawConfig> for Config {
             control_topic: (!raw.deploy.control_topic.is_empty()).then_some(raw.deploy.control_topic),
             admin_token: (!raw.deploy.admin_token.is_empty()).then_some(raw.deploy.admin_token),
             report_interval: Duration::from_secs(raw.deploy.report_interval_s.max(1)),
+            reputation: resolver.map(|resolver| reputation::Settings {
+                resolver,
+                timeout: Duration::from_millis(raw.reputation.timeout_ms),
+                jitter: raw.reputation.jitter,
+                recheck_after: Duration::from_millis(raw.reputation.recheck_after_ms),
+                ..reputation::Settings::default()
+            }),
         })
     }
 }

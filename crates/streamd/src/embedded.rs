@@ -20,6 +20,11 @@ pub struct Embedded {
 }
 
 impl Embedded {
+    /// Creates another topic on the cluster (the demo's DNSBL observations).
+    pub fn create_topic(&self, topic: &str, partitions: i32) -> anyhow::Result<()> {
+        self.cluster.create_topic(topic, partitions, 1).with_context(|| format!("cannot create topic `{topic}`"))
+    }
+
     /// Starts a one-broker mock cluster with `topic` (and the dead-letter
     /// and control topics) and the generator.
     pub fn start(

@@ -92,6 +92,11 @@ impl ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "too many API requests at once; retry")
     }
 
+    /// 400 `bad_query`: the query's parameters are wrong.
+    pub fn bad_query(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_query", message)
+    }
+
     /// 500 `internal`: a bug.
     pub fn internal(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
@@ -124,7 +129,8 @@ pub fn router(metrics: Arc<Metrics>, info: Arc<Info>) -> Router {
         .route("/admin/v1/bundles", post(admin_publish))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
         .layer(DefaultBodyLimit::max(MAX_BODY));
-    let api = limited(Router::new().route("/api/v1/query", get(query)).merge(admin));
+    let api =
+        limited(Router::new().route("/api/v1/query", get(query)).route("/api/v1/episodes", get(episodes)).merge(admin));
     Router::new()
         .route("/metrics", get(prometheus))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -222,16 +228,26 @@ async fn status(State(state): State<AppState>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], text)
 }
 
+/// The query API, or 404 when the store offers none.
+fn query_api(state: &AppState) -> Result<Arc<QueryApi>, ApiError> {
+    state.info.query.clone().ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_FOUND, "query_unavailable", "the query API is not available for this store")
+    })
+}
+
 async fn query(State(state): State<AppState>, RawQuery(query): RawQuery) -> Result<Json<serde_json::Value>, ApiError> {
-    let Some(api) = state.info.query.clone() else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "query_unavailable",
-            "the query API is not available for this store",
-        ));
-    };
+    let api = query_api(&state)?;
     let query = query.unwrap_or_default();
     blocking(move || api.answer(&query)).await.map(Json)
+}
+
+async fn episodes(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let api = query_api(&state)?;
+    let query = query.unwrap_or_default();
+    blocking(move || api.answer_episodes(&query)).await.map(Json)
 }
 
 /// The admin API, or 404 when no token is configured.
@@ -283,7 +299,7 @@ async fn not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "not_found",
-        "no such endpoint; try /metrics, /healthz, /status, /api/v1/query or /api/v1/openapi.json",
+        "no such endpoint; try /metrics, /healthz, /status, /api/v1/query, /api/v1/episodes or /api/v1/openapi.json",
     )
 }
 
@@ -347,7 +363,15 @@ mod tests {
         let app = app(None);
         let document: serde_json::Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON");
         let paths = document["paths"].as_object().expect("paths");
-        for path in ["/metrics", "/healthz", "/status", "/api/v1/query", "/admin/v1/control", "/admin/v1/bundles"] {
+        for path in [
+            "/metrics",
+            "/healthz",
+            "/status",
+            "/api/v1/query",
+            "/api/v1/episodes",
+            "/admin/v1/control",
+            "/admin/v1/bundles",
+        ] {
             assert!(paths.contains_key(path), "{path} is not documented");
         }
         for (path, operations) in paths {

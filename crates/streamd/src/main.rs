@@ -5,10 +5,12 @@
 mod config;
 mod deploy;
 mod embedded;
+mod episodes_api;
 mod export;
 mod http;
 mod metrics;
 mod query_api;
+mod reputation;
 
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
@@ -119,6 +121,9 @@ fn run(args: Args) -> anyhow::Result<()> {
             config.control_topic.as_deref(),
             config.embedded,
         )?;
+        for source in plan.plan.sources.iter().filter(|s| s.dnsbl.is_some()) {
+            cluster.create_topic(&source.topic, 1)?;
+        }
         config.kafka.brokers = cluster.brokers();
         Some(cluster)
     } else {
@@ -196,6 +201,22 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     drop(updates);
+    // With --embedded and no resolver configured, the demo zone answers.
+    let demo = args.embedded && config.reputation.is_none();
+    let poller_settings = config.reputation.clone().or_else(|| demo.then(::reputation::Settings::default));
+    let pollers = match poller_settings {
+        Some(settings) if reputation::has_dnsbl(&plan.plan) => {
+            let (episodes, _) =
+                open_store(&config.store_url, &config.scylla).context("cannot open the episode store")?;
+            let episodes = Arc::new(std::sync::Mutex::new(episodes));
+            reputation::start(&plan.plan, &settings, &config.kafka, metrics.clone(), demo, episodes)?
+        }
+        None if reputation::has_dnsbl(&plan.plan) => {
+            warn!("The pipelines have a `dnsbl` source but [reputation] resolver is not set: it is not polled here.");
+            None
+        }
+        _ => None,
+    };
     info!(
         plan = %&plan.plan.hash[..16],
         version = ?version,
@@ -222,6 +243,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         anyhow::Ok(())
     });
     shutdown.store(true, Ordering::SeqCst);
+    if let Some(pollers) = pollers {
+        pollers.stop();
+    }
     let consumer_result = consumer_thread.join().map_err(|_| anyhow::anyhow!("the consumer thread panicked"))?;
     for helper in helpers {
         let _ = helper.join();

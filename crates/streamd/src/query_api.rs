@@ -16,7 +16,6 @@
 //! `unavailable` (store busy or down: retry) or 500 `internal`.
 
 use crate::http::ApiError;
-use axum::http::StatusCode;
 use std::sync::{Arc, Mutex};
 use store::query::Query;
 use store::Store;
@@ -40,7 +39,7 @@ impl QueryApi {
     /// Answers the query string `query` (after `?`, still percent-encoded): a
     /// JSON array of rows, or the error to answer with.
     pub fn answer(&self, query: &str) -> Result<serde_json::Value, ApiError> {
-        let parsed = parse(query).map_err(|message| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", message))?;
+        let parsed = parse(query).map_err(ApiError::bad_query)?;
         let Ok(store) = self.store.lock() else { return Err(ApiError::internal("the query store lock is poisoned")) };
         let plan = Arc::clone(&self.plan.read().unwrap_or_else(std::sync::PoisonError::into_inner));
         match store::query::run(store.as_ref(), &plan, &parsed) {
@@ -61,12 +60,22 @@ impl QueryApi {
                     .collect();
                 Ok(serde_json::Value::Array(rows))
             }
-            Err(e @ store::Error::BadQuery(_)) => {
-                Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.to_string()))
-            }
+            Err(e @ store::Error::BadQuery(_)) => Err(ApiError::bad_query(e.to_string())),
             Err(e) if e.is_retryable() => Err(ApiError::unavailable(e)),
             Err(e) => Err(ApiError::internal(e.to_string())),
         }
+    }
+}
+
+impl QueryApi {
+    /// Answers `/api/v1/episodes` (see [`crate::episodes_api`]) for the
+    /// query string `query`.
+    pub fn answer_episodes(&self, query: &str) -> Result<serde_json::Value, ApiError> {
+        let params: crate::episodes_api::EpisodeParams = serde_urlencoded::from_str(query)
+            .map_err(|e| ApiError::bad_query(format!("the query string is malformed: {e}")))?;
+        let Ok(store) = self.store.lock() else { return Err(ApiError::internal("the query store lock is poisoned")) };
+        let episodes = crate::episodes_api::episodes(store.as_ref(), &params)?;
+        serde_json::to_value(episodes).map_err(|e| ApiError::internal(e.to_string()))
     }
 }
 

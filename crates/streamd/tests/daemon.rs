@@ -83,7 +83,14 @@ fn embedded_daemon_consumes_serves_metrics_and_stops_cleanly() {
     assert_eq!(get(port, "/healthz").as_deref(), Some("ok\n"));
     let status: serde_json::Value = serde_json::from_str(&get(port, "/status").expect("status")).expect("json");
     assert_eq!(status["embedded"], true);
-    assert_eq!(status["consumer"]["partitions"].as_array().map(Vec::len), Some(4), "{status}");
+    // The delivery topic's 4 partitions, and the one of the reputation
+    // source's observations (pipelines/reputation.stream).
+    let topics: Vec<&str> = status["consumer"]["partitions"]
+        .as_array()
+        .map(|ps| ps.iter().filter_map(|p| p["topic"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(topics.iter().filter(|t| **t == "mta.events").count(), 4, "{status}");
+    assert_eq!(topics.iter().filter(|t| **t == "reputation.observations").count(), 1, "{status}");
 
     // The query API answers from the store: objects with a `time` column,
     // merged over source partitions; bad queries are 400 with a message.

@@ -145,7 +145,8 @@ fn prometheus_scrapes_pipeline_and_daemon_series() {
             .as_array()
             .map(|g| g.iter().flat_map(|g| g["rules"].as_array().into_iter().flatten()).collect())
             .unwrap_or_default();
-        rules.len() == 3 && rules.iter().all(|r| r["health"] == "ok")
+        // 3 rules over the delivery stream, 4 over reputation.stream.
+        rules.len() == 7 && rules.iter().all(|r| r["health"] == "ok")
     });
     assert!(healthy, "rules not loaded and healthy: {rules_state}");
 

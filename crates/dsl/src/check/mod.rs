@@ -7,6 +7,7 @@
 //! names become table and series names; a file may only use definitions from
 //! itself and the files it imports (transitively).
 
+mod dnsbl;
 mod expr;
 mod metric;
 
@@ -384,6 +385,7 @@ impl<'a> Checker<'a> {
             event_time,
             max_future_ms: source.max_future.as_ref().map_or(DEFAULT_MAX_FUTURE_MS, |d| d.node.as_millis()),
             classifications: Vec::new(),
+            dnsbl: source.dnsbl.as_ref().map(|d| self.check_dnsbl(d)),
         };
         (plan, schema)
     }

@@ -965,6 +965,80 @@ impl Store for ScyllaStore {
         })
     }
 
+    fn write_episodes(&mut self, episodes: &[crate::episodes::Episode]) -> Result<()> {
+        self.block(async {
+            let upsert = self.prepare(&schema::upsert_episode(&self.config.keyspace)).await?;
+            for e in episodes {
+                self.session
+                    .execute_unpaged(
+                        &upsert,
+                        (
+                            &e.list,
+                            &e.target,
+                            CqlTimestamp(e.first_seen_ms),
+                            CqlTimestamp(e.last_seen_ms),
+                            e.ended_ms.map(CqlTimestamp),
+                            &e.code,
+                            &e.last_code,
+                            &e.meaning,
+                            &e.first_txt,
+                            &e.last_txt,
+                        ),
+                    )
+                    .await
+                    .map_err(exec_err("cannot write an episode"))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn episodes(&self, filter: &crate::episodes::EpisodeFilter) -> Result<Vec<crate::episodes::Episode>> {
+        type EpisodeRow = (
+            String,
+            String,
+            CqlTimestamp,
+            CqlTimestamp,
+            Option<CqlTimestamp>,
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        );
+        self.block(async {
+            let statement = self.prepare_read(&schema::select_episodes(&self.config.keyspace)).await?;
+            let pager = self.session.execute_iter(statement, ()).await.map_err(|source| Error::Scylla {
+                context: "cannot query episodes".into(),
+                retryable: pager_is_transient(&source),
+                source: Box::new(source),
+            })?;
+            let mut stream =
+                pager.rows_stream::<EpisodeRow>().map_err(scylla_err("unexpected episode columns", false))?;
+            let mut out = Vec::new();
+            while let Some((list, target, first, last, ended, code, last_code, meaning, first_txt, last_txt)) =
+                stream.try_next().await.map_err(scylla_err("cannot read episodes", true))?
+            {
+                let episode = crate::episodes::Episode {
+                    list,
+                    target,
+                    code,
+                    last_code,
+                    meaning,
+                    first_seen_ms: first.0,
+                    last_seen_ms: last.0,
+                    ended_ms: ended.map(|t| t.0),
+                    first_txt,
+                    last_txt,
+                };
+                if filter.matches(&episode) {
+                    out.push(episode);
+                }
+            }
+            crate::episodes::sort(&mut out);
+            Ok(out)
+        })
+    }
+
     fn deployments(&self) -> Result<Vec<DeploymentRecord>> {
         self.block(async {
             let statement = self.prepare_read(&schema::select_deployments(&self.config.keyspace)).await?;

@@ -210,7 +210,39 @@ pub fn create_bookkeeping(keyspace: &str) -> Vec<String> {
              plan_hash text, detail text, PRIMARY KEY ((version), instance, at))",
             qualified(keyspace, "stream_deployments")
         ),
+        create_episodes(keyspace),
     ]
+}
+
+/// How long a DNSBL listing episode is kept after its last write: 2 years.
+pub const EPISODE_TTL_S: u32 = 2 * 365 * 86_400;
+
+/// DNSBL listing episodes: a partition per list and target (a handful of
+/// episodes each), expiring [`EPISODE_TTL_S`] after their last write.
+pub fn create_episodes(keyspace: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} (list text, target text, first_seen timestamp, last_seen timestamp, \
+         ended timestamp, code text, last_code text, meaning text, first_txt text, last_txt text, \
+         PRIMARY KEY ((list, target), first_seen)) WITH default_time_to_live = {EPISODE_TTL_S}",
+        qualified(keyspace, "stream_dnsbl_episodes")
+    )
+}
+
+/// An episode's upsert (the same identity overwrites).
+pub fn upsert_episode(keyspace: &str) -> String {
+    format!(
+        "INSERT INTO {} (list, target, first_seen, last_seen, ended, code, last_code, meaning, first_txt, last_txt) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        qualified(keyspace, "stream_dnsbl_episodes")
+    )
+}
+
+/// Every episode (a small table; filters apply after reading).
+pub fn select_episodes(keyspace: &str) -> String {
+    format!(
+        "SELECT list, target, first_seen, last_seen, ended, code, last_code, meaning, first_txt, last_txt FROM {}",
+        qualified(keyspace, "stream_dnsbl_episodes")
+    )
 }
 
 /// Every data column of a metric table after the primary key: group-by
@@ -414,6 +446,8 @@ pub fn render(keyspace: &str, replication: &Replication, plan: &dsl::Plan) -> St
         select_dead_letters(keyspace),
         insert_deployment(keyspace),
         select_deployments(keyspace),
+        upsert_episode(keyspace),
+        select_episodes(keyspace),
     ] {
         out.push_str(&format!("{s};\n"));
     }

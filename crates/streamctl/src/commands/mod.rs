@@ -5,6 +5,7 @@ pub mod check;
 pub mod classify;
 pub mod dashboards;
 pub mod deploy;
+pub mod episodes;
 pub mod explain;
 pub mod fmt;
 pub mod gen;

@@ -1,0 +1,89 @@
+//! When to poll: jittered sweeps and quick re-checks of targets whose state
+//! changed.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use rand::rngs::SmallRng;
+use rand::RngExt;
+
+/// The pause before the next sweep: `interval` moved by up to `jitter`
+/// (a fraction, 0 to 0.5) either way, so that many pollers started together
+/// drift apart instead of hitting a list at the same moments.
+pub fn jittered(interval: Duration, jitter: f64, rng: &mut SmallRng) -> Duration {
+    let jitter = jitter.clamp(0.0, 0.5);
+    if jitter == 0.0 {
+        return interval;
+    }
+    let factor = 1.0 + rng.random_range(-jitter..=jitter);
+    interval.mul_f64(factor)
+}
+
+/// Targets to look at again soon, each at most once, bounded by the number
+/// of (list, target) pairs the poller has.
+#[derive(Debug, Default)]
+pub struct Rechecks {
+    due: BTreeSet<(Instant, usize, usize)>,
+}
+
+impl Rechecks {
+    /// Schedules target `target` of list `list` at `at`, unless it already is.
+    pub fn schedule(&mut self, at: Instant, list: usize, target: usize) {
+        if !self.due.iter().any(|(_, l, t)| (*l, *t) == (list, target)) {
+            self.due.insert((at, list, target));
+        }
+    }
+
+    /// Takes the re-checks due at `now`.
+    pub fn take_due(&mut self, now: Instant) -> Vec<(usize, usize)> {
+        let later = self.due.split_off(&(now, usize::MAX, usize::MAX));
+        let due = std::mem::replace(&mut self.due, later);
+        due.into_iter().map(|(_, l, t)| (l, t)).collect()
+    }
+
+    /// When the next re-check is due.
+    pub fn next(&self) -> Option<Instant> {
+        self.due.first().map(|(at, _, _)| *at)
+    }
+
+    pub fn len(&self) -> usize {
+        self.due.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.due.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn sweeps_are_jittered_within_bounds() {
+        let mut rng = SmallRng::seed_from_u64(7);
+        let base = Duration::from_secs(100);
+        let pauses: Vec<Duration> = (0..200).map(|_| jittered(base, 0.1, &mut rng)).collect();
+        assert!(pauses.iter().all(|p| *p >= Duration::from_secs(90) && *p <= Duration::from_secs(110)));
+        assert!(pauses.iter().any(|p| *p < Duration::from_secs(97)));
+        assert!(pauses.iter().any(|p| *p > Duration::from_secs(103)));
+        assert_eq!(jittered(base, 0.0, &mut rng), base);
+        assert!(jittered(base, 5.0, &mut rng) <= Duration::from_secs(150));
+    }
+
+    #[test]
+    fn rechecks_come_due_once_each_in_time_order() {
+        let t0 = Instant::now();
+        let mut r = Rechecks::default();
+        r.schedule(t0 + Duration::from_secs(20), 0, 1);
+        r.schedule(t0 + Duration::from_secs(10), 1, 0);
+        r.schedule(t0 + Duration::from_secs(5), 0, 1); // already scheduled
+        assert_eq!(r.len(), 2);
+        assert_eq!(r.next(), Some(t0 + Duration::from_secs(10)));
+        assert!(r.take_due(t0).is_empty());
+        assert_eq!(r.take_due(t0 + Duration::from_secs(10)), vec![(1, 0)]);
+        assert_eq!(r.take_due(t0 + Duration::from_secs(60)), vec![(0, 1)]);
+        assert!(r.is_empty());
+    }
+}

@@ -1,0 +1,279 @@
+//! The DNSBL poller of the plan's `dnsbl` sources.
+//!
+//! Who polls: of all instances of the group, the one the group assigned
+//! partition 0 of the source's topic; the others skip their sweeps. The
+//! group gives that partition to exactly one live member, so the lists see
+//! one poller however many instances run, and polling moves with the
+//! partition when its owner stops or dies.
+//!
+//! Where observations go: produced to the source's topic (keyed by
+//! list/target, idempotent producer), then consumed like every other
+//! message: windows, tiers, store and the offset protocol make the results
+//! exactly-once over what the topic holds. See docs/reputation.md.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use reputation::zone::Zone;
+use reputation::{Episodes, Poller, Report};
+use store::episodes::EpisodeFilter;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::metrics::Metrics;
+
+/// The running pollers; [`Reputation::stop`] ends them.
+pub struct Reputation {
+    stop: watch::Sender<bool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Reputation {
+    /// Stops the pollers (a sweep in flight is dropped whole) and waits.
+    pub fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.thread.join();
+    }
+}
+
+/// One `dnsbl` source, ready to run.
+struct Job {
+    source: String,
+    topic: String,
+    poller: Poller,
+}
+
+/// The store episodes are written to, shared by the sources' pollers.
+pub type EpisodeStore = Arc<Mutex<Box<dyn store::Store + Send>>>;
+
+/// Whether `plan` has a `dnsbl` source.
+pub fn has_dnsbl(plan: &dsl::Plan) -> bool {
+    plan.sources.iter().any(|s| s.dnsbl.is_some())
+}
+
+/// Starts a poller per `dnsbl` source of `plan`, or nothing when there is
+/// none. With `demo`, the pollers ask an in-process zone holding demo
+/// listings instead of the configured resolver. Listing episodes go to
+/// `episodes`.
+pub fn start(
+    plan: &dsl::Plan,
+    settings: &reputation::Settings,
+    kafka: &kafka::Settings,
+    metrics: Arc<Metrics>,
+    demo: bool,
+    episodes: EpisodeStore,
+) -> anyhow::Result<Option<Reputation>> {
+    let sources: Vec<(&str, &str, &dsl::plan::DnsblPlan)> =
+        plan.sources.iter().filter_map(|s| Some((s.name.as_str(), s.topic.as_str(), s.dnsbl.as_ref()?))).collect();
+    if sources.is_empty() {
+        return Ok(None);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut settings = settings.clone();
+    settings.seed = u64::from(std::process::id());
+    let mut demo_zone = None;
+    if demo {
+        let socket = runtime.block_on(reputation::zone::bind(0)).context("cannot bind the demo DNSBL zone")?;
+        settings.resolver = socket.local_addr()?;
+        let mut lists = Vec::new();
+        for (_, _, dnsbl) in &sources {
+            lists.extend(reputation::poller_config(dnsbl, &settings, |_| Some("demo".into()))?.lists);
+        }
+        info!(resolver = %settings.resolver, "Serving the demo DNSBL zone.");
+        demo_zone = Some((socket, Arc::new(Zone::demo(&lists))));
+    }
+    let mut jobs = Vec::new();
+    for (source, topic, dnsbl) in sources {
+        // The demo zone takes any query key: the demo needs none set.
+        let env = |var: &str| if demo { Some("demo".to_string()) } else { std::env::var(var).ok() };
+        let config = reputation::poller_config(dnsbl, &settings, env).with_context(|| format!("source `{source}`"))?;
+        info!(
+            source,
+            topic,
+            lists = config.lists.len(),
+            targets = config.targets.len(),
+            resolver = %config.resolver,
+            "DNSBL poller ready; it polls while this instance owns partition 0 of its topic."
+        );
+        jobs.push(Job { source: source.to_string(), topic: topic.to_string(), poller: Poller::new(config)? });
+    }
+    let mut producer_config = ClientConfig::new();
+    for (key, value) in &kafka.librdkafka {
+        // Consumer-only settings would make the producer fail; pass the connection ones.
+        if key.starts_with("security.") || key.starts_with("sasl.") || key.starts_with("ssl.") {
+            producer_config.set(key, value);
+        }
+    }
+    let producer: BaseProducer = producer_config
+        .set("bootstrap.servers", &kafka.brokers)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "50")
+        .create()
+        .context("cannot create the DNSBL observation producer")?;
+    let (stop, stopped) = watch::channel(false);
+    let thread = std::thread::Builder::new().name("reputation".into()).spawn(move || {
+        runtime.block_on(async move {
+            let mut tasks = Vec::new();
+            if let Some((socket, zone)) = demo_zone {
+                tasks.push(tokio::spawn(reputation::zone::serve(socket, zone, stopped.clone())));
+            }
+            let producer = Arc::new(producer);
+            for job in jobs {
+                let (producer, metrics, stopped) = (producer.clone(), metrics.clone(), stopped.clone());
+                let topic = job.topic.clone();
+                // Becoming the poller (at start, or taking over) reads the
+                // open episodes back, so a listing that continues keeps its episode.
+                let restore = Arc::new(AtomicBool::new(true));
+                let was_active = AtomicBool::new(false);
+                let flag = restore.clone();
+                let owns = move || {
+                    let owns = owns_first_partition(&metrics, &topic);
+                    if owns && !was_active.swap(true, Ordering::SeqCst) {
+                        flag.store(true, Ordering::SeqCst);
+                    }
+                    if !owns {
+                        was_active.store(false, Ordering::SeqCst);
+                    }
+                    owns
+                };
+                let (source, topic) = (job.source, job.topic);
+                let (store, mut open) = (episodes.clone(), Episodes::default());
+                let emit = move |report: Report| {
+                    produce(&producer, &source, &topic, &report);
+                    record_episodes(&store, &mut open, &restore, &source, &report);
+                };
+                tasks.push(tokio::spawn(job.poller.run_while(owns, emit, stopped)));
+            }
+            for task in tasks {
+                let _ = task.await;
+            }
+        });
+    })?;
+    Ok(Some(Reputation { stop, thread }))
+}
+
+/// Applies a report's observations to the open episodes and upserts those
+/// that opened, moved or ended. A failed write re-reads the open episodes
+/// from the store before the next report, so nothing is opened twice.
+fn record_episodes(store: &EpisodeStore, open: &mut Episodes, restore: &AtomicBool, source: &str, report: &Report) {
+    let mut store = store.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if restore.swap(false, Ordering::SeqCst) {
+        match store.episodes(&EpisodeFilter { open_only: true, ..EpisodeFilter::default() }) {
+            Ok(stored) => {
+                *open = Episodes::default();
+                open.restore(stored);
+            }
+            Err(error) => {
+                warn!(source, %error, "Cannot read the open listing episodes; trying again after the next sweep.");
+                restore.store(true, Ordering::SeqCst);
+                return;
+            }
+        }
+    }
+    let changed: Vec<_> = report.observations.iter().filter_map(|o| open.observe(o)).collect();
+    if changed.is_empty() {
+        return;
+    }
+    if let Err(error) = store.write_episodes(&changed) {
+        warn!(source, %error, episodes = changed.len(), "Cannot write listing episodes; they are written again after the next sweep.");
+        restore.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Whether this instance owns partition 0 of `topic` now.
+fn owns_first_partition(metrics: &Metrics, topic: &str) -> bool {
+    metrics.status().partitions.iter().any(|p| p.topic == topic && p.partition == 0)
+}
+
+/// Produces a report's observations and waits until the broker has them.
+fn produce(producer: &BaseProducer, source: &str, topic: &str, report: &Report) {
+    for observation in &report.observations {
+        let (key, payload) = (observation.key(), observation.to_json());
+        let mut record = BaseRecord::to(topic).key(&key).payload(&payload);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                    r,
+                )) => {
+                    record = r;
+                    producer.poll(Duration::from_millis(100));
+                }
+                Err((error, _)) => {
+                    warn!(source, topic, %error, "Cannot produce a DNSBL observation; it is lost.");
+                    break;
+                }
+            }
+        }
+    }
+    if let Err(error) = producer.flush(Duration::from_secs(30)) {
+        warn!(source, topic, %error, "DNSBL observations not confirmed by the broker.");
+    }
+    for list in &report.lists {
+        if !list.canaries_ok {
+            warn!(source, list = %list.list, problem = ?list.canary_problem, cycles = list.degraded_cycles, "DNSBL canaries fail: the list is degraded.");
+        }
+    }
+    info!(source, observations = report.observations.len(), "DNSBL sweep produced.");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reputation::{Observation, State};
+
+    fn report(time_ms: i64, state: State) -> Report {
+        let observation = Observation {
+            time_ms,
+            list: "zen".into(),
+            zone: "zen.example".into(),
+            kind: "ip".into(),
+            target: "192.0.2.2".into(),
+            state,
+            code: (state == State::Listed).then(|| "127.0.0.2".into()),
+            meaning: None,
+            degraded: None,
+            txt: None,
+            weight: 1.0,
+            budget_used: 0.0,
+            resolver: "127.0.0.1:53".into(),
+            latency_ms: 1,
+            cached: false,
+        };
+        Report { observations: vec![observation], lists: Vec::new() }
+    }
+
+    /// Two pollers one after the other (a restart, or a handover), each
+    /// starting with nothing in memory: the listing that continues keeps its
+    /// one episode, and ends it once.
+    #[test]
+    fn a_new_poller_continues_the_stored_episode_instead_of_opening_another() {
+        let dir = std::env::temp_dir().join(format!("streamd-episodes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("s.db");
+        let _ = std::fs::remove_file(&path);
+        let open_store = || -> EpisodeStore {
+            let store = store::sqlite::SqliteStore::open(path.to_str().expect("utf-8")).expect("open");
+            Arc::new(Mutex::new(Box::new(store) as Box<dyn store::Store + Send>))
+        };
+        let first = open_store();
+        let (mut open, restore) = (Episodes::default(), AtomicBool::new(true));
+        record_episodes(&first, &mut open, &restore, "reputation", &report(1_000, State::Listed));
+        record_episodes(&first, &mut open, &restore, "reputation", &report(2_000, State::Listed));
+        drop(first);
+
+        let second = open_store();
+        let (mut open, restore) = (Episodes::default(), AtomicBool::new(true));
+        record_episodes(&second, &mut open, &restore, "reputation", &report(3_000, State::Listed));
+        record_episodes(&second, &mut open, &restore, "reputation", &report(4_000, State::Clean));
+        let stored = second.lock().expect("lock").episodes(&EpisodeFilter::default()).expect("read");
+        assert_eq!(stored.len(), 1, "{stored:?}");
+        assert_eq!((stored[0].first_seen_ms, stored[0].last_seen_ms, stored[0].ended_ms), (1_000, 3_000, Some(4_000)));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
