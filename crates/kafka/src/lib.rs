@@ -21,6 +21,7 @@
 #![deny(missing_docs)]
 #![deny(clippy::unwrap_used)]
 
+pub mod batch;
 mod consumer;
 pub mod control;
 mod dead_letter;
@@ -50,6 +51,9 @@ pub enum Error {
     /// The control topic cannot be used.
     #[error("{0}")]
     Control(String),
+    /// A batch run stopped because one of its threads failed.
+    #[error("the batch run stopped: one of its threads failed")]
+    Stopped,
 }
 
 /// Results of this crate.

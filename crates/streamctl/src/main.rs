@@ -2,8 +2,10 @@
 
 mod cli;
 mod commands;
+mod json_key;
 mod lines;
 mod pipeline;
+mod progress;
 mod promql;
 
 use clap::Parser;

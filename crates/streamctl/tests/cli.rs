@@ -135,28 +135,20 @@ fn run_over_generated_events_matches_golden_rows() {
 /// with a reason, and good + bad = input lines.
 #[test]
 fn malformed_input_is_dead_lettered_and_counts_add_up() {
-    let generator = repo().join("../shared/workload/gen_events.py");
-    if !generator.exists() || Command::new("python3").arg("--version").output().is_err() {
-        eprintln!("SKIPPED: needs python3 and {}", generator.display());
-        return;
-    }
     let dir = temp_dir("dirty");
     let input = dir.join("dirty.jsonl");
-    let generated = Command::new("python3")
-        .args([
-            generator.to_str().expect("utf-8"),
-            "--events",
-            "30000",
-            "--bad-ratio",
-            "0.01",
-            "--seed",
-            "11",
-            "--stats",
-            "--out",
-        ])
-        .arg(&input)
-        .output()
-        .expect("run the generator");
+    let generated = streamctl(&[
+        "gen",
+        "--events",
+        "30000",
+        "--bad-ratio",
+        "0.01",
+        "--seed",
+        "11",
+        "--stats",
+        "--out",
+        input.to_str().expect("utf-8"),
+    ]);
     assert!(generated.status.success(), "{}", stderr(&generated));
     let stats = stderr(&generated);
     let malformed: u64 = stats
