@@ -87,7 +87,7 @@ fn unreadable_input_is_a_clear_error() {
 fn run_over_generated_events_matches_golden_rows() {
     let dir = temp_dir("golden-run");
     let snapshot = repo().join("crates/streamctl/tests/data/events_1500.expected");
-    for every in ["0", "2m"] {
+    for every in ["0", "2m", "close"] {
         let db = dir.join(format!("run-{every}.db"));
         let store = format!("sqlite:{}", db.display());
         let run = streamctl(&[
@@ -128,7 +128,7 @@ fn run_over_generated_events_matches_golden_rows() {
     }
     let bad = streamctl(&["run", "pipelines/", "--input", "-", "--tier-rows-every", "5x"]);
     assert!(!bad.status.success());
-    assert!(stderr(&bad).contains("`5x` is not a duration such as `5m`"), "{}", stderr(&bad));
+    assert!(stderr(&bad).contains("`5x` is not a duration such as `5m` (or `0`, or `close`)"), "{}", stderr(&bad));
 }
 
 /// 1% malformed lines: nothing crashes, every malformed line is a dead letter

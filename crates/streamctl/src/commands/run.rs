@@ -40,8 +40,10 @@ pub struct Args {
     summary_json: Option<String>,
     /// Hold tier (rollup) rows back and write them at most once per this
     /// much event time (e.g. `5m`), instead of at every base window close;
-    /// the stored results are the same, in fewer writes. `0`: at every close.
-    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = parse_every)]
+    /// `0`: at every close; `close` (the default): once, when the tier
+    /// window closes (or the input ends). The stored results are the same
+    /// whichever is chosen; only the number of writes differs.
+    #[arg(long, value_name = "DURATION", default_value = "close", value_parser = parse_every)]
     tier_rows_every: u64,
     /// The time to take as now (RFC 3339 or epoch ms; default: the wall
     /// clock). Lines carry no broker timestamp, so an event more than its
@@ -62,11 +64,14 @@ pub(crate) fn wall_clock_ms() -> i64 {
     i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// A duration of the pipeline language (`90s`, `5m`, `1h`) in ms, or `0`.
+/// A duration of the pipeline language (`90s`, `5m`, `1h`) in ms, `0`, or
+/// `close` (never before the tier window closes).
 fn parse_every(text: &str) -> Result<u64, String> {
     match text {
         "0" => Ok(0),
-        _ => dsl::parser::parse_duration(text).ok_or_else(|| format!("`{text}` is not a duration such as `5m`")),
+        "close" => Ok(u64::MAX),
+        _ => dsl::parser::parse_duration(text)
+            .ok_or_else(|| format!("`{text}` is not a duration such as `5m` (or `0`, or `close`)")),
     }
 }
 
