@@ -38,6 +38,12 @@ pub struct Settings {
     /// `streamctl run`); otherwise windows stay open and only what is
     /// closed by then is written, with checkpoints to resume from.
     pub close_at_end: bool,
+    /// Whether dead letters are written (a backfill leaves them to the
+    /// live consumer, which met the same messages first).
+    pub keep_dead_letters: bool,
+    /// The name checkpoints are written under, when not the messages'
+    /// topic (a backfill keeps its progress apart from the live consumer's).
+    pub checkpoint_topic: Option<String>,
 }
 
 impl Settings {
@@ -168,7 +174,7 @@ impl Feeder {
 
 /// Runs `partitions` (fresh or restored) over what `feed` pushes, on
 /// `settings.workers` threads, writing to `store` from another thread.
-/// `topic` names the messages' topic.
+/// `topic` is the messages' topic.
 ///
 /// # Errors
 /// When writing fails (nothing after the last written transaction is
@@ -200,7 +206,10 @@ pub fn run<S: Store + Send + ?Sized>(
     std::thread::scope(|scope| {
         let writer = std::thread::Builder::new()
             .name("batch-writer".into())
-            .spawn_scoped(scope, || write_all(store, &plan.plan, topic, produced_rx, settings.flush_messages, metrics))
+            .spawn_scoped(scope, || {
+                let checkpoint_topic = settings.checkpoint_topic.as_deref().unwrap_or(topic);
+                write_all(store, &plan.plan, checkpoint_topic, produced_rx, settings, metrics)
+            })
             .map_err(Error::Thread)?;
         let mut handles = Vec::with_capacity(workers);
         for (w, (chunks, partitions)) in receivers.into_iter().zip(owned).enumerate() {
@@ -303,7 +312,7 @@ fn write_all<S: Store + ?Sized>(
     plan: &dsl::Plan,
     topic: &str,
     produced: Receiver<Produced>,
-    flush_messages: usize,
+    settings: &Settings,
     metrics: usize,
 ) -> Result<Vec<u64>> {
     let mut rows_written = vec![0u64; metrics];
@@ -334,12 +343,14 @@ fn write_all<S: Store + ?Sized>(
     while let Ok(mut batch) = produced.recv() {
         messages += batch.messages;
         pending.rows.append(&mut batch.out.rows);
-        pending.dead_letters.append(&mut batch.out.dead_letters);
+        if settings.keep_dead_letters {
+            pending.dead_letters.append(&mut batch.out.dead_letters);
+        }
         for checkpoint in batch.checkpoints {
             checkpoints.insert(checkpoint.partition, checkpoint);
         }
         dirty = true;
-        if messages >= flush_messages as u64 {
+        if messages >= settings.flush_messages as u64 {
             write(&mut pending, &mut checkpoints)?;
             messages = 0;
             dirty = false;

@@ -21,6 +21,7 @@
 #![deny(missing_docs)]
 #![deny(clippy::unwrap_used)]
 
+pub mod backfill;
 pub mod batch;
 mod consumer;
 pub mod control;
@@ -51,6 +52,9 @@ pub enum Error {
     /// The control topic cannot be used.
     #[error("{0}")]
     Control(String),
+    /// A backfill cannot run as asked.
+    #[error("backfill: {0}")]
+    Backfill(String),
     /// A batch run stopped because one of its threads failed.
     #[error("the batch run stopped: one of its threads failed")]
     Stopped,

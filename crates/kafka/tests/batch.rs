@@ -96,7 +96,14 @@ fn workers_and_a_writer_thread_store_what_one_thread_stores() {
         let name = format!("batch-{workers}-{flush_messages}.db");
         let mut parallel = store(&dir, &name, &plan);
         let fresh: Vec<Partition> = (0..partitions).map(|p| Partition::new(Arc::clone(&plan), p as i32)).collect();
-        let settings = Settings { workers, now_ms: NOW_MS, flush_messages, close_at_end: true };
+        let settings = Settings {
+            workers,
+            now_ms: NOW_MS,
+            flush_messages,
+            close_at_end: true,
+            keep_dead_letters: true,
+            checkpoint_topic: None,
+        };
         let outcome = kafka::batch::run(&mut parallel, &plan, TOPIC, fresh, &settings, |feeder| {
             let mut offsets = vec![0i64; partitions];
             for (p, payload) in &events {
@@ -127,7 +134,14 @@ fn a_failing_feed_stops_the_run_with_its_error() {
     std::fs::create_dir_all(&dir).expect("temp dir");
     let mut store = store(&dir, "s.db", &plan);
     let fresh = vec![Partition::new(Arc::clone(&plan), 0)];
-    let settings = Settings { workers: 2, now_ms: NOW_MS, flush_messages: 10, close_at_end: true };
+    let settings = Settings {
+        workers: 2,
+        now_ms: NOW_MS,
+        flush_messages: 10,
+        close_at_end: true,
+        keep_dead_letters: true,
+        checkpoint_topic: None,
+    };
     let result = kafka::batch::run(&mut store, &plan, TOPIC, fresh, &settings, |_| Err(kafka::Error::Stopped));
     assert!(matches!(result, Err(kafka::Error::Stopped)));
     let _ = std::fs::remove_dir_all(&dir);

@@ -1,6 +1,6 @@
 //! Command-line arguments.
 
-use crate::commands::{alerts, check, classify, dashboards, deploy, explain, fmt, gen, query, run, test};
+use crate::commands::{alerts, backfill, check, classify, dashboards, deploy, explain, fmt, gen, query, run, test};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Check, explain and format stream pipelines.
@@ -27,6 +27,8 @@ pub enum Command {
     Fmt(fmt::Args),
     /// Run pipelines over a file of JSON lines into a store, without Kafka.
     Run(run::Args),
+    /// Compute metrics over a topic's history, up to where the live consumer started them.
+    Backfill(backfill::Args),
     /// Read a metric's rows from a store, merged across partitions.
     Query(query::Args),
     /// Run pipeline unit tests (`*.test.json` fixtures).

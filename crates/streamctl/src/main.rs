@@ -18,6 +18,7 @@ fn main() -> ExitCode {
         cli::Command::Explain(args) => commands::explain::run(&cli.global, args),
         cli::Command::Fmt(args) => commands::fmt::run(&cli.global, args),
         cli::Command::Run(args) => commands::run::run(&cli.global, args),
+        cli::Command::Backfill(args) => commands::backfill::run(&cli.global, args),
         cli::Command::Query(args) => commands::query::run(&cli.global, args),
         cli::Command::Test(args) => commands::test::run(&cli.global, args),
         cli::Command::Classify(args) => commands::classify::run(&cli.global, args),

@@ -102,6 +102,8 @@ pub fn run(_global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
         now_ms,
         flush_messages: args.batch,
         close_at_end: true,
+        keep_dead_letters: true,
+        checkpoint_topic: None,
     };
     let started = Instant::now();
     let progress = crate::progress::bar(input_bytes, "events");
