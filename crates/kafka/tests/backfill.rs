@@ -99,110 +99,266 @@ fn assert_same(actual: &[String], expected: &[String]) {
     );
 }
 
-#[test]
-fn backfill_and_the_live_consumer_together_count_every_message_once() {
-    let per_partition = 3_000;
-    let events = events(per_partition);
-    let cluster = MockCluster::new(1).expect("mock cluster");
-    cluster.create_topic(TOPIC, PARTITIONS, 1).expect("topic");
-    let brokers = cluster.bootstrap_servers();
-    produce(&brokers, &events);
+/// The plans: all pipelines, all but the metric, the metric alone.
+struct Plans {
+    full: dsl::Plan,
+    without: dsl::Plan,
+    only: dsl::Plan,
+}
 
-    let full = full_plan();
-    let mut without = full.clone();
-    without.metrics.retain(|m| m.name != METRIC);
-    let (full_runnable, without_runnable) = (runnable(full.clone()), runnable(without.clone()));
-    let only = kafka::backfill::only_metrics(&full, &[METRIC.to_string()]).expect("metric");
-    let only_runnable = runnable(only.clone());
+impl Plans {
+    fn new() -> Self {
+        let full = full_plan();
+        let mut without = full.clone();
+        without.metrics.retain(|m| m.name != METRIC);
+        let only = kafka::backfill::only_metrics(&full, &[METRIC.to_string()]).expect("metric");
+        Plans { full, without, only }
+    }
+}
 
-    let dir = std::env::temp_dir().join(format!("kafka-backfill-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let path = dir.join("live.db");
-    let path = path.to_str().expect("utf-8");
-
-    // The live consumer: every partition without the metric up to its
-    // switch offset, where the deploy starts it.
-    let switch = [1_700usize, 1_100];
-    let mut live = SqliteStore::open(path).expect("store");
-    live.setup(&full).expect("setup");
+/// The live consumer up to the deploy: every partition without the metric
+/// up to its switch offset, where the deploy starts it (recorded in the
+/// checkpoints written then).
+fn live_until_switch(
+    live: &mut SqliteStore,
+    plans: &Plans,
+    events: &[Vec<String>],
+    switch: &[usize],
+) -> Vec<Partition> {
+    live.setup(&plans.full).expect("setup");
     let mut out = Output::default();
-    let mut partitions: Vec<Partition> =
-        (0..PARTITIONS).map(|p| Partition::new(Arc::clone(&without_runnable), p)).collect();
+    let without = runnable(plans.without.clone());
+    let mut partitions: Vec<Partition> = (0..PARTITIONS).map(|p| Partition::new(Arc::clone(&without), p)).collect();
     for (p, partition) in partitions.iter_mut().enumerate() {
         for (offset, line) in events[p].iter().enumerate().take(switch[p]) {
             partition.process(&message(p as i32, offset, line), NOW_MS, &mut out);
         }
     }
     let checkpoints: Vec<_> = partitions.iter().filter_map(Partition::checkpoint).collect();
-    write(&mut live, &without, &mut out, &checkpoints);
+    write(live, &plans.without, &mut out, &checkpoints);
+    let full = runnable(plans.full.clone());
     for partition in &mut partitions {
-        partition.reconfigure(Arc::clone(&full_runnable), &mut out);
+        partition.reconfigure(Arc::clone(&full), &mut out);
     }
     let checkpoints: Vec<_> = partitions.iter().filter_map(Partition::checkpoint).collect();
-    write(&mut live, &without, &mut out, &checkpoints);
+    write(live, &plans.without, &mut out, &checkpoints);
+    partitions
+}
 
-    // The backfill, on its own threads, while the live side goes on.
-    let settings = kafka::backfill::Settings {
-        brokers: brokers.clone(),
-        group_id: "backfill-test".into(),
-        librdkafka: Vec::new(),
-        topic: TOPIC.into(),
-        from_ms: 0,
-        to_ms: None,
-        flush_messages: 500,
-        workers: 2,
-        now_ms: NOW_MS,
-        timeout: Duration::from_secs(30),
-    };
-    let ranges = kafka::backfill::plan_ranges(&live, &only, &settings).expect("ranges");
-    let expected_ranges: Vec<(i32, i64, i64)> = (0..PARTITIONS).map(|p| (p, 0, switch[p as usize] as i64)).collect();
-    let got: Vec<(i32, i64, i64)> = ranges.iter().map(|r| (r.partition, r.from_offset, r.switch_offset)).collect();
-    assert_eq!(got, expected_ranges, "from the first offset to the switch");
-    let backfill = std::thread::spawn({
-        let path = path.to_string();
-        let only_runnable = Arc::clone(&only_runnable);
-        let settings = settings.clone();
-        move || {
-            let mut store = SqliteStore::open(&path).expect("store");
-            kafka::backfill::run(&mut store, &only_runnable, &ranges, &settings, |_| {}).expect("backfill")
-        }
-    });
+/// The live consumer after the deploy, to the end of the topic (then closing every window).
+fn live_after_switch(
+    live: &mut SqliteStore,
+    plans: &Plans,
+    partitions: &mut [Partition],
+    events: &[Vec<String>],
+    switch: &[usize],
+) {
+    let mut out = Output::default();
     for (p, partition) in partitions.iter_mut().enumerate() {
         for (offset, line) in events[p].iter().enumerate().skip(switch[p]) {
             partition.process(&message(p as i32, offset, line), NOW_MS, &mut out);
             if offset % 400 == 0 {
                 let checkpoints: Vec<_> = std::iter::once(partition.checkpoint()).flatten().collect();
-                write(&mut live, &full, &mut out, &checkpoints);
+                write(live, &plans.full, &mut out, &checkpoints);
             }
         }
     }
-    for partition in &mut partitions {
+    for partition in partitions.iter_mut() {
         partition.close_all(&mut out);
     }
-    write(&mut live, &full, &mut out, &[]);
-    let summary = backfill.join().expect("backfill thread");
-    assert_eq!(summary.messages, switch.iter().sum::<usize>() as u64);
+    write(live, &plans.full, &mut out, &[]);
+}
 
-    // A clean run of the metric alone over the whole topic.
+/// The answers of a clean run of the metric alone over the whole topic.
+fn clean_answers(plans: &Plans, events: &[Vec<String>]) -> Vec<String> {
+    let only = runnable(plans.only.clone());
     let mut clean = SqliteStore::open(":memory:").expect("store");
-    clean.setup(&only).expect("setup");
+    clean.setup(&plans.only).expect("setup");
+    let mut out = Output::default();
     for (p, lines) in events.iter().enumerate() {
-        let mut partition = Partition::new(Arc::clone(&only_runnable), p as i32);
+        let mut partition = Partition::new(Arc::clone(&only), p as i32);
         for (offset, line) in lines.iter().enumerate() {
             partition.process(&message(p as i32, offset, line), NOW_MS, &mut out);
         }
         partition.close_all(&mut out);
     }
-    write(&mut clean, &only, &mut out, &[]);
+    write(&mut clean, &plans.only, &mut out, &[]);
+    answers(&clean, &plans.only)
+}
 
-    assert_same(&answers(&live, &full), &answers(&clean, &only));
+fn settings(brokers: &str) -> kafka::backfill::Settings {
+    kafka::backfill::Settings {
+        brokers: brokers.to_string(),
+        group_id: "backfill-test".into(),
+        librdkafka: Vec::new(),
+        topic: TOPIC.into(),
+        from_ms: 0,
+        to_ms: None,
+        flush_messages: 300,
+        workers: 2,
+        now_ms: NOW_MS,
+        timeout: Duration::from_secs(30),
+    }
+}
+
+/// A directory for a test's store, removed when dropped.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("kafka-backfill-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        TempDir(dir)
+    }
+
+    fn db(&self) -> String {
+        self.0.join("live.db").to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn backfill_and_the_live_consumer_together_count_every_message_once() {
+    let events = events(3_000);
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic(TOPIC, PARTITIONS, 1).expect("topic");
+    let brokers = cluster.bootstrap_servers();
+    produce(&brokers, &events);
+    let plans = Plans::new();
+    let dir = TempDir::new("live");
+    let path = dir.db();
+    let switch = [1_700usize, 1_100];
+    let mut live = SqliteStore::open(&path).expect("store");
+    let mut partitions = live_until_switch(&mut live, &plans, &events, &switch);
+
+    // The backfill, on its own threads, while the live side goes on.
+    let settings = settings(&brokers);
+    let ranges = kafka::backfill::plan_ranges(&live, &plans.only, &settings).expect("ranges");
+    let got: Vec<(i32, i64, i64)> = ranges.iter().map(|r| (r.partition, r.from_offset, r.switch_offset)).collect();
+    assert_eq!(got, vec![(0, 0, 1_700), (1, 0, 1_100)], "from the first offset to the switch");
+    let backfill = std::thread::spawn({
+        let (path, settings) = (path.clone(), settings.clone());
+        let only = runnable(plans.only.clone());
+        move || {
+            let mut store = SqliteStore::open(&path).expect("store");
+            kafka::backfill::run(&mut store, &only, &ranges, &settings, |_| {}).expect("backfill")
+        }
+    });
+    live_after_switch(&mut live, &plans, &mut partitions, &events, &switch);
+    let summary = backfill.join().expect("backfill thread");
+    assert_eq!(summary.messages, switch.iter().sum::<usize>() as u64);
+    let expected = clean_answers(&plans, &events);
+    assert_same(&answers(&live, &plans.full), &expected);
 
     // Run again: nothing left to do, nothing changes.
-    let ranges = kafka::backfill::plan_ranges(&live, &only, &settings).expect("ranges");
+    let ranges = kafka::backfill::plan_ranges(&live, &plans.only, &settings).expect("ranges");
     assert!(ranges.iter().all(kafka::backfill::Range::is_done), "{ranges:?}");
-    let again = kafka::backfill::run(&mut live, &only_runnable, &ranges, &settings, |_| {}).expect("rerun");
+    let again =
+        kafka::backfill::run(&mut live, &runnable(plans.only.clone()), &ranges, &settings, |_| {}).expect("rerun");
     assert_eq!(again.messages, 0);
-    assert_same(&answers(&live, &full), &answers(&clean, &only));
-    let _ = std::fs::remove_dir_all(&dir);
+    assert_same(&answers(&live, &plans.full), &expected);
+}
+
+/// The child side of the next test: one backfill run, until done or killed.
+fn backfill_child(brokers: &str, path: &str) {
+    let plans = Plans::new();
+    let mut store = SqliteStore::open(path).expect("store");
+    let settings = settings(brokers);
+    let ranges = kafka::backfill::plan_ranges(&store, &plans.only, &settings).expect("ranges");
+    kafka::backfill::run(&mut store, &runnable(plans.only), &ranges, &settings, |_| {}).expect("backfill");
+}
+
+/// `kill -9` of the backfill process at random moments (from a printed
+/// seed; `BACKFILL_KILL_SEED` replays a schedule), each time resumed, ends
+/// with the same answers as a clean run.
+#[test]
+fn a_backfill_killed_at_random_moments_and_resumed_counts_every_message_once() {
+    if let (Ok(brokers), Ok(path)) = (std::env::var("BACKFILL_CHILD_BROKERS"), std::env::var("BACKFILL_CHILD_DB")) {
+        return backfill_child(&brokers, &path);
+    }
+    let seed = std::env::var("BACKFILL_KILL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
+    });
+    eprintln!("kill schedule seed {seed} (BACKFILL_KILL_SEED={seed} replays it)");
+    let mut rng = workload::Rng::new(seed);
+    let events = events(4_000);
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic(TOPIC, PARTITIONS, 1).expect("topic");
+    let brokers = cluster.bootstrap_servers();
+    produce(&brokers, &events);
+    let plans = Plans::new();
+    let dir = TempDir::new("kill");
+    let path = dir.db();
+    let switch = [3_100usize, 2_600];
+    let mut live = SqliteStore::open(&path).expect("store");
+    let mut partitions = live_until_switch(&mut live, &plans, &events, &switch);
+    live_after_switch(&mut live, &plans, &mut partitions, &events, &switch);
+    drop(live);
+
+    // How far the backfill has got: offsets covered by its checkpoints.
+    let backfill_topic = kafka::backfill::checkpoint_topic(TOPIC, &plans.only);
+    let progress = |path: &str| -> i64 {
+        let Ok(store) = SqliteStore::open(path) else { return 0 };
+        (0..PARTITIONS)
+            .filter_map(|p| {
+                store.checkpoint(&backfill_topic, kafka::backfill::BACKFILL_PARTITION_BASE + p).ok().flatten()
+            })
+            .map(|c| c.next_offset)
+            .sum()
+    };
+    let total: i64 = switch.iter().sum::<usize>() as i64;
+    let (mut kills, mut kills_partway, mut runs) = (0, 0, 0);
+    loop {
+        runs += 1;
+        let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
+            .args([
+                "--exact",
+                "a_backfill_killed_at_random_moments_and_resumed_counts_every_message_once",
+                "--nocapture",
+            ])
+            .env("BACKFILL_CHILD_BROKERS", &brokers)
+            .env("BACKFILL_CHILD_DB", &path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start the backfill");
+        // Up to 6 kills, then the last run goes through: one in four at a
+        // random moment of start-up, the others once the backfill has
+        // written up to a random offset beyond where it was.
+        let at = progress(&path);
+        let kill = (kills < 6).then(|| match rng.below(4) {
+            0 => (Duration::from_millis(rng.below(800) as u64), i64::MIN),
+            _ => (Duration::ZERO, at + 1 + rng.below(((total - at) / 2).max(1) as usize) as i64),
+        });
+        let started = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break Some(status);
+            }
+            if kill.is_some_and(|(after, offsets)| started.elapsed() >= after && progress(&path) >= offsets) {
+                child.kill().expect("kill -9");
+                child.wait().expect("reap");
+                kills += 1;
+                let now = progress(&path);
+                kills_partway += usize::from(now > 0 && now < total);
+                break None;
+            }
+            assert!(started.elapsed() < Duration::from_secs(180), "the backfill hangs");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        if let Some(status) = status {
+            assert!(status.success(), "the backfill failed: {status}");
+            break;
+        }
+    }
+    eprintln!("{kills} kills in {runs} runs, {kills_partway} with part of the backfill written");
+    assert!(kills_partway > 0, "no run was killed part way (seed {seed})");
+    let live = SqliteStore::open(&path).expect("store");
+    assert_same(&answers(&live, &plans.full), &clean_answers(&plans, &events));
 }
