@@ -53,31 +53,84 @@ pub struct Args {
 
 pub fn run(_global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     let full = pipeline::load(&args.pipelines)?;
-    let only = backfill::only_metrics(&full.plan, &args.metrics)?;
+    let job = Job {
+        metrics: args.metrics,
+        from_ms: args.from,
+        to_ms: args.to,
+        brokers: args.brokers,
+        store: args.store,
+        group: args.group,
+        topic: args.topic,
+        batch: args.batch,
+        workers: args.workers,
+        timeout: Duration::from_secs(args.timeout),
+    };
+    backfill(&full.plan, &job, args.dry_run, Duration::ZERO)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A backfill to run: what `streamctl backfill` and `deploy --backfill` ask for.
+pub struct Job {
+    /// The metrics to backfill.
+    pub metrics: Vec<String>,
+    /// From this time (ms since the epoch).
+    pub from_ms: i64,
+    /// Up to this time, if before the switch.
+    pub to_ms: Option<i64>,
+    /// Kafka bootstrap servers.
+    pub brokers: String,
+    /// The live store.
+    pub store: String,
+    /// The backfill's group id.
+    pub group: String,
+    /// The topic; the first source's when `None`.
+    pub topic: Option<String>,
+    /// Messages per transaction.
+    pub batch: usize,
+    /// Worker threads; one per core when `None`.
+    pub workers: Option<usize>,
+    /// How long to wait for the brokers.
+    pub timeout: Duration,
+}
+
+/// Runs `job` over `full` (the deployed plan). Waits up to `wait_for_start`
+/// for the live consumer to have started the metrics on every partition
+/// (its first checkpoint after applying the deploy).
+pub fn backfill(full: &dsl::Plan, job: &Job, dry_run: bool, wait_for_start: Duration) -> anyhow::Result<()> {
+    let only = backfill::only_metrics(full, &job.metrics)?;
     let plan =
         Arc::new(engine::CompiledPlan::new(only, engine::EngineConfig::default()).context("the plan cannot run")?);
-    let topic = match &args.topic {
+    let topic = match &job.topic {
         Some(t) => t.clone(),
         None => plan.plan.sources.first().map(|s| s.topic.clone()).context("the pipelines declare no source")?,
     };
-    let mut store = pipeline::open_store(&args.store)?;
+    let mut store = pipeline::open_store(&job.store)?;
     store.setup(&plan.plan)?;
     let settings = backfill::Settings {
-        brokers: args.brokers.clone(),
-        group_id: args.group.clone(),
+        brokers: job.brokers.clone(),
+        group_id: job.group.clone(),
         librdkafka: Vec::new(),
         topic,
-        from_ms: args.from,
-        to_ms: args.to,
-        flush_messages: args.batch,
-        workers: args.workers.unwrap_or_else(|| kafka::batch::Settings::workers_for(usize::MAX)),
+        from_ms: job.from_ms,
+        to_ms: job.to_ms,
+        flush_messages: job.batch,
+        workers: job.workers.unwrap_or_else(|| kafka::batch::Settings::workers_for(usize::MAX)),
         now_ms: super::run::wall_clock_ms(),
-        timeout: Duration::from_secs(args.timeout),
+        timeout: job.timeout,
     };
-    let ranges = backfill::plan_ranges(store.as_ref(), &plan.plan, &settings)?;
+    let waiting = Instant::now();
+    let ranges = loop {
+        match backfill::plan_ranges(store.as_ref(), &plan.plan, &settings) {
+            Ok(ranges) => break ranges,
+            Err(kafka::Error::Backfill(why)) if why.contains("not started") && waiting.elapsed() < wait_for_start => {
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(error) => return Err(error.into()),
+        }
+    };
     print_ranges(&ranges);
-    if args.dry_run {
-        return Ok(ExitCode::SUCCESS);
+    if dry_run {
+        return Ok(());
     }
     let total: u64 = ranges.iter().filter(|r| !r.is_done()).map(Range::remaining).sum();
     let started = Instant::now();
@@ -98,7 +151,7 @@ pub fn run(_global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     for (metric, rows) in plan.plan.metrics.iter().zip(&summary.rows_written) {
         eprintln!("  metric {:<28} {rows:>9} rows", metric.name);
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 fn print_ranges(ranges: &[Range]) {
