@@ -94,6 +94,8 @@ struct Produced {
 /// Packs messages into chunks for the workers; see [`run`].
 pub struct Feeder {
     workers: usize,
+    /// Messages per chunk: [`CHUNK_MESSAGES`], or fewer when transactions are smaller.
+    chunk_messages: usize,
     chunks: Vec<Chunk>,
     senders: Vec<SyncSender<Chunk>>,
     spare: Receiver<Chunk>,
@@ -143,7 +145,7 @@ impl Feeder {
             truncated: message.truncated,
         });
         self.messages += 1;
-        if chunk.entries.len() >= CHUNK_MESSAGES {
+        if chunk.entries.len() >= self.chunk_messages {
             self.send(w)?;
         }
         Ok(())
@@ -225,6 +227,7 @@ pub fn run<S: Store + Send + ?Sized>(
         drop(spare_tx);
         let mut feeder = Feeder {
             workers,
+            chunk_messages: settings.flush_messages.clamp(1, CHUNK_MESSAGES),
             chunks: (0..workers).map(|_| Chunk::default()).collect(),
             senders,
             spare: spare_rx,

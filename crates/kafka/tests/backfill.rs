@@ -43,10 +43,16 @@ fn events(per_partition: usize) -> Vec<Vec<String>> {
 }
 
 fn produce(brokers: &str, events: &[Vec<String>]) {
+    produce_offsets(brokers, events, 0..usize::MAX);
+}
+
+/// Produces the messages of `offsets` of every partition.
+fn produce_offsets(brokers: &str, events: &[Vec<String>], offsets: std::ops::Range<usize>) {
     let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", brokers).create().expect("producer");
     for (p, lines) in events.iter().enumerate() {
-        for line in lines {
-            let mut record = Some(BaseRecord::<(), [u8]>::to(TOPIC).partition(p as i32).payload(line.as_bytes()));
+        for line in lines.iter().take(offsets.end).skip(offsets.start) {
+            let record = BaseRecord::<(), [u8]>::to(TOPIC).partition(p as i32).payload(line.as_bytes());
+            let mut record = Some(record);
             while let Some(r) = record.take() {
                 if let Err((_, r)) = producer.send(r) {
                     producer.poll(Duration::from_millis(10));
@@ -171,13 +177,18 @@ fn live_after_switch(
 
 /// The answers of a clean run of the metric alone over the whole topic.
 fn clean_answers(plans: &Plans, events: &[Vec<String>]) -> Vec<String> {
+    clean_answers_from(plans, events, 0)
+}
+
+/// [`clean_answers`] of every partition from offset `from` on.
+fn clean_answers_from(plans: &Plans, events: &[Vec<String>], from: usize) -> Vec<String> {
     let only = runnable(plans.only.clone());
     let mut clean = SqliteStore::open(":memory:").expect("store");
     clean.setup(&plans.only).expect("setup");
     let mut out = Output::default();
     for (p, lines) in events.iter().enumerate() {
         let mut partition = Partition::new(Arc::clone(&only), p as i32);
-        for (offset, line) in lines.iter().enumerate() {
+        for (offset, line) in lines.iter().enumerate().skip(from) {
             partition.process(&message(p as i32, offset, line), NOW_MS, &mut out);
         }
         partition.close_all(&mut out);
@@ -186,15 +197,15 @@ fn clean_answers(plans: &Plans, events: &[Vec<String>]) -> Vec<String> {
     answers(&clean, &plans.only)
 }
 
-fn settings(brokers: &str) -> kafka::backfill::Settings {
+fn settings(brokers: &str, from_ms: i64) -> kafka::backfill::Settings {
     kafka::backfill::Settings {
         brokers: brokers.to_string(),
         group_id: "backfill-test".into(),
         librdkafka: Vec::new(),
         topic: TOPIC.into(),
-        from_ms: 0,
+        from_ms,
         to_ms: None,
-        flush_messages: 300,
+        flush_messages: 150,
         workers: 2,
         now_ms: NOW_MS,
         timeout: Duration::from_secs(30),
@@ -238,7 +249,7 @@ fn backfill_and_the_live_consumer_together_count_every_message_once() {
     let mut partitions = live_until_switch(&mut live, &plans, &events, &switch);
 
     // The backfill, on its own threads, while the live side goes on.
-    let settings = settings(&brokers);
+    let settings = settings(&brokers, 0);
     let ranges = kafka::backfill::plan_ranges(&live, &plans.only, &settings).expect("ranges");
     let got: Vec<(i32, i64, i64)> = ranges.iter().map(|r| (r.partition, r.from_offset, r.switch_offset)).collect();
     assert_eq!(got, vec![(0, 0, 1_700), (1, 0, 1_100)], "from the first offset to the switch");
@@ -265,65 +276,75 @@ fn backfill_and_the_live_consumer_together_count_every_message_once() {
     assert_same(&answers(&live, &plans.full), &expected);
 }
 
-/// The child side of the next test: one backfill run, until done or killed.
-fn backfill_child(brokers: &str, path: &str) {
+/// The child side of the kill tests: one backfill run, until done or killed.
+fn backfill_child(brokers: &str, path: &str, from_ms: i64) {
     let plans = Plans::new();
     let mut store = SqliteStore::open(path).expect("store");
-    let settings = settings(brokers);
+    let settings = settings(brokers, from_ms);
     let ranges = kafka::backfill::plan_ranges(&store, &plans.only, &settings).expect("ranges");
     kafka::backfill::run(&mut store, &runnable(plans.only), &ranges, &settings, |_| {}).expect("backfill");
 }
 
-/// `kill -9` of the backfill process at random moments (from a printed
-/// seed; `BACKFILL_KILL_SEED` replays a schedule), each time resumed, ends
-/// with the same answers as a clean run.
-#[test]
-fn a_backfill_killed_at_random_moments_and_resumed_counts_every_message_once() {
-    if let (Ok(brokers), Ok(path)) = (std::env::var("BACKFILL_CHILD_BROKERS"), std::env::var("BACKFILL_CHILD_DB")) {
-        return backfill_child(&brokers, &path);
-    }
+/// The child's arguments, when this process is one.
+fn child_args() -> Option<(String, String, i64)> {
+    let var = |name| std::env::var(name).ok();
+    Some((var("BACKFILL_CHILD_BROKERS")?, var("BACKFILL_CHILD_DB")?, var("BACKFILL_CHILD_FROM")?.parse().ok()?))
+}
+
+/// `kill -9` of the backfill process (this test binary running `test`
+/// again as the child) at random moments from a printed seed
+/// (`BACKFILL_KILL_SEED` replays a schedule), each time resumed, until it
+/// finishes: it must end with the answers of a clean run from `from`
+/// (the offset of every partition that `from_ms` is the time of).
+fn killed_at_random_moments_and_resumed(test: &str, brokers: &str, events: &[Vec<String>], from: usize, from_ms: i64) {
     let seed = std::env::var("BACKFILL_KILL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
     });
-    eprintln!("kill schedule seed {seed} (BACKFILL_KILL_SEED={seed} replays it)");
+    eprintln!("{test}: kill schedule seed {seed} (BACKFILL_KILL_SEED={seed} replays it)");
     let mut rng = workload::Rng::new(seed);
-    let events = events(4_000);
-    let cluster = MockCluster::new(1).expect("mock cluster");
-    cluster.create_topic(TOPIC, PARTITIONS, 1).expect("topic");
-    let brokers = cluster.bootstrap_servers();
-    produce(&brokers, &events);
     let plans = Plans::new();
-    let dir = TempDir::new("kill");
+    let dir = TempDir::new(test);
     let path = dir.db();
     let switch = [3_100usize, 2_600];
     let mut live = SqliteStore::open(&path).expect("store");
-    let mut partitions = live_until_switch(&mut live, &plans, &events, &switch);
-    live_after_switch(&mut live, &plans, &mut partitions, &events, &switch);
+    let mut partitions = live_until_switch(&mut live, &plans, events, &switch);
+    live_after_switch(&mut live, &plans, &mut partitions, events, &switch);
     drop(live);
+    let ranges = kafka::backfill::plan_ranges(
+        &SqliteStore::open(&path).expect("store"),
+        &plans.only,
+        &settings(brokers, from_ms),
+    )
+    .expect("ranges");
+    let got: Vec<(i64, i64)> = ranges.iter().map(|r| (r.from_offset, r.switch_offset)).collect();
+    assert_eq!(
+        got,
+        vec![(from as i64, 3_100), (from as i64, 2_600)],
+        "the offsets of the time asked, up to the switch"
+    );
 
     // How far the backfill has got: offsets covered by its checkpoints.
     let backfill_topic = kafka::backfill::checkpoint_topic(TOPIC, &plans.only);
     let progress = |path: &str| -> i64 {
-        let Ok(store) = SqliteStore::open(path) else { return 0 };
-        (0..PARTITIONS)
-            .filter_map(|p| {
-                store.checkpoint(&backfill_topic, kafka::backfill::BACKFILL_PARTITION_BASE + p).ok().flatten()
-            })
-            .map(|c| c.next_offset)
-            .sum()
+        // Read-only, so that looking never holds the writer up.
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY;
+        let Ok(db) = rusqlite::Connection::open_with_flags(path, flags) else { return 0 };
+        db.query_row(
+            "SELECT coalesce(sum(next_offset), 0) FROM stream_checkpoints WHERE topic = ?1",
+            [&backfill_topic],
+            |r| r.get::<_, i64>(0),
+        )
+        .map_or(0, |sum| (sum - PARTITIONS as i64 * from as i64).max(0))
     };
-    let total: i64 = switch.iter().sum::<usize>() as i64;
+    let total: i64 = switch.iter().map(|s| (s - from) as i64).sum();
     let (mut kills, mut kills_partway, mut runs) = (0, 0, 0);
     loop {
         runs += 1;
         let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
-            .args([
-                "--exact",
-                "a_backfill_killed_at_random_moments_and_resumed_counts_every_message_once",
-                "--nocapture",
-            ])
-            .env("BACKFILL_CHILD_BROKERS", &brokers)
+            .args(["--exact", test, "--nocapture"])
+            .env("BACKFILL_CHILD_BROKERS", brokers)
             .env("BACKFILL_CHILD_DB", &path)
+            .env("BACKFILL_CHILD_FROM", from_ms.to_string())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -357,8 +378,52 @@ fn a_backfill_killed_at_random_moments_and_resumed_counts_every_message_once() {
             break;
         }
     }
-    eprintln!("{kills} kills in {runs} runs, {kills_partway} with part of the backfill written");
+    eprintln!("{test}: {kills} kills in {runs} runs, {kills_partway} with part of the backfill written");
     assert!(kills_partway > 0, "no run was killed part way (seed {seed})");
     let live = SqliteStore::open(&path).expect("store");
-    assert_same(&answers(&live, &plans.full), &clean_answers(&plans, &events));
+    assert_same(&answers(&live, &plans.full), &clean_answers_from(&plans, events, from));
+}
+
+#[test]
+fn on_the_mock_cluster_a_backfill_killed_at_random_moments_and_resumed_counts_every_message_once() {
+    if let Some((brokers, path, from_ms)) = child_args() {
+        return backfill_child(&brokers, &path, from_ms);
+    }
+    let events = events(4_000);
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic(TOPIC, PARTITIONS, 1).expect("topic");
+    let brokers = cluster.bootstrap_servers();
+    produce(&brokers, &events);
+    // The mock cluster cannot look offsets up by time: from the beginning.
+    killed_at_random_moments_and_resumed(
+        "on_the_mock_cluster_a_backfill_killed_at_random_moments_and_resumed_counts_every_message_once",
+        &brokers,
+        &events,
+        0,
+        0,
+    );
+}
+
+#[path = "../../streamd/tests/common/tansu.rs"]
+mod tansu;
+
+#[test]
+fn on_tansu_a_backfill_from_a_time_killed_at_random_moments_and_resumed_counts_every_message_once() {
+    let test = "on_tansu_a_backfill_from_a_time_killed_at_random_moments_and_resumed_counts_every_message_once";
+    if let Some((brokers, path, from_ms)) = child_args() {
+        return backfill_child(&brokers, &path, from_ms);
+    }
+    let Some(binary) = tansu::or_skip(test) else { return };
+    let dir = TempDir::new("tansu");
+    let broker = tansu::Tansu::start(&binary, &dir.0, &[(TOPIC, PARTITIONS)]);
+    let events = events(4_000);
+    // From a time part way, looked up on the broker (offsetsForTimes): the
+    // first 700 messages of each partition are produced before it.
+    produce_offsets(&broker.address, &events, 0..700);
+    std::thread::sleep(Duration::from_millis(1_500));
+    let from_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    std::thread::sleep(Duration::from_millis(1_500));
+    produce_offsets(&broker.address, &events, 700..usize::MAX);
+    killed_at_random_moments_and_resumed(test, &broker.address, &events, 700, from_ms);
 }

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)] // Each test crate uses a different part.
 
+pub mod tansu;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
