@@ -1,5 +1,5 @@
 //! A deterministic generator of realistic MTA delivery events, for the
-//! embedded demo, tests and benchmarks when `gen_events.py` is not at hand.
+//! embedded demo, `streamctl gen`, the tests and the benchmarks.
 //!
 //! It follows the distributions of the shared workload description: event
 //! types (85% delivered, 8% deferred, 5% bounced, …), Zipf-distributed sender
