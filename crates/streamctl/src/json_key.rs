@@ -68,12 +68,10 @@ fn string(line: &[u8], pos: usize) -> Option<(&[u8], usize)> {
         return None;
     }
     let start = pos + 1;
-    let len = memchr::memchr2(b'"', b'\\', line.get(start..)?)?;
+    // Strings here are short: a plain loop beats a vectorised search's set-up.
+    let len = line.get(start..)?.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
     let end = start + len;
-    if line[end] != b'"' || line[start..end].iter().any(|b| *b < 0x20) {
-        return None;
-    }
-    Some((&line[start..end], end + 1))
+    (line[end] == b'"').then_some((&line[start..end], end + 1))
 }
 
 /// Whether `token` is `true`, `false`, `null` or a JSON number.
