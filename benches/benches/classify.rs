@@ -1,6 +1,6 @@
 //! Bounce classifications per second on one core: the standard `bounce`
 //! classifier (`dsl/stdlib/bounces.stream`) over the bounced and deferred
-//! events of a generated workload (`gen_events.py`, 200k events, seed 42).
+//! events of a generated workload (`workload`, 200k events, seed 42, no engagement events).
 //!
 //! `cargo bench -p benches --bench classify`
 
@@ -8,7 +8,8 @@ use benches::{BounceClassifier, Event, Events};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 fn classify(c: &mut Criterion) {
-    let path = benches::events_file(200_000, 42, &["--no-engagement"]).expect("events");
+    let path =
+        benches::events_file(200_000, &workload::Config { engagement: false, ..Default::default() }).expect("events");
     let events = Events::load(&path).expect("read events");
     let parsed: Vec<Event<'_>> =
         events.iter().map(|line| serde_json::from_slice(line).expect("generated events parse")).collect();

@@ -2,9 +2,9 @@
 //!
 //! `cargo bench -p benches --bench engine`
 //!
-//! Loads `ENGINE_BENCH_EVENTS` (default 200,000) events made by
-//! `gen_events.py --seed 42` (generated into `<target>/bench-data` on first
-//! use) into memory once, then measures, per event:
+//! Loads `ENGINE_BENCH_EVENTS` (default 200,000) events of the project's
+//! generator (`workload`, seed 42; written into `<target>/bench-data` on
+//! first use) into memory once, then measures, per event:
 //!
 //! * `parse_only`: `serde_json` into a struct borrowing every field: the floor
 //!   any JSON consumer pays;
@@ -32,7 +32,7 @@ fn event_count() -> usize {
 
 fn load_events() -> Option<Events> {
     let n = event_count();
-    let path = match benches::events_file(n, 42, &[]) {
+    let path = match benches::default_events_file(n, 42) {
         Ok(path) => path,
         Err(why) => {
             eprintln!("SKIPPED engine benchmarks: cannot generate events: {why}");

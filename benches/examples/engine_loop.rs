@@ -13,7 +13,7 @@ fn main() {
     let parse_only = std::env::var_os("PARSE_ONLY").is_some();
     let decode_only = std::env::var_os("DECODE_ONLY").is_some();
     let classify_only = std::env::var_os("CLASSIFY_ONLY").is_some();
-    let path = benches::events_file(n, 42, &[]).expect("events can be generated");
+    let path = benches::default_events_file(n, 42).expect("events can be generated");
     let events = benches::Events::load(&path).expect("events load");
     let mut plan = benches::pipelines_plan();
     if let Ok(names) = std::env::var("METRICS") {

@@ -13,7 +13,7 @@ fn main() {
     let env = |name: &str, default: usize| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
     let (n, rounds, batch) = (env("ENGINE_BENCH_EVENTS", 200_000), env("ROUNDS", 3), env("BATCH", 4096));
     let history = env("HISTORY", 0) as i64;
-    let path = benches::events_file(n, 42, &[]).expect("events can be generated");
+    let path = benches::default_events_file(n, 42).expect("events can be generated");
     let events = benches::Events::load(&path).expect("events load");
     let plan = benches::pipelines_plan();
     let compiled = std::sync::Arc::new(engine::CompiledPlan::new(plan, engine::EngineConfig::default()).expect("plan"));

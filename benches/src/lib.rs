@@ -3,8 +3,8 @@
 
 use std::borrow::Cow;
 use std::fmt::Write;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// A program with `rules` classifier rules and `metrics` metrics over one
 /// source, shaped like real pipelines: regex and status-code rules, metrics
@@ -92,39 +92,52 @@ pub fn probe_plan(text: &str) -> dsl::Plan {
     compile_files(&[], Some((&path.to_string_lossy(), text)))
 }
 
-/// The generator of synthetic delivery events.
-pub const GENERATOR: &str = "/work/shared/workload/gen_events.py";
-
-/// `<target>/bench-data/events-<n>-seed<seed>.jsonl`, generated with
-/// `gen_events.py` if missing (`extra_args` are passed through and become
-/// part of the file name). `Err` explains why it could not be made (e.g. no
-/// `python3`).
-pub fn events_file(n: usize, seed: u64, extra_args: &[&str]) -> Result<PathBuf, String> {
+/// The generated events of `config` (the project's generator,
+/// [`workload`]), the first `n`: `<target>/bench-data/events-<n>-seed<seed>….jsonl`,
+/// written if missing. The name carries every setting that differs from the
+/// default. `Err` explains why it could not be written.
+pub fn events_file(n: usize, config: &workload::Config) -> Result<PathBuf, String> {
     let dir = target_dir().join("bench-data");
-    let suffix: String = extra_args.iter().map(|a| a.trim_start_matches('-').replace([':', '/'], "_")).collect();
-    let path = dir.join(format!("events-{n}-seed{seed}{}{suffix}.jsonl", if suffix.is_empty() { "" } else { "-" }));
+    let default = workload::Config::default();
+    let mut name = format!("events-{n}-seed{}", config.seed);
+    if config.start_ms != default.start_ms {
+        let _ = write!(name, "-start{}", config.start_ms);
+    }
+    if config.rate_per_s != default.rate_per_s {
+        let _ = write!(name, "-rate{}", config.rate_per_s);
+    }
+    if config.bad_ratio != default.bad_ratio {
+        let _ = write!(name, "-bad{}", config.bad_ratio);
+    }
+    if !config.engagement {
+        name.push_str("-noengagement");
+    }
+    let path = dir.join(name + ".jsonl");
     if path.exists() {
         return Ok(path);
     }
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let generator = std::env::var("GEN_EVENTS").unwrap_or_else(|_| GENERATOR.to_string());
-    if !Path::new(&generator).exists() {
-        return Err(format!("the event generator {generator} is missing (set GEN_EVENTS)"));
-    }
     let partial = path.with_extension("partial");
     eprintln!("generating {n} events into {} ...", path.display());
-    let status = Command::new("python3")
-        .arg(&generator)
-        .args(["--events", &n.to_string(), "--seed", &seed.to_string(), "--out"])
-        .arg(&partial)
-        .args(extra_args)
-        .status()
-        .map_err(|e| format!("cannot run python3 (needed to generate events): {e}"))?;
-    if !status.success() {
-        return Err(format!("{generator} failed: {status}"));
-    }
+    let write = || -> std::io::Result<()> {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&partial)?);
+        let mut generator = workload::Generator::new(config.clone());
+        let mut line = Vec::with_capacity(1024);
+        for _ in 0..n {
+            generator.next_line(&mut line);
+            line.push(b'\n');
+            out.write_all(&line)?;
+        }
+        out.flush()
+    };
+    write().map_err(|e| format!("cannot write {}: {e}", partial.display()))?;
     std::fs::rename(&partial, &path).map_err(|e| format!("cannot rename {}: {e}", partial.display()))?;
     Ok(path)
+}
+
+/// [`events_file`] of the default generator settings with `seed`.
+pub fn default_events_file(n: usize, seed: u64) -> Result<PathBuf, String> {
+    events_file(n, &workload::Config { seed, ..workload::Config::default() })
 }
 
 /// One delivery event, every field, strings borrowed where unescaped: what

@@ -5,7 +5,7 @@
 //! Runs a metric grouped by a high-cardinality key (default `message_id`,
 //! unique per event, so N events make N series) with the aggregates real
 //! pipelines use (`count`, `count_if`, `distinct`, `p99`) over N generated
-//! events (`gen_events.py --seed 42`, starting at 00:00:30 so they all fall
+//! events (`streamctl gen --seed 42`, starting at 00:00:30 so they all fall
 //! into one 1-hour window, which stays open). Events are streamed from the
 //! file, not held in memory. Prints the live series and the process's peak
 //! resident set size (`VmHWM`), before and after.
@@ -31,13 +31,14 @@ fn main() {
             }
         }
     }
-    let path = match benches::events_file(events, 42, &["--start-ts", "2024-06-03T00:00:30Z"]) {
-        Ok(path) => path,
-        Err(why) => {
-            eprintln!("SKIPPED: cannot generate events: {why}");
-            return;
-        }
-    };
+    let path =
+        match benches::events_file(events, &workload::Config { start_ms: 1_717_372_830_000, ..Default::default() }) {
+            Ok(path) => path,
+            Err(why) => {
+                eprintln!("SKIPPED: cannot generate events: {why}");
+                return;
+            }
+        };
 
     let pipeline = format!(
         "version 1\n\nimport \"deliveries.stream\"\n\n\

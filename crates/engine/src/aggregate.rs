@@ -262,6 +262,35 @@ impl AggState {
     }
 }
 
+impl AggState {
+    /// Whether the finished value is the whole state: a count, or a sum
+    /// that fits its column (a finite float, an integer within 64 bits). A
+    /// store may then keep the value alone and rebuild the state with
+    /// [`AggState::from_value`].
+    pub fn is_its_value(&self) -> bool {
+        match self {
+            AggState::Count { n } => i64::try_from(*n).is_ok(),
+            AggState::SumInt { sum } => i64::try_from(*sum).is_ok(),
+            AggState::SumFloat { sum } => sum.is_finite(),
+            _ => false,
+        }
+    }
+
+    /// The state of an aggregate of `plan` whose finished value is `value`,
+    /// for a state that [`AggState::is_its_value`]; `None` for other
+    /// aggregates or a value of the wrong kind.
+    pub fn from_value(plan: &AggregatePlan, value: &KeyVal) -> Option<Self> {
+        match (AggState::new(plan), value) {
+            (AggState::Count { .. }, KeyVal::Int(n)) => u64::try_from(*n).ok().map(|n| AggState::Count { n }),
+            (AggState::SumInt { .. }, KeyVal::Int(sum)) => Some(AggState::SumInt { sum: i128::from(*sum) }),
+            (AggState::SumFloat { .. }, KeyVal::Float(bits)) => Some(AggState::SumFloat { sum: f64::from_bits(*bits) }),
+            // A float column may hand back a whole number as an integer.
+            (AggState::SumFloat { .. }, KeyVal::Int(sum)) => Some(AggState::SumFloat { sum: *sum as f64 }),
+            _ => None,
+        }
+    }
+}
+
 /// A DDSketch with a `Debug` that shows its summary.
 ///
 /// Serialised as the sketch, or as null when empty: an empty sketch's

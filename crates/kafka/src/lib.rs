@@ -24,6 +24,8 @@
 #![deny(missing_docs)]
 #![deny(clippy::unwrap_used)]
 
+pub mod backfill;
+pub mod batch;
 mod consumer;
 pub mod control;
 mod dead_letter;
@@ -70,6 +72,12 @@ pub enum Error {
     /// The first plan was refused: there is no running plan to keep.
     #[error("the plan cannot run here: {0}")]
     Refused(#[source] Refusal),
+    /// A backfill cannot run as asked.
+    #[error("backfill: {0}")]
+    Backfill(String),
+    /// A batch run stopped because one of its threads failed.
+    #[error("the batch run stopped: one of its threads failed")]
+    Stopped,
 }
 
 /// Why a plan does not run here, as data: the consumer records it in the

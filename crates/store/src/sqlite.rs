@@ -125,9 +125,14 @@ fn upsert_row(statement: &mut rusqlite::CachedStatement<'_>, row: &Row, buffer: 
     }
     for state in row.states.iter() {
         bind(&SqlKey(&state.finish()))?;
-        buffer.clear();
-        write_state(buffer, state);
-        bind(&buffer.as_slice())?;
+        if state.is_its_value() {
+            // A count or sum is its value: no state beside it.
+            bind(&rusqlite::types::Null)?;
+        } else {
+            buffer.clear();
+            write_state(buffer, state);
+            bind(&buffer.as_slice())?;
+        }
     }
     bind(&row.window_start)?;
     bind(&row.partition)?;
@@ -433,8 +438,10 @@ impl Store for SqliteStore {
             return Err(Error::BadQuery(format!("metric `{}` has no tier #{}", m.name, filter.tier)));
         }
         let table = table_name(m, filter.tier);
+        // Each aggregate's state, then its value (a count or sum is stored
+        // as its value alone, its state null; rows of earlier versions have both).
         let state_columns: Vec<String> =
-            m.aggregates.iter().map(|a| quote(&format!("{}{STATE_SUFFIX}", a.name))).collect();
+            m.aggregates.iter().flat_map(|a| [quote(&format!("{}{STATE_SUFFIX}", a.name)), quote(&a.name)]).collect();
         let mut sql = format!(
             "SELECT series, window_start, source_partition, included_through{}{} FROM {} WHERE 1 = 1",
             if state_columns.is_empty() { "" } else { ", " },
@@ -477,15 +484,28 @@ impl Store for SqliteStore {
             })?;
             let mut states = Vec::with_capacity(m.aggregates.len());
             for (i, a) in m.aggregates.iter().enumerate() {
-                let bytes = match r.get_ref(4 + i).map_err(sqlite("bad state column"))? {
-                    ValueRef::Blob(b) | ValueRef::Text(b) => b,
-                    _ => &[],
-                };
-                let state: AggState = serde_json::from_slice(bytes).map_err(|source| Error::CorruptState {
+                let corrupt = |source| Error::CorruptState {
                     table: table.clone(),
                     column: format!("{}{STATE_SUFFIX}", a.name),
                     source,
-                })?;
+                };
+                let state = match r.get_ref(4 + 2 * i).map_err(sqlite("bad state column"))? {
+                    ValueRef::Blob(bytes) | ValueRef::Text(bytes) => serde_json::from_slice(bytes).map_err(corrupt)?,
+                    ValueRef::Null => {
+                        let value = match r.get_ref(5 + 2 * i).map_err(sqlite("bad value column"))? {
+                            ValueRef::Integer(n) => KeyVal::Int(n),
+                            ValueRef::Real(x) => KeyVal::Float(x.to_bits()),
+                            _ => KeyVal::Null,
+                        };
+                        AggState::from_value(a, &value).ok_or_else(|| {
+                            corrupt(serde::de::Error::custom(format!(
+                                "no state, and `{}` does not hold one ({value:?})",
+                                a.name
+                            )))
+                        })?
+                    }
+                    _ => return Err(corrupt(serde::de::Error::custom("a number where a state belongs"))),
+                };
                 states.push(state);
             }
             out.push(Row {

@@ -1,6 +1,8 @@
 //! Command-line arguments.
 
-use crate::commands::{alerts, check, classify, dashboards, deploy, episodes, explain, fmt, gen, query, run, test};
+use crate::commands::{
+    alerts, backfill, check, classify, dashboards, deploy, episodes, explain, fmt, gen, query, run, test,
+};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Check, explain and format stream pipelines.
@@ -27,6 +29,8 @@ pub enum Command {
     Fmt(fmt::Args),
     /// Run pipelines over a file of JSON lines into a store, without Kafka.
     Run(run::Args),
+    /// Compute metrics over a topic's history, up to where the live consumer started them.
+    Backfill(backfill::Args),
     /// Read a metric's rows from a store, merged across partitions.
     Query(query::Args),
     /// Read DNSBL listing episodes (the history of `dnsbl` sources) from a store.

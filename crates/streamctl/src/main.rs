@@ -2,8 +2,10 @@
 
 mod cli;
 mod commands;
+mod json_key;
 mod lines;
 mod pipeline;
+mod progress;
 mod promql;
 
 use clap::Parser;
@@ -16,6 +18,7 @@ fn main() -> ExitCode {
         cli::Command::Explain(args) => commands::explain::run(&cli.global, args),
         cli::Command::Fmt(args) => commands::fmt::run(&cli.global, args),
         cli::Command::Run(args) => commands::run::run(&cli.global, args),
+        cli::Command::Backfill(args) => commands::backfill::run(&cli.global, args),
         cli::Command::Query(args) => commands::query::run(&cli.global, args),
         cli::Command::Episodes(args) => commands::episodes::run(&cli.global, args),
         cli::Command::Test(args) => commands::test::run(&cli.global, args),

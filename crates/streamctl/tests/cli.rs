@@ -86,7 +86,7 @@ fn unreadable_input_is_a_clear_error() {
 fn run_over_generated_events_matches_golden_rows() {
     let dir = temp_dir("golden-run");
     let snapshot = repo().join("crates/streamctl/tests/data/events_1500.expected");
-    for every in ["0", "2m"] {
+    for every in ["0", "2m", "close"] {
         let db = dir.join(format!("run-{every}.db"));
         let store = format!("sqlite:{}", db.display());
         let run = streamctl(&[
@@ -127,26 +127,36 @@ fn run_over_generated_events_matches_golden_rows() {
     }
     let bad = streamctl(&["run", "pipelines/", "--input", "-", "--tier-rows-every", "5x"]);
     assert!(!bad.status.success());
-    assert!(stderr(&bad).contains("`5x` is not a duration such as `5m`"), "{}", stderr(&bad));
+    assert!(stderr(&bad).contains("`5x` is not a duration such as `5m` (or `0`, or `close`)"), "{}", stderr(&bad));
 }
 
-/// 1% malformed lines from the project's generator, plus lines it never
-/// makes (invalid UTF-8, JSON that is no object, blank lines): nothing
-/// crashes, every malformed line is a dead letter with a reason, and good +
-/// bad = input lines.
+/// 1% malformed lines of every kind from the project's generator (cut
+/// short, not JSON, invalid UTF-8, no object, blank, missing field, wrong
+/// type, bad timestamp): nothing crashes, every malformed line is a dead
+/// letter with a reason, and good + bad = input lines.
 #[test]
 fn malformed_input_is_dead_lettered_and_counts_add_up() {
     let dir = temp_dir("dirty");
     let input = dir.join("dirty.jsonl");
-    let mut generator = workload::Generator::new(workload::Config { seed: 11, bad_ratio: 0.01, ..Default::default() });
-    let mut lines: Vec<Vec<u8>> = generator.by_ref().take(30_000).map(String::into_bytes).collect();
-    let injected: [&[u8]; 3] = [b"{\"ts\":\"\xff\xfe\"}", b"[1,2,3]", b""];
-    for (i, line) in injected.iter().cycle().take(60).enumerate() {
-        lines.insert(i * 500, line.to_vec());
-    }
-    std::fs::write(&input, lines.join(&b'\n')).expect("write the input");
-    let malformed = generator.malformed() + 60;
-    assert!(malformed > 300, "{malformed}");
+    let generated = streamctl(&[
+        "gen",
+        "--events",
+        "30000",
+        "--bad-ratio",
+        "0.01",
+        "--seed",
+        "11",
+        "--stats",
+        "--out",
+        input.to_str().expect("utf-8"),
+    ]);
+    assert!(generated.status.success(), "{}", stderr(&generated));
+    let stats = stderr(&generated);
+    let malformed: u64 = stats
+        .split(", ")
+        .find_map(|part| part.trim().strip_suffix(" malformed").and_then(|n| n.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("no malformed count in {stats}"));
+    assert!(malformed > 200, "{stats}");
 
     let summary_path = dir.join("summary.json");
     let db = dir.join("dirty.db");
@@ -166,11 +176,10 @@ fn malformed_input_is_dead_lettered_and_counts_add_up() {
     for key in ["events_in", "dead_letters", "late_events", "rows_written", "elapsed_s"] {
         assert!(summary.get(key).is_some(), "summary lacks `{key}`: {summary}");
     }
-    // Blank lines (the injected ones, and any the generator's truncation
-    // empties) are skipped and counted, not dead-lettered.
+    // Blank lines are skipped and counted, not dead-lettered.
     let blank = summary["blank_lines"].as_u64().expect("blank lines");
     assert!(blank > 0, "{summary}");
-    assert_eq!(summary["events_in"].as_u64(), Some(30_060 - blank));
+    assert_eq!(summary["events_in"].as_u64(), Some(30_000 - blank));
     let dead = summary["dead_letters"].as_u64().expect("dead letters");
     let late = summary["late_events"].as_u64().expect("late events");
     assert_eq!(dead - late + blank, malformed, "every other malformed line is a dead letter: {summary}");

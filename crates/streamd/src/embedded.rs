@@ -91,6 +91,7 @@ fn generate(producer: &BaseProducer, topic: &str, settings: RawEmbedded, stop: &
         start_ms,
         rate_per_s,
         bad_ratio: settings.bad_ratio,
+        ..workload::Config::default()
     };
     let start_ms = if acceleration > 1.0 { now_ms - HEAD_START_MS } else { now_ms };
     let mut generator = workload::Generator::new(config(now_ms as u64, start_ms, per_second / acceleration));

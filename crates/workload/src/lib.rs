@@ -1,5 +1,5 @@
 //! A deterministic generator of realistic MTA delivery events, for the
-//! embedded demo, tests and benchmarks when `gen_events.py` is not at hand.
+//! embedded demo, `streamctl gen`, the tests and the benchmarks.
 //!
 //! It follows the distributions of the shared workload description: event
 //! types (85% delivered, 8% deferred, 5% bounced, …), Zipf-distributed sender
@@ -23,12 +23,15 @@ pub struct Config {
     pub rate_per_s: f64,
     /// Fraction of lines replaced by malformed ones.
     pub bad_ratio: f64,
+    /// Whether engagement events (`opened`, `clicked`) are generated; without
+    /// them the other event types keep their relative shares.
+    pub engagement: bool,
 }
 
 impl Default for Config {
     fn default() -> Self {
         // 2024-06-03T00:00:00Z at 926 events/s, 80M a day.
-        Config { seed: 42, start_ms: 1_717_372_800_000, rate_per_s: 926.0, bad_ratio: 0.0 }
+        Config { seed: 42, start_ms: 1_717_372_800_000, rate_per_s: 926.0, bad_ratio: 0.0, engagement: true }
     }
 }
 
@@ -187,13 +190,14 @@ pub struct Generator {
     config: Config,
     rng: Rng,
     index: u64,
-    malformed: u64,
     senders: Vec<(String, usize)>,
     sender_zipf: Zipf,
     business: Vec<(String, &'static str)>,
     business_zipf: Zipf,
     pools: Vec<(&'static str, Vec<String>)>,
     mailbox_cdf: Vec<f64>,
+    malformed: u64,
+    text: String,
 }
 
 impl Generator {
@@ -267,13 +271,14 @@ impl Generator {
             rng: Rng::new(config.seed.wrapping_mul(31).wrapping_add(7)),
             config,
             index: 0,
-            malformed: 0,
             senders,
             sender_zipf: Zipf::new(10_000, 1.05),
             business,
             business_zipf: Zipf::new(50_000, 1.0),
             pools,
             mailbox_cdf,
+            malformed: 0,
+            text: String::new(),
         }
     }
 
@@ -282,13 +287,39 @@ impl Generator {
         self.index
     }
 
-    /// How many of the generated lines were made malformed (`Config::bad_ratio`).
+    /// How many of the generated lines are malformed (see [`Config::bad_ratio`]).
     pub fn malformed(&self) -> u64 {
         self.malformed
     }
 
-    /// The next event as one JSON line (without newline) into `out` (cleared first).
+    /// The next line (without newline) into `out` (cleared first), as bytes:
+    /// a malformed line may not be UTF-8.
+    pub fn next_line(&mut self, out: &mut Vec<u8>) {
+        let mut text = std::mem::take(&mut self.text);
+        let corruption = self.next_event(&mut text);
+        out.clear();
+        out.extend_from_slice(text.as_bytes());
+        self.text = text;
+        if let Some(kind) = corruption {
+            self.malformed += 1;
+            corrupt(out, kind, &mut self.rng);
+        }
+    }
+
+    /// The next line (without newline) into `out` (cleared first); a
+    /// malformed line that is not UTF-8 has its bad bytes replaced by U+FFFD.
     pub fn next_into(&mut self, out: &mut String) {
+        let mut bytes = std::mem::take(out).into_bytes();
+        self.next_line(&mut bytes);
+        *out = match String::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(error) => String::from_utf8_lossy(error.as_bytes()).into_owned(),
+        };
+    }
+
+    /// The next event into `out` (cleared first), and how it is to be
+    /// corrupted, if it is.
+    fn next_event(&mut self, out: &mut String) -> Option<usize> {
         out.clear();
         let i = self.index;
         self.index += 1;
@@ -298,7 +329,7 @@ impl Generator {
             if rng.unit() < 0.95 { (rng.unit() * 2.0 - 1.0) * 1500.0 } else { (rng.unit() * 2.0 - 1.0) * 5000.0 };
         let late = if rng.unit() < 0.001 { 60_000.0 + rng.unit() * 840_000.0 } else { 0.0 };
         let ts = (nominal + jitter - late) as i64;
-        let u = rng.unit();
+        let u = if self.config.engagement { rng.unit() } else { rng.unit() * 0.983 };
         let event = match u {
             u if u < 0.85 => "delivered",
             u if u < 0.93 => "deferred",
@@ -387,10 +418,7 @@ impl Generator {
             latency.round() as i64,
             size.round() as i64,
         );
-        if self.config.bad_ratio > 0.0 && rng.unit() < self.config.bad_ratio {
-            corrupt(out, rng);
-            self.malformed += 1;
-        }
+        (self.config.bad_ratio > 0.0 && rng.unit() < self.config.bad_ratio).then(|| rng.below(CORRUPTIONS))
     }
 }
 
@@ -403,25 +431,47 @@ impl Iterator for Generator {
     }
 }
 
-/// Replaces a good line with one of several kinds of malformed ones.
-fn corrupt(line: &mut String, rng: &mut Rng) {
-    match rng.below(5) {
+/// How many kinds of malformed lines [`corrupt`] makes.
+const CORRUPTIONS: usize = 8;
+
+/// Replaces a good line with malformed kind `kind` (below [`CORRUPTIONS`]):
+/// cut short, a number as a string, a required field renamed, not JSON, a
+/// bad timestamp, JSON but not an object, not UTF-8, blank.
+fn corrupt(line: &mut Vec<u8>, kind: usize, rng: &mut Rng) {
+    let replace = |line: &mut Vec<u8>, from: &str, to: &str| {
+        let text = String::from_utf8_lossy(line).replacen(from, to, 1);
+        *line = text.into_bytes();
+    };
+    match kind {
         0 => {
+            // Cut at an ASCII byte, so what is left stays UTF-8.
             let cut = rng.below(line.len());
-            let cut = (0..=cut).rev().find(|c| line.is_char_boundary(*c)).unwrap_or(0);
-            line.truncate(cut);
+            let cut = (0..=cut).rev().find(|c| line.get(*c).is_none_or(u8::is_ascii)).unwrap_or(0);
+            line.truncate(cut.max(1));
         }
         1 => {
-            *line = line.replacen(r#""latency_ms":"#, r#""latency_ms":"1"#, 1).replacen(
-                r#","size_bytes""#,
-                r#"ms","size_bytes""#,
-                1,
-            )
+            replace(line, r#""latency_ms":"#, r#""latency_ms":"1"#);
+            replace(line, r#","size_bytes""#, r#"ms","size_bytes""#);
         }
-        2 => *line = line.replacen(r#""ts":"#, r#""tz":"#, 1),
-        3 => *line = "not json at all".to_string(),
-        _ => *line = line.replacen(r#""ts":"20"#, r#""ts":"yesterday-"#, 1),
+        2 => replace(line, r#""ts":"#, r#""tz":"#),
+        3 => *line = b"not json at all".to_vec(),
+        4 => replace(line, r#""ts":"20"#, r#""ts":"yesterday-"#),
+        5 => {
+            line.insert(0, b'[');
+            line.push(b']');
+        }
+        6 => {
+            // A Latin-1 byte in the sender domain, as a misconfigured relay writes it.
+            let at = find_bytes(line, br#""sender_domain":""#).map_or(0, |i| i + 17);
+            line.insert(at, 0xe9);
+        }
+        _ => line.clear(),
     }
+}
+
+/// Where `needle` first occurs in `haystack`.
+fn find_bytes(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 #[cfg(test)]
@@ -436,5 +486,38 @@ mod tests {
         assert!(a.iter().all(|l| l.starts_with("{\"ts\":\"2024-06-0") && l.ends_with('}')), "{}", a[0]);
         let bounced = a.iter().filter(|l| l.contains("\"event\":\"bounced\"")).count();
         assert!((50..=160).contains(&bounced), "about 5% bounced, got {bounced}");
+    }
+
+    #[test]
+    fn without_engagement_there_are_no_opens_or_clicks_and_the_rest_keep_their_shares() {
+        let config = Config { engagement: false, ..Config::default() };
+        let lines: Vec<String> = Generator::new(config).take(20_000).collect();
+        let count = |event: &str| lines.iter().filter(|l| l.contains(&format!("\"event\":\"{event}\""))).count();
+        assert_eq!(count("opened") + count("clicked"), 0);
+        let delivered = count("delivered") as f64 / lines.len() as f64;
+        assert!((0.85..0.88).contains(&delivered), "delivered {delivered}");
+        assert!(count("complained") > 0);
+    }
+
+    #[test]
+    fn malformed_lines_are_counted_and_of_every_kind() {
+        let mut generator = Generator::new(Config { bad_ratio: 0.2, seed: 5, ..Config::default() });
+        let mut line = Vec::new();
+        let (mut not_utf8, mut blank, mut not_object, mut bad) = (0, 0, 0, 0);
+        for _ in 0..5_000 {
+            generator.next_line(&mut line);
+            let text = std::str::from_utf8(&line);
+            not_utf8 += usize::from(text.is_err());
+            blank += usize::from(line.is_empty());
+            not_object += usize::from(line.first() == Some(&b'['));
+            let good = text.ok().and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok()).is_some_and(|v| {
+                v.get("ts").and_then(|ts| ts.as_str()).is_some_and(|ts| ts.starts_with("20"))
+                    && v.get("latency_ms").is_some_and(serde_json::Value::is_i64)
+            });
+            bad += usize::from(!good);
+        }
+        assert_eq!(bad as u64, generator.malformed(), "every malformed line is counted, and only those");
+        assert!((900..1100).contains(&bad), "about 20% malformed: {bad}");
+        assert!(not_utf8 > 50 && blank > 50 && not_object > 50, "{not_utf8} {blank} {not_object}");
     }
 }

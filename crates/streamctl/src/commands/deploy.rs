@@ -43,6 +43,14 @@ pub struct DeployArgs {
     /// Wait up to this many seconds until every live instance applied (or refused) it.
     #[arg(long, value_name = "SECONDS")]
     wait: Option<u64>,
+    /// Once applied, backfill the metrics the deploy starts (added or
+    /// changed) from this time (RFC 3339 or epoch ms); needs `--wait`,
+    /// `--brokers` and `--store`. See `streamctl backfill`.
+    #[arg(long, value_name = "TIME", value_parser = super::query::parse_time, requires_all = ["wait", "store"])]
+    backfill: Option<i64>,
+    /// The fleet's store, for `--backfill`.
+    #[arg(long, requires = "backfill")]
+    store: Option<String>,
 }
 
 /// `streamctl diff`.
@@ -278,7 +286,35 @@ pub fn deploy(_global: &GlobalArgs, args: DeployArgs) -> anyhow::Result<ExitCode
         return Ok(ExitCode::SUCCESS);
     }
     print_changes(state.latest(), &bundle);
-    publish(&target, &bundle, args.dry_run, args.wait)
+    let code = publish(&target, &bundle, args.dry_run, args.wait)?;
+    if let (Some(from_ms), Some(store), false) = (args.backfill, &args.store, args.dry_run) {
+        if code != ExitCode::SUCCESS {
+            return Ok(code);
+        }
+        let Some(plan) = bundle.compile().plan else { return Ok(super::bad_pipelines()) };
+        let old = state.latest().and_then(|b| b.compile().plan);
+        let changes = MetricChanges::between(old.as_ref(), &plan);
+        let metrics: Vec<String> = changes.added.into_iter().chain(changes.changed).collect();
+        let brokers = args.target.brokers.clone().context("--backfill reads Kafka: give --brokers")?;
+        if metrics.is_empty() {
+            println!("nothing to backfill: the deploy starts no metric");
+            return Ok(code);
+        }
+        let job = super::backfill::Job {
+            metrics,
+            from_ms,
+            to_ms: None,
+            brokers,
+            store: store.clone(),
+            group: "streamctl-backfill".into(),
+            topic: None,
+            batch: 50_000,
+            workers: None,
+            timeout: TIMEOUT,
+        };
+        super::backfill::backfill(&plan, &job, false, Duration::from_secs(args.wait.unwrap_or(0)))?;
+    }
+    Ok(code)
 }
 
 /// `streamctl diff DIR`.

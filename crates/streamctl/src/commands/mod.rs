@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod alerts;
+pub mod backfill;
 pub mod check;
 pub mod classify;
 pub mod dashboards;

@@ -5,11 +5,11 @@ use crate::lines::{self, Line};
 use crate::pipeline;
 use anyhow::Context;
 use engine::value::format_timestamp;
-use engine::{Message, MessageMeta, Output, Partition, Reason};
-use std::io::{BufReader, IsTerminal, Read, Write};
+use engine::{Partition, Reason};
+use kafka::batch::Fed;
+use std::io::{BufReader, Read, Write};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
-use store::{Store, WriteBatch};
 
 /// Run pipelines over a file of JSON lines, as if it were a Kafka topic, into a store.
 #[derive(clap::Args)]
@@ -40,8 +40,10 @@ pub struct Args {
     summary_json: Option<String>,
     /// Hold tier (rollup) rows back and write them at most once per this
     /// much event time (e.g. `5m`), instead of at every base window close;
-    /// the stored results are the same, in fewer writes. `0`: at every close.
-    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = parse_every)]
+    /// `0`: at every close; `close` (the default): once, when the tier
+    /// window closes (or the input ends). The stored results are the same
+    /// whichever is chosen; only the number of writes differs.
+    #[arg(long, value_name = "DURATION", default_value = "close", value_parser = parse_every)]
     tier_rows_every: u64,
     /// The time to take as now (RFC 3339 or epoch ms; default: the wall
     /// clock). Lines carry no broker timestamp, so an event more than its
@@ -62,11 +64,14 @@ pub(crate) fn wall_clock_ms() -> i64 {
     i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// A duration of the pipeline language (`90s`, `5m`, `1h`) in ms, or `0`.
+/// A duration of the pipeline language (`90s`, `5m`, `1h`) in ms, `0`, or
+/// `close` (never before the tier window closes).
 fn parse_every(text: &str) -> Result<u64, String> {
     match text {
         "0" => Ok(0),
-        _ => dsl::parser::parse_duration(text).ok_or_else(|| format!("`{text}` is not a duration such as `5m`")),
+        "close" => Ok(u64::MAX),
+        _ => dsl::parser::parse_duration(text)
+            .ok_or_else(|| format!("`{text}` is not a duration such as `5m` (or `0`, or `close`)")),
     }
 }
 
@@ -80,73 +85,84 @@ pub fn run(_global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     };
     let mut store = pipeline::open_store(&args.store)?;
     store.setup(&plan.plan)?;
-    let reader: Box<dyn Read> = if args.input == "-" {
-        Box::new(std::io::stdin().lock())
+    let (reader, input_bytes): (Box<dyn Read>, Option<u64>) = if args.input == "-" {
+        (Box::new(std::io::stdin().lock()), None)
     } else {
-        Box::new(std::fs::File::open(&args.input).with_context(|| format!("cannot open `{}`", args.input))?)
+        let file = std::fs::File::open(&args.input).with_context(|| format!("cannot open `{}`", args.input))?;
+        let len = file.metadata().ok().map(|m| m.len());
+        (Box::new(file), len)
     };
     let mut reader = BufReader::with_capacity(1 << 20, reader);
-    let mut partitions: Vec<Partition> = (0..args.partitions)
+    let count = usize::from(args.partitions);
+    let partitions: Vec<Partition> = (0..args.partitions)
         .map(|p| Partition::new(plan.clone(), i32::from(p)).with_tier_rows_every(args.tier_rows_every))
         .collect();
-    let mut offsets = vec![0i64; partitions.len()];
-    let mut out = Output::default();
-    let mut line = Vec::with_capacity(1024);
+    let settings = kafka::batch::Settings {
+        workers: kafka::batch::Settings::workers_for(count),
+        now_ms,
+        flush_messages: args.batch,
+        close_at_end: true,
+        keep_dead_letters: true,
+        checkpoint_topic: None,
+    };
     let started = Instant::now();
-    let progress = Progress::new();
-    let (mut lines, mut blank_lines) = (0u64, 0u64);
-    // Per metric, rows written (a tier row superseded within a flush is not).
-    let mut rows_written = vec![0u64; plan.plan.metrics.len()];
-    while let Some(read) =
-        lines::read_line(&mut reader, &mut line, args.max_message_bytes).context("cannot read the input")?
-    {
-        if read == Line::Whole && lines::is_blank(&line) {
-            // A blank line (a file's trailing newline pair) is no message.
-            blank_lines += 1;
-            continue;
-        }
-        lines += 1;
-        let p = match read {
-            _ if partitions.len() == 1 => 0,
-            Line::Whole => partition_of(&line, &args.key, partitions.len()),
-            Line::Truncated { .. } => 0,
-        };
-        let meta = MessageMeta {
-            topic: &topic,
-            partition: p as i32,
-            offset: offsets[p],
-            key: None,
-            timestamp_ms: None,
-            headers: &[],
-        };
-        offsets[p] += 1;
-        let message = Message { payload: &line, meta };
-        match read {
-            Line::Whole => partitions[p].process(&message, now_ms, &mut out),
-            Line::Truncated { len, sha256 } => {
-                partitions[p].process_truncated(&message, len, &sha256, now_ms, &mut out)
+    let progress = crate::progress::bar(input_bytes, "events");
+    let mut blank_lines = 0u64;
+    let mut read_error = None;
+    let outcome = kafka::batch::run(store.as_mut(), &plan, &topic, partitions, &settings, |feeder| {
+        let mut offsets = vec![0i64; count];
+        let mut line = Vec::with_capacity(1024);
+        let mut bytes = 0u64;
+        loop {
+            let read = match lines::read_line(&mut reader, &mut line, args.max_message_bytes) {
+                Ok(Some(read)) => read,
+                Ok(None) => break,
+                Err(error) => {
+                    read_error = Some(error);
+                    break;
+                }
+            };
+            bytes += line.len() as u64 + 1;
+            if read == Line::Whole && lines::is_blank(&line) {
+                // A blank line (a file's trailing newline pair) is no message.
+                blank_lines += 1;
+                continue;
+            }
+            let (p, truncated) = match read {
+                Line::Whole if count > 1 => (partition_of(&line, &args.key, count), None),
+                Line::Whole => (0, None),
+                Line::Truncated { len, sha256 } => (0, Some((len, sha256))),
+            };
+            let offset = offsets[p];
+            offsets[p] += 1;
+            feeder.push(Fed { partition: p, offset, payload: &line, key: None, timestamp_ms: None, truncated })?;
+            if feeder.messages().is_multiple_of(PROGRESS_EVERY) {
+                if input_bytes.is_some() {
+                    progress.set_message(format!("{} events", feeder.messages()));
+                    progress.set_position(bytes);
+                } else {
+                    progress.set_position(feeder.messages());
+                }
             }
         }
-        if lines.is_multiple_of(args.batch as u64) {
-            flush(store.as_mut(), &plan.plan, &topic, &partitions, &mut out, &mut rows_written)?;
-            progress.show(lines, started);
-        }
+        Ok(())
+    });
+    progress.finish_and_clear();
+    if let Some(error) = read_error {
+        return Err(anyhow::Error::new(error).context("cannot read the input"));
     }
-    for p in &mut partitions {
-        p.close_all(&mut out);
-    }
-    flush(store.as_mut(), &plan.plan, &topic, &partitions, &mut out, &mut rows_written)?;
+    let outcome = outcome?;
     // Retention is measured against the data's own time, so replaying old
     // files keeps their rows; but never from later than now, so however an
     // event's time is wrong, no row is deleted for being old before its time.
     // (Events too far ahead were dead-lettered and moved no event time.)
-    let swept_to = partitions.iter().filter_map(Partition::max_event_time).max().map(|t| t.min(now_ms));
+    let swept_to = outcome.partitions.iter().filter_map(Partition::max_event_time).max().map(|t| t.min(now_ms));
     let rows_deleted = match swept_to {
         Some(at) => store.sweep(&plan.plan, at)?,
         None => 0,
     };
-    progress.clear();
-    let mut summary = summarise(&plan.plan, &partitions, lines, &rows_written, started.elapsed());
+    let mut summary =
+        summarise(&plan.plan, &outcome.partitions, outcome.messages, &outcome.rows_written, started.elapsed());
     summary.blank_lines = blank_lines;
     summary.retention = Retention { measured_from: swept_to.map(format_timestamp), rows_deleted };
     print_summary(&summary);
@@ -157,33 +173,24 @@ pub fn run(_global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Writes what the partitions produced, with their checkpoints, and
-/// counts the rows written into `rows_written` (per metric).
-fn flush(
-    store: &mut dyn Store,
-    plan: &dsl::Plan,
-    topic: &str,
-    partitions: &[Partition],
-    out: &mut Output,
-    rows_written: &mut [u64],
-) -> anyhow::Result<()> {
-    let checkpoints: Vec<_> = partitions.iter().filter_map(Partition::checkpoint).collect();
-    engine::drop_superseded(&mut out.rows);
-    store.write(
-        plan,
-        &WriteBatch { topic, rows: &out.rows, dead_letters: &out.dead_letters, checkpoints: &checkpoints, owners: &[] },
-    )?;
-    out.rows.iter().for_each(|row| rows_written[row.metric] += 1);
-    out.rows.clear();
-    out.dead_letters.clear();
-    Ok(())
-}
+/// Events between two updates of the progress bar.
+const PROGRESS_EVERY: u64 = 16_384;
 
-/// The partition for a line: a stable hash of its `key` field (partition 0 when absent).
+/// The partition for a line: a stable hash of its `key` field as JSON text
+/// (partition 0 when absent or when the line is not a JSON object).
 fn partition_of(line: &[u8], key: &str, partitions: usize) -> usize {
-    let value: Option<serde_json::Value> = serde_json::from_slice(line).ok();
-    let Some(text) = value.as_ref().and_then(|v| v.get(key)).map(|k| k.to_string()) else { return 0 };
-    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let fnv = |h: u64, text: &[u8]| text.iter().fold(h, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3));
+    let seed = 0xcbf2_9ce4_8422_2325u64;
+    let hash = match crate::json_key::string_field(line, key) {
+        // The field's JSON text: a string without escapes is its bytes, quoted.
+        Some(crate::json_key::Found::Raw(raw)) => fnv(fnv(fnv(seed, b"\""), raw), b"\""),
+        Some(crate::json_key::Found::Absent) => return 0,
+        None => {
+            let value: Option<serde_json::Value> = serde_json::from_slice(line).ok();
+            let Some(text) = value.as_ref().and_then(|v| v.get(key)).map(|k| k.to_string()) else { return 0 };
+            fnv(seed, text.as_bytes())
+        }
+    };
     (hash % partitions as u64) as usize
 }
 
@@ -291,29 +298,5 @@ fn print_summary(s: &Summary) {
             "  metric {:<28} {:>9} events {:>7} rows {:>6} windows {:>5} late {:>5} overflow",
             m.name, m.events, m.rows, m.windows_closed, m.late, m.overflow
         );
-    }
-}
-
-/// A one-line progress display, only when stderr is a terminal.
-struct Progress {
-    is_terminal: bool,
-}
-
-impl Progress {
-    fn new() -> Self {
-        Progress { is_terminal: std::io::stderr().is_terminal() }
-    }
-
-    fn show(&self, lines: u64, started: Instant) {
-        if self.is_terminal {
-            let rate = lines as f64 / started.elapsed().as_secs_f64().max(1e-9);
-            eprint!("\r{lines} events, {rate:.0} events/s   ");
-        }
-    }
-
-    fn clear(&self) {
-        if self.is_terminal {
-            eprint!("\r{:60}\r", "");
-        }
     }
 }

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)] // Each test crate uses a different part.
 
+pub mod tansu;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
