@@ -21,7 +21,6 @@
 use crate::batch::{self, Fed};
 use crate::{Error, Result};
 use engine::{CompiledPlan, Partition};
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
@@ -111,17 +110,9 @@ pub fn only_metrics(plan: &dsl::Plan, names: &[String]) -> Result<dsl::Plan> {
 }
 
 fn consumer(settings: &Settings) -> Result<BaseConsumer> {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", &settings.brokers)
-        .set("group.id", &settings.group_id)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "false");
-    for (key, value) in &settings.librdkafka {
-        config.set(key, value);
-    }
-    config.create().map_err(|source| Error::Kafka { context: "cannot create the backfill consumer".into(), source })
+    crate::consumer::config_for_consumer(&settings.brokers, &settings.group_id, &settings.librdkafka, &[])
+        .create()
+        .map_err(|source| Error::Kafka { context: "cannot create the backfill consumer".into(), source })
 }
 
 fn kafka(context: &str) -> impl FnOnce(rdkafka::error::KafkaError) -> Error + '_ {

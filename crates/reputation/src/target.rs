@@ -46,7 +46,7 @@ impl Target {
             return Ok(Target::Ip(ip));
         }
         let domain = text.trim_end_matches('.').to_ascii_lowercase();
-        if is_domain(&domain) {
+        if dsl::dnsbl::is_domain(&domain) {
             Ok(Target::Domain(domain))
         } else {
             Err(Error::BadTarget { target: text.to_owned(), why: "neither an IP address nor a domain name" })
@@ -96,18 +96,6 @@ fn reversed_v6(ip: Ipv6Addr) -> String {
         }
     }
     out
-}
-
-/// A plausible DNS name: dot-separated labels of letters, digits, `-` and
-/// `_`, each 1 to 63 bytes, 253 bytes in all.
-fn is_domain(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
 }
 
 /// Expands a target specification, an address, a CIDR block or a domain,

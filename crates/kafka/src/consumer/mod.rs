@@ -86,18 +86,12 @@ impl Consumer {
     /// # Errors
     /// If the client or the store writer thread cannot be created.
     pub fn new(settings: Settings, store: Box<dyn Store + Send>, observer: Arc<dyn Observer>) -> Result<Self> {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", &settings.brokers)
-            .set("group.id", &settings.group_id)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "false")
-            .set("statistics.interval.ms", "5000");
-        for (k, v) in &settings.librdkafka {
-            config.set(k, v);
-        }
+        let config = config_for_consumer(
+            &settings.brokers,
+            &settings.group_id,
+            &settings.librdkafka,
+            &[("auto.offset.reset", "earliest"), ("statistics.interval.ms", "5000")],
+        );
         let dead_letters = match &settings.dead_letter_topic {
             Some(_) => Some(Arc::new(DeadLetterProducer::new(&config_for_producer(&settings)).map_err(|source| {
                 Error::Kafka { context: "cannot create the dead-letter producer".into(), source }
@@ -425,6 +419,27 @@ pub fn topics_of(plan: &CompiledPlan) -> Vec<String> {
 pub(crate) fn dead_letter_topic(pattern: Option<&str>, plan: &CompiledPlan) -> Option<String> {
     let first = topics_of(plan).into_iter().next().unwrap_or_default();
     pattern.map(|p| p.replace(TOPIC_PLACEHOLDER, &first))
+}
+
+/// A consumer in `group_id` that commits only what it is told to, with
+/// `extra` settings; the operator's `librdkafka` settings last, so they win.
+pub(crate) fn config_for_consumer(
+    brokers: &str,
+    group_id: &str,
+    librdkafka: &[(String, String)],
+    extra: &[(&str, &str)],
+) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false");
+    for (key, value) in extra.iter().copied().chain(librdkafka.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
+        config.set(key, value);
+    }
+    config
 }
 
 fn config_for_producer(settings: &Settings) -> ClientConfig {
