@@ -11,6 +11,12 @@
 //! aggregates into its event-time window. Closed windows become [`Row`]s
 //! with mergeable aggregate states; coarser tiers are merged from closed
 //! windows. See [`partition`] for the exactly-once replay protocol.
+//!
+//! Expressions and classifiers are layered, each module using only those
+//! below it: [`matcher`] (a classifier's compiled pattern sets and the hits
+//! of one classification) ← [`eval`] (expressions, which ask for an event's
+//! classifications through the narrow [`eval::Classify`]) ← [`classify`]
+//! (rules, whose conditions are expressions).
 
 #![deny(missing_docs)]
 #![deny(clippy::unwrap_used)]
@@ -22,6 +28,7 @@ pub mod eval;
 pub mod export;
 pub mod literal_table;
 pub mod literals;
+pub mod matcher;
 pub mod output;
 pub mod partition;
 pub mod value;
@@ -33,10 +40,11 @@ pub use output::{drop_superseded, Checkpoint, DeadLetter, MetricStart, Output, R
 pub use partition::{Message, Partition, PartitionStats, DEAD_LETTER_PREFIX_BYTES};
 pub use value::KeyVal;
 
+use classify::ClassifierRuntime;
 use decode::Decoder;
 use dsl::plan::{AggregateFn, Expr, Function};
 use dsl::Plan;
-use eval::{ClassifierRuntime, Prepared, RegexCache, TextSlots};
+use eval::{Prepared, RegexCache, TextSlots};
 
 /// Errors building a runnable plan, and why a bundle is refused: data that
 /// `/status`, the control topic and the deployment history carry as is.
