@@ -8,9 +8,10 @@
 //! and falls back to the PikeVM. Instead:
 //!
 //! 1. one pass over the text finds which patterns *can* match, from
-//!    literals every match of a pattern must contain ([`crate::literals`]), worked out in [`crate::matcher`]:
-//!    over ASCII texts (nearly all SMTP replies) a [`LiteralTable`](crate::literal_table::LiteralTable), over
-//!    others an Aho-Corasick automaton of the literals such texts need;
+//!    literals every match of a pattern must contain ([`crate::literals`]):
+//!    over ASCII texts (nearly all SMTP replies) a literal table, over
+//!    others an Aho-Corasick automaton of the literals such texts need
+//!    (the matchers and a classification's hits: [`crate::matcher`]);
 //! 2. each rule lists, from its condition, hits it cannot be true without
 //!    (`Clauses`); a rule none of whose candidates can match is skipped
 //!    without being evaluated;
