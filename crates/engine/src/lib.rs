@@ -192,15 +192,30 @@ impl CompiledPlan {
                 supported: dsl::LANGUAGE_VERSION,
             });
         }
-        let compiled = bundle.compile();
-        let Some(plan) = compiled.plan.filter(|_| !compiled.diagnostics.iter().any(dsl::Diagnostic::is_error)) else {
+        let mut compiled = bundle.compile();
+        let Some(built) = CompiledPlan::from_compiled(&mut compiled, config) else {
             return Err(Error::DoesNotCompile {
                 version,
                 diagnostics: compiled.diagnostics.iter().map(|d| d.located(&compiled.sources)).collect(),
                 rendered: dsl::render_all(&compiled.diagnostics, &compiled.sources),
             });
         };
-        CompiledPlan::new(plan, config).map_err(|e| Error::CannotRun { version, source: Box::new(e) })
+        built.map_err(|e| Error::CannotRun { version, source: Box::new(e) })
+    }
+
+    /// The runnable plan of a compilation: the one step from compiled
+    /// pipelines to a plan this engine runs, shared by
+    /// [`CompiledPlan::from_bundle`], the commands (`streamctl check`, `run`,
+    /// `test`, ...) and a daemon started on local files
+    /// (`dsl::files::compile`). `None` when the compilation has errors (its
+    /// diagnostics say which); else the plan built, or why it cannot run
+    /// here. The compilation keeps its sources and diagnostics; its plan
+    /// moves into the result.
+    pub fn from_compiled(compiled: &mut dsl::Compiled, config: EngineConfig) -> Option<Result<Self, Error>> {
+        if compiled.diagnostics.iter().any(dsl::Diagnostic::is_error) {
+            return None;
+        }
+        compiled.plan.take().map(|plan| CompiledPlan::new(plan, config))
     }
 
     /// Builds decoders, matchers and regexes.
