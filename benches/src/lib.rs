@@ -178,7 +178,7 @@ pub struct Event<'a> {
 /// The `bounce` classifier of `std:bounces`, ready to run alone.
 pub struct BounceClassifier {
     /// The compiled classifier.
-    pub runtime: engine::eval::ClassifierRuntime,
+    pub runtime: engine::classify::ClassifierRuntime,
     /// Its standalone regexes.
     pub regexes: engine::eval::RegexCache,
 }
@@ -189,7 +189,7 @@ impl BounceClassifier {
         let bounce = plan.classifiers.iter().find(|c| c.name == "bounce").expect("std:bounces is imported");
         let mut regexes = engine::eval::RegexCache::default();
         regexes.add_all(bounce.rules.iter().map(|r| &r.condition)).expect("regexes compile");
-        let runtime = engine::eval::ClassifierRuntime::new(bounce.clone()).expect("classifier compiles");
+        let runtime = engine::classify::ClassifierRuntime::new(bounce.clone()).expect("classifier compiles");
         BounceClassifier { runtime, regexes }
     }
 

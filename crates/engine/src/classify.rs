@@ -9,8 +9,9 @@
 //!
 //! 1. one pass over the text finds which patterns *can* match, from
 //!    literals every match of a pattern must contain ([`crate::literals`]):
-//!    over ASCII texts (nearly all SMTP replies) a [`LiteralTable`], over
-//!    others an Aho-Corasick automaton of the literals such texts need;
+//!    over ASCII texts (nearly all SMTP replies) a literal table, over
+//!    others an Aho-Corasick automaton of the literals such texts need
+//!    (the matchers and a classification's hits: [`crate::matcher`]);
 //! 2. each rule lists, from its condition, hits it cannot be true without
 //!    (`Clauses`); a rule none of whose candidates can match is skipped
 //!    without being evaluated;
@@ -23,20 +24,13 @@
 //! each pattern's own regex, which matches exactly when the set says so.
 //! The full `RegexSet` answers only where no literal automaton could be built.
 
-use crate::eval::{Prepared, RegexCache, Scope};
-use crate::literal_table::LiteralTable;
-use crate::literals::{anchored_literal, required_literals, Requirement, Texts};
+use crate::eval::{Classify, Prepared, RegexCache, Scope};
+use crate::matcher::{Hits, Matchers};
 use crate::value::Val;
-use aho_corasick::{dfa, AhoCorasick, AhoCorasickKind, StartKind};
 use dsl::ast::BinaryOp;
-use dsl::plan::{ClassifierPlan, Expr, Scalar};
-use regex::{Regex, RegexSet};
+use dsl::plan::{ClassifierPlan, Expr, OutcomePlan, Scalar};
 use serde_json::{Map, Value};
 use smallvec::SmallVec;
-use std::cell::Cell;
-
-/// See [`ClassifierRuntime::new`].
-const NO_PREFILTER: &str = r"\A\z";
 
 /// A rule's condition holds only if, for each clause, one of the clause's
 /// hits is true. Clauses longer than this are not kept (they filter little).
@@ -50,7 +44,7 @@ pub struct ClassifierRuntime {
     pub plan: ClassifierPlan,
     /// Per rule, its condition prepared.
     conditions: Vec<Prepared>,
-    matchers: Vec<MatcherRuntime>,
+    matchers: Matchers,
     /// Per rule: the hits its condition needs, in conjunctive form, as
     /// ranges of `masks`: `(word, mask)` of candidate bits in [`Hits`],
     /// of which one must be set for each clause.
@@ -64,53 +58,6 @@ pub struct ClassifierRuntime {
     rule_words: usize,
     /// Per matcher: the index of its first pattern's rule set (1-based; 0 is `always`).
     pattern_base: Vec<usize>,
-    /// Per matcher: where its bits start in a [`Hits`] word array.
-    layout: Vec<usize>,
-    words: usize,
-}
-
-#[derive(Debug)]
-struct MatcherRuntime {
-    param: usize,
-    /// All patterns at once, for texts the prefilter does not handle.
-    set: RegexSet,
-    /// Each pattern alone.
-    regexes: Vec<Regex>,
-    /// Per pattern: the literal it is, anchored at the start (a prefix
-    /// test), so its regex need not run.
-    prefixes: Vec<Option<Vec<u8>>>,
-    /// For ASCII texts (smaller, longer literal sets).
-    ascii: Prefilter,
-    /// For all other texts.
-    any: Prefilter,
-}
-
-/// The patterns that may match a text, from the literals they need.
-#[derive(Debug)]
-struct Prefilter {
-    /// Necessary literals of the patterns that have them; `None` when it
-    /// could not be built (every text then takes the full set).
-    literals: Option<Literals>,
-    /// Literal index → pattern index.
-    literal_pattern: Vec<usize>,
-    /// Per pattern: whether it is just its literals, so a literal found is
-    /// a match and no regex need run.
-    is_exact: Vec<bool>,
-    /// Words in a bit set of the patterns.
-    words: usize,
-    /// The patterns without necessary literals (always candidates), as a bit set.
-    unfiltered: Vec<u64>,
-}
-
-/// A literal automaton.
-#[derive(Debug)]
-enum Literals {
-    /// For ASCII texts: the DFA laid out for the walk the prefilter needs
-    /// ([`LiteralTable`]).
-    Table(Box<LiteralTable>),
-    /// For other texts (or a DFA too large to lay out): any automaton,
-    /// through the library's search.
-    Other(AhoCorasick),
 }
 
 /// Conjunctive normal form over hits: every inner list needs one true hit.
@@ -122,18 +69,11 @@ impl ClassifierRuntime {
     /// # Errors
     /// If a pattern set does not compile (too large for the regex engine).
     pub fn new(plan: ClassifierPlan) -> Result<Self, regex::Error> {
-        let matchers =
-            plan.matchers.iter().map(|m| MatcherRuntime::new(m.param, &m.patterns)).collect::<Result<Vec<_>, _>>()?;
-        let mut layout = Vec::with_capacity(matchers.len());
-        let mut words = 0;
-        for m in &matchers {
-            layout.push(words);
-            words += Hits::words_for(m.regexes.len());
-        }
+        let matchers = Matchers::new(&plan.matchers)?;
         let rule_words = plan.rules.len().div_ceil(64);
-        let mut pattern_base = Vec::with_capacity(matchers.len());
+        let mut pattern_base = Vec::with_capacity(matchers.list.len());
         let mut sets = 1;
-        for m in &matchers {
+        for m in &matchers.list {
             pattern_base.push(sets);
             sets += m.regexes.len();
         }
@@ -147,7 +87,7 @@ impl ClassifierRuntime {
                 None => rule_sets[word] |= bit,
                 Some(first) => {
                     for &(m, p) in first {
-                        if matchers.get(m).is_some_and(|matcher| p < matcher.regexes.len()) {
+                        if matchers.list.get(m).is_some_and(|matcher| p < matcher.regexes.len()) {
                             rule_sets[(pattern_base[m] + p) * rule_words + word] |= bit;
                         }
                     }
@@ -157,10 +97,10 @@ impl ClassifierRuntime {
                 let start = masks.len() as u32;
                 for (m, p) in clause {
                     // A hit of a matcher or pattern that does not exist is null: never true.
-                    if matchers.get(m).is_none_or(|matcher| p >= matcher.regexes.len()) {
+                    if matchers.list.get(m).is_none_or(|matcher| p >= matcher.regexes.len()) {
                         continue;
                     }
-                    let (word, bit) = Hits::candidate_bit(layout[m], p);
+                    let (word, bit) = Hits::candidate_bit(matchers.layout[m], p);
                     masks.push((word as u32, bit));
                 }
                 ranges.push((start, masks.len() as u32));
@@ -176,18 +116,16 @@ impl ClassifierRuntime {
             rule_sets,
             rule_words,
             pattern_base,
-            layout,
-            words,
         })
     }
 
     /// The index of the first rule that matches `params`, or `None` for the default.
     pub fn classify(&self, params: &[Val<'_>], regexes: &RegexCache) -> Option<usize> {
-        let hits = Hits::new(self, params);
+        let hits = Hits::new(&self.matchers, params);
         let scope = Scope::Classifier { params, hits: &hits };
         let mut rules: SmallVec<[u64; 8]> = SmallVec::from_slice(&self.rule_sets[..self.rule_words]);
-        for (m, matcher) in self.matchers.iter().enumerate() {
-            let first = self.layout[m] + 1;
+        for (m, matcher) in self.matchers.list.iter().enumerate() {
+            let first = self.matchers.layout[m] + 1;
             for (w, word) in hits.words[first..first + matcher.regexes.len().div_ceil(64)].iter().enumerate() {
                 let mut bits = word.get();
                 while bits != 0 {
@@ -227,7 +165,7 @@ impl ClassifierRuntime {
         regexes: &RegexCache,
         upto: usize,
     ) -> Vec<Option<&'p Expr>> {
-        let hits = Hits::new(self, params);
+        let hits = Hits::new(&self.matchers, params);
         let scope = Scope::Classifier { params, hits: &hits };
         let rules = &self.plan.rules[..upto.min(self.plan.rules.len())];
         rules
@@ -236,6 +174,19 @@ impl ClassifierRuntime {
                 rule.condition.conjuncts().into_iter().find(|part| !crate::eval::eval(part, &scope, regexes).is_true())
             })
             .collect()
+    }
+}
+
+/// The classifiers of a runnable plan, by index, as expressions over an
+/// event ask for them.
+impl Classify for Vec<ClassifierRuntime> {
+    fn classify(&self, classifier: usize, params: &[Val<'_>], regexes: &RegexCache) -> Option<usize> {
+        self[classifier].classify(params, regexes)
+    }
+
+    fn outcome(&self, classifier: usize, rule: Option<usize>) -> &OutcomePlan {
+        let plan = &self[classifier].plan;
+        rule.map_or(&plan.default, |r| &plan.rules[r].outcome)
     }
 }
 
@@ -283,225 +234,6 @@ pub fn params_from_json<'a>(
     Ok(params)
 }
 
-impl MatcherRuntime {
-    fn new(param: usize, patterns: &[String]) -> Result<Self, regex::Error> {
-        // `\A\z` (only the empty text) goes after the real patterns, so their
-        // indices and results are unchanged; its own result is never read.
-        // Its empty literal prefix keeps the regex engine from putting a
-        // literal (Aho-Corasick) prefilter in front of the set, which for
-        // sets of case-insensitive alternations like `std:bounces` makes
-        // the overlapping search over SMTP replies 2-2.5x slower than the
-        // lazy DFA alone (regex 1.13, generated workload).
-        let all = patterns.iter().map(String::as_str).chain([NO_PREFILTER]);
-        // With ~200 case-insensitive patterns the default 2 MiB lazy-DFA
-        // cache thrashes and matching falls back to a slow engine; the
-        // cache grows only as needed, so a high ceiling costs nothing until
-        // it is needed (4.8x faster on the 210-rule `std:bounces`).
-        let set = regex::RegexSetBuilder::new(all).size_limit(64 << 20).dfa_size_limit(256 << 20).build()?;
-        let regexes = patterns.iter().map(|p| Regex::new(p)).collect::<Result<Vec<_>, _>>()?;
-        let prefixes = patterns.iter().map(|p| anchored_literal(p)).collect();
-        let (ascii, any) = (Prefilter::new(patterns, Texts::Ascii), Prefilter::new(patterns, Texts::Any));
-        Ok(MatcherRuntime { param, set, regexes, prefixes, ascii, any })
-    }
-}
-
-impl Prefilter {
-    fn new(patterns: &[String], texts: Texts) -> Self {
-        let words = patterns.len().div_ceil(64);
-        let (mut literals, mut literal_pattern, mut unfiltered) = (Vec::new(), Vec::new(), vec![0; words]);
-        let mut is_exact = vec![false; patterns.len()];
-        for (i, pattern) in patterns.iter().enumerate() {
-            let set = match required_literals(pattern, texts) {
-                Requirement::Any => {
-                    set_bit(&mut unfiltered, i);
-                    continue;
-                }
-                Requirement::OneOf(set) => set,
-                Requirement::Exactly(set) => {
-                    is_exact[i] = true;
-                    set
-                }
-            };
-            literal_pattern.extend(std::iter::repeat_n(i, set.len()));
-            literals.extend(set);
-        }
-        literals.iter_mut().for_each(|l: &mut Vec<u8>| l.make_ascii_lowercase());
-        // Nearly every SMTP reply is ASCII: its automaton is a DFA (about 1.7
-        // MB for std:bounces), laid out for the walk (LiteralTable). The rare
-        // other texts get a contiguous NFA, a twentieth of the size and
-        // quicker to build, searched case-insensitively.
-        let table = match texts {
-            Texts::Ascii => {
-                dfa::Builder::new().start_kind(StartKind::Unanchored).prefilter(false).build(&literals).ok().and_then(
-                    |dfa| {
-                        LiteralTable::new(&dfa, &literals, 2 * words, |literal, marks| {
-                            let p = literal_pattern[literal];
-                            mark_pattern(marks, words, p, is_exact[p]);
-                        })
-                    },
-                )
-            }
-            Texts::Any => None,
-        };
-        let literals = match table {
-            Some(table) => Some(Literals::Table(Box::new(table))),
-            None => AhoCorasick::builder()
-                .ascii_case_insensitive(true)
-                .kind(Some(AhoCorasickKind::ContiguousNFA))
-                .prefilter(false)
-                .build(&literals)
-                .or_else(|_| AhoCorasick::builder().ascii_case_insensitive(true).build(&literals))
-                .ok()
-                .map(Literals::Other),
-        };
-        Prefilter { literals, literal_pattern, is_exact, words, unfiltered }
-    }
-
-    /// Sets in `bits` (two bit sets of the patterns, `words` each) the
-    /// patterns that may match `text`, then those known to match; `false`
-    /// when it cannot tell.
-    fn candidates(&self, text: &str, bits: &mut [u64]) -> bool {
-        match &self.literals {
-            None => return false,
-            Some(Literals::Table(table)) => {
-                table.find(text.as_bytes(), |marks| {
-                    // Equal lengths, so the ORs vectorise.
-                    let bits = &mut bits[..marks.len()];
-                    (0..marks.len()).for_each(|i| bits[i] |= marks[i]);
-                })
-            }
-            Some(Literals::Other(literals)) => {
-                let Ok(hits) = literals.try_find_overlapping_iter(text.as_bytes()) else { return false };
-                for hit in hits {
-                    let p = self.literal_pattern[hit.pattern().as_usize()];
-                    mark_pattern(bits, self.words, p, self.is_exact[p]);
-                }
-            }
-        }
-        bits.iter_mut().zip(&self.unfiltered).for_each(|(b, u)| *b |= u);
-        true
-    }
-}
-
-/// Marks pattern `p` in `bits` (two bit sets, `words` each) as one that may
-/// match and, when `is_match`, as one known to match.
-fn mark_pattern(bits: &mut [u64], words: usize, p: usize, is_match: bool) {
-    set_bit(bits, p);
-    if is_match {
-        set_bit(&mut bits[words..], p);
-    }
-}
-
-/// Sets bit `i` of a bit set.
-fn set_bit(bits: &mut [u64], i: usize) {
-    bits[i / 64] |= 1 << (i % 64);
-}
-
-/// The hits of one classification, worked out lazily. Per matcher, a block
-/// of words: the first holds flags, then one bit per pattern for "may
-/// match" (a candidate), "known" and "matches".
-pub struct Hits<'r> {
-    runtime: &'r ClassifierRuntime,
-    params: &'r [Val<'r>],
-    /// Inline for classifiers of up to about 600 patterns: no allocation per classification.
-    words: SmallVec<[Cell<u64>; 32]>,
-}
-
-/// Flag: the matcher's parameter is a string (otherwise every hit is null).
-const IS_TEXT: u64 = 1;
-
-impl<'r> Hits<'r> {
-    /// Words per matcher of `n` patterns: a flag word and three bit arrays.
-    fn words_for(n: usize) -> usize {
-        1 + 3 * n.div_ceil(64)
-    }
-
-    fn new(runtime: &'r ClassifierRuntime, params: &'r [Val<'r>]) -> Self {
-        Hits::with(runtime, params, true)
-    }
-
-    /// The text matcher `m` runs on, if its parameter is a string.
-    fn text(&self, m: usize) -> Option<&'r str> {
-        match self.params.get(self.runtime.matchers[m].param) {
-            Some(Val::Str(s)) => Some(s.as_ref()),
-            _ => None,
-        }
-    }
-
-    /// With `use_prefilter` false, every text takes the full set (the
-    /// reference the prefilter is tested against).
-    fn with(runtime: &'r ClassifierRuntime, params: &'r [Val<'r>], use_prefilter: bool) -> Self {
-        let hits = Hits { runtime, params, words: SmallVec::from_elem(Cell::new(0), runtime.words) };
-        let words = &hits.words;
-        for (m, matcher) in runtime.matchers.iter().enumerate() {
-            let Some(text) = hits.text(m) else { continue };
-            let base = runtime.layout[m];
-            let n = matcher.regexes.len().div_ceil(64);
-            words[base].set(IS_TEXT);
-            let prefilter = if text.is_ascii() { &matcher.ascii } else { &matcher.any };
-            let mut bits: SmallVec<[u64; 16]> = SmallVec::from_elem(0, 2 * n);
-            if use_prefilter && prefilter.candidates(text, &mut bits) {
-                let (candidates, matches) = bits.split_at(n);
-                for (i, (candidate, matches)) in candidates.iter().zip(matches).enumerate() {
-                    // A pattern known to match is known, and matches.
-                    words[base + 1 + i].set(*candidate);
-                    words[base + 1 + n + i].set(*matches);
-                    words[base + 1 + 2 * n + i].set(*matches);
-                }
-            } else {
-                // Everything known at once: the full set.
-                let matches = matcher.set.matches(text);
-                for p in 0..matcher.regexes.len() {
-                    for array in [0, 1].into_iter().chain(matches.matched(p).then_some(2)) {
-                        let w = &words[base + 1 + array * n + p / 64];
-                        w.set(w.get() | 1 << (p % 64));
-                    }
-                }
-            }
-        }
-        hits
-    }
-
-    fn bit(&self, m: usize, array: usize, p: usize) -> bool {
-        let n = self.runtime.matchers[m].regexes.len().div_ceil(64);
-        self.words[self.runtime.layout[m] + 1 + array * n + p / 64].get() & (1 << (p % 64)) != 0
-    }
-
-    /// The word and bit that say whether pattern `p` may match, for a
-    /// matcher whose block starts at `base`.
-    fn candidate_bit(base: usize, p: usize) -> (usize, u64) {
-        (base + 1 + p / 64, 1 << (p % 64))
-    }
-
-    /// Whether pattern `p` of matcher `m` matches; `None` when the
-    /// parameter is not a string (or the hit does not exist).
-    pub fn get(&self, m: usize, p: usize) -> Option<bool> {
-        let matcher = self.runtime.matchers.get(m)?;
-        if p >= matcher.regexes.len() || self.words[self.runtime.layout[m]].get() & IS_TEXT == 0 {
-            return None;
-        }
-        if !self.bit(m, 0, p) {
-            return Some(false);
-        }
-        if !self.bit(m, 1, p) {
-            let is_match = self.text(m).is_some_and(|t| match &matcher.prefixes[p] {
-                Some(prefix) => t.as_bytes().starts_with(prefix),
-                None => matcher.regexes[p].is_match(t),
-            });
-            let n = matcher.regexes.len().div_ceil(64);
-            let base = self.runtime.layout[m] + 1;
-            let known = &self.words[base + n + p / 64];
-            known.set(known.get() | 1 << (p % 64));
-            if is_match {
-                let value = &self.words[base + 2 * n + p / 64];
-                value.set(value.get() | 1 << (p % 64));
-            }
-            return Some(is_match);
-        }
-        Some(self.bit(m, 2, p))
-    }
-}
-
 /// The hits `condition` needs to be true (three-valued: `and` is true only
 /// when both sides are, `or` when one is), as clauses. Leaving a clause out
 /// only weakens the filter, so whatever is too large to say is left out.
@@ -536,6 +268,7 @@ fn clauses(condition: &Expr) -> Clauses {
 mod tests {
     use super::*;
     use crate::eval::RegexCache;
+    use regex::Regex;
 
     fn runtime(text: &str) -> (ClassifierRuntime, RegexCache) {
         let compiled = dsl::compile_str("t.stream", text);
@@ -571,13 +304,13 @@ mod tests {
             "Spamhaus – mailbox full",
             "“No Such User”",
         ];
-        for (m, runtime) in classifier.matchers.iter().enumerate() {
+        for (m, runtime) in classifier.matchers.list.iter().enumerate() {
             let matcher = &classifier.plan.matchers[m];
             assert_eq!(runtime.set.len(), matcher.patterns.len() + 1, "one sentinel per set");
             for text in texts {
                 let mut params = vec![Val::Null; classifier.plan.params.len()];
                 params[matcher.param] = Val::Str(text.into());
-                let hits = Hits::new(&classifier, &params);
+                let hits = Hits::new(&classifier.matchers, &params);
                 let matches = runtime.set.matches(text);
                 for (i, pattern) in matcher.patterns.iter().enumerate() {
                     let alone = Regex::new(pattern).expect("compiles").is_match(text);
@@ -628,7 +361,7 @@ mod tests {
                         Val::Str("250".into()),
                     ] {
                         let params = [d.clone(), s.clone(), p.clone(), n];
-                        let hits = Hits::new(&classifier, &params);
+                        let hits = Hits::new(&classifier.matchers, &params);
                         let scope = Scope::Classifier { params: &params, hits: &hits };
                         for (rule, prepared) in classifier.plan.rules.iter().zip(&prepared) {
                             let tree = crate::eval::eval(&rule.condition, &scope, &regexes);
@@ -688,16 +421,16 @@ mod stdlib_tests {
                     _ => Val::Null,
                 })
                 .collect();
-            let exact = Hits::with(&classifier, &params, false);
+            let exact = Hits::with(&classifier.matchers, &params, false);
             let scope = Scope::Classifier { params: &params, hits: &exact };
             let reference = classifier.plan.rules.iter().position(|r| eval(&r.condition, &scope, &regexes).is_true());
             assert_eq!(classifier.classify(&params, &regexes), reference, "{line}");
         }
-        for (m, runtime) in classifier.matchers.iter().enumerate() {
+        for (m, runtime) in classifier.matchers.list.iter().enumerate() {
             for text in &texts {
                 let mut params = vec![Val::Null; classifier.plan.params.len()];
                 params[runtime.param] = Val::Str(text.as_str().into());
-                let hits = Hits::new(&classifier, &params);
+                let hits = Hits::new(&classifier.matchers, &params);
                 let matches = runtime.set.matches(text);
                 for p in 0..runtime.regexes.len() {
                     assert_eq!(hits.get(m, p), Some(matches.matched(p)), "pattern {p} of matcher {m} on {text:?}");

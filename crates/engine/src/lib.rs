@@ -11,6 +11,12 @@
 //! aggregates into its event-time window. Closed windows become [`Row`]s
 //! with mergeable aggregate states; coarser tiers are merged from closed
 //! windows. See [`partition`] for the exactly-once replay protocol.
+//!
+//! Expressions and classifiers are layered, each module using only those
+//! below it: [`matcher`] (a classifier's compiled pattern sets and the hits
+//! of one classification) ← [`eval`] (expressions, which ask for an event's
+//! classifications through the narrow [`eval::Classify`]) ← [`classify`]
+//! (rules, whose conditions are expressions).
 
 #![deny(missing_docs)]
 #![deny(clippy::unwrap_used)]
@@ -22,6 +28,7 @@ pub mod eval;
 pub mod export;
 pub mod literal_table;
 pub mod literals;
+pub mod matcher;
 pub mod output;
 pub mod partition;
 pub mod value;
@@ -33,10 +40,11 @@ pub use output::{drop_superseded, Checkpoint, DeadLetter, MetricStart, Output, R
 pub use partition::{Message, Partition, PartitionStats, DEAD_LETTER_PREFIX_BYTES};
 pub use value::KeyVal;
 
+use classify::ClassifierRuntime;
 use decode::Decoder;
 use dsl::plan::{AggregateFn, Expr, Function};
 use dsl::Plan;
-use eval::{ClassifierRuntime, Prepared, RegexCache, TextSlots};
+use eval::{Prepared, RegexCache, TextSlots};
 
 /// Errors building a runnable plan, and why a bundle is refused: data that
 /// `/status`, the control topic and the deployment history carry as is.
@@ -184,15 +192,30 @@ impl CompiledPlan {
                 supported: dsl::LANGUAGE_VERSION,
             });
         }
-        let compiled = bundle.compile();
-        let Some(plan) = compiled.plan.filter(|_| !compiled.diagnostics.iter().any(dsl::Diagnostic::is_error)) else {
+        let mut compiled = bundle.compile();
+        let Some(built) = CompiledPlan::from_compiled(&mut compiled, config) else {
             return Err(Error::DoesNotCompile {
                 version,
                 diagnostics: compiled.diagnostics.iter().map(|d| d.located(&compiled.sources)).collect(),
                 rendered: dsl::render_all(&compiled.diagnostics, &compiled.sources),
             });
         };
-        CompiledPlan::new(plan, config).map_err(|e| Error::CannotRun { version, source: Box::new(e) })
+        built.map_err(|e| Error::CannotRun { version, source: Box::new(e) })
+    }
+
+    /// The runnable plan of a compilation: the one step from compiled
+    /// pipelines to a plan this engine runs, shared by
+    /// [`CompiledPlan::from_bundle`], the commands (`streamctl check`, `run`,
+    /// `test`, ...) and a daemon started on local files
+    /// (`dsl::files::compile`). `None` when the compilation has errors (its
+    /// diagnostics say which); else the plan built, or why it cannot run
+    /// here. The compilation keeps its sources and diagnostics; its plan
+    /// moves into the result.
+    pub fn from_compiled(compiled: &mut dsl::Compiled, config: EngineConfig) -> Option<Result<Self, Error>> {
+        if compiled.diagnostics.iter().any(dsl::Diagnostic::is_error) {
+            return None;
+        }
+        compiled.plan.take().map(|plan| CompiledPlan::new(plan, config))
     }
 
     /// Builds decoders, matchers and regexes.

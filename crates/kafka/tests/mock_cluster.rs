@@ -834,7 +834,10 @@ fn a_live_deploy_keeps_unchanged_metrics_and_starts_new_ones_at_the_switch() {
     // Removed: flushed up to the switch, so its table holds rows and no more arrive.
     assert!(!dump_metric(&plan_v1.plan, &stored, "removed").is_empty());
     // The history records the switch and the refusal.
-    let history: Vec<(u64, String)> =
+    let history: Vec<(Option<u64>, String)> =
         stored.deployments().expect("history").into_iter().map(|r| (r.version, r.outcome)).collect();
-    assert_eq!(history, vec![(1, "applied".to_string()), (2, "applied".to_string()), (3, "rejected".to_string())]);
+    assert_eq!(
+        history,
+        vec![(Some(1), "applied".to_string()), (Some(2), "applied".to_string()), (Some(3), "rejected".to_string())]
+    );
 }

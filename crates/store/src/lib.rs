@@ -195,11 +195,13 @@ pub struct StoredDeadLetter {
     pub payload: Vec<u8>,
 }
 
-/// A plan version a daemon applied or rejected: the store's deployment history.
+/// A plan a daemon applied or rejected, the one it started with included:
+/// the store's deployment history.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DeploymentRecord {
-    /// Bundle version.
-    pub version: u64,
+    /// Bundle version; `None` for a plan of local pipeline files (`streamd
+    /// --pipelines`), which has none. Stored as version 0: bundles count from 1.
+    pub version: Option<u64>,
     /// The daemon instance that recorded it.
     pub instance: String,
     /// When, ms since the epoch.
@@ -210,6 +212,17 @@ pub struct DeploymentRecord {
     pub plan_hash: String,
     /// Why it was rejected, or a summary of what changed.
     pub detail: String,
+}
+
+/// The `version` column of a deployment record: the bundle version, 0 for
+/// local pipeline files (no bundle is version 0).
+fn deployment_version_column(version: Option<u64>) -> i64 {
+    version.map_or(0, |v| i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+/// A deployment record's version from its column (see [`deployment_version_column`]).
+fn deployment_version(column: i64) -> Option<u64> {
+    u64::try_from(column).ok().filter(|v| *v > 0)
 }
 
 /// A place metric rows, checkpoints and dead letters live.

@@ -396,7 +396,7 @@ impl Store for SqliteStore {
                 "INSERT OR REPLACE INTO stream_deployments (version, instance, at_ms, outcome, plan_hash, detail)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
-                    i64::try_from(record.version).unwrap_or(i64::MAX),
+                    crate::deployment_version_column(record.version),
                     record.instance,
                     record.at_ms,
                     record.outcome,
@@ -419,7 +419,7 @@ impl Store for SqliteStore {
         let rows = statement
             .query_map([], |r| {
                 Ok(DeploymentRecord {
-                    version: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                    version: crate::deployment_version(r.get(0)?),
                     instance: r.get(1)?,
                     at_ms: r.get(2)?,
                     outcome: r.get(3)?,

@@ -125,7 +125,7 @@ fn suite(store: &mut dyn Store, retention: Retention) {
 
     // The deployment history keeps every record, oldest first.
     let record = |version: u64, at_ms: i64, outcome: &str| DeploymentRecord {
-        version,
+        version: Some(version),
         instance: "host-1".into(),
         at_ms,
         outcome: outcome.into(),
@@ -136,6 +136,10 @@ fn suite(store: &mut dyn Store, retention: Retention) {
     store.record_deployment(&record(1, T0, "applied")).expect("record");
     let history = store.deployments().expect("history");
     assert_eq!(history, vec![record(1, T0, "applied"), record(2, T0 + 10, "rejected")]);
+    // A plan of local files has no version, and keeps none.
+    let local = DeploymentRecord { version: None, ..record(0, T0 + 20, "applied") };
+    store.record_deployment(&local).expect("record");
+    assert_eq!(store.deployments().expect("history")[2], local);
     assert_eq!(store.checkpoint("other", 0).expect("checkpoint"), None);
 
     let read = store.read(&plan, 0, &all(0)).expect("read");

@@ -1,6 +1,6 @@
 //! Compiling pipelines for the commands that run them.
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use std::sync::Arc;
 
 /// Compiles `paths` into a runnable plan, printing diagnostics; fails on errors.
@@ -10,15 +10,12 @@ pub fn load(paths: &[String]) -> anyhow::Result<Arc<engine::CompiledPlan>> {
 
 /// [`load`] with the engine's limits set.
 pub fn load_with(paths: &[String], config: engine::EngineConfig) -> anyhow::Result<Arc<engine::CompiledPlan>> {
-    let (_, compiled) = dsl::files::compile(paths)?;
+    let (_, mut compiled) = dsl::files::compile(paths)?;
     if !compiled.diagnostics.is_empty() {
         eprintln!("{}", compiled.render_diagnostics());
     }
-    let Some(plan) = compiled.plan else {
-        bail!("the pipelines have errors");
-    };
-    let runnable = engine::CompiledPlan::new(plan, config).context("the plan cannot run")?;
-    Ok(Arc::new(runnable))
+    let built = engine::CompiledPlan::from_compiled(&mut compiled, config).context("the pipelines have errors")?;
+    Ok(Arc::new(built.context("the plan cannot run")?))
 }
 
 /// Opens the store named by `spec`: `sqlite:PATH` or

@@ -14,8 +14,8 @@
 //! The same test keeps `dsl/stdlib/README.md`'s taxonomy table in step with the
 //! rules: it fails when the table is stale, and rewrites it under `BLESS=1`.
 
-use engine::classify::params_from_json;
-use engine::eval::{ClassifierRuntime, RegexCache};
+use engine::classify::{params_from_json, ClassifierRuntime};
+use engine::eval::RegexCache;
 use engine::value::Val;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -338,12 +338,13 @@ async fn wait_for_stop(run_for: Option<u64>) {
 /// shares ([`dsl::files`]): a deployed bundle of the same directory runs the
 /// same metrics.
 fn load_plan(paths: &[String]) -> anyhow::Result<Arc<engine::CompiledPlan>> {
-    let (_, compiled) = dsl::files::compile(paths)?;
+    let (_, mut compiled) = dsl::files::compile(paths)?;
     if !compiled.diagnostics.is_empty() {
         eprintln!("{}", compiled.render_diagnostics());
     }
-    let Some(plan) = compiled.plan else { bail!("the pipelines have errors; nothing started") };
-    Ok(Arc::new(engine::CompiledPlan::new(plan, engine::EngineConfig::default()).context("the plan cannot run")?))
+    let built = engine::CompiledPlan::from_compiled(&mut compiled, engine::EngineConfig::default())
+        .context("the pipelines have errors; nothing started")?;
+    Ok(Arc::new(built.context("the plan cannot run")?))
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! Startup is a reload from the empty plan: a daemon that starts on a
 //! deployed bundle records and reports it exactly as it records and
-//! reports a bundle deployed while it runs, and a bundle it refuses shows
-//! on `/status` as data (one `streamd` on librdkafka's mock cluster,
+//! reports a bundle deployed while it runs, a daemon that starts on local
+//! files records their plan without a version, and a bundle it refuses
+//! shows on `/status` as data (`streamd` on librdkafka's mock cluster,
 //! 127.0.0.1 only).
 
 mod common;
@@ -35,6 +36,39 @@ fn pipelines(dir: &Path, metrics: &[&str], version: u64) -> Bundle {
     Bundle::build(files, version, Provenance::default()).expect("compiles").0
 }
 
+/// Starts `streamd` on the local files of `dir/local` and a SQLite store
+/// at `db`, serving HTTP on `port`; returns once `/status` answers, with
+/// that first answer.
+fn start(dir: &Path, brokers: &str, port: u16, db: &Path) -> (Guard, Value) {
+    let config = dir.join("streamd.toml");
+    std::fs::write(&config, "[deploy]\nreport_interval_s = 1\n[kafka]\nflush_interval_ms = 200\n").expect("config");
+    let daemon = Guard(
+        Command::new(env!("CARGO_BIN_EXE_streamd"))
+            .args(["--config", config.to_str().expect("utf-8"), "--brokers", brokers])
+            .args(["--pipelines", dir.join("local").to_str().expect("utf-8")])
+            .args(["--http-addr", &format!("127.0.0.1:{port}")])
+            .args(["--store", &format!("sqlite:{}", db.display())])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start streamd"),
+    );
+    let mut first = None;
+    wait_until("the daemon to start", Duration::from_secs(30), || {
+        first = status(port);
+        first.is_some()
+    });
+    (daemon, first.expect("waited for it"))
+}
+
+/// The deployment history in the SQLite store at `db`: version, instance,
+/// outcome, plan hash, detail.
+fn history(db: &Path) -> Vec<(Option<u64>, String, String, String, String)> {
+    let store = store::sqlite::SqliteStore::open(db.to_str().expect("utf-8")).expect("store");
+    let records = store::Store::deployments(&store).expect("history");
+    records.into_iter().map(|r| (r.version, r.instance, r.outcome, r.plan_hash, r.detail)).collect()
+}
+
 /// The parts of `/status` that describe the running plan, with the time
 /// it was applied checked and left out.
 fn deployment(status: &Value, not_before_ms: i64) -> Value {
@@ -65,24 +99,9 @@ fn the_startup_plan_is_recorded_and_reported_as_a_deployed_one() {
     // Deployed before the daemon starts; its local files are other ones.
     let v1_hash = publish(pipelines(&dir.join("v1"), &["outcomes"], 1));
     pipelines(&dir.join("local"), &["local_only"], 0);
-    let config = dir.join("streamd.toml");
-    std::fs::write(&config, "[deploy]\nreport_interval_s = 1\n[kafka]\nflush_interval_ms = 200\n").expect("config");
-    let port = free_port();
-    let db = dir.join("a.db");
+    let (port, db) = (free_port(), dir.join("a.db"));
     let started = kafka::control::now_ms();
-    let daemon = Guard(
-        Command::new(env!("CARGO_BIN_EXE_streamd"))
-            .args(["--config", config.to_str().expect("utf-8"), "--brokers", &brokers])
-            .args(["--pipelines", dir.join("local").to_str().expect("utf-8")])
-            .args(["--http-addr", &format!("127.0.0.1:{port}")])
-            .args(["--store", &format!("sqlite:{}", db.display())])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start streamd"),
-    );
-    wait_until("the daemon to start", Duration::from_secs(30), || status(port).is_some());
-    let at_start = status(port).expect("status");
+    let (daemon, at_start) = start(&dir, &brokers, port, &db);
     let instance = at_start["instance"].as_str().expect("instance").to_string();
     assert_eq!(
         deployment(&at_start, started),
@@ -112,14 +131,9 @@ fn the_startup_plan_is_recorded_and_reported_as_a_deployed_one() {
     assert_eq!(refusal["error"]["needs"], dsl::LANGUAGE_VERSION + 1, "{refusal}");
     drop(daemon);
 
-    let store = store::sqlite::SqliteStore::open(db.to_str().expect("utf-8")).expect("store");
-    let history: Vec<(u64, String, String, String, String)> = store::Store::deployments(&store)
-        .expect("history")
-        .into_iter()
-        .map(|r| (r.version, r.instance, r.outcome, r.plan_hash, r.detail))
-        .collect();
+    let history = history(&db);
     let record = |version: u64, hash: &str, detail: &str| {
-        (version, instance.clone(), "applied".to_string(), hash.to_string(), detail.to_string())
+        (Some(version), instance.clone(), "applied".to_string(), hash.to_string(), detail.to_string())
     };
     assert_eq!(
         history[..2],
@@ -128,8 +142,49 @@ fn the_startup_plan_is_recorded_and_reported_as_a_deployed_one() {
             record(2, &v2_hash, r#"kept ["outcomes"], added ["retries"], changed [], removed []"#),
         ]
     );
-    assert_eq!((history[2].0, history[2].2.as_str()), (3, "rejected"), "{history:?}");
+    assert_eq!((history[2].0, history[2].2.as_str()), (Some(3), "rejected"), "{history:?}");
     assert!(history[2].4.contains("language version"), "{history:?}");
     assert_eq!(history.len(), 3);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A daemon started on local files (nothing deployed) records its plan in
+/// the deployment history as it would a deployed one, without a version,
+/// and reports it on `/status` with the plan hash `check` gives the files.
+#[test]
+fn a_startup_plan_of_local_files_is_recorded_without_a_version() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic("mta.events", 2, 1).expect("topic");
+    cluster.create_topic("streamd.control", 1, 1).expect("control topic");
+    let brokers = cluster.bootstrap_servers();
+    let dir = temp_dir("startup-local");
+    let local = pipelines(&dir.join("local"), &["local_only"], 1);
+    let (_, compiled) = dsl::files::compile(&[dir.join("local")]).expect("compile");
+    let checked_hash = compiled.plan.expect("compiles").hash;
+    let (port, db) = (free_port(), dir.join("local.db"));
+    let started = kafka::control::now_ms();
+    let (daemon, at_start) = start(&dir, &brokers, port, &db);
+    let instance = at_start["instance"].as_str().expect("instance").to_string();
+    assert_eq!(
+        deployment(&at_start, started),
+        serde_json::json!({
+            "plan_version": null, "plan_hash": checked_hash, "metrics": ["local_only"], "last_rejection": null
+        }),
+    );
+    // The files, deployed as a bundle, would run the same plan.
+    assert_eq!(local.plan_hash, checked_hash);
+    drop(daemon);
+
+    let history = history(&db);
+    assert_eq!(
+        history,
+        [(
+            None,
+            instance,
+            "applied".to_string(),
+            checked_hash,
+            r#"kept [], added ["local_only"], changed [], removed []"#.to_string()
+        )]
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -521,7 +521,7 @@ mod tests {
         assert_eq!(shared.dead_letter_topic, None, "no dead-letter topic configured");
         drop(shared);
         let history = lock(&consumer.shared).store().deployments().expect("history");
-        assert_eq!(history.iter().map(|r| (r.version, r.outcome.as_str())).collect::<Vec<_>>(), [(7, "applied")]);
+        assert_eq!(history.iter().map(|r| (r.version, r.outcome.as_str())).collect::<Vec<_>>(), [(Some(7), "applied")]);
         assert_eq!(dead_letter_topic(Some("{topic}.dlq"), &first).as_deref(), Some("t.dlq"));
         assert_eq!(dead_letter_topic(Some("fixed"), &first).as_deref(), Some("fixed"));
     }

@@ -16,7 +16,6 @@ impl Shared {
 
     /// Appends to the store's deployment history; a failure only costs the record.
     pub(super) fn record_deployment(&mut self, version: Option<u64>, outcome: &str, detail: String) {
-        let Some(version) = version else { return };
         let record = DeploymentRecord {
             version,
             instance: self.settings.instance.clone(),
@@ -26,7 +25,7 @@ impl Shared {
             detail,
         };
         if let Err(error) = self.store().record_deployment(&record) {
-            warn!(error = %error, version, "Cannot record the deployment in the store.");
+            warn!(error = %error, version = ?version, "Cannot record the deployment in the store.");
         }
     }
 

@@ -946,7 +946,7 @@ impl Store for ScyllaStore {
     fn record_deployment(&mut self, record: &DeploymentRecord) -> Result<()> {
         self.block(async {
             let insert = self.prepare(&schema::insert_deployment(&self.config.keyspace)).await?;
-            let version = i64::try_from(record.version).unwrap_or(i64::MAX);
+            let version = crate::deployment_version_column(record.version);
             self.session
                 .execute_unpaged(
                     &insert,
@@ -1054,7 +1054,7 @@ impl Store for ScyllaStore {
             while let Some((version, instance, at, outcome, plan_hash, detail)) =
                 stream.try_next().await.map_err(scylla_err("cannot read the deployment history", true))?
             {
-                let version = u64::try_from(version).unwrap_or(0);
+                let version = crate::deployment_version(version);
                 out.push(DeploymentRecord { version, instance, at_ms: at.0, outcome, plan_hash, detail });
             }
             out.sort_by(|a, b| (a.at_ms, a.version, &a.instance).cmp(&(b.at_ms, b.version, &b.instance)));

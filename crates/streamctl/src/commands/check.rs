@@ -22,14 +22,14 @@ pub fn run(_global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     let (roots, mut compiled) = dsl::files::compile(&args.paths)?;
     // The same validation streamd runs: the plan must also build into a runnable engine
     // (e.g. a classifier's pattern set must fit the regex engine's limits).
-    let runtime_error =
-        compiled.plan.take().and_then(|plan| match engine::CompiledPlan::new(plan, engine::EngineConfig::default()) {
-            Ok(runnable) => {
-                compiled.plan = Some(runnable.plan);
-                None
-            }
-            Err(error) => Some(format!("{:#}", anyhow::Error::from(error))),
-        });
+    let runtime_error = match engine::CompiledPlan::from_compiled(&mut compiled, engine::EngineConfig::default()) {
+        None => None,
+        Some(Ok(runnable)) => {
+            compiled.plan = Some(runnable.plan);
+            None
+        }
+        Some(Err(error)) => Some(format!("{:#}", anyhow::Error::from(error))),
+    };
     let errors = compiled.diagnostics.iter().filter(|d| d.is_error()).count() + usize::from(runtime_error.is_some());
     let warnings = compiled.diagnostics.len() - errors;
     let is_failure = errors > 0 || (args.deny_warnings && warnings > 0);
