@@ -101,8 +101,24 @@ pub enum DnsblSetting {
     Every(Spanned<Duration>),
     /// `targets ["192.0.2.0/28", "example.com"]`.
     Targets(Spanned<Vec<Spanned<String>>>),
+    /// `targets from metric NAME key COLUMN within DURATION`.
+    TargetsFrom(DnsblTargetsFrom),
     /// `list NAME zone "ZONE" KIND options…`.
     List(DnsblList),
+}
+
+/// `targets from metric NAME key COLUMN within DURATION`: the distinct values
+/// of a metric's group-by key in its rows of the last `within`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnsblTargetsFrom {
+    /// The metric whose stored rows give the targets.
+    pub metric: Ident,
+    /// One of its group-by keys.
+    pub key: Ident,
+    /// How far back a window may start.
+    pub within: Spanned<Duration>,
+    /// The whole setting.
+    pub span: Span,
 }
 
 /// `list NAME zone "ZONE" ip|domain [weight N] [max_qps N] [max_per_day N] [key_env "VAR"] [codes { … }]`

@@ -70,6 +70,7 @@ codes! {
     BadRetention = "E403", "a retention is shorter than its tier";
     BadCardinality = "E404", "a cardinality limit is out of range";
     BadDnsbl = "E501", "a DNSBL source setting is malformed or out of range";
+    DnsblTargetKey = "E502", "DNSBL targets are taken from a column that is not a group-by key of the metric";
     UnreachableRule = "W002", "a classifier rule can never match";
     NoDefault = "W003", "a classifier has no `default` outcome";
 }

@@ -77,6 +77,15 @@ fn explain_dnsbl(out: &mut String, dnsbl: &DnsblPlan) {
         dnsbl.targets.len(),
         dnsbl.targets.join(", ")
     );
+    for from in &dnsbl.targets_from {
+        let _ = writeln!(
+            out,
+            "    and, each sweep, the `{}` values of `{}` rows from the last {} (at most the source's target limit)",
+            from.key,
+            from.metric,
+            format_duration(from.within_ms)
+        );
+    }
     for list in &dnsbl.lists {
         let kind = match list.kind {
             DnsblKind::Ip => "ip",

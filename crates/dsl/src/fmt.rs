@@ -203,6 +203,7 @@ impl Printer<'_> {
                 DnsblSetting::Topic(t) => t.span.end,
                 DnsblSetting::Every(e) => e.span.end,
                 DnsblSetting::Targets(t) => t.span.end,
+                DnsblSetting::TargetsFrom(t) => t.span.end,
                 DnsblSetting::List(l) => l.span.end,
             };
             let lead = self.take_before(end);
@@ -214,6 +215,12 @@ impl Printer<'_> {
                     let targets: Vec<String> = t.node.iter().map(|t| string(&t.node)).collect();
                     format!("{INDENT}targets [{}]", targets.join(", "))
                 }
+                DnsblSetting::TargetsFrom(t) => format!(
+                    "{INDENT}targets from metric {} key {} within {}",
+                    t.metric.node,
+                    t.key.node,
+                    format_duration(t.within.node.as_millis())
+                ),
                 DnsblSetting::List(l) => dnsbl_list(l),
             };
             self.out.push_str(&text);

@@ -467,6 +467,7 @@ fn describe_rule(rule: Rule) -> &'static str {
         Rule::dnsbl_topic => "`topic`",
         Rule::dnsbl_every => "`every`",
         Rule::dnsbl_targets => "`targets`",
+        Rule::dnsbl_targets_from => "`targets from metric`",
         Rule::dnsbl_list => "`list`",
         Rule::dnsbl_weight => "`weight`",
         Rule::dnsbl_max_qps => "`max_qps`",
@@ -659,6 +660,12 @@ impl Converter<'_> {
             Rule::dnsbl_topic => DnsblSetting::Topic(self.string(inner.next().expect("grammar: topic name"))),
             Rule::dnsbl_every => DnsblSetting::Every(self.duration(&inner.next().expect("grammar: every duration"))),
             Rule::dnsbl_targets => DnsblSetting::Targets(Spanned::new(inner.map(|t| self.string(t)).collect(), span)),
+            Rule::dnsbl_targets_from => DnsblSetting::TargetsFrom(DnsblTargetsFrom {
+                metric: self.ident(inner.next().expect("grammar: targets metric")),
+                key: self.ident(inner.next().expect("grammar: targets key")),
+                within: self.duration(&inner.next().expect("grammar: targets within")),
+                span,
+            }),
             _ => {
                 let name = self.ident(inner.next().expect("grammar: list name"));
                 let zone = self.string(inner.next().expect("grammar: list zone"));

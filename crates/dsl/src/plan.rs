@@ -174,8 +174,23 @@ pub struct DnsblPlan {
     pub every_ms: u64,
     /// Addresses, CIDR blocks and domains, as written.
     pub targets: Vec<String>,
+    /// Targets taken from the delivery stream: metrics' recent key values.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets_from: Vec<DnsblTargetsFromPlan>,
     /// The lists, in definition order.
     pub lists: Vec<DnsblListPlan>,
+}
+
+/// `targets from metric M key K within D`: at each sweep, the distinct values
+/// of key `K` in `M`'s stored rows whose window starts within the last `D`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsblTargetsFromPlan {
+    /// The metric's name.
+    pub metric: String,
+    /// One of its group-by keys.
+    pub key: String,
+    /// How far back a window may start, ms.
+    pub within_ms: u64,
 }
 
 /// Whether a DNSBL lists IP addresses or domains.

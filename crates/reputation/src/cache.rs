@@ -46,6 +46,12 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
         self.entries.insert(key, (value, now + ttl));
     }
 
+    /// Renames the keys by `rename`, dropping those it maps to `None`.
+    pub fn rekey(&mut self, rename: impl Fn(&K) -> Option<K>) {
+        let entries = std::mem::take(&mut self.entries);
+        self.entries = entries.into_iter().filter_map(|(k, v)| Some((rename(&k)?, v))).collect();
+    }
+
     pub fn remove(&mut self, key: &K) {
         self.entries.remove(key);
     }

@@ -20,6 +20,7 @@ pub mod observation;
 pub mod plan;
 pub mod poller;
 pub mod schedule;
+pub mod stream_targets;
 pub mod target;
 pub mod zone;
 
@@ -29,7 +30,7 @@ pub use classify::{Answer, Degraded, State, Verdict};
 pub use episode::{Episode, Episodes};
 pub use observation::Observation;
 pub use plan::{poller_config, Settings};
-pub use poller::{ListConfig, ListStatus, Poller, PollerConfig, Report};
+pub use poller::{ListConfig, ListStatus, Poller, PollerConfig, RefreshTargets, Report};
 pub use target::{ListKind, Target};
 
 #[derive(Debug, thiserror::Error)]

@@ -165,9 +165,15 @@ pub struct Poller {
     recheck_after: Duration,
     lists: Vec<ListState>,
     targets: Vec<Target>,
+    /// The targets of the configuration, before any [`Poller::refresh_targets_with`].
+    fixed: Vec<Target>,
+    refresh: Option<RefreshTargets>,
     rechecks: Rechecks,
     rng: SmallRng,
 }
+
+/// Given the configured targets, the targets of the next sweep.
+pub type RefreshTargets = Box<dyn FnMut(&[Target]) -> Vec<Target> + Send>;
 
 impl Poller {
     pub fn new(config: PollerConfig) -> Result<Self> {
@@ -217,15 +223,52 @@ impl Poller {
             jitter: config.jitter,
             recheck_after: config.recheck_after,
             lists,
+            fixed: config.targets.clone(),
             targets: config.targets,
+            refresh: None,
             rechecks: Rechecks::default(),
             rng: SmallRng::seed_from_u64(config.seed),
         })
     }
 
+    /// Before each sweep, asks `refresh` for the targets (given the
+    /// configured ones): `targets from metric` takes them from the store.
+    #[must_use]
+    pub fn refresh_targets_with(mut self, refresh: RefreshTargets) -> Self {
+        self.refresh = Some(refresh);
+        self
+    }
+
+    /// The targets of the last sweep (or the configured ones).
+    pub fn targets(&self) -> &[Target] {
+        &self.targets
+    }
+
+    /// Polls `targets` from now on. A target kept keeps its state (cached
+    /// answer, last state, pending re-check); a target gone loses it.
+    pub fn set_targets(&mut self, targets: Vec<Target>) {
+        if targets == self.targets {
+            return;
+        }
+        let new_index: HashMap<&Target, usize> = targets.iter().enumerate().map(|(i, t)| (t, i)).collect();
+        let moved: Vec<Option<usize>> = self.targets.iter().map(|t| new_index.get(t).copied()).collect();
+        let rename = |old: usize| moved.get(old).copied().flatten();
+        for list in &mut self.lists {
+            list.cache.rekey(|old| rename(*old));
+            let last = std::mem::take(&mut list.last);
+            list.last = last.into_iter().filter_map(|(old, state)| Some((rename(old)?, state))).collect();
+        }
+        self.rechecks.rekey(rename);
+        self.targets = targets;
+    }
+
     /// One sweep: canaries, then every target on every list (lists in
     /// parallel, each within its own budget).
     pub async fn sweep(&mut self) -> Report {
+        if let Some(refresh) = self.refresh.as_mut() {
+            let targets = refresh(&self.fixed);
+            self.set_targets(targets);
+        }
         let ctx = Ctx { resolver: &self.resolver, resolver_name: &self.resolver_name, timeout: self.timeout };
         let targets = &self.targets;
         let results = join_all(self.lists.iter_mut().map(|list| async {

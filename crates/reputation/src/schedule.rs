@@ -41,6 +41,12 @@ impl Rechecks {
         due.into_iter().map(|(_, l, t)| (l, t)).collect()
     }
 
+    /// Renames the targets by `rename`, dropping those it maps to `None`.
+    pub fn rekey(&mut self, rename: impl Fn(usize) -> Option<usize>) {
+        let due = std::mem::take(&mut self.due);
+        self.due = due.into_iter().filter_map(|(at, l, t)| Some((at, l, rename(t)?))).collect();
+    }
+
     /// When the next re-check is due.
     pub fn next(&self) -> Option<Instant> {
         self.due.first().map(|(at, _, _)| *at)

@@ -38,10 +38,11 @@ fn server(name: &str, hosts: &str, extra: &[&str]) -> Option<Dnsmasq> {
         return None;
     };
     let dir = std::env::temp_dir().join(format!("reputation-{name}-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).expect("temp dir");
-    fs::write(dir.join("hosts"), hosts).expect("hosts file");
     for attempt in 0..5 {
+        // A failed attempt's drop removed the directory: each starts afresh.
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("temp dir");
+        fs::write(dir.join("hosts"), hosts).expect("hosts file");
         let port = free_port();
         let mut cmd = Command::new(&binary);
         cmd.args([
@@ -526,4 +527,75 @@ fn a_standby_poller_queries_nothing_and_sweeps_soon_after_it_becomes_active() {
         tokio::time::timeout(Duration::from_secs(5), task).await.expect("stops").expect("no panic");
     });
     assert_eq!(dns.queries().len(), 3, "two canaries and the target, once");
+}
+
+/// `targets from metric ip_block_bounces key sending_ip within 1d` of the
+/// shipped pipeline, against a real SQLite store and dnsmasq: the sending
+/// IPs with rows inside the last day are asked about (besides the static
+/// target), those only seen before it are not, nor a key that is no address.
+#[test]
+fn targets_taken_from_the_stream_are_exactly_the_recent_sending_ips() {
+    use engine::aggregate::AggState;
+    use engine::{KeyVal, Row};
+    use reputation::stream_targets::{refresher, SharedStore};
+    use std::sync::{Arc, Mutex};
+    use store::{Store, WriteBatch};
+
+    let Some(dns) = server("stream-targets", CANARIES, &["--local=/bl.test/"]) else {
+        return;
+    };
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../pipelines/reputation.stream").to_string();
+    let compiled = dsl::compile(&[path], &|p: &str| fs::read_to_string(p).map_err(|e| e.to_string()));
+    let plan = compiled.plan.clone().unwrap_or_else(|| panic!("{}", compiled.render_diagnostics()));
+    let dnsbl = plan.sources.iter().find_map(|s| s.dnsbl.clone()).expect("a dnsbl source");
+    assert_eq!(dnsbl.targets_from.len(), 1, "the shipped pipeline takes targets from the stream");
+    let metric = plan.metrics.iter().position(|m| m.name == "ip_block_bounces").expect("ip_block_bounces");
+
+    let now =
+        i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()).unwrap();
+    let hour = 3_600_000;
+    let window = |ago: i64| (now - ago) / 300_000 * 300_000;
+    let row = |ago: i64, ip: &str| Row {
+        metric,
+        tier: 0,
+        window_start: window(ago),
+        partition: 0,
+        keys: vec![KeyVal::Str(ip.into())].into(),
+        states: plan.metrics[metric].aggregates.iter().map(AggState::new).collect(),
+        included_through: None,
+    };
+    let rows = [
+        row(hour, "198.51.100.7"),
+        row(23 * hour, "198.51.100.8"),
+        row(23 * hour, "198.51.100.7"),
+        row(25 * hour, "198.51.100.9"),
+        row(2 * hour, "mta-unknown"),
+        row(2 * hour, "2001:db8::25"),
+    ];
+    let mut sqlite = store::sqlite::SqliteStore::open(":memory:").expect("sqlite");
+    sqlite.setup(&plan).expect("tables");
+    sqlite.write(&plan, &WriteBatch { topic: "mta.events", rows: &rows, ..Default::default() }).expect("write rows");
+    let shared: SharedStore = Arc::new(Mutex::new(Box::new(sqlite)));
+
+    let mut poller = Poller::new(config(dns.addr(), vec![ip_list("bl", "bl.test", 100.0)], &["192.0.2.1"]))
+        .unwrap()
+        .refresh_targets_with(refresher(&plan, "reputation", &dnsbl.targets_from, vec![ListKind::Ip], shared));
+    let report = runtime().block_on(poller.sweep());
+
+    let mut asked: Vec<&str> = report.observations.iter().map(|o| o.target.as_str()).collect();
+    asked.sort_unstable();
+    assert_eq!(asked, ["192.0.2.1", "198.51.100.7", "198.51.100.8", "2001:db8::25"]);
+    let mut seen: Vec<String> = dns
+        .queries()
+        .into_iter()
+        .filter_map(|q| q.strip_prefix("A] ").map(|n| n.split(' ').next().unwrap_or("").to_owned()))
+        .filter(|n| n.ends_with(".bl.test") && !n.starts_with("2.0.0.127.") && !n.starts_with("1.0.0.127."))
+        .collect();
+    seen.sort_unstable();
+    seen.dedup();
+    let ipv6 = Target::parse("2001:db8::25").unwrap().query_name("bl.test");
+    let mut expected =
+        vec!["1.2.0.192.bl.test".to_owned(), "7.100.51.198.bl.test".into(), "8.100.51.198.bl.test".into(), ipv6];
+    expected.sort_unstable();
+    assert_eq!(seen, expected, "the server saw exactly the recent IPs and the static one");
 }

@@ -12,7 +12,7 @@
 //! exactly-once over what the topic holds. See docs/reputation.md.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -48,7 +48,7 @@ struct Job {
 }
 
 /// The store episodes are written to, shared by the sources' pollers.
-pub type EpisodeStore = Arc<Mutex<Box<dyn store::Store + Send>>>;
+pub type EpisodeStore = reputation::stream_targets::SharedStore;
 
 /// Whether `plan` has a `dnsbl` source.
 pub fn has_dnsbl(plan: &dsl::Plan) -> bool {
@@ -99,7 +99,14 @@ pub fn start(
             resolver = %config.resolver,
             "DNSBL poller ready; it polls while this instance owns partition 0 of its topic."
         );
-        jobs.push(Job { source: source.to_string(), topic: topic.to_string(), poller: Poller::new(config)? });
+        let kinds: Vec<_> = config.lists.iter().map(|l| l.kind).collect();
+        let mut poller = Poller::new(config)?;
+        if !dnsbl.targets_from.is_empty() {
+            let refresh =
+                reputation::stream_targets::refresher(plan, source, &dnsbl.targets_from, kinds, episodes.clone());
+            poller = poller.refresh_targets_with(refresh);
+        }
+        jobs.push(Job { source: source.to_string(), topic: topic.to_string(), poller });
     }
     let mut producer_config = ClientConfig::new();
     for (key, value) in &kafka.librdkafka {
@@ -259,7 +266,7 @@ mod tests {
         let _ = std::fs::remove_file(&path);
         let open_store = || -> EpisodeStore {
             let store = store::sqlite::SqliteStore::open(path.to_str().expect("utf-8")).expect("open");
-            Arc::new(Mutex::new(Box::new(store) as Box<dyn store::Store + Send>))
+            Arc::new(std::sync::Mutex::new(Box::new(store) as Box<dyn store::Store + Send>))
         };
         let first = open_store();
         let (mut open, restore) = (Episodes::default(), AtomicBool::new(true));

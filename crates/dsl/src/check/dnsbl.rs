@@ -1,14 +1,17 @@
 //! Checks of a `dnsbl { … }` source block.
 
-use super::Checker;
+use super::{Checker, DefKind};
 use crate::ast::{Dnsbl, DnsblList, DnsblOption, DnsblSetting};
 use crate::codes::Code;
 use crate::diagnostic::Diagnostic;
 use crate::dnsbl::{is_domain, listing_code, target_count, DEFAULT_EVERY_MS, DEFAULT_MAX_QPS, MIN_EVERY_MS};
 use crate::fmt::format_duration;
-use crate::plan::{DnsblKind, DnsblListPlan, DnsblPlan};
+use crate::plan::{DnsblKind, DnsblListPlan, DnsblPlan, DnsblTargetsFromPlan};
 use crate::span::Span;
 use std::collections::{BTreeMap, HashMap};
+
+/// `targets from metric … within` reaches back at most this far: 90 days.
+const MAX_TARGETS_WITHIN_MS: u64 = 90 * 86_400_000;
 
 impl Checker<'_> {
     pub(super) fn check_dnsbl(&mut self, dnsbl: &Dnsbl) -> DnsblPlan {
@@ -22,7 +25,7 @@ impl Checker<'_> {
                 DnsblSetting::Topic(t) => ("topic", t.span),
                 DnsblSetting::Every(e) => ("every", e.span),
                 DnsblSetting::Targets(t) => ("targets", t.span),
-                DnsblSetting::List(_) => ("list", Span::default()),
+                DnsblSetting::TargetsFrom(_) | DnsblSetting::List(_) => ("list", Span::default()),
             };
             if keyword != "list" {
                 if let Some(first) = seen.insert(keyword, span) {
@@ -34,7 +37,8 @@ impl Checker<'_> {
                 }
             }
             match setting {
-                DnsblSetting::Topic(_) => {}
+                // Checked with the metrics: see `check_dnsbl_targets_from`.
+                DnsblSetting::Topic(_) | DnsblSetting::TargetsFrom(_) => {}
                 DnsblSetting::Every(every) => {
                     if every.node.as_millis() < MIN_EVERY_MS {
                         self.report(
@@ -84,13 +88,70 @@ impl Checker<'_> {
                     .with_help("e.g. `list zen zone \"zen.spamhaus.org\" ip weight 3`"),
             );
         }
-        if !seen.contains_key("targets") {
+        let takes_from_metrics = dnsbl.settings.iter().any(|s| matches!(s, DnsblSetting::TargetsFrom(_)));
+        if !seen.contains_key("targets") && !takes_from_metrics {
             self.report(
                 Diagnostic::error(Code::MissingClause, dnsbl.span, "a `dnsbl` source needs `targets`")
-                    .with_help("e.g. `targets [\"192.0.2.0/28\", \"mail.example.com\"]`"),
+                    .with_help("e.g. `targets [\"192.0.2.0/28\", \"mail.example.com\"]` or `targets from metric ip_block_bounces key sending_ip within 1d`"),
             );
         }
-        DnsblPlan { every_ms, targets, lists }
+        DnsblPlan { every_ms, targets, targets_from: Vec::new(), lists }
+    }
+
+    /// The `targets from metric M key K within D` settings of `dnsbl`: the
+    /// metric must exist (and be visible), `K` must be one of its group-by
+    /// keys, and `D` at least one of its windows and at most 90 days.
+    pub(super) fn check_dnsbl_targets_from(&mut self, dnsbl: &Dnsbl) -> Vec<DnsblTargetsFromPlan> {
+        let mut plans: Vec<DnsblTargetsFromPlan> = Vec::new();
+        for setting in &dnsbl.settings {
+            let DnsblSetting::TargetsFrom(from) = setting else { continue };
+            let Some(index) = self.lookup(&from.metric, DefKind::Metric, Code::UnknownMetric) else { continue };
+            let Some(metric) = self.metric_plans.get(index).and_then(Option::as_ref) else { continue };
+            let keys: Vec<String> = metric.keys.iter().map(|k| k.name.clone()).collect();
+            let window_ms = metric.window_ms;
+            if !keys.contains(&from.key.node) {
+                let label = if keys.is_empty() {
+                    format!("`{}` has no group-by keys", from.metric.node)
+                } else {
+                    format!("its keys are {}", keys.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", "))
+                };
+                self.report(
+                    Diagnostic::error(
+                        Code::DnsblTargetKey,
+                        from.key.span,
+                        format!("`{}` is not a group-by key of `{}`", from.key.node, from.metric.node),
+                    )
+                    .with_label(label)
+                    .with_help("targets are the values of a key the metric groups by, e.g. `sending_ip`"),
+                );
+                continue;
+            }
+            let within_ms = from.within.node.as_millis();
+            if within_ms < window_ms || within_ms > MAX_TARGETS_WITHIN_MS {
+                self.report(
+                    Diagnostic::error(Code::BadDnsbl, from.within.span, "`within` is out of range").with_label(
+                        format!(
+                            "from `{}`'s window ({}) to {}",
+                            from.metric.node,
+                            format_duration(window_ms),
+                            format_duration(MAX_TARGETS_WITHIN_MS)
+                        ),
+                    ),
+                );
+                continue;
+            }
+            let plan = DnsblTargetsFromPlan { metric: from.metric.node.clone(), key: from.key.node.clone(), within_ms };
+            if plans.iter().any(|p| p.metric == plan.metric && p.key == plan.key) {
+                self.report(Diagnostic::error(
+                    Code::DuplicateClause,
+                    from.span,
+                    format!("targets are taken from `{}`'s `{}` twice", plan.metric, plan.key),
+                ));
+                continue;
+            }
+            plans.push(plan);
+        }
+        plans
     }
 
     fn check_dnsbl_list(&mut self, list: &DnsblList) -> DnsblListPlan {

@@ -208,6 +208,16 @@ pub(crate) fn check<'a>(loaded: &'a Loaded, map: &'a SourceMap) -> (Checked<'a>,
         checker.metric_plans.push(plan);
         checker.metric_used.push(used);
     }
+    // Targets taken from metrics: checked once every metric is.
+    for i in 0..checker.source_asts.len() {
+        let source = checker.source_asts[i];
+        let Some(dnsbl) = &source.dnsbl else { continue };
+        checker.current_file = file_of(source.span);
+        let targets_from = checker.check_dnsbl_targets_from(dnsbl);
+        if let Some(plan) = checker.source_plans[i].dnsbl.as_mut() {
+            plan.targets_from = targets_from;
+        }
+    }
     let mut alerts = Vec::new();
     for (file, alert) in &alert_asts {
         checker.current_file = *file;
