@@ -103,11 +103,17 @@ impl<'p> MetricQueries<'p> {
     /// column matched against the dashboard variable of the same name
     /// (`provider=~"$provider"`).
     pub fn column_for_dashboard(&self, name: &str) -> Result<String> {
+        self.column_for_variables(name, |key| key.to_string())
+    }
+
+    /// [`Self::column_for_dashboard`], with each group-by column matched
+    /// against the dashboard variable `variable(column)` instead.
+    pub fn column_for_variables(&self, name: &str, variable: impl Fn(&str) -> String) -> Result<String> {
         let matchers: Vec<Matcher> = self
             .metric
             .keys
             .iter()
-            .map(|k| Matcher { label: k.name.clone(), op: "=~", value: format!("${}", k.name) })
+            .map(|k| Matcher { label: k.name.clone(), op: "=~", value: format!("${}", variable(&k.name)) })
             .collect();
         self.column_with(name, &matchers)
     }

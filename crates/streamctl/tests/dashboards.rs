@@ -193,3 +193,36 @@ fn dashboards_type_check_against_grafanas_published_schema() {
     assert!(!out.status.success(), "a misspelt panel field passed the type check");
     assert!(String::from_utf8_lossy(&out.stdout).contains("gridPosition"), "{}", String::from_utf8_lossy(&out.stdout));
 }
+
+/// The reputation dashboard opens with one row putting each IP's listings
+/// beside its `blocked`/`badreputation` rates, both panels filtered by the
+/// one `sending_ip` variable (the source takes its targets from
+/// `ip_block_bounces`' `sending_ip`).
+#[test]
+fn listings_sit_beside_the_same_ips_bounce_rates_in_one_row() {
+    let reputation = load("reputation.json");
+    let panels = reputation["panels"].as_array().expect("panels");
+    assert_eq!(panels[0]["type"], "row");
+    assert_eq!(panels[0]["title"], "dnsbl_status beside ip_block_bounces by sending_ip");
+    let (listings, bounces) = (&panels[1], &panels[2]);
+    assert_eq!((listings["gridPos"]["y"].as_u64(), bounces["gridPos"]["y"].as_u64()), (Some(1), Some(1)));
+    assert_eq!((listings["gridPos"]["x"].as_u64(), bounces["gridPos"]["x"].as_u64()), (Some(0), Some(12)));
+    let exprs = |panel: &Value| -> Vec<String> {
+        panel["targets"]
+            .as_array()
+            .expect("targets")
+            .iter()
+            .filter_map(|t| t["expr"].as_str().map(String::from))
+            .collect()
+    };
+    let listed = exprs(listings);
+    assert_eq!(listed.len(), 1);
+    assert!(
+        listed[0].contains("stream_dnsbl_status_listed_total{list=~\"$list\", target=~\"$sending_ip\"}"),
+        "{listed:?}"
+    );
+    let rates = exprs(bounces);
+    assert_eq!(rates.len(), 2, "blocked_rate and badreputation_rate");
+    assert!(rates[0].contains("stream_ip_block_bounces_blocked_total{sending_ip=~\"$sending_ip\"}"), "{rates:?}");
+    assert!(rates[1].contains("stream_ip_block_bounces_badreputation_total{sending_ip=~\"$sending_ip\"}"), "{rates:?}");
+}

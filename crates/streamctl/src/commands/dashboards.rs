@@ -7,7 +7,10 @@
 //! variables. Alerts of the file are linked from the dashboard and from the
 //! panels of the columns they test. A metric without `export prometheus`
 //! gets a row saying so: its stored rows are in the query API, not in
-//! Prometheus.
+//! Prometheus. A `dnsbl` source whose targets are taken from a metric of
+//! the file (`targets from metric M key K`) gets a row on top putting each
+//! target's listings beside `M`'s rates for the same key value, both
+//! filtered by the variable `K`.
 //!
 //! The JSON follows Grafana's published dashboard schema (`@grafana/schema`,
 //! `schemaVersion` [`SCHEMA_VERSION`]); the tests type-check it against it.
@@ -239,6 +242,11 @@ pub fn pipeline_dashboard(plan: &Plan, file: &PipelineFile) -> anyhow::Result<Va
 
     let mut panels = Vec::new();
     let (mut id, mut y) = (1u32, 0u32);
+    for join in listing_joins(plan, &metrics) {
+        let (join_panels, height) = join.panels(&mut id, y)?;
+        panels.extend(join_panels);
+        y += height;
+    }
     for (index, metric) in &metrics {
         panels.push(row(id, &metric.name, y));
         id += 1;
@@ -321,6 +329,83 @@ pub fn pipeline_dashboard(plan: &Plan, file: &PipelineFile) -> anyhow::Result<Va
         links,
         panels,
     ))
+}
+
+/// A row putting a DNSBL source's listings beside the stream metric its
+/// targets are taken from (`targets from metric M key K`), one target per
+/// key value: the listing metric's `target` and `M`'s `K` both match the
+/// dashboard variable `K`, so picking an IP shows its listings and, beside
+/// them, its bounces.
+struct ListingJoin<'p> {
+    /// A metric of the `dnsbl` source that groups by `target`.
+    listings: &'p MetricPlan,
+    /// The metric the targets come from.
+    stream: &'p MetricPlan,
+    /// Its key holding the targets.
+    key: &'p str,
+}
+
+/// The listing joins of a file's exported metrics.
+fn listing_joins<'p>(plan: &'p Plan, metrics: &[(usize, &'p MetricPlan)]) -> Vec<ListingJoin<'p>> {
+    let exported = |m: &MetricPlan| !MetricQueries::new(m).columns().is_empty();
+    let mut joins = Vec::new();
+    for (source_index, source) in plan.sources.iter().enumerate() {
+        let Some(dnsbl) = &source.dnsbl else { continue };
+        for from in &dnsbl.targets_from {
+            let Some((_, stream)) = metrics.iter().find(|(_, m)| m.name == from.metric && exported(m)) else {
+                continue;
+            };
+            let listings = metrics
+                .iter()
+                .map(|(_, m)| *m)
+                .filter(|m| m.source == source_index && exported(m) && m.keys.iter().any(|k| k.name == "target"));
+            joins.extend(listings.map(|listings| ListingJoin { listings, stream, key: &from.key }));
+        }
+    }
+    joins
+}
+
+/// The derived columns of `metric` (its ratios and rates) when it exports
+/// any, else every exported column.
+fn headline_columns(queries: &MetricQueries<'_>, metric: &MetricPlan) -> Vec<String> {
+    let all: Vec<String> = queries.columns().iter().map(|c| c.column.clone()).collect();
+    let derived: Vec<String> = all.iter().filter(|c| metric.derived.iter().any(|d| &d.name == *c)).cloned().collect();
+    if derived.is_empty() {
+        all
+    } else {
+        derived
+    }
+}
+
+impl ListingJoin<'_> {
+    /// The row and its two half-width panels from `y`, and their height.
+    fn panels(&self, id: &mut u32, y: u32) -> anyhow::Result<(Vec<Value>, u32)> {
+        let title = format!("{} beside {} by {}", self.listings.name, self.stream.name, self.key);
+        let mut panels = vec![row(*id, &title, y)];
+        *id += 1;
+        let sides = [(self.listings, "target"), (self.stream, self.key)];
+        for (i, (metric, joined_key)) in sides.into_iter().enumerate() {
+            let queries = MetricQueries::new(metric);
+            let variable = |key: &str| if key == joined_key { self.key.to_string() } else { key.to_string() };
+            let legend = metric.keys.iter().map(|k| format!("{{{{{}}}}}", k.name)).collect::<Vec<_>>().join(" / ");
+            let columns = headline_columns(&queries, metric);
+            let mut exprs = Vec::new();
+            for column in &columns {
+                exprs.push((queries.column_for_variables(column, variable)?, format!("{column} {legend}")));
+            }
+            let refs: Vec<(&str, &str)> = exprs.iter().map(|(e, l)| (e.as_str(), l.as_str())).collect();
+            let description = format!(
+                "`{}` of `{}`, its `{joined_key}` matched against the `{}` variable: the same targets as beside it.",
+                columns.join("`, `"),
+                metric.name,
+                self.key
+            );
+            let grid_pos = json!({ "h": PANEL_HEIGHT, "w": 12, "x": 12 * i as u32, "y": y + 1 });
+            panels.push(timeseries(*id, &metric.name, &description, grid_pos, &refs, "short"));
+            *id += 1;
+        }
+        Ok((panels, 1 + PANEL_HEIGHT))
+    }
 }
 
 /// Title, description, queries (PromQL, legend) and unit of a panel.
