@@ -541,7 +541,8 @@ fn targets_taken_from_the_stream_are_exactly_the_recent_sending_ips() {
     use std::sync::{Arc, Mutex};
     use store::{Store, WriteBatch};
 
-    let Some(dns) = server("stream-targets", CANARIES, &["--local=/bl.test/"]) else {
+    let hosts = format!("{CANARIES}127.0.0.2 7.100.51.198.bl.test\n");
+    let Some(dns) = server("stream-targets", &hosts, &["--local=/bl.test/", "--local-ttl=600"]) else {
         return;
     };
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../pipelines/reputation.stream").to_string();
@@ -577,10 +578,12 @@ fn targets_taken_from_the_stream_are_exactly_the_recent_sending_ips() {
     sqlite.write(&plan, &WriteBatch { topic: "mta.events", rows: &rows, ..Default::default() }).expect("write rows");
     let shared: SharedStore = Arc::new(Mutex::new(Box::new(sqlite)));
 
+    let refresh = refresher(&plan, "reputation", &dnsbl.targets_from, vec![ListKind::Ip], shared.clone());
     let mut poller = Poller::new(config(dns.addr(), vec![ip_list("bl", "bl.test", 100.0)], &["192.0.2.1"]))
         .unwrap()
-        .refresh_targets_with(refresher(&plan, "reputation", &dnsbl.targets_from, vec![ListKind::Ip], shared));
-    let report = runtime().block_on(poller.sweep());
+        .refresh_targets_with(refresh);
+    let rt = runtime();
+    let report = rt.block_on(poller.sweep());
 
     let mut asked: Vec<&str> = report.observations.iter().map(|o| o.target.as_str()).collect();
     asked.sort_unstable();
@@ -598,4 +601,19 @@ fn targets_taken_from_the_stream_are_exactly_the_recent_sending_ips() {
         vec!["1.2.0.192.bl.test".to_owned(), "7.100.51.198.bl.test".into(), "8.100.51.198.bl.test".into(), ipv6];
     expected.sort_unstable();
     assert_eq!(seen, expected, "the server saw exactly the recent IPs and the static one");
+    assert_eq!(by_target(&report.observations, "bl", "198.51.100.7").state, State::Listed);
+
+    // A new sending IP joins at the next sweep (ahead of 198.51.100.7 in
+    // the sorted targets); 198.51.100.7 keeps its cached listing.
+    let new_row = [row(0, "198.51.100.10")];
+    let batch = WriteBatch { topic: "mta.events", rows: &new_row, ..Default::default() };
+    shared.lock().unwrap().write(&plan, &batch).expect("write a new row");
+    let before = dns.queries().len();
+    let second = rt.block_on(poller.sweep());
+    assert_eq!(second.observations.len(), 5, "{:#?}", second.observations);
+    let kept = by_target(&second.observations, "bl", "198.51.100.7");
+    assert!(kept.cached && kept.state == State::Listed, "{kept:#?}");
+    let asked: Vec<String> = dns.queries()[before..].to_vec();
+    assert!(asked.iter().any(|q| q.contains("10.100.51.198.bl.test")), "{asked:#?}");
+    assert!(!asked.iter().any(|q| q.contains("7.100.51.198.bl.test")), "{asked:#?}");
 }
