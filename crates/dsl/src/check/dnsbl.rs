@@ -100,7 +100,8 @@ impl Checker<'_> {
 
     /// The `targets from metric M key K within D` settings of `dnsbl`: the
     /// metric must exist (and be visible), `K` must be one of its group-by
-    /// keys, and `D` at least one of its windows and at most 90 days.
+    /// keys, and `D` at least one of its windows and at most 90 days and
+    /// the retention of its finest tier.
     pub(super) fn check_dnsbl_targets_from(&mut self, dnsbl: &Dnsbl) -> Vec<DnsblTargetsFromPlan> {
         let mut plans: Vec<DnsblTargetsFromPlan> = Vec::new();
         for setting in &dnsbl.settings {
@@ -109,6 +110,10 @@ impl Checker<'_> {
             let Some(metric) = self.metric_plans.get(index).and_then(Option::as_ref) else { continue };
             let keys: Vec<String> = metric.keys.iter().map(|k| k.name.clone()).collect();
             let window_ms = metric.window_ms;
+            // Rows older than the finest tier's retention are gone: reaching
+            // further back would find nothing more.
+            let kept_ms = metric.tiers.first().map_or(MAX_TARGETS_WITHIN_MS, |t| t.retention_ms);
+            let max_ms = kept_ms.min(MAX_TARGETS_WITHIN_MS);
             if !keys.contains(&from.key.node) {
                 let label = if keys.is_empty() {
                     format!("`{}` has no group-by keys", from.metric.node)
@@ -127,16 +132,16 @@ impl Checker<'_> {
                 continue;
             }
             let within_ms = from.within.node.as_millis();
-            if within_ms < window_ms || within_ms > MAX_TARGETS_WITHIN_MS {
+            if within_ms < window_ms || within_ms > max_ms {
                 self.report(
-                    Diagnostic::error(Code::BadDnsbl, from.within.span, "`within` is out of range").with_label(
-                        format!(
+                    Diagnostic::error(Code::BadDnsbl, from.within.span, "`within` is out of range")
+                        .with_label(format!(
                             "from `{}`'s window ({}) to {}",
                             from.metric.node,
                             format_duration(window_ms),
-                            format_duration(MAX_TARGETS_WITHIN_MS)
-                        ),
-                    ),
+                            format_duration(max_ms)
+                        ))
+                        .with_note("at most 90d, and at most as long as the metric's finest rows are kept"),
                 );
                 continue;
             }
