@@ -209,7 +209,14 @@ fn run(args: Args) -> anyhow::Result<()> {
             let (episodes, _) =
                 open_store(&config.store_url, &config.scylla).context("cannot open the episode store")?;
             let episodes = Arc::new(std::sync::Mutex::new(episodes));
-            reputation::start(&plan.plan, &settings, &config.kafka, metrics.clone(), demo, episodes)?
+            Some(reputation::supervise(
+                settings,
+                config.kafka.clone(),
+                metrics.clone(),
+                demo,
+                episodes,
+                shutdown.clone(),
+            )?)
         }
         None if reputation::has_dnsbl(&plan.plan) => {
             warn!("The pipelines have a `dnsbl` source but [reputation] resolver is not set: it is not polled here.");
@@ -244,7 +251,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     });
     shutdown.store(true, Ordering::SeqCst);
     if let Some(pollers) = pollers {
-        pollers.stop();
+        pollers.join();
     }
     let consumer_result = consumer_thread.join().map_err(|_| anyhow::anyhow!("the consumer thread panicked"))?;
     for helper in helpers {

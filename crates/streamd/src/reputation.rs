@@ -22,7 +22,7 @@ use reputation::zone::Zone;
 use reputation::{Episodes, Poller, Report};
 use store::episodes::EpisodeFilter;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::metrics::Metrics;
 
@@ -161,6 +161,79 @@ pub fn start(
         });
     })?;
     Ok(Some(Reputation { stop, thread }))
+}
+
+/// The pollers, kept on the running plan: a deploy that adds, changes or
+/// removes a `dnsbl` source (or a metric its `targets from` reads) stops
+/// them and starts them on the new plan. The new pollers read the open
+/// episodes back, so a listing that continues keeps its episode.
+pub struct Supervisor {
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Supervisor {
+    /// Waits for the pollers to stop (after the shutdown flag is set).
+    pub fn join(self) {
+        let _ = self.thread.join();
+    }
+}
+
+/// What of a plan its pollers depend on: its `dnsbl` sources and the
+/// metrics their `targets from` read. The pollers restart when it changes.
+fn polled(plan: &dsl::Plan) -> (Vec<dsl::plan::SourcePlan>, Vec<dsl::plan::MetricPlan>) {
+    let sources: Vec<_> = plan.sources.iter().filter(|s| s.dnsbl.is_some()).cloned().collect();
+    let read: Vec<&str> = sources
+        .iter()
+        .filter_map(|s| s.dnsbl.as_ref())
+        .flat_map(|d| d.targets_from.iter().map(|t| t.metric.as_str()))
+        .collect();
+    let metrics = plan.metrics.iter().filter(|m| read.contains(&m.name.as_str())).cloned().collect();
+    (sources, metrics)
+}
+
+/// Starts the pollers of the running plan (see [`start`]; an error here
+/// stops the daemon), then follows the running plan until `shutdown`: a
+/// deployed plan whose pollers cannot start (e.g. a query key's variable
+/// is not set) leaves polling off, with an error in the log, until the
+/// next deploy.
+pub fn supervise(
+    settings: reputation::Settings,
+    kafka: kafka::Settings,
+    metrics: Arc<Metrics>,
+    demo: bool,
+    episodes: EpisodeStore,
+    shutdown: Arc<AtomicBool>,
+) -> anyhow::Result<Supervisor> {
+    let current = metrics.current_plan();
+    let running_plan = move || Arc::clone(&current.read().unwrap_or_else(std::sync::PoisonError::into_inner));
+    let plan = running_plan();
+    let mut polling = polled(&plan);
+    let mut pollers = start(&plan, &settings, &kafka, metrics.clone(), demo, episodes.clone())?;
+    let thread = std::thread::Builder::new().name("reputation-plan".into()).spawn(move || {
+        while !shutdown.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(500));
+            let plan = running_plan();
+            let now_polled = polled(&plan);
+            if now_polled == polling {
+                continue;
+            }
+            if let Some(running) = pollers.take() {
+                running.stop();
+            }
+            polling = now_polled;
+            match start(&plan, &settings, &kafka, metrics.clone(), demo, episodes.clone()) {
+                Ok(started) => {
+                    info!(sources = polling.0.len(), "The DNSBL pollers follow the deployed plan.");
+                    pollers = started;
+                }
+                Err(e) => error!(error = %format!("{e:#}"), "The deployed plan's DNSBL pollers cannot start: not polling until the next deploy."),
+            }
+        }
+        if let Some(running) = pollers {
+            running.stop();
+        }
+    })?;
+    Ok(Supervisor { thread })
 }
 
 /// Applies a report's observations to the open episodes and upserts those

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{free_port, get, repo, run_streamctl, start_embedded, temp_dir, wait_until};
+use common::{free_port, get, repo, run_streamctl, start_embedded, start_embedded_watching, temp_dir, wait_until};
 use std::time::Duration;
 
 fn sample(metrics: &str, series: &str) -> Option<f64> {
@@ -59,4 +59,54 @@ fn the_embedded_demo_shows_listed_clean_and_degraded_targets_on_metrics() {
     let api: serde_json::Value = serde_json::from_str(&api).expect("json");
     let targets: Vec<&str> = api.as_array().expect("a list").iter().filter_map(|e| e["target"].as_str()).collect();
     assert_eq!(targets, ["192.0.2.2", "192.0.2.3"]);
+}
+
+/// A deploy that changes a `dnsbl` source moves the pollers to the new
+/// plan: a list added by editing the watched files is polled (and shows on
+/// `/metrics`) without a restart.
+#[test]
+fn a_deployed_dnsbl_source_is_polled_without_a_restart() {
+    let dir = temp_dir("reputation-deploy");
+    let pipelines = dir.join("pipelines");
+    std::fs::create_dir_all(&pipelines).expect("pipelines dir");
+    for entry in std::fs::read_dir(repo().join("pipelines")).expect("shipped pipelines") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "stream") {
+            std::fs::copy(&path, pipelines.join(path.file_name().expect("name"))).expect("copy");
+        }
+    }
+    let reputation = pipelines.join("reputation.stream");
+    // Only the static targets: a sweep of every sending IP the demo stream
+    // has seen takes minutes at the lists' query rates.
+    let shipped: String = std::fs::read_to_string(&reputation)
+        .expect("reputation.stream")
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("targets from "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let spamcop = shipped.lines().find(|l| l.trim_start().starts_with("list spamcop ")).expect("the spamcop list");
+    std::fs::write(&reputation, shipped.replace(&format!("{spamcop}\n"), "")).expect("without spamcop");
+
+    let port = free_port();
+    let _streamd = start_embedded_watching(&dir, port, &pipelines, 150);
+    let series = |list: &str| format!(r#"stream_dnsbl_status_observations_total{{list="{list}",target="192.0.2.2"}}"#);
+    let mut last = String::new();
+    wait_until("the first plan's sweep on /metrics", Duration::from_secs(60), || {
+        last = get(port, "/metrics").unwrap_or_default();
+        sample(&last, &series("spamhaus_zen")).is_some()
+    });
+    assert_eq!(sample(&last, &series("spamcop")), None, "spamcop is not in the first plan");
+
+    std::fs::write(&reputation, &shipped).expect("with spamcop again");
+    wait_until("the deployed list's sweep on /metrics", Duration::from_secs(60), || {
+        last = get(port, "/metrics").unwrap_or_default();
+        sample(&last, &series("spamcop")).is_some()
+    });
+    // The demo zone of the new pollers lists 192.0.2.2 on every list.
+    assert!(
+        sample(&last, r#"stream_dnsbl_status_listed_total{list="spamcop",target="192.0.2.2"}"#)
+            .is_some_and(|n| n >= 1.0),
+        "{last}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
