@@ -3,7 +3,9 @@
 //! running the partitions in turn stores, whatever the number of workers
 //! and however small the transactions.
 
-use engine::{CompiledPlan, EngineConfig, Message, MessageMeta, Output, Partition};
+mod common;
+
+use engine::{CompiledPlan, Message, MessageMeta, Output, Partition};
 use kafka::batch::{Fed, Settings};
 use std::sync::Arc;
 use store::sqlite::SqliteStore;
@@ -13,11 +15,7 @@ const TOPIC: &str = "mta.events";
 const NOW_MS: i64 = 4_102_444_800_000;
 
 fn plan() -> Arc<CompiledPlan> {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../pipelines");
-    let files = dsl::files::bundle_files(std::path::Path::new(dir)).expect("pipelines dir");
-    let (bundle, _) = dsl::bundle::Bundle::build(files, 1, Default::default())
-        .unwrap_or_else(|c| panic!("{}", c.render_diagnostics()));
-    Arc::new(CompiledPlan::from_bundle(&bundle, EngineConfig::default()).expect("runnable"))
+    common::pipelines_plan()
 }
 
 /// Generated lines (some malformed) with their partition among `partitions`.

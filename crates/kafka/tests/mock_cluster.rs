@@ -2,6 +2,8 @@
 //! 127.0.0.1): stored rows must equal a direct engine run over the same
 //! messages, through a rebalance, a store outage and broker errors.
 
+mod common;
+
 use engine::{CompiledPlan, EngineConfig, Message, MessageMeta, Output, Partition};
 use kafka::{FlushReport, Observer, Settings};
 use rdkafka::config::ClientConfig;
@@ -23,11 +25,7 @@ const TOPIC: &str = "mta.events";
 const PARTITIONS: i32 = 4;
 
 fn plan() -> Arc<CompiledPlan> {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../pipelines");
-    let files = dsl::files::bundle_files(std::path::Path::new(dir)).expect("pipelines dir");
-    let (bundle, _) = dsl::bundle::Bundle::build(files, 1, Default::default())
-        .unwrap_or_else(|c| panic!("{}", c.render_diagnostics()));
-    Arc::new(CompiledPlan::from_bundle(&bundle, EngineConfig::default()).expect("runnable"))
+    common::pipelines_plan()
 }
 
 /// Generated events with a few malformed lines, each with its partition.
