@@ -6,12 +6,23 @@
 //! Definitions share one namespace across all loaded files, because metric
 //! names become table and series names; a file may only use definitions from
 //! itself and the files it imports (transitively).
+//!
+//! ```text
+//! mod         names and visibility; the order of the passes
+//! source      formats, field schemas, the event-time field
+//! dnsbl       `dnsbl { … }` blocks of sources
+//! classifier  parameters, rules, outcomes
+//! metric      metric clauses, windows, tiers, storage; alerts
+//! expr        typing expressions into plan expressions (calls in expr/call)
+//! ```
 
+mod classifier;
 mod dnsbl;
 mod expr;
 mod metric;
+mod source;
 
-use crate::ast::{self, Item, TypeExpr, TypeKind};
+use crate::ast::{self, Item};
 use crate::codes::Code;
 use crate::diagnostic::{closest, Diagnostic};
 use crate::load::Loaded;
@@ -331,275 +342,6 @@ impl<'a> Checker<'a> {
             return false;
         }
         true
-    }
-
-    // -- sources --------------------------------------------------------------
-
-    fn check_source(&mut self, source: &ast::Source) -> (SourcePlan, Vec<SchemaField>) {
-        let format = match source.format.node.as_str() {
-            "json" => Format::Json,
-            other => {
-                self.report(
-                    Diagnostic::error(Code::UnknownFormat, source.format.span, format!("unknown format `{other}`"))
-                        .with_label("not supported")
-                        .with_help("the supported format is `json`"),
-                );
-                Format::Json
-            }
-        };
-        let mut fields = Vec::new();
-        let mut event_times: Vec<(usize, &ast::FieldDecl)> = Vec::new();
-        let schema = self.schema_fields(&source.fields, &mut Vec::new(), false, &mut fields, &mut event_times, true);
-        let event_time = match event_times.as_slice() {
-            [] => {
-                self.report(
-                    Diagnostic::error(
-                        Code::EventTime,
-                        source.name.span,
-                        format!("source `{}` has no event-time field", source.name.node),
-                    )
-                    .with_help("mark the timestamp field that windows use, e.g. `ts: timestamp event_time`"),
-                );
-                0
-            }
-            [(index, decl), rest @ ..] => {
-                for (_, other) in rest {
-                    self.report(
-                        Diagnostic::error(Code::EventTime, other.span, "more than one event-time field")
-                            .with_label("second `event_time`")
-                            .with_secondary(decl.span, "first `event_time`"),
-                    );
-                }
-                let ty = fields[*index].ty;
-                if ty.scalar != Scalar::Timestamp || ty.nullable {
-                    let mut d = Diagnostic::error(
-                        Code::EventTime,
-                        decl.ty.span,
-                        format!("the event-time field must be `timestamp`, not `{ty}`"),
-                    )
-                    .with_note("every event needs an event time to be placed in a window");
-                    if ty.scalar == Scalar::Timestamp && !decl.ty.is_nullable {
-                        d = d.with_label("this field is inside a record that may be null");
-                    }
-                    self.report(d);
-                }
-                fields[*index].is_used = true;
-                *index
-            }
-        };
-        let plan = SourcePlan {
-            name: source.name.node.clone(),
-            topic: source.topic.node.clone(),
-            format,
-            fields,
-            event_time,
-            max_future_ms: source.max_future.as_ref().map_or(DEFAULT_MAX_FUTURE_MS, |d| d.node.as_millis()),
-            classifications: Vec::new(),
-            dnsbl: source.dnsbl.as_ref().map(|d| self.check_dnsbl(d)),
-        };
-        (plan, schema)
-    }
-
-    /// Builds the schema tree and the flat list of scalar leaves.
-    fn schema_fields<'d>(
-        &mut self,
-        decls: &'d [ast::FieldDecl],
-        path: &mut Vec<String>,
-        parent_nullable: bool,
-        leaves: &mut Vec<FieldPlan>,
-        event_times: &mut Vec<(usize, &'d ast::FieldDecl)>,
-        is_top: bool,
-    ) -> Vec<SchemaField> {
-        let mut seen: HashMap<&str, Span> = HashMap::new();
-        let mut out = Vec::new();
-        for decl in decls {
-            if let Some(first) = seen.get(decl.name.node.as_str()) {
-                self.report(
-                    Diagnostic::error(
-                        Code::Duplicate,
-                        decl.name.span,
-                        format!("field `{}` is declared twice", decl.name.node),
-                    )
-                    .with_secondary(*first, "first declared here"),
-                );
-                continue;
-            }
-            seen.insert(&decl.name.node, decl.name.span);
-            if !self.check_name_not_reserved(&decl.name, "field") {
-                continue;
-            }
-            if is_top && decl.name.node == "kafka" {
-                self.report(
-                    Diagnostic::error(Code::Reserved, decl.name.span, "`kafka` is reserved for message metadata")
-                        .with_note("`kafka.key`, `kafka.partition`, `kafka.offset`, `kafka.timestamp` and `kafka.topic` are always available"),
-                );
-                continue;
-            }
-            path.push(decl.name.node.clone());
-            let nullable = decl.ty.is_nullable;
-            let shape = match &decl.ty.kind {
-                TypeKind::Scalar(name) => {
-                    let Some(scalar) = self.scalar_type(name) else {
-                        path.pop();
-                        continue;
-                    };
-                    leaves.push(FieldPlan {
-                        path: path.clone(),
-                        ty: Type { scalar, nullable: nullable || parent_nullable },
-                        is_used: false,
-                    });
-                    if decl.is_event_time {
-                        event_times.push((leaves.len() - 1, decl));
-                    }
-                    SchemaShape::Scalar(leaves.len() - 1)
-                }
-                TypeKind::Record(children) => {
-                    if decl.is_event_time {
-                        self.report(Diagnostic::error(Code::EventTime, decl.span, "a record cannot be the event time"));
-                    }
-                    let children =
-                        self.schema_fields(children, path, nullable || parent_nullable, leaves, event_times, false);
-                    SchemaShape::Record(children)
-                }
-            };
-            path.pop();
-            out.push(SchemaField { name: decl.name.node.clone(), nullable, shape });
-        }
-        out
-    }
-
-    fn scalar_type(&mut self, name: &ast::Ident) -> Option<Scalar> {
-        const NAMES: [(&str, Scalar); 5] = [
-            ("string", Scalar::String),
-            ("int", Scalar::Int),
-            ("float", Scalar::Float),
-            ("bool", Scalar::Bool),
-            ("timestamp", Scalar::Timestamp),
-        ];
-        if let Some((_, s)) = NAMES.iter().find(|(n, _)| *n == name.node) {
-            return Some(*s);
-        }
-        let mut diagnostic = Diagnostic::error(Code::UnknownType, name.span, format!("unknown type `{}`", name.node))
-            .with_note(
-            "the types are string, int, float, bool, timestamp, and records `{ name: type, … }`; add `?` for nullable",
-        );
-        if let Some(best) = closest(&name.node, NAMES.iter().map(|(n, _)| *n)) {
-            diagnostic = diagnostic.with_help(format!("did you mean `{best}`?"));
-        }
-        self.report(diagnostic);
-        None
-    }
-
-    fn param_type(&mut self, ty: &TypeExpr) -> Option<Type> {
-        match &ty.kind {
-            TypeKind::Scalar(name) => self.scalar_type(name).map(|s| Type { scalar: s, nullable: ty.is_nullable }),
-            TypeKind::Record(_) => {
-                self.report(
-                    Diagnostic::error(Code::TypeMismatch, ty.span, "classifier parameters must be scalars")
-                        .with_help("pass the record's fields as separate parameters"),
-                );
-                None
-            }
-        }
-    }
-
-    // -- classifiers ----------------------------------------------------------
-
-    fn check_classifier(&mut self, classifier: &ast::Classifier) -> Option<ClassifierPlan> {
-        let errors_before = self.error_count();
-        let mut params = Vec::new();
-        let mut seen: HashMap<&str, Span> = HashMap::new();
-        for param in &classifier.params {
-            if let Some(first) = seen.get(param.name.node.as_str()) {
-                self.report(
-                    Diagnostic::error(
-                        Code::Duplicate,
-                        param.name.span,
-                        format!("parameter `{}` is declared twice", param.name.node),
-                    )
-                    .with_secondary(*first, "first declared here"),
-                );
-                continue;
-            }
-            seen.insert(&param.name.node, param.name.span);
-            // A bad type is reported; the name is still declared so rules using it raise nothing more.
-            let ty = self.param_type(&param.ty).unwrap_or(Type { scalar: Scalar::String, nullable: true });
-            params.push(ParamPlan { name: param.name.node.clone(), ty });
-        }
-        let mut rules = Vec::new();
-        let mut always_matches: Option<Span> = None;
-        for rule in &classifier.rules {
-            if let Some(earlier) = always_matches {
-                self.report(
-                    Diagnostic::warning(Code::UnreachableRule, rule.outcome.category.span, "this rule can never match")
-                        .with_secondary(earlier, "this earlier rule always matches"),
-                );
-            }
-            if matches!(rule.condition.node, ast::ExprKind::Bool(true)) {
-                always_matches.get_or_insert(rule.condition.span);
-            }
-            let outcome = self.outcome(&rule.outcome);
-            let scope = expr::Scope::Classifier { params: &params };
-            let condition = self.predicate(&rule.condition, &scope, "a rule condition");
-            if let (Some(outcome), Some(condition)) = (outcome, condition) {
-                rules.push(RulePlan { outcome, condition });
-            }
-        }
-        let default = match &classifier.default {
-            Some(outcome) => self.outcome(outcome),
-            None => {
-                self.report(
-                    Diagnostic::warning(
-                        Code::NoDefault,
-                        classifier.name.span,
-                        format!("classifier `{}` has no `default`", classifier.name.node),
-                    )
-                    .with_note("unmatched input is classified as `unclassified reason undefined soft`")
-                    .with_help("end the rules with e.g. `default unclassified reason undefined soft`"),
-                );
-                Some(OutcomePlan {
-                    category: "unclassified".into(),
-                    reason: "undefined".into(),
-                    kind: Kind::Soft,
-                    hint: None,
-                })
-            }
-        };
-        if self.error_count() > errors_before {
-            return None;
-        }
-        Some(ClassifierPlan {
-            name: classifier.name.node.clone(),
-            params,
-            matchers: Vec::new(),
-            rules,
-            default: default?,
-        })
-    }
-
-    fn outcome(&mut self, outcome: &ast::Outcome) -> Option<OutcomePlan> {
-        let kind = match Kind::ALL.iter().find(|(n, _)| *n == outcome.kind.node) {
-            Some((_, k)) => *k,
-            None => {
-                let mut diagnostic = Diagnostic::error(
-                    Code::UnknownKind,
-                    outcome.kind.span,
-                    format!("unknown kind `{}`", outcome.kind.node),
-                )
-                .with_note("the kinds are hard, soft, block and transient");
-                if let Some(best) = closest(&outcome.kind.node, Kind::ALL.iter().map(|(n, _)| *n)) {
-                    diagnostic = diagnostic.with_help(format!("did you mean `{best}`?"));
-                }
-                self.report(diagnostic);
-                return None;
-            }
-        };
-        Some(OutcomePlan {
-            category: outcome.category.node.clone(),
-            reason: outcome.reason.node.clone(),
-            kind,
-            hint: outcome.hint.as_ref().map(|h| h.node.clone()),
-        })
     }
 
     fn error_count(&self) -> usize {
