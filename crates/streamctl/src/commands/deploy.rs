@@ -209,36 +209,46 @@ fn provenance(dir: &Path, note: Option<String>) -> Provenance {
     Provenance { git_commit, author, created_at_ms: kafka::control::now_ms(), note }
 }
 
-/// Builds the directory's bundle as the next version, printing diagnostics if it does not compile.
-fn build(dir: &str, state: &ControlState, note: Option<String>) -> anyhow::Result<Option<Bundle>> {
+/// Builds the directory's bundle as the next version and its plan, compiled
+/// once; prints diagnostics; `None` if it does not compile or cannot run.
+fn build(dir: &str, state: &ControlState, note: Option<String>) -> anyhow::Result<Option<(Bundle, dsl::Plan)>> {
     let files = dsl::files::bundle_files(Path::new(dir)).with_context(|| format!("cannot read `{dir}`"))?;
     if files.is_empty() {
         bail!("`{dir}` has no .stream files");
     }
-    match Bundle::build(files, state.next_version(), provenance(Path::new(dir), note)) {
-        Ok((bundle, compiled)) => {
-            if !compiled.diagnostics.is_empty() {
-                eprint!("{}", compiled.render_diagnostics());
-            }
-            // What every daemon will run it through: a plan whose matchers do
-            // not build is refused here, not by the whole fleet.
-            match engine::CompiledPlan::from_bundle(&bundle, engine::EngineConfig::default()) {
-                Ok(_) => Ok(Some(bundle)),
-                Err(error) => {
-                    eprintln!("error: {:#}", anyhow::Error::from(error));
-                    Ok(None)
-                }
-            }
-        }
+    let (bundle, mut compiled) = match Bundle::build(files, state.next_version(), provenance(Path::new(dir), note)) {
+        Ok(built) => built,
         Err(compiled) => {
             eprint!("{}", compiled.render_diagnostics());
+            return Ok(None);
+        }
+    };
+    if !compiled.diagnostics.is_empty() {
+        eprint!("{}", compiled.render_diagnostics());
+    }
+    // The step every daemon runs the bundle through (`CompiledPlan::from_bundle`,
+    // whose checks of the bundle itself hold for one just built): a plan whose
+    // matchers do not build is refused here, not by the whole fleet.
+    match engine::CompiledPlan::from_compiled(&mut compiled, engine::EngineConfig::default()) {
+        Some(Ok(runnable)) => Ok(Some((bundle, runnable.plan))),
+        Some(Err(error)) => {
+            let error = engine::Error::CannotRun { version: bundle.version, source: Box::new(error) };
+            eprintln!("error: {:#}", anyhow::Error::from(error));
             Ok(None)
         }
+        None => Ok(None),
     }
 }
 
-/// Prints what going from the deployed bundle to `new` changes; whether anything does.
-fn print_changes(deployed: Option<&Bundle>, new: &Bundle) -> bool {
+/// What going from the deployed bundle to `new` does to the running metrics.
+fn metric_changes(deployed: Option<&Bundle>, new: &dsl::Plan) -> MetricChanges {
+    let old = deployed.and_then(|b| b.compile().plan);
+    MetricChanges::between(old.as_ref(), new)
+}
+
+/// Prints what going from the deployed bundle to `new` changes, with what
+/// that does to the metrics (when known); whether any file changes.
+fn print_changes(deployed: Option<&Bundle>, new: &Bundle, metrics: Option<&MetricChanges>) -> bool {
     match deployed {
         Some(old) => println!("deployed: version {} ({})", old.version, short(&old.hash)),
         None => println!("deployed: nothing yet"),
@@ -254,9 +264,7 @@ fn print_changes(deployed: Option<&Bundle>, new: &Bundle) -> bool {
         }
         is_changed |= !matches!(change, FileChange::Unchanged(_));
     }
-    let old_plan = deployed.and_then(|b| b.compile().plan);
-    if let Some(new_plan) = new.compile().plan {
-        let metrics = MetricChanges::between(old_plan.as_ref(), &new_plan);
+    if let Some(metrics) = metrics {
         let list = |names: &[String]| if names.is_empty() { "-".to_string() } else { names.join(", ") };
         println!("metrics:");
         println!("  keep state:            {}", list(&metrics.kept));
@@ -280,20 +288,18 @@ fn short(hash: &str) -> &str {
 pub fn deploy(_global: &GlobalArgs, args: DeployArgs) -> anyhow::Result<ExitCode> {
     let target = args.target.target()?;
     let state = target.state()?;
-    let Some(bundle) = build(&args.dir, &state, args.message)? else { return Ok(super::bad_pipelines()) };
+    let Some((bundle, plan)) = build(&args.dir, &state, args.message)? else { return Ok(super::bad_pipelines()) };
     if state.latest().is_some_and(|b| b.hash == bundle.hash) {
         println!("nothing to deploy: `{}` is what version {} holds", args.dir, state.next_version() - 1);
         return Ok(ExitCode::SUCCESS);
     }
-    print_changes(state.latest(), &bundle);
+    let changes = metric_changes(state.latest(), &plan);
+    print_changes(state.latest(), &bundle, Some(&changes));
     let code = publish(&target, &bundle, args.dry_run, args.wait)?;
     if let (Some(from_ms), Some(store), false) = (args.backfill, &args.store, args.dry_run) {
         if code != ExitCode::SUCCESS {
             return Ok(code);
         }
-        let Some(plan) = bundle.compile().plan else { return Ok(super::bad_pipelines()) };
-        let old = state.latest().and_then(|b| b.compile().plan);
-        let changes = MetricChanges::between(old.as_ref(), &plan);
         let metrics: Vec<String> = changes.added.into_iter().chain(changes.changed).collect();
         let brokers = args.target.brokers.clone().context("--backfill reads Kafka: give --brokers")?;
         if metrics.is_empty() {
@@ -321,8 +327,9 @@ pub fn deploy(_global: &GlobalArgs, args: DeployArgs) -> anyhow::Result<ExitCode
 pub fn diff(_global: &GlobalArgs, args: DiffArgs) -> anyhow::Result<ExitCode> {
     let target = args.target.target()?;
     let state = target.state()?;
-    let Some(bundle) = build(&args.dir, &state, None)? else { return Ok(super::bad_pipelines()) };
-    if !print_changes(state.latest(), &bundle) {
+    let Some((bundle, plan)) = build(&args.dir, &state, None)? else { return Ok(super::bad_pipelines()) };
+    let changes = metric_changes(state.latest(), &plan);
+    if !print_changes(state.latest(), &bundle, Some(&changes)) {
         println!("no difference");
     }
     Ok(ExitCode::SUCCESS)
@@ -412,7 +419,8 @@ pub fn rollback(_global: &GlobalArgs, args: RollbackArgs) -> anyhow::Result<Exit
     let note = Some(format!("rollback to {}", previous.version));
     let bundle = previous.republished(state.next_version(), provenance(Path::new("."), note));
     println!("rolling back to version {} as version {}", previous.version, bundle.version);
-    print_changes(Some(latest), &bundle);
+    let changes = bundle.compile().plan.map(|plan| metric_changes(Some(latest), &plan));
+    print_changes(Some(latest), &bundle, changes.as_ref());
     publish(&target, &bundle, args.dry_run, args.wait)
 }
 
