@@ -298,7 +298,7 @@ fn feed_partition(
     let mut partition = engine::Partition::new(std::sync::Arc::clone(plan), 0);
     let mut out = engine::Output::default();
     for (offset, payload) in events.iter().enumerate() {
-        partition.process(&message(&topic, 0, offset, payload), NOW_MS, &mut out);
+        partition.process(&engine::Message::plain(&topic, 0, offset as i64, payload), NOW_MS, &mut out);
         if !out.is_empty() {
             take(&mut out);
         }
@@ -325,7 +325,8 @@ pub fn run_partitions(
     for (round, block) in lines.chunks(count * chunk).enumerate() {
         for (p, partition) in partitions.iter_mut().enumerate() {
             for (j, payload) in block.iter().skip(p).step_by(count).enumerate() {
-                partition.process(&message(&topic, p as i32, round * chunk + j, payload), NOW_MS, &mut out);
+                let message = engine::Message::plain(&topic, p as i32, (round * chunk + j) as i64, payload);
+                partition.process(&message, NOW_MS, &mut out);
             }
             rows += out.rows.len();
             out.rows.clear();
@@ -338,17 +339,10 @@ pub fn run_partitions(
     rows + out.rows.len()
 }
 
-/// A message of `topic` without key, timestamp or headers.
 /// The processing time generated messages (which carry no broker timestamp)
 /// arrive at (2100-01-01): after every generated event time, so none is
 /// dead-lettered as too far ahead.
 pub const NOW_MS: i64 = 4_102_444_800_000;
-
-fn message<'a>(topic: &'a str, partition: i32, offset: usize, payload: &'a [u8]) -> engine::Message<'a> {
-    let meta =
-        engine::MessageMeta { topic, partition, offset: offset as i64, key: None, timestamp_ms: None, headers: &[] };
-    engine::Message { payload, meta }
-}
 
 /// Peak and current resident set size of this process, in KiB, from
 /// `/proc/self/status` (`VmHWM`, `VmRSS`); `None` off Linux.

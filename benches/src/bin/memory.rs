@@ -63,9 +63,7 @@ fn main() {
             break;
         }
         let payload = line.strip_suffix(b"\n").unwrap_or(&line);
-        let meta =
-            engine::MessageMeta { topic: &topic, partition: 0, offset, key: None, timestamp_ms: None, headers: &[] };
-        partition.process(&engine::Message { payload, meta }, benches::NOW_MS, &mut out);
+        partition.process(&engine::Message::plain(&topic, 0, offset, payload), benches::NOW_MS, &mut out);
         rows += out.rows.len();
         dead_letters += out.dead_letters.len();
         out.rows.clear();

@@ -3,7 +3,7 @@
 //! keeps going, reads (merged across source partitions) exactly as a clean
 //! run of that metric over the whole topic.
 
-use engine::{CompiledPlan, EngineConfig, Message, MessageMeta, Output, Partition};
+use engine::{CompiledPlan, EngineConfig, Message, Output, Partition};
 use rdkafka::config::ClientConfig;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -62,12 +62,6 @@ fn produce_offsets(brokers: &str, events: &[Vec<String>], offsets: std::ops::Ran
         }
     }
     producer.flush(Duration::from_secs(30)).expect("flush");
-}
-
-fn message<'a>(p: i32, offset: usize, line: &'a str) -> Message<'a> {
-    let meta =
-        MessageMeta { topic: TOPIC, partition: p, offset: offset as i64, key: None, timestamp_ms: None, headers: &[] };
-    Message { payload: line.as_bytes(), meta }
 }
 
 fn write(store: &mut SqliteStore, plan: &dsl::Plan, out: &mut Output, checkpoints: &[engine::Checkpoint]) {
@@ -136,9 +130,7 @@ fn live_until_switch(
     let without = runnable(plans.without.clone());
     let mut partitions: Vec<Partition> = (0..PARTITIONS).map(|p| Partition::new(Arc::clone(&without), p)).collect();
     for (p, partition) in partitions.iter_mut().enumerate() {
-        for (offset, line) in events[p].iter().enumerate().take(switch[p]) {
-            partition.process(&message(p as i32, offset, line), NOW_MS, &mut out);
-        }
+        partition.process_all(TOPIC, 0, events[p].iter().take(switch[p]), NOW_MS, &mut out);
     }
     let checkpoints: Vec<_> = partitions.iter().filter_map(Partition::checkpoint).collect();
     write(live, &plans.without, &mut out, &checkpoints);
@@ -162,7 +154,7 @@ fn live_after_switch(
     let mut out = Output::default();
     for (p, partition) in partitions.iter_mut().enumerate() {
         for (offset, line) in events[p].iter().enumerate().skip(switch[p]) {
-            partition.process(&message(p as i32, offset, line), NOW_MS, &mut out);
+            partition.process(&Message::plain(TOPIC, p as i32, offset as i64, line.as_bytes()), NOW_MS, &mut out);
             if offset % 400 == 0 {
                 let checkpoints: Vec<_> = std::iter::once(partition.checkpoint()).flatten().collect();
                 write(live, &plans.full, &mut out, &checkpoints);
@@ -188,9 +180,7 @@ fn clean_answers_from(plans: &Plans, events: &[Vec<String>], from: usize) -> Vec
     let mut out = Output::default();
     for (p, lines) in events.iter().enumerate() {
         let mut partition = Partition::new(Arc::clone(&only), p as i32);
-        for (offset, line) in lines.iter().enumerate().skip(from) {
-            partition.process(&message(p as i32, offset, line), NOW_MS, &mut out);
-        }
+        partition.process_all(TOPIC, from as i64, lines.iter().skip(from), NOW_MS, &mut out);
         partition.close_all(&mut out);
     }
     write(&mut clean, &plans.only, &mut out, &[]);

@@ -5,7 +5,7 @@
 
 mod common;
 
-use engine::{CompiledPlan, Message, MessageMeta, Output, Partition};
+use engine::{CompiledPlan, Message, Output, Partition};
 use kafka::batch::{Fed, Settings};
 use std::sync::Arc;
 use store::sqlite::SqliteStore;
@@ -65,16 +65,8 @@ fn workers_and_a_writer_thread_store_what_one_thread_stores() {
     let mut running: Vec<Partition> = (0..partitions).map(|p| Partition::new(Arc::clone(&plan), p as i32)).collect();
     let mut offsets = vec![0i64; partitions];
     for (p, payload) in &events {
-        let meta = MessageMeta {
-            topic: TOPIC,
-            partition: *p as i32,
-            offset: offsets[*p],
-            key: None,
-            timestamp_ms: None,
-            headers: &[],
-        };
+        running[*p].process(&Message::plain(TOPIC, *p as i32, offsets[*p], payload), NOW_MS, &mut out);
         offsets[*p] += 1;
-        running[*p].process(&Message { payload, meta }, NOW_MS, &mut out);
     }
     running.iter_mut().for_each(|p| p.close_all(&mut out));
     engine::drop_superseded(&mut out.rows);

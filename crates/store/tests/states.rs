@@ -5,7 +5,7 @@
 //! same.
 
 use engine::aggregate::AggState;
-use engine::{CompiledPlan, EngineConfig, Message, MessageMeta, Output, Partition, Row};
+use engine::{CompiledPlan, EngineConfig, Output, Partition, Row};
 use store::schema::{encode_state, quote, series_id, table_name, STATE_SUFFIX};
 use store::sqlite::SqliteStore;
 use store::{RowFilter, Store, WriteBatch};
@@ -27,17 +27,7 @@ fn rows(plan: &std::sync::Arc<CompiledPlan>) -> Vec<Row> {
     let config = workload::Config { seed: 8, rate_per_s: 20.0, ..Default::default() };
     let mut partition = Partition::new(std::sync::Arc::clone(plan), 0);
     let mut out = Output::default();
-    for (offset, line) in workload::Generator::new(config).take(6_000).enumerate() {
-        let meta = MessageMeta {
-            topic: TOPIC,
-            partition: 0,
-            offset: offset as i64,
-            key: None,
-            timestamp_ms: None,
-            headers: &[],
-        };
-        partition.process(&Message { payload: line.as_bytes(), meta }, NOW_MS, &mut out);
-    }
+    partition.process_all(TOPIC, 0, workload::Generator::new(config).take(6_000), NOW_MS, &mut out);
     partition.close_all(&mut out);
     engine::drop_superseded(&mut out.rows);
     out.rows

@@ -116,8 +116,7 @@ fn parse_time(name: &str, text: &str) -> Result<i64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use engine::eval::MessageMeta;
-    use engine::{Message, Output, Partition};
+    use engine::{Output, Partition};
     use store::sqlite::SqliteStore;
     use store::WriteBatch;
 
@@ -150,23 +149,15 @@ metric users from events
         let mut out = Output::default();
         for p in 0..2 {
             let mut partition = Partition::new(plan.clone(), p);
-            for i in 0..4i64 {
-                let line = serde_json::json!({
+            let lines = (0..4i64).map(|i| {
+                serde_json::json!({
                     "ts": engine::value::format_timestamp(1_700_000_040_000 + i * 60_000),
                     "provider": if i % 2 == 0 { "gmail" } else { "yahoo" },
                     "user": format!("u{}", i + i64::from(p)),
                 })
-                .to_string();
-                let meta = MessageMeta {
-                    topic: "events",
-                    partition: p,
-                    offset: i,
-                    key: None,
-                    timestamp_ms: None,
-                    headers: &[],
-                };
-                partition.process(&Message { payload: line.as_bytes(), meta }, NOW_MS, &mut out);
-            }
+                .to_string()
+            });
+            partition.process_all("events", 0, lines, NOW_MS, &mut out);
             partition.close_all(&mut out);
         }
         let batch = WriteBatch { topic: "events", rows: &out.rows, dead_letters: &[], checkpoints: &[], owners: &[] };
