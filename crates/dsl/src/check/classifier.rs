@@ -15,18 +15,9 @@ impl Checker<'_> {
         let mut params = Vec::new();
         let mut seen: HashMap<&str, Span> = HashMap::new();
         for param in &classifier.params {
-            if let Some(first) = seen.get(param.name.node.as_str()) {
-                self.report(
-                    Diagnostic::error(
-                        Code::Duplicate,
-                        param.name.span,
-                        format!("parameter `{}` is declared twice", param.name.node),
-                    )
-                    .with_secondary(*first, "first declared here"),
-                );
+            if !self.declare_once(&mut seen, &param.name, "parameter", "declared") {
                 continue;
             }
-            seen.insert(&param.name.node, param.name.span);
             // A bad type is reported; the name is still declared so rules using it raise nothing more.
             let ty = self.param_type(&param.ty).unwrap_or(Type { scalar: Scalar::String, nullable: true });
             params.push(ParamPlan { name: param.name.node.clone(), ty });

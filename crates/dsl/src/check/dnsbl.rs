@@ -19,7 +19,7 @@ impl Checker<'_> {
         let mut every_ms = DEFAULT_EVERY_MS;
         let mut targets = Vec::new();
         let mut lists: Vec<DnsblListPlan> = Vec::new();
-        let mut list_spans: HashMap<String, Span> = HashMap::new();
+        let mut list_spans: HashMap<&str, Span> = HashMap::new();
         for setting in &dnsbl.settings {
             let (keyword, span) = match setting {
                 DnsblSetting::Topic(t) => ("topic", t.span),
@@ -66,19 +66,9 @@ impl Checker<'_> {
                 }
                 DnsblSetting::List(list) => {
                     let plan = self.check_dnsbl_list(list);
-                    if let Some(first) = list_spans.get(&list.name.node) {
-                        self.report(
-                            Diagnostic::error(
-                                Code::Duplicate,
-                                list.name.span,
-                                format!("list `{}` is defined twice", list.name.node),
-                            )
-                            .with_secondary(*first, "first defined here"),
-                        );
-                        continue;
+                    if self.declare_once(&mut list_spans, &list.name, "list", "defined") {
+                        lists.push(plan);
                     }
-                    list_spans.insert(list.name.node.clone(), list.name.span);
-                    lists.push(plan);
                 }
             }
         }

@@ -344,6 +344,27 @@ impl<'a> Checker<'a> {
         true
     }
 
+    /// Notes `name` among the names declared so far in one list (`seen`:
+    /// fields, parameters, DNSBL lists). A name already there is reported as
+    /// a `what` `verb` twice, and is not noted again: `false`.
+    fn declare_once<'n>(
+        &mut self,
+        seen: &mut HashMap<&'n str, Span>,
+        name: &'n ast::Ident,
+        what: &str,
+        verb: &str,
+    ) -> bool {
+        if let Some(first) = seen.get(name.node.as_str()) {
+            self.report(
+                Diagnostic::error(Code::Duplicate, name.span, format!("{what} `{}` is {verb} twice", name.node))
+                    .with_secondary(*first, format!("first {verb} here")),
+            );
+            return false;
+        }
+        seen.insert(&name.node, name.span);
+        true
+    }
+
     fn error_count(&self) -> usize {
         self.diagnostics.iter().filter(|d| d.is_error()).count()
     }

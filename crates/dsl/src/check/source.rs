@@ -88,18 +88,9 @@ impl Checker<'_> {
         let mut seen: HashMap<&str, Span> = HashMap::new();
         let mut out = Vec::new();
         for decl in decls {
-            if let Some(first) = seen.get(decl.name.node.as_str()) {
-                self.report(
-                    Diagnostic::error(
-                        Code::Duplicate,
-                        decl.name.span,
-                        format!("field `{}` is declared twice", decl.name.node),
-                    )
-                    .with_secondary(*first, "first declared here"),
-                );
+            if !self.declare_once(&mut seen, &decl.name, "field", "declared") {
                 continue;
             }
-            seen.insert(&decl.name.node, decl.name.span);
             if !self.check_name_not_reserved(&decl.name, "field") {
                 continue;
             }
