@@ -115,7 +115,7 @@ pub fn backfill(full: &dsl::Plan, job: &Job, dry_run: bool, wait_for_start: Dura
         to_ms: job.to_ms,
         flush_messages: job.batch,
         workers: job.workers.unwrap_or_else(|| kafka::batch::Settings::workers_for(usize::MAX)),
-        now_ms: super::run::wall_clock_ms(),
+        now_ms: kafka::control::now_ms(),
         timeout: job.timeout,
     };
     let waiting = Instant::now();

@@ -58,12 +58,6 @@ pub struct Args {
     max_message_bytes: usize,
 }
 
-/// The wall clock, ms since the epoch.
-pub(crate) fn wall_clock_ms() -> i64 {
-    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
-}
-
 /// A duration of the pipeline language (`90s`, `5m`, `1h`) in ms, `0`, or
 /// `close` (never before the tier window closes).
 fn parse_every(text: &str) -> Result<u64, String> {
@@ -78,7 +72,7 @@ fn parse_every(text: &str) -> Result<u64, String> {
 pub fn run(_global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     let config = engine::EngineConfig { max_message_bytes: args.max_message_bytes };
     let plan = pipeline::load_with(&args.pipelines, config)?;
-    let now_ms = args.now.unwrap_or_else(wall_clock_ms);
+    let now_ms = args.now.unwrap_or_else(kafka::control::now_ms);
     let topic = match &args.topic {
         Some(t) => t.clone(),
         None => plan.plan.sources.first().map(|s| s.topic.clone()).context("the pipelines declare no source")?,

@@ -126,7 +126,7 @@ fn run_fixture(path: &Path) -> anyhow::Result<Vec<String>> {
     store.setup(&plan.plan)?;
     let now_ms = match &fixture.now {
         Some(text) => super::query::parse_time(text).map_err(|e| anyhow::anyhow!("`now`: {e}"))?,
-        None => super::run::wall_clock_ms(),
+        None => kafka::control::now_ms(),
     };
     let mut partition = Partition::new(plan.clone(), 0);
     let mut out = Output::default();
