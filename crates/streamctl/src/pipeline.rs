@@ -32,6 +32,18 @@ pub fn open_store(spec: &str) -> anyhow::Result<Box<dyn store::Store + Send>> {
     })
 }
 
+/// [`open_store`] for a command that only reads: a SQLite file that does not
+/// exist is an error (opening would create an empty one), its message ended
+/// by `hint` (e.g. `; run … first`).
+pub fn open_existing_store(spec: &str, hint: &str) -> anyhow::Result<Box<dyn store::Store + Send>> {
+    if let Ok(store::StoreUrl::Sqlite(path)) = store::StoreUrl::parse(spec) {
+        if !std::path::Path::new(path).exists() {
+            anyhow::bail!("store `{path}` does not exist{hint}");
+        }
+    }
+    open_store(spec)
+}
+
 /// One pipeline file named on the command line, with what it defines.
 pub struct PipelineFile {
     /// The path as expanded from the command line, e.g. `pipelines/delivery.stream`.

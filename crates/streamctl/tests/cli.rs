@@ -79,6 +79,23 @@ fn unreadable_input_is_a_clear_error() {
     assert!(stderr(&missing).contains("does not exist"), "{}", stderr(&missing));
 }
 
+/// `query` and `episodes` only read: a SQLite store that is not there is an
+/// error, and is not created empty.
+#[test]
+fn reading_commands_refuse_a_missing_store_without_creating_it() {
+    let dir = temp_dir("missing-store");
+    let db = dir.join("none.db");
+    let store = format!("sqlite:{}", db.display());
+    let pipelines = repo().join("pipelines");
+    let query = streamctl(&["query", "m", "--store", &store, "--pipelines", pipelines.to_str().expect("utf-8 path")]);
+    assert_eq!(query.status.code(), Some(1));
+    assert!(stderr(&query).contains("does not exist; run `streamctl run` first"), "{}", stderr(&query));
+    let episodes = streamctl(&["episodes", "--store", &store]);
+    assert_eq!(episodes.status.code(), Some(1));
+    assert!(stderr(&episodes).contains(&format!("store `{}` does not exist", db.display())), "{}", stderr(&episodes));
+    assert!(!db.exists(), "a reading command created the store");
+}
+
 /// `streamctl run` over a small generated file (checked in) must produce exactly
 /// the checked-in rows, tier rows held back or not. Re-bless with `BLESS=1`
 /// after an intended change.

@@ -4,7 +4,7 @@
 use crate::cli::{GlobalArgs, OutputFormat};
 use crate::commands::query::parse_time;
 use crate::pipeline;
-use anyhow::{bail, Context};
+use anyhow::Context;
 use std::io::Write;
 use std::process::ExitCode;
 use store::episodes::{Episode, EpisodeFilter};
@@ -36,12 +36,7 @@ pub struct Args {
 }
 
 pub fn run(_global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
-    if let Some(path) = args.store.strip_prefix("sqlite:") {
-        if !std::path::Path::new(path).exists() {
-            bail!("store `{path}` does not exist");
-        }
-    }
-    let store = pipeline::open_store(&args.store)?;
+    let store = pipeline::open_existing_store(&args.store, "")?;
     let filter = EpisodeFilter {
         list: args.list,
         target: args.target,

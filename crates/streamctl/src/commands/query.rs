@@ -2,7 +2,7 @@
 
 use crate::cli::{GlobalArgs, OutputFormat};
 use crate::pipeline;
-use anyhow::{bail, Context};
+use anyhow::Context;
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -50,12 +50,7 @@ pub(crate) fn parse_time(s: &str) -> Result<i64, String> {
 
 pub fn run(_global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     let plan = pipeline::load(&args.pipelines)?;
-    if let Ok(store::StoreUrl::Sqlite(path)) = store::StoreUrl::parse(&args.store) {
-        if !std::path::Path::new(path).exists() {
-            bail!("store `{path}` does not exist; run `streamctl run` first");
-        }
-    }
-    let store = pipeline::open_store(&args.store)?;
+    let store = pipeline::open_existing_store(&args.store, "; run `streamctl run` first")?;
     let query = store::query::Query {
         metric: args.metric,
         tier: args.tier,
