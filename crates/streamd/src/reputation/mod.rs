@@ -7,9 +7,12 @@
 //! partition when its owner stops or dies.
 //!
 //! Where observations go: produced to the source's topic (keyed by
-//! list/target, idempotent producer), then consumed like every other
-//! message: windows, tiers, store and the offset protocol make the results
-//! exactly-once over what the topic holds. See docs/reputation.md.
+//! list/target), one transaction per sweep ([`sweeps`]), then consumed like
+//! every other message: windows, tiers, store and the offset protocol make
+//! the results exactly-once over what the topic holds. See
+//! docs/reputation.md.
+
+pub mod sweeps;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -17,7 +20,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use rdkafka::config::ClientConfig;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use reputation::zone::Zone;
 use reputation::{Episodes, Poller, Report};
 use store::episodes::EpisodeFilter;
@@ -108,19 +110,15 @@ pub fn start(
         }
         jobs.push(Job { source: source.to_string(), topic: topic.to_string(), poller });
     }
-    let mut producer_config = ClientConfig::new();
+    let mut client = ClientConfig::new();
     for (key, value) in &kafka.librdkafka {
         // Consumer-only settings would make the producer fail; pass the connection ones.
         if key.starts_with("security.") || key.starts_with("sasl.") || key.starts_with("ssl.") {
-            producer_config.set(key, value);
+            client.set(key, value);
         }
     }
-    let producer: BaseProducer = producer_config
-        .set("bootstrap.servers", &kafka.brokers)
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "50")
-        .create()
-        .context("cannot create the DNSBL observation producer")?;
+    client.set("bootstrap.servers", &kafka.brokers);
+    let group = kafka.group_id.clone();
     let (stop, stopped) = watch::channel(false);
     let thread = std::thread::Builder::new().name("reputation".into()).spawn(move || {
         runtime.block_on(async move {
@@ -128,32 +126,12 @@ pub fn start(
             if let Some((socket, zone)) = demo_zone {
                 tasks.push(tokio::spawn(reputation::zone::serve(socket, zone, stopped.clone())));
             }
-            let producer = Arc::new(producer);
             for job in jobs {
-                let (producer, metrics, stopped) = (producer.clone(), metrics.clone(), stopped.clone());
-                let topic = job.topic.clone();
-                // Becoming the poller (at start, or taking over) reads the
-                // open episodes back, so a listing that continues keeps its episode.
-                let restore = Arc::new(AtomicBool::new(true));
-                let was_active = AtomicBool::new(false);
-                let flag = restore.clone();
-                let owns = move || {
-                    let owns = owns_first_partition(&metrics, &topic);
-                    if owns && !was_active.swap(true, Ordering::SeqCst) {
-                        flag.store(true, Ordering::SeqCst);
-                    }
-                    if !owns {
-                        was_active.store(false, Ordering::SeqCst);
-                    }
-                    owns
-                };
-                let (source, topic) = (job.source, job.topic);
-                let (store, mut open) = (episodes.clone(), Episodes::default());
-                let emit = move |report: Report| {
-                    produce(&producer, &source, &topic, &report);
-                    record_episodes(&store, &mut open, &restore, &source, &report);
-                };
-                tasks.push(tokio::spawn(job.poller.run_while(owns, emit, stopped)));
+                let (metrics, topic) = (metrics.clone(), job.topic.clone());
+                let owns = move || owns_first_partition(&metrics, &topic);
+                let outlet =
+                    sweeps::SweepOutlet::new(client.clone(), &group, &job.source, &job.topic, owns, episodes.clone());
+                tasks.push(tokio::spawn(job.poller.run_into(outlet, stopped.clone())));
             }
             for task in tasks {
                 let _ = task.await;
@@ -269,37 +247,13 @@ fn owns_first_partition(metrics: &Metrics, topic: &str) -> bool {
     metrics.status().partitions.iter().any(|p| p.topic == topic && p.partition == 0)
 }
 
-/// Produces a report's observations and waits until the broker has them.
-fn produce(producer: &BaseProducer, source: &str, topic: &str, report: &Report) {
-    for observation in &report.observations {
-        let (key, payload) = (observation.key(), observation.to_json());
-        let mut record = BaseRecord::to(topic).key(&key).payload(&payload);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((
-                    rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
-                    r,
-                )) => {
-                    record = r;
-                    producer.poll(Duration::from_millis(100));
-                }
-                Err((error, _)) => {
-                    warn!(source, topic, %error, "Cannot produce a DNSBL observation; it is lost.");
-                    break;
-                }
-            }
-        }
-    }
-    if let Err(error) = producer.flush(Duration::from_secs(30)) {
-        warn!(source, topic, %error, "DNSBL observations not confirmed by the broker.");
-    }
+/// Logs the lists whose canaries failed in a report.
+fn log_lists(source: &str, report: &Report) {
     for list in &report.lists {
         if !list.canaries_ok {
             warn!(source, list = %list.list, problem = ?list.canary_problem, cycles = list.degraded_cycles, "DNSBL canaries fail: the list is degraded.");
         }
     }
-    info!(source, observations = report.observations.len(), "DNSBL sweep produced.");
 }
 
 #[cfg(test)]
