@@ -215,9 +215,18 @@ pub fn supervise(
 }
 
 /// Applies a report's observations to the open episodes and upserts those
-/// that opened, moved or ended. A failed write re-reads the open episodes
-/// from the store before the next report, so nothing is opened twice.
-fn record_episodes(store: &EpisodeStore, open: &mut Episodes, restore: &AtomicBool, source: &str, report: &Report) {
+/// that opened, moved or ended; after a sweep of `swept` lists, those of
+/// its lists whose target it no longer polls end at their last
+/// observation. A failed write re-reads the open episodes from the store
+/// before the next report, so nothing is opened twice.
+fn record_episodes(
+    store: &EpisodeStore,
+    open: &mut Episodes,
+    restore: &AtomicBool,
+    source: &str,
+    report: &Report,
+    swept: Option<&[String]>,
+) {
     let mut store = store.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if restore.swap(false, Ordering::SeqCst) {
         match store.episodes(&EpisodeFilter { open_only: true, ..EpisodeFilter::default() }) {
@@ -232,7 +241,18 @@ fn record_episodes(store: &EpisodeStore, open: &mut Episodes, restore: &AtomicBo
             }
         }
     }
-    let changed: Vec<_> = report.observations.iter().filter_map(|o| open.observe(o)).collect();
+    let mut changed: Vec<_> = report.observations.iter().filter_map(|o| open.observe(o)).collect();
+    if let Some(lists) = swept {
+        let closed = open.close_unpolled(lists, &report.observations);
+        if !closed.is_empty() {
+            info!(
+                source,
+                episodes = closed.len(),
+                "Listings of targets no longer polled end at their last observation."
+            );
+        }
+        changed.extend(closed);
+    }
     if changed.is_empty() {
         return;
     }
@@ -262,12 +282,16 @@ mod tests {
     use reputation::{Observation, State};
 
     fn report(time_ms: i64, state: State) -> Report {
+        report_on("192.0.2.2", time_ms, state)
+    }
+
+    fn report_on(target: &str, time_ms: i64, state: State) -> Report {
         let observation = Observation {
             time_ms,
             list: "zen".into(),
             zone: "zen.example".into(),
             kind: "ip".into(),
-            target: "192.0.2.2".into(),
+            target: target.into(),
             state,
             code: (state == State::Listed).then(|| "127.0.0.2".into()),
             meaning: None,
@@ -282,29 +306,61 @@ mod tests {
         Report { observations: vec![observation], lists: Vec::new() }
     }
 
+    fn temp_store(name: &str) -> (std::path::PathBuf, impl Fn() -> EpisodeStore) {
+        let dir = std::env::temp_dir().join(format!("streamd-episodes-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("s.db");
+        let _ = std::fs::remove_file(&path);
+        let open_store = move || -> EpisodeStore {
+            let store = store::sqlite::SqliteStore::open(path.to_str().expect("utf-8")).expect("open");
+            Arc::new(std::sync::Mutex::new(Box::new(store) as Box<dyn store::Store + Send>))
+        };
+        (dir, open_store)
+    }
+
+    /// A deploy removes a listed target: the pollers of the new plan,
+    /// which no longer poll it, end its stored episode at its last
+    /// observation instead of leaving it open.
+    #[test]
+    fn the_listing_of_a_target_no_longer_polled_ends_at_its_last_observation() {
+        let (dir, open_store) = temp_store("gone");
+        let zen = ["zen".to_string()];
+        let first = open_store();
+        let (mut open, restore) = (Episodes::default(), AtomicBool::new(true));
+        record_episodes(&first, &mut open, &restore, "reputation", &report(1_000, State::Listed), Some(&zen));
+        record_episodes(&first, &mut open, &restore, "reputation", &report(2_000, State::Listed), Some(&zen));
+        drop(first);
+
+        let second = open_store();
+        let (mut open, restore) = (Episodes::default(), AtomicBool::new(true));
+        let other = report_on("192.0.2.5", 3_000, State::Clean);
+        // Re-checks say nothing of what is polled; a sweep does.
+        record_episodes(&second, &mut open, &restore, "reputation", &other, None);
+        let read = || second.lock().expect("lock").episodes(&EpisodeFilter::default()).expect("read");
+        assert_eq!(read()[0].ended_ms, None);
+        record_episodes(&second, &mut open, &restore, "reputation", &other, Some(&zen));
+        let stored = read();
+        assert_eq!(stored.len(), 1, "{stored:?}");
+        assert_eq!((stored[0].first_seen_ms, stored[0].last_seen_ms, stored[0].ended_ms), (1_000, 2_000, Some(2_000)));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// Two pollers one after the other (a restart, or a handover), each
     /// starting with nothing in memory: the listing that continues keeps its
     /// one episode, and ends it once.
     #[test]
     fn a_new_poller_continues_the_stored_episode_instead_of_opening_another() {
-        let dir = std::env::temp_dir().join(format!("streamd-episodes-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let path = dir.join("s.db");
-        let _ = std::fs::remove_file(&path);
-        let open_store = || -> EpisodeStore {
-            let store = store::sqlite::SqliteStore::open(path.to_str().expect("utf-8")).expect("open");
-            Arc::new(std::sync::Mutex::new(Box::new(store) as Box<dyn store::Store + Send>))
-        };
+        let (dir, open_store) = temp_store("continue");
         let first = open_store();
         let (mut open, restore) = (Episodes::default(), AtomicBool::new(true));
-        record_episodes(&first, &mut open, &restore, "reputation", &report(1_000, State::Listed));
-        record_episodes(&first, &mut open, &restore, "reputation", &report(2_000, State::Listed));
+        record_episodes(&first, &mut open, &restore, "reputation", &report(1_000, State::Listed), None);
+        record_episodes(&first, &mut open, &restore, "reputation", &report(2_000, State::Listed), None);
         drop(first);
 
         let second = open_store();
         let (mut open, restore) = (Episodes::default(), AtomicBool::new(true));
-        record_episodes(&second, &mut open, &restore, "reputation", &report(3_000, State::Listed));
-        record_episodes(&second, &mut open, &restore, "reputation", &report(4_000, State::Clean));
+        record_episodes(&second, &mut open, &restore, "reputation", &report(3_000, State::Listed), None);
+        record_episodes(&second, &mut open, &restore, "reputation", &report(4_000, State::Clean), None);
         let stored = second.lock().expect("lock").episodes(&EpisodeFilter::default()).expect("read");
         assert_eq!(stored.len(), 1, "{stored:?}");
         assert_eq!((stored[0].first_seen_ms, stored[0].last_seen_ms, stored[0].ended_ms), (1_000, 3_000, Some(4_000)));

@@ -204,7 +204,7 @@ impl<O: FnMut() -> bool> Outlet for SweepOutlet<O> {
         }
         log_lists(&self.source, &report);
         info!(source = %self.source, slot, observations = report.observations.len(), "DNSBL sweep committed.");
-        record_episodes(&self.episodes, &mut self.open, &self.restore, &self.source, &report);
+        record_episodes(&self.episodes, &mut self.open, &self.restore, &self.source, &report, sweep.map(|(_, l)| l));
         true
     }
 }
