@@ -30,7 +30,9 @@ pub use classify::{Answer, Degraded, State, Verdict};
 pub use episode::{Episode, Episodes};
 pub use observation::Observation;
 pub use plan::{poller_config, Settings};
-pub use poller::{slot_of, ListConfig, ListStatus, Outlet, Poller, PollerConfig, RefreshTargets, Report};
+pub use poller::{
+    slot_of, ListConfig, ListCounters, ListStatus, Outlet, Poller, PollerConfig, RefreshTargets, Report, SweepStats,
+};
 pub use target::{ListKind, Target};
 
 #[derive(Debug, thiserror::Error)]

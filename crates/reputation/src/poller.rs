@@ -132,8 +132,27 @@ pub struct ListStatus {
     pub queries_today: u64,
     /// The share of the daily allowance used (0 when unlimited).
     pub budget_used: f64,
-    /// Queries sent since start.
-    pub queries_total: u64,
+    /// What the poller did on this list since it started.
+    pub counters: ListCounters,
+}
+
+/// Counts of what a poller did on one list since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ListCounters {
+    /// Queries sent (`A` and `TXT`, canaries included).
+    pub queries: u64,
+    /// Targets answered from the cache.
+    pub cache_hits: u64,
+    /// Targets' `A` answers (not from the cache), by state.
+    pub listed: u64,
+    pub clean: u64,
+    pub degraded: u64,
+    /// Queries held back by the rate budget (sent once it allowed them).
+    pub rate_waits: u64,
+    /// Queries not sent: the day's allowance was used up.
+    pub daily_refused: u64,
+    /// Sweeps whose canaries failed.
+    pub canary_failures: u64,
 }
 
 /// What one sweep or round of re-checks produced.
@@ -141,6 +160,17 @@ pub struct ListStatus {
 pub struct Report {
     pub observations: Vec<Observation>,
     pub lists: Vec<ListStatus>,
+    /// Of a sweep: how long it took, the targets it polled and those
+    /// dropped for the target limit.
+    pub sweep: Option<SweepStats>,
+}
+
+/// How a sweep went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepStats {
+    pub took: Duration,
+    pub targets: usize,
+    pub dropped_for_limit: usize,
 }
 
 struct ListState {
@@ -153,7 +183,7 @@ struct ListState {
     last: HashMap<usize, State>,
     canary_problem: Option<String>,
     degraded_cycles: u32,
-    queries_total: u64,
+    counters: ListCounters,
 }
 
 pub struct Poller {
@@ -172,8 +202,9 @@ pub struct Poller {
     rng: SmallRng,
 }
 
-/// Given the configured targets, the targets of the next sweep.
-pub type RefreshTargets = Box<dyn FnMut(&[Target]) -> Vec<Target> + Send>;
+/// Given the configured targets, the targets of the next sweep and how
+/// many were dropped for the target limit.
+pub type RefreshTargets = Box<dyn FnMut(&[Target]) -> (Vec<Target>, usize) + Send>;
 
 impl Poller {
     pub fn new(config: PollerConfig) -> Result<Self> {
@@ -211,7 +242,7 @@ impl Poller {
                 last: HashMap::new(),
                 canary_problem: None,
                 degraded_cycles: 0,
-                queries_total: 0,
+                counters: ListCounters::default(),
                 cfg,
             })
             .collect();
@@ -275,8 +306,11 @@ impl Poller {
 
     /// [`Poller::sweep`] of the lists named in `only` (all with `None`).
     pub async fn sweep_lists(&mut self, only: Option<&[String]>) -> Report {
+        let start = Instant::now();
+        let mut dropped_for_limit = 0;
         if let Some(refresh) = self.refresh.as_mut() {
-            let targets = refresh(&self.fixed);
+            let (targets, dropped) = refresh(&self.fixed);
+            dropped_for_limit = dropped;
             self.set_targets(targets);
         }
         let picks = self
@@ -288,7 +322,9 @@ impl Poller {
                 })
             })
             .collect();
-        self.round(picks, true, false).await
+        let mut report = self.round(picks, true, false).await;
+        report.sweep = Some(SweepStats { took: start.elapsed(), targets: self.targets.len(), dropped_for_limit });
+        report
     }
 
     /// Asks again, past the cache, the targets whose re-check is due.
@@ -342,7 +378,7 @@ impl Poller {
                 self.rechecks.schedule(at, li, index);
             }
         }
-        Report { observations, lists: self.status() }
+        Report { observations, lists: self.status(), sweep: None }
     }
 
     /// Each list's health and budget now.
@@ -358,7 +394,7 @@ impl Poller {
                 degraded_cycles: l.degraded_cycles,
                 queries_today: l.daily.used(now),
                 budget_used: l.daily.used_ratio(now),
-                queries_total: l.queries_total,
+                counters: l.counters,
             })
             .collect()
     }
@@ -521,16 +557,20 @@ impl ListState {
     /// false when the day's allowance is used up.
     async fn spend(&mut self) -> bool {
         if !self.daily.try_spend(now_ms()) {
+            self.counters.daily_refused += 1;
             return false;
         }
+        let mut waited = false;
         loop {
             let wait = self.bucket.wait(Instant::now());
             if wait.is_zero() && self.bucket.try_take(Instant::now()) {
                 break;
             }
+            waited = true;
             tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
         }
-        self.queries_total += 1;
+        self.counters.rate_waits += u64::from(waited);
+        self.counters.queries += 1;
         true
     }
 
@@ -555,6 +595,7 @@ impl ListState {
             }
         }
         if problem.is_some() {
+            self.counters.canary_failures += 1;
             self.degraded_cycles += 1;
         } else {
             self.degraded_cycles = 0;
@@ -572,6 +613,7 @@ impl ListState {
     async fn poll(&mut self, ctx: &Ctx<'_>, index: usize, target: &Target, force: bool) -> Observation {
         if !force {
             if let Some((verdict, txt)) = self.cache.get(&index, Instant::now()) {
+                self.counters.cache_hits += 1;
                 return self.observation(ctx, target, &verdict, txt, 0, true);
             }
         }
@@ -582,6 +624,11 @@ impl ListState {
         let name = target.query_name(&self.query_zone);
         let (answer, latency) = lookup_a(ctx, &name).await;
         let verdict = classify(&answer, &self.cfg.meanings);
+        *match verdict.state {
+            State::Listed => &mut self.counters.listed,
+            State::Clean => &mut self.counters.clean,
+            State::Degraded => &mut self.counters.degraded,
+        } += 1;
         let txt =
             if verdict.state == State::Listed && self.spend().await { lookup_txt(ctx, &name).await } else { None };
         if let Some(ttl) = verdict.ttl {

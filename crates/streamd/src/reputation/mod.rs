@@ -12,6 +12,7 @@
 //! the results exactly-once over what the topic holds. See
 //! docs/reputation.md.
 
+pub mod metrics;
 pub mod sweeps;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -128,9 +129,11 @@ pub fn start(
             }
             for job in jobs {
                 let (metrics, topic) = (metrics.clone(), job.topic.clone());
+                let poller_metrics = metrics.dnsbl_poller();
                 let owns = move || owns_first_partition(&metrics, &topic);
                 let outlet =
-                    sweeps::SweepOutlet::new(client.clone(), &group, &job.source, &job.topic, owns, episodes.clone());
+                    sweeps::SweepOutlet::new(client.clone(), &group, &job.source, &job.topic, owns, episodes.clone())
+                        .with_metrics(poller_metrics);
                 tasks.push(tokio::spawn(job.poller.run_into(outlet, stopped.clone())));
             }
             for task in tasks {
@@ -303,7 +306,7 @@ mod tests {
             latency_ms: 1,
             cached: false,
         };
-        Report { observations: vec![observation], lists: Vec::new() }
+        Report { observations: vec![observation], lists: Vec::new(), sweep: None }
     }
 
     fn temp_store(name: &str) -> (std::path::PathBuf, impl Fn() -> EpisodeStore) {

@@ -18,8 +18,9 @@
 //!
 //! Re-checks (between sweeps) are one transaction each, without a marker.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
@@ -28,9 +29,10 @@ use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
-use reputation::{Episodes, Outlet, Report};
+use reputation::{Episodes, ListCounters, Outlet, Report};
 use tracing::{info, warn};
 
+use super::metrics::PollerMetrics;
 use super::{log_lists, record_episodes, EpisodeStore};
 
 /// The header carrying an observation's sweep slot.
@@ -75,6 +77,9 @@ pub struct SweepOutlet<O> {
     open: Episodes,
     /// Set when taking over: the open episodes are read back first.
     restore: AtomicBool,
+    metrics: Option<Arc<PollerMetrics>>,
+    /// The poller's counters as of its previous report.
+    counted: HashMap<String, ListCounters>,
 }
 
 impl<O: FnMut() -> bool> SweepOutlet<O> {
@@ -91,7 +96,16 @@ impl<O: FnMut() -> bool> SweepOutlet<O> {
             episodes,
             open: Episodes::default(),
             restore: AtomicBool::new(true),
+            metrics: None,
+            counted: HashMap::new(),
         }
+    }
+
+    /// Counts what the poller does in `metrics` (on `/metrics`).
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Arc<PollerMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Whether this instance polls now; taking over fences the poller
@@ -179,6 +193,9 @@ impl<O: FnMut() -> bool> Outlet for SweepOutlet<O> {
     }
 
     fn deliver(&mut self, sweep: Option<(i64, &[String])>, report: Report) -> bool {
+        if let Some(metrics) = &self.metrics {
+            metrics.record(&self.source, &report, &mut self.counted);
+        }
         let slot = sweep.map(|(s, _)| s);
         // The polling may have moved during the sweep: the new poller sweeps
         // this slot (or has), and this one delivers nothing of it.
@@ -285,7 +302,7 @@ mod tests {
     use std::collections::{BTreeMap, HashMap};
     use std::net::{IpAddr, Ipv4Addr, SocketAddr};
     use std::sync::atomic::AtomicBool;
-    use std::sync::{Arc, Mutex};
+    use std::sync::Mutex;
     use std::time::Instant;
 
     use rdkafka::message::Headers;
