@@ -269,6 +269,46 @@ fn listed_clean_and_every_error_answer_is_degraded() {
     assert_eq!(by_state(|c| c.cache_hits), 0);
 }
 
+/// SERVFAIL and REFUSED as a real resolver gives them. The resolver asked
+/// is a validating dnsmasq (DNSSEC on, with a root trust anchor) that
+/// forwards to an upstream dnsmasq serving the list unsigned: the
+/// upstream's answer for 192.0.2.2 cannot be validated (SERVFAIL, as
+/// validating resolvers answer), and the upstream refuses 192.0.2.3 (it
+/// serves no such name and has no upstream of its own: REFUSED, passed on).
+/// The canaries are answered by the resolver itself, so the list is healthy
+/// and each target is degraded for its own reason; no error is a listing.
+#[test]
+fn servfail_and_refused_from_a_real_resolver_are_degraded() {
+    let Some(upstream) = server("upstream", "", &["--address=/2.2.0.192.bl.test/127.0.0.2"]) else {
+        return;
+    };
+    let forward = format!("--server=127.0.0.1#{}", upstream.port);
+    let Some(dns) = server(
+        "validating",
+        CANARIES,
+        &[
+            // The must-not-be-listed canary: NXDOMAIN from the resolver.
+            "--address=/1.0.0.127.bl.test/",
+            "--dnssec",
+            "--trust-anchor=.,20326,8,2,E06D44B80B8F1D39A95C0B0D7C65D08458E880409BBC683457104237C7F8EC8D",
+            &forward,
+        ],
+    ) else {
+        return;
+    };
+    let cfg = config(dns.addr(), vec![ip_list("bl", "bl.test", 100.0)], &["192.0.2.2", "192.0.2.3"]);
+    let mut poller = Poller::new(cfg).unwrap();
+    let report = runtime().block_on(poller.sweep());
+    assert!(report.lists[0].canaries_ok, "{:?}", report.lists[0]);
+    let servfail = by_target(&report.observations, "bl", "192.0.2.2");
+    assert_eq!((servfail.state, servfail.degraded.as_deref()), (State::Degraded, Some("servfail")), "{servfail:?}");
+    let refused = by_target(&report.observations, "bl", "192.0.2.3");
+    assert_eq!((refused.state, refused.degraded.as_deref()), (State::Degraded, Some("refused")), "{refused:?}");
+    assert!(dns.log().contains("validation 2.2.0.192.bl.test is"), "{}", dns.log());
+    assert!(upstream.queries().iter().any(|q| q.contains("3.2.0.192.bl.test")), "{:?}", upstream.queries());
+    assert_eq!(report.lists[0].counters.degraded, 2);
+}
+
 #[test]
 fn answers_are_cached_to_their_ttl() {
     let hosts = format!("{CANARIES}127.0.0.2 2.2.0.192.bl.test\n");
