@@ -36,6 +36,11 @@ use crate::{Error, Result};
 /// How often a poller that is not active asks again whether it is.
 const STANDBY_CHECK: Duration = Duration::from_secs(2);
 
+/// How long a poller whose sweep could not be delivered (e.g. Kafka is
+/// down) waits before sweeping that slot again, so that an outage does not
+/// turn into a storm of canary queries.
+const UNDELIVERED_RETRY: Duration = Duration::from_secs(30);
+
 /// A TXT answer is cut to this many bytes.
 const MAX_TXT_BYTES: usize = 512;
 
@@ -427,7 +432,8 @@ impl Poller {
     /// which lists of the slot are this poller's to sweep (in `streamd`:
     /// none unless this instance polls, and not those some poller already
     /// delivered for that slot); a sweep it could not deliver is done
-    /// again. A standby poller asks again every [`STANDBY_CHECK`].
+    /// again after [`UNDELIVERED_RETRY`]. A standby poller asks again every
+    /// [`STANDBY_CHECK`].
     pub async fn run_into<O: Outlet>(mut self, mut outlet: O, mut shutdown: watch::Receiver<bool>) {
         let mut done: Option<i64> = None;
         loop {
@@ -437,11 +443,14 @@ impl Poller {
             let slot = slot_of(now_ms(), self.interval);
             let todo =
                 if done.is_none_or(|d| slot > d) { outlet.may_sweep(slot, &self.list_names()) } else { Vec::new() };
+            let mut undelivered = false;
             if !todo.is_empty() {
                 tokio::select! {
                     report = self.sweep_lists(Some(&todo)) => {
                         if outlet.deliver(Some((slot, &todo)), report) {
                             done = Some(slot);
+                        } else {
+                            undelivered = true;
                         }
                     }
                     _ = shutdown.changed() => return,
@@ -451,11 +460,16 @@ impl Poller {
                 + i64::try_from(slot_offset(self.interval, self.jitter, &mut self.rng).as_millis()).unwrap_or(0);
             let until_next_slot = Duration::from_millis(u64::try_from(next_slot - now_ms()).unwrap_or(0));
             // Within a slot already swept a poller waits for the next one;
-            // otherwise (a standby, or a sweep not delivered) it looks again
-            // soon, so that it takes over within seconds.
+            // after a sweep it could not deliver, a while; a standby looks
+            // again soon, so that it takes over within seconds.
             let current = slot_of(now_ms(), self.interval);
-            let pause =
-                if done.is_some_and(|d| d >= current) { until_next_slot } else { until_next_slot.min(STANDBY_CHECK) };
+            let pause = if done.is_some_and(|d| d >= current) {
+                until_next_slot
+            } else if undelivered {
+                until_next_slot.min(UNDELIVERED_RETRY)
+            } else {
+                until_next_slot.min(STANDBY_CHECK)
+            };
             let next_sweep = Instant::now() + pause;
             loop {
                 let wake = self.rechecks.next().map_or(next_sweep, |at| at.min(next_sweep));
