@@ -86,14 +86,19 @@ impl Episodes {
             .filter(|(list, target)| lists.contains(list) && !observed.contains(&(list.as_str(), target.as_str())))
             .cloned()
             .collect();
-        let mut closed: Vec<Episode> = gone
-            .into_iter()
-            .filter_map(|key| self.open.remove(&key))
-            .map(|mut episode| {
-                episode.ended_ms = Some(episode.last_seen_ms);
-                episode
-            })
-            .collect();
+        let mut closed: Vec<Episode> =
+            gone.into_iter().filter_map(|key| self.open.remove(&key)).map(end_at_last).collect();
+        closed.sort_by(|a, b| (&a.list, &a.target).cmp(&(&b.list, &b.target)));
+        closed
+    }
+
+    /// Ends, at their last observation, the open episodes of lists not in
+    /// `lists` (a deploy removed them: nothing polls them any more).
+    /// Returns them, to be upserted.
+    pub fn close_lists_except(&mut self, lists: &[String]) -> Vec<Episode> {
+        let gone: Vec<(String, String)> = self.open.keys().filter(|(list, _)| !lists.contains(list)).cloned().collect();
+        let mut closed: Vec<Episode> =
+            gone.into_iter().filter_map(|key| self.open.remove(&key)).map(end_at_last).collect();
         closed.sort_by(|a, b| (&a.list, &a.target).cmp(&(&b.list, &b.target)));
         closed
     }
@@ -109,6 +114,12 @@ impl Episodes {
     pub fn is_empty(&self) -> bool {
         self.open.is_empty()
     }
+}
+
+/// An episode ended at its last observation.
+fn end_at_last(mut episode: Episode) -> Episode {
+    episode.ended_ms = Some(episode.last_seen_ms);
+    episode
 }
 
 #[cfg(test)]

@@ -120,6 +120,12 @@ pub fn start(
     }
     client.set("bootstrap.servers", &kafka.brokers);
     let group = kafka.group_id.clone();
+    let plan_lists: Vec<String> = plan
+        .sources
+        .iter()
+        .filter_map(|s| s.dnsbl.as_ref())
+        .flat_map(|d| d.lists.iter().map(|l| l.name.clone()))
+        .collect();
     let (stop, stopped) = watch::channel(false);
     let thread = std::thread::Builder::new().name("reputation".into()).spawn(move || {
         runtime.block_on(async move {
@@ -131,9 +137,9 @@ pub fn start(
                 let (metrics, topic) = (metrics.clone(), job.topic.clone());
                 let poller_metrics = metrics.dnsbl_poller();
                 let owns = move || owns_first_partition(&metrics, &topic);
-                let outlet =
-                    sweeps::SweepOutlet::new(client.clone(), &group, &job.source, &job.topic, owns, episodes.clone())
-                        .with_metrics(poller_metrics);
+                let book = EpisodeBook::new(episodes.clone(), &job.source, plan_lists.clone());
+                let outlet = sweeps::SweepOutlet::new(client.clone(), &group, &job.source, &job.topic, owns, book)
+                    .with_metrics(poller_metrics);
                 tasks.push(tokio::spawn(job.poller.run_into(outlet, stopped.clone())));
             }
             for task in tasks {
@@ -217,51 +223,67 @@ pub fn supervise(
     Ok(Supervisor { thread })
 }
 
-/// Applies a report's observations to the open episodes and upserts those
-/// that opened, moved or ended; after a sweep of `swept` lists, those of
-/// its lists whose target it no longer polls end at their last
-/// observation. A failed write re-reads the open episodes from the store
-/// before the next report, so nothing is opened twice.
-fn record_episodes(
-    store: &EpisodeStore,
-    open: &mut Episodes,
-    restore: &AtomicBool,
-    source: &str,
-    report: &Report,
-    swept: Option<&[String]>,
-) {
-    let mut store = store.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if restore.swap(false, Ordering::SeqCst) {
-        match store.episodes(&EpisodeFilter { open_only: true, ..EpisodeFilter::default() }) {
-            Ok(stored) => {
-                *open = Episodes::default();
-                open.restore(stored);
-            }
-            Err(error) => {
-                warn!(source, %error, "Cannot read the open listing episodes; trying again after the next sweep.");
-                restore.store(true, Ordering::SeqCst);
-                return;
+/// A poller's listing history: the open episodes, kept in step with the
+/// store.
+pub struct EpisodeBook {
+    store: EpisodeStore,
+    open: Episodes,
+    /// Set when this poller takes over: the open episodes are read back
+    /// before the next report.
+    restore: bool,
+    source: String,
+    /// Every list of the plan's `dnsbl` sources.
+    plan_lists: Vec<String>,
+}
+
+impl EpisodeBook {
+    pub fn new(store: EpisodeStore, source: &str, plan_lists: Vec<String>) -> Self {
+        EpisodeBook { store, open: Episodes::default(), restore: true, source: source.to_owned(), plan_lists }
+    }
+
+    /// Reads the open episodes back before the next report.
+    pub fn restore(&mut self) {
+        self.restore = true;
+    }
+
+    /// Applies a report's observations to the open episodes and upserts
+    /// those that opened, moved or ended; after a sweep of `swept` lists,
+    /// those of its lists whose target it no longer polls end at their last
+    /// observation, and so, when read back, do those of lists the plan no
+    /// longer has. A failed write re-reads the open episodes from the store
+    /// before the next report, so nothing is opened twice.
+    pub fn record(&mut self, report: &Report, swept: Option<&[String]>) {
+        let source = self.source.as_str();
+        let mut store = self.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut changed = Vec::new();
+        if std::mem::take(&mut self.restore) {
+            match store.episodes(&EpisodeFilter { open_only: true, ..EpisodeFilter::default() }) {
+                Ok(stored) => {
+                    self.open = Episodes::default();
+                    self.open.restore(stored);
+                    changed.extend(self.open.close_lists_except(&self.plan_lists));
+                }
+                Err(error) => {
+                    warn!(source, %error, "Cannot read the open listing episodes; trying again after the next sweep.");
+                    self.restore = true;
+                    return;
+                }
             }
         }
-    }
-    let mut changed: Vec<_> = report.observations.iter().filter_map(|o| open.observe(o)).collect();
-    if let Some(lists) = swept {
-        let closed = open.close_unpolled(lists, &report.observations);
-        if !closed.is_empty() {
-            info!(
-                source,
-                episodes = closed.len(),
-                "Listings of targets no longer polled end at their last observation."
-            );
+        changed.extend(report.observations.iter().filter_map(|o| self.open.observe(o)));
+        if let Some(lists) = swept {
+            changed.extend(self.open.close_unpolled(lists, &report.observations));
         }
-        changed.extend(closed);
-    }
-    if changed.is_empty() {
-        return;
-    }
-    if let Err(error) = store.write_episodes(&changed) {
-        warn!(source, %error, episodes = changed.len(), "Cannot write listing episodes; they are written again after the next sweep.");
-        restore.store(true, Ordering::SeqCst);
+        let ended = changed.iter().filter(|e| e.ended_ms.is_some()).count();
+        if changed.is_empty() {
+            return;
+        }
+        if let Err(error) = store.write_episodes(&changed) {
+            warn!(source, %error, episodes = changed.len(), "Cannot write listing episodes; they are written again after the next sweep.");
+            self.restore = true;
+        } else if ended > 0 {
+            info!(source, ended, "Listing episodes ended.");
+        }
     }
 }
 
@@ -329,19 +351,19 @@ mod tests {
         let (dir, open_store) = temp_store("gone");
         let zen = ["zen".to_string()];
         let first = open_store();
-        let (mut open, restore) = (Episodes::default(), AtomicBool::new(true));
-        record_episodes(&first, &mut open, &restore, "reputation", &report(1_000, State::Listed), Some(&zen));
-        record_episodes(&first, &mut open, &restore, "reputation", &report(2_000, State::Listed), Some(&zen));
-        drop(first);
+        let mut book = EpisodeBook::new(first.clone(), "reputation", zen.to_vec());
+        book.record(&report(1_000, State::Listed), Some(&zen));
+        book.record(&report(2_000, State::Listed), Some(&zen));
+        drop((book, first));
 
         let second = open_store();
-        let (mut open, restore) = (Episodes::default(), AtomicBool::new(true));
+        let mut book = EpisodeBook::new(second.clone(), "reputation", zen.to_vec());
         let other = report_on("192.0.2.5", 3_000, State::Clean);
         // Re-checks say nothing of what is polled; a sweep does.
-        record_episodes(&second, &mut open, &restore, "reputation", &other, None);
+        book.record(&other, None);
         let read = || second.lock().expect("lock").episodes(&EpisodeFilter::default()).expect("read");
         assert_eq!(read()[0].ended_ms, None);
-        record_episodes(&second, &mut open, &restore, "reputation", &other, Some(&zen));
+        book.record(&other, Some(&zen));
         let stored = read();
         assert_eq!(stored.len(), 1, "{stored:?}");
         assert_eq!((stored[0].first_seen_ms, stored[0].last_seen_ms, stored[0].ended_ms), (1_000, 2_000, Some(2_000)));
@@ -354,19 +376,44 @@ mod tests {
     #[test]
     fn a_new_poller_continues_the_stored_episode_instead_of_opening_another() {
         let (dir, open_store) = temp_store("continue");
+        let lists = vec!["zen".to_string()];
         let first = open_store();
-        let (mut open, restore) = (Episodes::default(), AtomicBool::new(true));
-        record_episodes(&first, &mut open, &restore, "reputation", &report(1_000, State::Listed), None);
-        record_episodes(&first, &mut open, &restore, "reputation", &report(2_000, State::Listed), None);
-        drop(first);
+        let mut book = EpisodeBook::new(first.clone(), "reputation", lists.clone());
+        book.record(&report(1_000, State::Listed), None);
+        book.record(&report(2_000, State::Listed), None);
+        drop((book, first));
 
         let second = open_store();
-        let (mut open, restore) = (Episodes::default(), AtomicBool::new(true));
-        record_episodes(&second, &mut open, &restore, "reputation", &report(3_000, State::Listed), None);
-        record_episodes(&second, &mut open, &restore, "reputation", &report(4_000, State::Clean), None);
+        let mut book = EpisodeBook::new(second.clone(), "reputation", lists);
+        book.record(&report(3_000, State::Listed), None);
+        book.record(&report(4_000, State::Clean), None);
         let stored = second.lock().expect("lock").episodes(&EpisodeFilter::default()).expect("read");
         assert_eq!(stored.len(), 1, "{stored:?}");
         assert_eq!((stored[0].first_seen_ms, stored[0].last_seen_ms, stored[0].ended_ms), (1_000, 3_000, Some(4_000)));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A deploy removes a list: the new plan's poller, reading the open
+    /// episodes back, ends those of that list at their last observation;
+    /// those of its own lists stay open.
+    #[test]
+    fn the_listings_of_a_list_the_plan_no_longer_has_end_at_their_last_observation() {
+        let (dir, open_store) = temp_store("list-gone");
+        let first = open_store();
+        let mut book = EpisodeBook::new(first.clone(), "reputation", vec!["zen".into(), "spamcop".into()]);
+        let mut both = report(1_000, State::Listed);
+        let spamcop = Observation { list: "spamcop".into(), time_ms: 1_500, ..both.observations[0].clone() };
+        both.observations.push(spamcop);
+        book.record(&both, None);
+        drop((book, first));
+
+        let second = open_store();
+        let mut book = EpisodeBook::new(second.clone(), "reputation", vec!["zen".into()]);
+        book.record(&report(2_000, State::Listed), None);
+        let mut stored = second.lock().expect("lock").episodes(&EpisodeFilter::default()).expect("read");
+        stored.sort_by(|a, b| a.list.cmp(&b.list));
+        let ends: Vec<_> = stored.iter().map(|e| (e.list.as_str(), e.last_seen_ms, e.ended_ms)).collect();
+        assert_eq!(ends, [("spamcop", 1_500, Some(1_500)), ("zen", 2_000, None)]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

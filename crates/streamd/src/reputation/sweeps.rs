@@ -19,7 +19,6 @@
 //! Re-checks (between sweeps) are one transaction each, without a marker.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,11 +28,11 @@ use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
-use reputation::{Episodes, ListCounters, Outlet, Report};
+use reputation::{ListCounters, Outlet, Report};
 use tracing::{info, warn};
 
 use super::metrics::PollerMetrics;
-use super::{log_lists, record_episodes, EpisodeStore};
+use super::{log_lists, EpisodeBook};
 
 /// The header carrying an observation's sweep slot.
 pub const SLOT_HEADER: &str = "dnsbl-slot";
@@ -73,17 +72,14 @@ pub struct SweepOutlet<O> {
     /// The last slot committed by any poller and the lists swept in it, as
     /// read when taking over and committed since.
     committed: Option<(i64, BTreeSet<String>)>,
-    episodes: EpisodeStore,
-    open: Episodes,
-    /// Set when taking over: the open episodes are read back first.
-    restore: AtomicBool,
+    episodes: EpisodeBook,
     metrics: Option<Arc<PollerMetrics>>,
     /// The poller's counters as of its previous report.
     counted: HashMap<String, ListCounters>,
 }
 
 impl<O: FnMut() -> bool> SweepOutlet<O> {
-    pub fn new(client: ClientConfig, group: &str, source: &str, topic: &str, owns: O, episodes: EpisodeStore) -> Self {
+    pub fn new(client: ClientConfig, group: &str, source: &str, topic: &str, owns: O, episodes: EpisodeBook) -> Self {
         SweepOutlet {
             client,
             transactional_id: transactional_id(group, source),
@@ -94,8 +90,6 @@ impl<O: FnMut() -> bool> SweepOutlet<O> {
             producer: None,
             committed: None,
             episodes,
-            open: Episodes::default(),
-            restore: AtomicBool::new(true),
             metrics: None,
             counted: HashMap::new(),
         }
@@ -142,7 +136,7 @@ impl<O: FnMut() -> bool> SweepOutlet<O> {
         info!(source = %self.source, last_committed_slot = ?committed, "This instance polls the DNSBLs now.");
         self.committed = committed;
         self.producer = Some(producer);
-        self.restore.store(true, Ordering::SeqCst);
+        self.episodes.restore();
         Ok(())
     }
 
@@ -221,7 +215,7 @@ impl<O: FnMut() -> bool> Outlet for SweepOutlet<O> {
         }
         log_lists(&self.source, &report);
         info!(source = %self.source, slot, observations = report.observations.len(), "DNSBL sweep committed.");
-        record_episodes(&self.episodes, &mut self.open, &self.restore, &self.source, &report, sweep.map(|(_, l)| l));
+        self.episodes.record(&report, sweep.map(|(_, l)| l));
         true
     }
 }
@@ -301,7 +295,7 @@ pub fn last_committed_slot(client: &ClientConfig, sweeps: &str) -> KafkaResult<O
 mod tests {
     use std::collections::{BTreeMap, HashMap};
     use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-    use std::sync::atomic::AtomicBool;
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Mutex;
     use std::time::Instant;
 
@@ -312,6 +306,7 @@ mod tests {
     use reputation::{ListConfig, ListKind, Observation, Poller, PollerConfig, Target};
     use tokio::sync::watch;
 
+    use super::super::EpisodeStore;
     use super::*;
 
     const TOPIC: &str = "reputation.handover";
@@ -414,7 +409,7 @@ mod tests {
                 "reputation",
                 TOPIC,
                 move || owns.load(Ordering::SeqCst),
-                self.store.clone(),
+                EpisodeBook::new(self.store.clone(), "reputation", vec!["zen".into()]),
             );
             let poller = poller(self.resolver);
             std::thread::spawn(move || runtime().block_on(poller.run_into(outlet, stop)))
@@ -555,8 +550,14 @@ mod tests {
         assert_eq!(committed.len(), usize::from(TARGETS));
         assert_once_per_slot(&committed, &single);
 
-        let mut outlet =
-            SweepOutlet::new(setup.client.clone(), "group", "reputation", TOPIC, || true, setup.store.clone());
+        let mut outlet = SweepOutlet::new(
+            setup.client.clone(),
+            "group",
+            "reputation",
+            TOPIC,
+            || true,
+            EpisodeBook::new(setup.store.clone(), "reputation", vec!["zen".into()]),
+        );
         let (zen, added) = ("zen".to_string(), "spamcop".to_string());
         assert_eq!(
             outlet.may_sweep(slot, std::slice::from_ref(&zen)),
