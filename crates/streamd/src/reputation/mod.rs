@@ -75,7 +75,9 @@ pub fn start(
     if sources.is_empty() {
         return Ok(None);
     }
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    // Two threads: a poller waiting on Kafka (a commit) leaves the others
+    // (and the demo zone) a thread to answer on.
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let mut settings = settings.clone();
     settings.seed = u64::from(std::process::id());
     let mut demo_zone = None;

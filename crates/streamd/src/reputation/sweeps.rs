@@ -114,7 +114,7 @@ impl<O: FnMut() -> bool> SweepOutlet<O> {
         if self.producer.is_some() {
             return true;
         }
-        match self.take_over() {
+        match blocking(|| self.take_over()) {
             Ok(()) => true,
             Err(error) => {
                 warn!(source = %self.source, %error, "Cannot take the DNSBL polling over; trying again shortly.");
@@ -200,7 +200,7 @@ impl<O: FnMut() -> bool> Outlet for SweepOutlet<O> {
         let Some(producer) = self.producer.as_ref() else {
             return false;
         };
-        if let Err(error) = self.transact(producer, sweep, &report) {
+        if let Err(error) = blocking(|| self.transact(producer, sweep, &report)) {
             warn!(source = %self.source, topic = %self.topic, slot, %error, "DNSBL sweep not committed; the slot is swept again.");
             // Fenced (another instance polls) or broken: take over afresh
             // if this instance still polls at the next check.
@@ -225,6 +225,16 @@ impl<O: FnMut() -> bool> Outlet for SweepOutlet<O> {
 struct Marker {
     slot: i64,
     lists: Vec<String>,
+}
+
+/// Runs `f`, which waits on Kafka, so that on a multi-threaded runtime the
+/// other tasks (other sources' pollers, the demo zone) go on meanwhile: a
+/// slow commit must not turn their DNS answers into timeouts.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
 }
 
 /// Sends a record, waiting while the producer's queue is full.
@@ -412,7 +422,15 @@ mod tests {
                 EpisodeBook::new(self.store.clone(), "reputation", vec!["zen".into()]),
             );
             let poller = poller(self.resolver);
-            std::thread::spawn(move || runtime().block_on(poller.run_into(outlet, stop)))
+            std::thread::spawn(move || {
+                // As in streamd: a multi-threaded runtime, so Kafka waits block in place.
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(async move { tokio::spawn(poller.run_into(outlet, stop)).await.expect("poller") });
+            })
         }
 
         /// Each committed observation on the topic: (key, slot, status).
