@@ -72,7 +72,7 @@ fn explain_source(out: &mut String, plan: &Plan, source: &SourcePlan) {
 fn explain_dnsbl(out: &mut String, dnsbl: &DnsblPlan) {
     let _ = writeln!(
         out,
-        "  dnsbl: polled every {} (jittered), {} target spec(s): {}",
+        "  dnsbl: one sweep per {} slot, {} target spec(s): {}",
         format_duration(dnsbl.every_ms),
         dnsbl.targets.len(),
         dnsbl.targets.join(", ")

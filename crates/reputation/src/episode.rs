@@ -5,9 +5,12 @@
 //! again is an idempotent upsert. Degraded observations say nothing about a
 //! listing and neither extend nor end it; a clean one ends it. After a
 //! restart, [`Episodes::restore`] takes the stored open episodes back, so a
-//! listing that continues does not open a second episode.
+//! listing that continues does not open a second episode. A listing whose
+//! target is no longer polled (it left the targets of `targets from`, or a
+//! deploy removed it) ends at its last observation
+//! ([`Episodes::close_unpolled`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::classify::State;
 use crate::observation::Observation;
@@ -66,6 +69,40 @@ impl Episodes {
         }
     }
 
+    /// After a sweep of `lists` that observed the pairs of `observed`: ends
+    /// each open episode of those lists whose target the sweep did not
+    /// observe (no longer polled), at its last observation. Returns them,
+    /// to be upserted.
+    pub fn close_unpolled<'a>(
+        &mut self,
+        lists: &[String],
+        observed: impl IntoIterator<Item = &'a Observation>,
+    ) -> Vec<Episode> {
+        let observed: HashSet<(&str, &str)> =
+            observed.into_iter().map(|o| (o.list.as_str(), o.target.as_str())).collect();
+        let gone: Vec<(String, String)> = self
+            .open
+            .keys()
+            .filter(|(list, target)| lists.contains(list) && !observed.contains(&(list.as_str(), target.as_str())))
+            .cloned()
+            .collect();
+        let mut closed: Vec<Episode> =
+            gone.into_iter().filter_map(|key| self.open.remove(&key)).map(end_at_last).collect();
+        closed.sort_by(|a, b| (&a.list, &a.target).cmp(&(&b.list, &b.target)));
+        closed
+    }
+
+    /// Ends, at their last observation, the open episodes of lists not in
+    /// `lists` (a deploy removed them: nothing polls them any more).
+    /// Returns them, to be upserted.
+    pub fn close_lists_except(&mut self, lists: &[String]) -> Vec<Episode> {
+        let gone: Vec<(String, String)> = self.open.keys().filter(|(list, _)| !lists.contains(list)).cloned().collect();
+        let mut closed: Vec<Episode> =
+            gone.into_iter().filter_map(|key| self.open.remove(&key)).map(end_at_last).collect();
+        closed.sort_by(|a, b| (&a.list, &a.target).cmp(&(&b.list, &b.target)));
+        closed
+    }
+
     pub fn open(&self) -> impl Iterator<Item = &Episode> {
         self.open.values()
     }
@@ -77,6 +114,12 @@ impl Episodes {
     pub fn is_empty(&self) -> bool {
         self.open.is_empty()
     }
+}
+
+/// An episode ended at its last observation.
+fn end_at_last(mut episode: Episode) -> Episode {
+    episode.ended_ms = Some(episode.last_seen_ms);
+    episode
 }
 
 #[cfg(test)]
@@ -135,6 +178,29 @@ mod tests {
         let continued = after.observe(&obs(20, State::Listed, None)).unwrap();
         assert_eq!((continued.first_seen_ms, continued.last_seen_ms), (10, 20));
         assert_eq!(after.len(), 1);
+    }
+
+    #[test]
+    fn a_listing_whose_target_is_no_longer_polled_ends_at_its_last_observation() {
+        let mut e = Episodes::default();
+        let other = |t: i64| Observation { target: "192.0.2.9".into(), ..obs(t, State::Listed, None) };
+        let other_list = |t: i64| Observation { list: "spamcop".into(), ..obs(t, State::Listed, None) };
+        e.observe(&obs(10, State::Listed, None));
+        e.observe(&obs(20, State::Listed, None));
+        e.observe(&other(20));
+        e.observe(&other_list(20));
+        // The next sweep of `zen` observes 192.0.2.9 only: 192.0.2.1 left.
+        let swept = [other(30)];
+        e.observe(&swept[0]);
+        let closed = e.close_unpolled(&["zen".to_string()], &swept);
+        assert_eq!(closed.len(), 1, "{closed:?}");
+        assert_eq!(
+            (closed[0].target.as_str(), closed[0].last_seen_ms, closed[0].ended_ms),
+            ("192.0.2.1", 20, Some(20))
+        );
+        // Episodes of lists not swept, and of targets still polled, stay open.
+        assert_eq!(e.len(), 2);
+        assert!(e.close_unpolled(&["zen".to_string()], &swept).is_empty());
     }
 
     #[test]

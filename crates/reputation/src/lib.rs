@@ -6,7 +6,7 @@
 //! * [`classify`]: what an answer means: listed, clean, or degraded (an
 //!   error code, a rewritten NXDOMAIN, a timeout: never a listing);
 //! * [`budget`], [`cache`], [`schedule`]: rate and daily budgets per list,
-//!   answers kept to their TTL, jittered sweeps and quick re-checks;
+//!   answers kept to their TTL, one sweep per slot and quick re-checks;
 //! * [`poller`]: the asynchronous poller against a configured resolver,
 //!   with RFC 5782 canaries each sweep;
 //! * [`episode`]: listing history, one episode per listing from its first
@@ -30,7 +30,9 @@ pub use classify::{Answer, Degraded, State, Verdict};
 pub use episode::{Episode, Episodes};
 pub use observation::Observation;
 pub use plan::{poller_config, Settings};
-pub use poller::{ListConfig, ListStatus, Poller, PollerConfig, RefreshTargets, Report};
+pub use poller::{
+    slot_of, ListConfig, ListCounters, ListStatus, Outlet, Poller, PollerConfig, RefreshTargets, Report, SweepStats,
+};
 pub use target::{ListKind, Target};
 
 #[derive(Debug, thiserror::Error)]

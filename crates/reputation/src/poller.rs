@@ -29,12 +29,17 @@ use crate::budget::{DailyBudget, TokenBucket};
 use crate::cache::TtlCache;
 use crate::classify::{classify, Answer, Degraded, State, Verdict};
 use crate::observation::Observation;
-use crate::schedule::{jittered, Rechecks};
+use crate::schedule::{slot_offset, Rechecks};
 use crate::target::{ListKind, Target};
 use crate::{Error, Result};
 
 /// How often a poller that is not active asks again whether it is.
 const STANDBY_CHECK: Duration = Duration::from_secs(2);
+
+/// How long a poller whose sweep could not be delivered (e.g. Kafka is
+/// down) waits before sweeping that slot again, so that an outage does not
+/// turn into a storm of canary queries.
+const UNDELIVERED_RETRY: Duration = Duration::from_secs(30);
 
 /// A TXT answer is cut to this many bytes.
 const MAX_TXT_BYTES: usize = 512;
@@ -87,9 +92,9 @@ pub struct PollerConfig {
     pub resolver: SocketAddr,
     /// How long one query may take.
     pub timeout: Duration,
-    /// The pause between sweeps, before jitter.
+    /// The length of a sweep slot: one sweep each (see [`Poller::run_into`]).
     pub interval: Duration,
-    /// The fraction (0 to 0.5) by which a pause may move either way.
+    /// The fraction (0 to 0.5) of a slot within whose start its sweep begins.
     pub jitter: f64,
     /// How soon a target whose state changed is asked again.
     pub recheck_after: Duration,
@@ -132,8 +137,27 @@ pub struct ListStatus {
     pub queries_today: u64,
     /// The share of the daily allowance used (0 when unlimited).
     pub budget_used: f64,
-    /// Queries sent since start.
-    pub queries_total: u64,
+    /// What the poller did on this list since it started.
+    pub counters: ListCounters,
+}
+
+/// Counts of what a poller did on one list since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ListCounters {
+    /// Queries sent (`A` and `TXT`, canaries included).
+    pub queries: u64,
+    /// Targets answered from the cache.
+    pub cache_hits: u64,
+    /// Targets' `A` answers (not from the cache), by state.
+    pub listed: u64,
+    pub clean: u64,
+    pub degraded: u64,
+    /// Queries held back by the rate budget (sent once it allowed them).
+    pub rate_waits: u64,
+    /// Queries not sent: the day's allowance was used up.
+    pub daily_refused: u64,
+    /// Sweeps whose canaries failed.
+    pub canary_failures: u64,
 }
 
 /// What one sweep or round of re-checks produced.
@@ -141,6 +165,17 @@ pub struct ListStatus {
 pub struct Report {
     pub observations: Vec<Observation>,
     pub lists: Vec<ListStatus>,
+    /// Of a sweep: how long it took, the targets it polled and those
+    /// dropped for the target limit.
+    pub sweep: Option<SweepStats>,
+}
+
+/// How a sweep went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepStats {
+    pub took: Duration,
+    pub targets: usize,
+    pub dropped_for_limit: usize,
 }
 
 struct ListState {
@@ -153,7 +188,7 @@ struct ListState {
     last: HashMap<usize, State>,
     canary_problem: Option<String>,
     degraded_cycles: u32,
-    queries_total: u64,
+    counters: ListCounters,
 }
 
 pub struct Poller {
@@ -172,8 +207,9 @@ pub struct Poller {
     rng: SmallRng,
 }
 
-/// Given the configured targets, the targets of the next sweep.
-pub type RefreshTargets = Box<dyn FnMut(&[Target]) -> Vec<Target> + Send>;
+/// Given the configured targets, the targets of the next sweep and how
+/// many were dropped for the target limit.
+pub type RefreshTargets = Box<dyn FnMut(&[Target]) -> (Vec<Target>, usize) + Send>;
 
 impl Poller {
     pub fn new(config: PollerConfig) -> Result<Self> {
@@ -211,7 +247,7 @@ impl Poller {
                 last: HashMap::new(),
                 canary_problem: None,
                 degraded_cycles: 0,
-                queries_total: 0,
+                counters: ListCounters::default(),
                 cfg,
             })
             .collect();
@@ -237,6 +273,11 @@ impl Poller {
     pub fn refresh_targets_with(mut self, refresh: RefreshTargets) -> Self {
         self.refresh = Some(refresh);
         self
+    }
+
+    /// The names of the lists, in the pipeline's order.
+    pub fn list_names(&self) -> Vec<String> {
+        self.lists.iter().map(|l| l.cfg.name.clone()).collect()
     }
 
     /// The targets of the last sweep (or the configured ones).
@@ -265,24 +306,62 @@ impl Poller {
     /// One sweep: canaries, then every target on every list (lists in
     /// parallel, each within its own budget).
     pub async fn sweep(&mut self) -> Report {
+        self.sweep_lists(None).await
+    }
+
+    /// [`Poller::sweep`] of the lists named in `only` (all with `None`).
+    pub async fn sweep_lists(&mut self, only: Option<&[String]>) -> Report {
+        let start = Instant::now();
+        let mut dropped_for_limit = 0;
         if let Some(refresh) = self.refresh.as_mut() {
-            let targets = refresh(&self.fixed);
+            let (targets, dropped) = refresh(&self.fixed);
+            dropped_for_limit = dropped;
             self.set_targets(targets);
         }
+        let picks = self
+            .lists
+            .iter()
+            .map(|list| {
+                only.is_none_or(|names| names.contains(&list.cfg.name)).then(|| {
+                    self.targets.iter().enumerate().filter(|(_, t)| t.kind() == list.cfg.kind).map(|(i, _)| i).collect()
+                })
+            })
+            .collect();
+        let mut report = self.round(picks, true, false).await;
+        report.sweep = Some(SweepStats { took: start.elapsed(), targets: self.targets.len(), dropped_for_limit });
+        report
+    }
+
+    /// Asks again, past the cache, the targets whose re-check is due.
+    pub async fn recheck_due(&mut self) -> Report {
+        let due = self.rechecks.take_due(Instant::now());
+        let picks = (0..self.lists.len())
+            .map(|li| Some(due.iter().filter(|(l, _)| *l == li).map(|(_, t)| *t).collect()))
+            .collect();
+        self.round(picks, false, true).await
+    }
+
+    /// Polls on each list the targets (by index) of its pick, skipping a
+    /// list without one; lists in parallel, each within its own budget. With
+    /// `canaries`, a list's canaries are asked first and, if they fail, its
+    /// targets are degraded without a query. With `fresh`, past the cache.
+    async fn round(&mut self, picks: Vec<Option<Vec<usize>>>, canaries: bool, fresh: bool) -> Report {
         let ctx = Ctx { resolver: &self.resolver, resolver_name: &self.resolver_name, timeout: self.timeout };
-        let targets = &self.targets;
-        let results = join_all(self.lists.iter_mut().map(|list| async {
-            let canaries_ok = list.check_canaries(&ctx).await;
-            let mut out = Vec::new();
-            let mut changed = Vec::new();
-            for (index, target) in targets.iter().enumerate() {
-                if target.kind() != list.cfg.kind {
+        let (ctx, targets) = (&ctx, &self.targets);
+        let results = join_all(self.lists.iter_mut().zip(picks).map(|(list, pick)| async move {
+            let (mut out, mut changed) = (Vec::new(), Vec::new());
+            let Some(pick) = pick else {
+                return (out, changed);
+            };
+            let canaries_ok = !canaries || list.check_canaries(ctx).await;
+            for index in pick {
+                let Some(target) = targets.get(index) else {
                     continue;
-                }
+                };
                 let obs = if canaries_ok {
-                    list.poll(&ctx, index, target, false).await
+                    list.poll(ctx, index, target, fresh).await
                 } else {
-                    list.canary_degraded(&ctx, target)
+                    list.canary_degraded(ctx, target)
                 };
                 if list.record(index, obs.state) {
                     changed.push(index);
@@ -290,34 +369,6 @@ impl Poller {
                 out.push(obs);
             }
             (out, changed)
-        }))
-        .await;
-        self.collect(results)
-    }
-
-    /// Asks again, past the cache, the targets whose re-check is due.
-    pub async fn recheck_due(&mut self) -> Report {
-        let due = self.rechecks.take_due(Instant::now());
-        let ctx = Ctx { resolver: &self.resolver, resolver_name: &self.resolver_name, timeout: self.timeout };
-        let targets = &self.targets;
-        let results = join_all(self.lists.iter_mut().enumerate().map(|(li, list)| {
-            let mine: Vec<usize> = due.iter().filter(|(l, _)| *l == li).map(|(_, t)| *t).collect();
-            let ctx = &ctx;
-            async move {
-                let mut out = Vec::new();
-                let mut changed = Vec::new();
-                for index in mine {
-                    let Some(target) = targets.get(index) else {
-                        continue;
-                    };
-                    let obs = list.poll(ctx, index, target, true).await;
-                    if list.record(index, obs.state) {
-                        changed.push(index);
-                    }
-                    out.push(obs);
-                }
-                (out, changed)
-            }
         }))
         .await;
         self.collect(results)
@@ -332,7 +383,7 @@ impl Poller {
                 self.rechecks.schedule(at, li, index);
             }
         }
-        Report { observations, lists: self.status() }
+        Report { observations, lists: self.status(), sweep: None }
     }
 
     /// Each list's health and budget now.
@@ -348,15 +399,15 @@ impl Poller {
                 degraded_cycles: l.degraded_cycles,
                 queries_today: l.daily.used(now),
                 budget_used: l.daily.used_ratio(now),
-                queries_total: l.queries_total,
+                counters: l.counters,
             })
             .collect()
     }
 
-    /// Sweeps every `interval` (jittered) and runs re-checks when due,
-    /// handing each report to `emit`, until `shutdown` turns true or its
-    /// sender is dropped. A sweep in flight when shutdown comes is dropped
-    /// whole: nothing half-done is emitted.
+    /// Sweeps once per slot and runs re-checks when due, handing each
+    /// report to `emit`, until `shutdown` turns true or its sender is
+    /// dropped. A sweep in flight when shutdown comes is dropped whole:
+    /// nothing half-done is emitted.
     pub async fn run<F>(self, emit: F, shutdown: watch::Receiver<bool>)
     where
         F: FnMut(Report),
@@ -365,30 +416,59 @@ impl Poller {
     }
 
     /// [`Poller::run`], sweeping only while `active` says so when a sweep or
-    /// a re-check is due (in `streamd`: while this instance is the one that
-    /// polls). Skipped sweeps query nothing and emit nothing.
-    pub async fn run_while<A, F>(mut self, mut active: A, mut emit: F, mut shutdown: watch::Receiver<bool>)
+    /// a re-check is due. Skipped sweeps query nothing and emit nothing.
+    pub async fn run_while<A, F>(self, active: A, emit: F, shutdown: watch::Receiver<bool>)
     where
         A: FnMut() -> bool,
         F: FnMut(Report),
     {
+        self.run_into(Gate { active, emit }, shutdown).await
+    }
+
+    /// The poller's loop. Time is cut into slots of `interval` (slot `n`
+    /// runs from `n × interval` since the epoch); each slot gets one sweep,
+    /// started within the first `jitter` of it (at once for a poller that
+    /// takes over in the middle of a slot). Before a sweep `outlet` says
+    /// which lists of the slot are this poller's to sweep (in `streamd`:
+    /// none unless this instance polls, and not those some poller already
+    /// delivered for that slot); a sweep it could not deliver is done
+    /// again after [`UNDELIVERED_RETRY`]. A standby poller asks again every
+    /// [`STANDBY_CHECK`].
+    pub async fn run_into<O: Outlet>(mut self, mut outlet: O, mut shutdown: watch::Receiver<bool>) {
+        let mut done: Option<i64> = None;
         loop {
             if *shutdown.borrow() {
                 return;
             }
-            let swept = active();
-            if swept {
+            let slot = slot_of(now_ms(), self.interval);
+            let todo =
+                if done.is_none_or(|d| slot > d) { outlet.may_sweep(slot, &self.list_names()) } else { Vec::new() };
+            let mut undelivered = false;
+            if !todo.is_empty() {
                 tokio::select! {
-                    report = self.sweep() => emit(report),
+                    report = self.sweep_lists(Some(&todo)) => {
+                        if outlet.deliver(Some((slot, &todo)), report) {
+                            done = Some(slot);
+                        } else {
+                            undelivered = true;
+                        }
+                    }
                     _ = shutdown.changed() => return,
                 }
             }
-            // A standby poller looks again soon, so that it takes over
-            // within seconds of becoming the one that polls.
-            let pause = if swept {
-                jittered(self.interval, self.jitter, &mut self.rng)
+            let next_slot = slot_start_ms(slot_of(now_ms(), self.interval) + 1, self.interval)
+                + i64::try_from(slot_offset(self.interval, self.jitter, &mut self.rng).as_millis()).unwrap_or(0);
+            let until_next_slot = Duration::from_millis(u64::try_from(next_slot - now_ms()).unwrap_or(0));
+            // Within a slot already swept a poller waits for the next one;
+            // after a sweep it could not deliver, a while; a standby looks
+            // again soon, so that it takes over within seconds.
+            let current = slot_of(now_ms(), self.interval);
+            let pause = if done.is_some_and(|d| d >= current) {
+                until_next_slot
+            } else if undelivered {
+                until_next_slot.min(UNDELIVERED_RETRY)
             } else {
-                self.interval.min(STANDBY_CHECK)
+                until_next_slot.min(STANDBY_CHECK)
             };
             let next_sweep = Instant::now() + pause;
             loop {
@@ -403,9 +483,11 @@ impl Poller {
                     }
                 }
                 if self.rechecks.next().is_some_and(|at| at <= Instant::now()) {
-                    if active() {
+                    if outlet.may_recheck() {
                         tokio::select! {
-                            report = self.recheck_due() => emit(report),
+                            report = self.recheck_due() => {
+                                outlet.deliver(None, report);
+                            }
                             _ = shutdown.changed() => return,
                         }
                     } else {
@@ -419,6 +501,58 @@ impl Poller {
             }
         }
     }
+}
+
+/// Where a running poller's reports go, and whether it may poll now.
+pub trait Outlet {
+    /// The lists (of `lists`, the poller's) whose sweep of `slot` is this
+    /// poller's to do now: none when the slot is not its own.
+    fn may_sweep(&mut self, slot: i64, lists: &[String]) -> Vec<String>;
+    /// Whether re-checks that came due are this poller's to do now.
+    fn may_recheck(&mut self) -> bool;
+    /// Hands a report on: of the sweep of some lists in a slot, or (`None`)
+    /// of re-checks. False when it could not: that sweep is done again.
+    fn deliver(&mut self, sweep: Option<(i64, &[String])>, report: Report) -> bool;
+}
+
+/// An [`Outlet`] of two closures: whether to poll, and where reports go.
+struct Gate<A, F> {
+    active: A,
+    emit: F,
+}
+
+impl<A: FnMut() -> bool, F: FnMut(Report)> Outlet for Gate<A, F> {
+    fn may_sweep(&mut self, _slot: i64, lists: &[String]) -> Vec<String> {
+        if (self.active)() {
+            lists.to_vec()
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn may_recheck(&mut self) -> bool {
+        (self.active)()
+    }
+
+    fn deliver(&mut self, _sweep: Option<(i64, &[String])>, report: Report) -> bool {
+        (self.emit)(report);
+        true
+    }
+}
+
+/// The sweep slot holding `time_ms`: slot `n` runs from `n × interval`
+/// since the epoch.
+pub fn slot_of(time_ms: i64, interval: Duration) -> i64 {
+    time_ms.div_euclid(interval_ms(interval))
+}
+
+/// When slot `slot` starts, ms since the epoch.
+pub fn slot_start_ms(slot: i64, interval: Duration) -> i64 {
+    slot.saturating_mul(interval_ms(interval))
+}
+
+fn interval_ms(interval: Duration) -> i64 {
+    i64::try_from(interval.as_millis()).unwrap_or(i64::MAX).max(1)
 }
 
 struct Ctx<'a> {
@@ -437,16 +571,20 @@ impl ListState {
     /// false when the day's allowance is used up.
     async fn spend(&mut self) -> bool {
         if !self.daily.try_spend(now_ms()) {
+            self.counters.daily_refused += 1;
             return false;
         }
+        let mut waited = false;
         loop {
             let wait = self.bucket.wait(Instant::now());
             if wait.is_zero() && self.bucket.try_take(Instant::now()) {
                 break;
             }
+            waited = true;
             tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
         }
-        self.queries_total += 1;
+        self.counters.rate_waits += u64::from(waited);
+        self.counters.queries += 1;
         true
     }
 
@@ -471,6 +609,7 @@ impl ListState {
             }
         }
         if problem.is_some() {
+            self.counters.canary_failures += 1;
             self.degraded_cycles += 1;
         } else {
             self.degraded_cycles = 0;
@@ -488,6 +627,7 @@ impl ListState {
     async fn poll(&mut self, ctx: &Ctx<'_>, index: usize, target: &Target, force: bool) -> Observation {
         if !force {
             if let Some((verdict, txt)) = self.cache.get(&index, Instant::now()) {
+                self.counters.cache_hits += 1;
                 return self.observation(ctx, target, &verdict, txt, 0, true);
             }
         }
@@ -498,6 +638,11 @@ impl ListState {
         let name = target.query_name(&self.query_zone);
         let (answer, latency) = lookup_a(ctx, &name).await;
         let verdict = classify(&answer, &self.cfg.meanings);
+        *match verdict.state {
+            State::Listed => &mut self.counters.listed,
+            State::Clean => &mut self.counters.clean,
+            State::Degraded => &mut self.counters.degraded,
+        } += 1;
         let txt =
             if verdict.state == State::Listed && self.spend().await { lookup_txt(ctx, &name).await } else { None };
         if let Some(ttl) = verdict.ttl {

@@ -1,4 +1,4 @@
-//! When to poll: jittered sweeps and quick re-checks of targets whose state
+//! When to poll: sweeps jittered within their slot and quick re-checks of targets whose state
 //! changed.
 
 use std::collections::BTreeSet;
@@ -7,16 +7,15 @@ use std::time::{Duration, Instant};
 use rand::rngs::SmallRng;
 use rand::RngExt;
 
-/// The pause before the next sweep: `interval` moved by up to `jitter`
-/// (a fraction, 0 to 0.5) either way, so that many pollers started together
-/// drift apart instead of hitting a list at the same moments.
-pub fn jittered(interval: Duration, jitter: f64, rng: &mut SmallRng) -> Duration {
+/// How far into its slot a sweep starts: up to `jitter` (a fraction, 0 to
+/// 0.5) of `interval`, so that pollers of different sources or
+/// installations drift apart instead of hitting a list at the same moments.
+pub fn slot_offset(interval: Duration, jitter: f64, rng: &mut SmallRng) -> Duration {
     let jitter = jitter.clamp(0.0, 0.5);
     if jitter == 0.0 {
-        return interval;
+        return Duration::ZERO;
     }
-    let factor = 1.0 + rng.random_range(-jitter..=jitter);
-    interval.mul_f64(factor)
+    interval.mul_f64(rng.random_range(0.0..=jitter))
 }
 
 /// Targets to look at again soon, each at most once, bounded by the number
@@ -67,15 +66,15 @@ mod tests {
     use rand::SeedableRng;
 
     #[test]
-    fn sweeps_are_jittered_within_bounds() {
+    fn sweeps_start_within_the_first_jitter_of_their_slot() {
         let mut rng = SmallRng::seed_from_u64(7);
         let base = Duration::from_secs(100);
-        let pauses: Vec<Duration> = (0..200).map(|_| jittered(base, 0.1, &mut rng)).collect();
-        assert!(pauses.iter().all(|p| *p >= Duration::from_secs(90) && *p <= Duration::from_secs(110)));
-        assert!(pauses.iter().any(|p| *p < Duration::from_secs(97)));
-        assert!(pauses.iter().any(|p| *p > Duration::from_secs(103)));
-        assert_eq!(jittered(base, 0.0, &mut rng), base);
-        assert!(jittered(base, 5.0, &mut rng) <= Duration::from_secs(150));
+        let offsets: Vec<Duration> = (0..200).map(|_| slot_offset(base, 0.1, &mut rng)).collect();
+        assert!(offsets.iter().all(|p| *p <= Duration::from_secs(10)));
+        assert!(offsets.iter().any(|p| *p < Duration::from_secs(3)));
+        assert!(offsets.iter().any(|p| *p > Duration::from_secs(7)));
+        assert_eq!(slot_offset(base, 0.0, &mut rng), Duration::ZERO);
+        assert!(slot_offset(base, 5.0, &mut rng) <= Duration::from_secs(50));
     }
 
     #[test]

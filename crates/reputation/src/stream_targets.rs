@@ -23,7 +23,7 @@ pub type SharedStore = Arc<Mutex<Box<dyn Store + Send>>>;
 /// What a poller of `source` calls before each sweep: its configured
 /// targets and the recent key values of the metrics `targets_from` names,
 /// read from `store`, up to [`MAX_TARGETS`] (what is dropped for the limit
-/// is counted in the log). A metric that cannot be read is left out, said
+/// is counted in the log and returned). A metric that cannot be read is left out, said
 /// in the log; the configured targets are always polled.
 pub fn refresher(
     plan: &dsl::Plan,
@@ -66,7 +66,7 @@ pub fn refresher(
             ignored = merged.ignored,
             "DNSBL sweep targets."
         );
-        merged.targets
+        (merged.targets, merged.dropped_for_limit)
     })
 }
 

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use hickory_resolver::proto::op::{Message, MessageType, ResponseCode};
@@ -29,6 +30,8 @@ pub struct Zone {
     zones: Vec<String>,
     entries: HashMap<String, Entry>,
     ttl: u32,
+    /// Datagrams received by [`serve`].
+    served: Arc<AtomicU64>,
 }
 
 impl Zone {
@@ -85,6 +88,11 @@ impl Zone {
             }
         }
         zone
+    }
+
+    /// How many queries [`serve`] received so far.
+    pub fn served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
     }
 
     fn in_zone(&self, name: &str) -> bool {
@@ -152,6 +160,7 @@ pub async fn serve(socket: UdpSocket, zone: Arc<Zone>, mut shutdown: watch::Rece
         tokio::select! {
             received = socket.recv_from(&mut buf) => {
                 let Ok((len, from)) = received else { continue };
+                zone.served.fetch_add(1, Ordering::Relaxed);
                 if let Some(reply) = zone.answer(&buf[..len]) {
                     let _ = socket.send_to(&reply, from).await;
                 }

@@ -259,10 +259,54 @@ fn listed_clean_and_every_error_answer_is_degraded() {
     // Every query the poller counted reached the server, and no other:
     // 2 canaries per list, 12 A queries, a TXT per listing (3).
     let seen = dns.queries();
-    let counted: u64 = report.lists.iter().map(|l| l.queries_total).sum();
+    let counted: u64 = report.lists.iter().map(|l| l.counters.queries).sum();
     assert_eq!(seen.len() as u64, counted, "{seen:#?}");
     assert_eq!(seen.len(), 4 + 12 + 3, "{seen:#?}");
     assert_eq!(seen.iter().filter(|q| q.starts_with("TXT]")).count(), 3);
+    // The poller's counters (on streamd's /metrics): answers by state.
+    let by_state = |f: fn(&reputation::ListCounters) -> u64| report.lists.iter().map(|l| f(&l.counters)).sum::<u64>();
+    assert_eq!((by_state(|c| c.listed), by_state(|c| c.clean), by_state(|c| c.degraded)), (3, 2, 7));
+    assert_eq!(by_state(|c| c.cache_hits), 0);
+}
+
+/// SERVFAIL and REFUSED as a real resolver gives them. The resolver asked
+/// is a validating dnsmasq (DNSSEC on, with a root trust anchor) that
+/// forwards to an upstream dnsmasq serving the list unsigned: the
+/// upstream's answer for 192.0.2.2 cannot be validated (SERVFAIL, as
+/// validating resolvers answer), and the upstream refuses 192.0.2.3 (it
+/// serves no such name and has no upstream of its own: REFUSED, passed on).
+/// The canaries are answered by the resolver itself, so the list is healthy
+/// and each target is degraded for its own reason; no error is a listing.
+#[test]
+fn servfail_and_refused_from_a_real_resolver_are_degraded() {
+    let Some(upstream) = server("upstream", "", &["--address=/2.2.0.192.bl.test/127.0.0.2"]) else {
+        return;
+    };
+    let forward = format!("--server=127.0.0.1#{}", upstream.port);
+    let Some(dns) = server(
+        "validating",
+        CANARIES,
+        &[
+            // The must-not-be-listed canary: NXDOMAIN from the resolver.
+            "--address=/1.0.0.127.bl.test/",
+            "--dnssec",
+            "--trust-anchor=.,20326,8,2,E06D44B80B8F1D39A95C0B0D7C65D08458E880409BBC683457104237C7F8EC8D",
+            &forward,
+        ],
+    ) else {
+        return;
+    };
+    let cfg = config(dns.addr(), vec![ip_list("bl", "bl.test", 100.0)], &["192.0.2.2", "192.0.2.3"]);
+    let mut poller = Poller::new(cfg).unwrap();
+    let report = runtime().block_on(poller.sweep());
+    assert!(report.lists[0].canaries_ok, "{:?}", report.lists[0]);
+    let servfail = by_target(&report.observations, "bl", "192.0.2.2");
+    assert_eq!((servfail.state, servfail.degraded.as_deref()), (State::Degraded, Some("servfail")), "{servfail:?}");
+    let refused = by_target(&report.observations, "bl", "192.0.2.3");
+    assert_eq!((refused.state, refused.degraded.as_deref()), (State::Degraded, Some("refused")), "{refused:?}");
+    assert!(dns.log().contains("validation 2.2.0.192.bl.test is"), "{}", dns.log());
+    assert!(upstream.queries().iter().any(|q| q.contains("3.2.0.192.bl.test")), "{:?}", upstream.queries());
+    assert_eq!(report.lists[0].counters.degraded, 2);
 }
 
 #[test]
@@ -282,6 +326,8 @@ fn answers_are_cached_to_their_ttl() {
     // The second sweep asked the canaries again (they are the list's health
     // check) but not the cached target.
     assert_eq!(dns.queries().len(), after_first + 2, "{:#?}", dns.queries());
+    assert_eq!(second.lists[0].counters.cache_hits, 1);
+    assert_eq!(second.lists[0].counters.queries as usize, dns.queries().len());
 }
 
 #[test]
@@ -337,6 +383,7 @@ fn failed_canaries_degrade_the_whole_list_without_querying_its_targets() {
     assert_eq!(dns.queries().len(), 2, "{:#?}", dns.queries());
     let again = rt.block_on(poller.sweep());
     assert_eq!(again.lists[0].degraded_cycles, 2);
+    assert_eq!((again.lists[0].counters.canary_failures, again.lists[1].counters.canary_failures), (2, 2));
     // Once the test point is back, the list is healthy again.
     dns.set_hosts(&format!("{CANARIES}127.0.0.2 2.2.0.192.bl.test\n"));
     let healed = rt.block_on(poller.sweep());
@@ -369,6 +416,9 @@ fn the_rate_budget_holds_at_the_server() {
         *per_second.entry(line[..15].to_owned()).or_default() += 1;
     }
     assert!(per_second.values().all(|n| *n <= 8), "{per_second:?}");
+    // The 14 queries past the burst were held back by the rate budget (one
+    // may find a token refilled while the one before it was answered).
+    assert!((13..=14).contains(&report.lists[0].counters.rate_waits), "{:?}", report.lists[0].counters);
 }
 
 #[test]
@@ -388,6 +438,7 @@ fn the_daily_budget_stops_queries_and_degrades_the_rest() {
     assert_eq!(states.iter().filter(|s| s.0 == State::Clean).count(), 8);
     assert_eq!(states.iter().filter(|s| s.1 == Some("budget_exhausted")).count(), 4);
     assert_eq!(report.lists[0].budget_used, 1.0);
+    assert_eq!(report.lists[0].counters.daily_refused, 4);
 }
 
 #[test]

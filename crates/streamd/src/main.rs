@@ -123,6 +123,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         )?;
         for source in plan.plan.sources.iter().filter(|s| s.dnsbl.is_some()) {
             cluster.create_topic(&source.topic, 1)?;
+            cluster.create_topic(&reputation::sweeps::sweeps_topic(&source.topic), 1)?;
         }
         config.kafka.brokers = cluster.brokers();
         Some(cluster)

@@ -31,6 +31,8 @@ pub struct Metrics {
     state: Mutex<State>,
     /// The pipelines' `export prometheus` series.
     export: crate::export::Exporter,
+    /// The DNSBL pollers' own series.
+    dnsbl_poller: Arc<crate::reputation::metrics::PollerMetrics>,
 }
 
 #[derive(Default)]
@@ -152,6 +154,7 @@ impl Metrics {
                 &registry,
                 IntGauge::new("stream_consumption_paused", "1 while consumption is paused by a failing store.")?,
             ),
+            dnsbl_poller: Arc::new(crate::reputation::metrics::PollerMetrics::register(&registry)?),
             registry,
             state: Mutex::new(State::default()),
             export: crate::export::Exporter::default(),
@@ -178,6 +181,11 @@ impl Metrics {
         state.deployment.plan_hash = plan.hash.clone();
         state.deployment.metrics = plan.metrics.iter().map(|m| m.name.clone()).collect();
         state.deployment.applied_at_ms = kafka::control::now_ms();
+    }
+
+    /// The DNSBL pollers' series.
+    pub fn dnsbl_poller(&self) -> Arc<crate::reputation::metrics::PollerMetrics> {
+        Arc::clone(&self.dnsbl_poller)
     }
 
     /// The running plan, for readers that must follow deploys.

@@ -41,6 +41,15 @@ fn the_embedded_demo_shows_listed_clean_and_degraded_targets_on_metrics() {
     assert_eq!(zen("degraded", "192.0.2.1"), None);
     // The lists' canaries pass in the demo.
     assert_eq!(sample(&last, r#"stream_dnsbl_health_canary_failed_ratio{list="spamhaus_zen"}"#), Some(0.0));
+    // The poller's own series: the queries it sent, the listings it found.
+    let poller = |series: &str| sample(&last, &format!("stream_dnsbl_poller_{series}"));
+    assert!(poller(r#"queries_total{list="spamhaus_zen",source="reputation"}"#).is_some_and(|n| n >= 4.0), "{last}");
+    assert!(
+        poller(r#"answers_total{list="spamhaus_zen",source="reputation",state="listed"}"#).is_some_and(|n| n >= 2.0),
+        "{last}"
+    );
+    assert_eq!(poller(r#"canary_failures_total{list="spamhaus_zen",source="reputation"}"#), Some(0.0));
+    assert!(poller(r#"sweep_seconds_count{source="reputation"}"#).is_some_and(|n| n >= 1.0), "{last}");
 
     // The listings are open episodes in the store, one per list and target.
     let store = format!("sqlite:{}", dir.join("streamd.db").display());

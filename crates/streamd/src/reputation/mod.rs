@@ -7,9 +7,13 @@
 //! partition when its owner stops or dies.
 //!
 //! Where observations go: produced to the source's topic (keyed by
-//! list/target, idempotent producer), then consumed like every other
-//! message: windows, tiers, store and the offset protocol make the results
-//! exactly-once over what the topic holds. See docs/reputation.md.
+//! list/target), one transaction per sweep ([`sweeps`]), then consumed like
+//! every other message: windows, tiers, store and the offset protocol make
+//! the results exactly-once over what the topic holds. See
+//! docs/reputation.md.
+
+pub mod metrics;
+pub mod sweeps;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -17,7 +21,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use rdkafka::config::ClientConfig;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use reputation::zone::Zone;
 use reputation::{Episodes, Poller, Report};
 use store::episodes::EpisodeFilter;
@@ -72,7 +75,9 @@ pub fn start(
     if sources.is_empty() {
         return Ok(None);
     }
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    // Two threads: a poller waiting on Kafka (a commit) leaves the others
+    // (and the demo zone) a thread to answer on.
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let mut settings = settings.clone();
     settings.seed = u64::from(std::process::id());
     let mut demo_zone = None;
@@ -108,19 +113,21 @@ pub fn start(
         }
         jobs.push(Job { source: source.to_string(), topic: topic.to_string(), poller });
     }
-    let mut producer_config = ClientConfig::new();
+    let mut client = ClientConfig::new();
     for (key, value) in &kafka.librdkafka {
         // Consumer-only settings would make the producer fail; pass the connection ones.
         if key.starts_with("security.") || key.starts_with("sasl.") || key.starts_with("ssl.") {
-            producer_config.set(key, value);
+            client.set(key, value);
         }
     }
-    let producer: BaseProducer = producer_config
-        .set("bootstrap.servers", &kafka.brokers)
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "50")
-        .create()
-        .context("cannot create the DNSBL observation producer")?;
+    client.set("bootstrap.servers", &kafka.brokers);
+    let group = kafka.group_id.clone();
+    let plan_lists: Vec<String> = plan
+        .sources
+        .iter()
+        .filter_map(|s| s.dnsbl.as_ref())
+        .flat_map(|d| d.lists.iter().map(|l| l.name.clone()))
+        .collect();
     let (stop, stopped) = watch::channel(false);
     let thread = std::thread::Builder::new().name("reputation".into()).spawn(move || {
         runtime.block_on(async move {
@@ -128,32 +135,14 @@ pub fn start(
             if let Some((socket, zone)) = demo_zone {
                 tasks.push(tokio::spawn(reputation::zone::serve(socket, zone, stopped.clone())));
             }
-            let producer = Arc::new(producer);
             for job in jobs {
-                let (producer, metrics, stopped) = (producer.clone(), metrics.clone(), stopped.clone());
-                let topic = job.topic.clone();
-                // Becoming the poller (at start, or taking over) reads the
-                // open episodes back, so a listing that continues keeps its episode.
-                let restore = Arc::new(AtomicBool::new(true));
-                let was_active = AtomicBool::new(false);
-                let flag = restore.clone();
-                let owns = move || {
-                    let owns = owns_first_partition(&metrics, &topic);
-                    if owns && !was_active.swap(true, Ordering::SeqCst) {
-                        flag.store(true, Ordering::SeqCst);
-                    }
-                    if !owns {
-                        was_active.store(false, Ordering::SeqCst);
-                    }
-                    owns
-                };
-                let (source, topic) = (job.source, job.topic);
-                let (store, mut open) = (episodes.clone(), Episodes::default());
-                let emit = move |report: Report| {
-                    produce(&producer, &source, &topic, &report);
-                    record_episodes(&store, &mut open, &restore, &source, &report);
-                };
-                tasks.push(tokio::spawn(job.poller.run_while(owns, emit, stopped)));
+                let (metrics, topic) = (metrics.clone(), job.topic.clone());
+                let poller_metrics = metrics.dnsbl_poller();
+                let owns = move || owns_first_partition(&metrics, &topic);
+                let book = EpisodeBook::new(episodes.clone(), &job.source, plan_lists.clone());
+                let outlet = sweeps::SweepOutlet::new(client.clone(), &group, &job.source, &job.topic, owns, book)
+                    .with_metrics(poller_metrics);
+                tasks.push(tokio::spawn(job.poller.run_into(outlet, stopped.clone())));
             }
             for task in tasks {
                 let _ = task.await;
@@ -236,31 +225,67 @@ pub fn supervise(
     Ok(Supervisor { thread })
 }
 
-/// Applies a report's observations to the open episodes and upserts those
-/// that opened, moved or ended. A failed write re-reads the open episodes
-/// from the store before the next report, so nothing is opened twice.
-fn record_episodes(store: &EpisodeStore, open: &mut Episodes, restore: &AtomicBool, source: &str, report: &Report) {
-    let mut store = store.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if restore.swap(false, Ordering::SeqCst) {
-        match store.episodes(&EpisodeFilter { open_only: true, ..EpisodeFilter::default() }) {
-            Ok(stored) => {
-                *open = Episodes::default();
-                open.restore(stored);
-            }
-            Err(error) => {
-                warn!(source, %error, "Cannot read the open listing episodes; trying again after the next sweep.");
-                restore.store(true, Ordering::SeqCst);
-                return;
+/// A poller's listing history: the open episodes, kept in step with the
+/// store.
+pub struct EpisodeBook {
+    store: EpisodeStore,
+    open: Episodes,
+    /// Set when this poller takes over: the open episodes are read back
+    /// before the next report.
+    restore: bool,
+    source: String,
+    /// Every list of the plan's `dnsbl` sources.
+    plan_lists: Vec<String>,
+}
+
+impl EpisodeBook {
+    pub fn new(store: EpisodeStore, source: &str, plan_lists: Vec<String>) -> Self {
+        EpisodeBook { store, open: Episodes::default(), restore: true, source: source.to_owned(), plan_lists }
+    }
+
+    /// Reads the open episodes back before the next report.
+    pub fn restore(&mut self) {
+        self.restore = true;
+    }
+
+    /// Applies a report's observations to the open episodes and upserts
+    /// those that opened, moved or ended; after a sweep of `swept` lists,
+    /// those of its lists whose target it no longer polls end at their last
+    /// observation, and so, when read back, do those of lists the plan no
+    /// longer has. A failed write re-reads the open episodes from the store
+    /// before the next report, so nothing is opened twice.
+    pub fn record(&mut self, report: &Report, swept: Option<&[String]>) {
+        let source = self.source.as_str();
+        let mut store = self.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut changed = Vec::new();
+        if std::mem::take(&mut self.restore) {
+            match store.episodes(&EpisodeFilter { open_only: true, ..EpisodeFilter::default() }) {
+                Ok(stored) => {
+                    self.open = Episodes::default();
+                    self.open.restore(stored);
+                    changed.extend(self.open.close_lists_except(&self.plan_lists));
+                }
+                Err(error) => {
+                    warn!(source, %error, "Cannot read the open listing episodes; trying again after the next sweep.");
+                    self.restore = true;
+                    return;
+                }
             }
         }
-    }
-    let changed: Vec<_> = report.observations.iter().filter_map(|o| open.observe(o)).collect();
-    if changed.is_empty() {
-        return;
-    }
-    if let Err(error) = store.write_episodes(&changed) {
-        warn!(source, %error, episodes = changed.len(), "Cannot write listing episodes; they are written again after the next sweep.");
-        restore.store(true, Ordering::SeqCst);
+        changed.extend(report.observations.iter().filter_map(|o| self.open.observe(o)));
+        if let Some(lists) = swept {
+            changed.extend(self.open.close_unpolled(lists, &report.observations));
+        }
+        let ended = changed.iter().filter(|e| e.ended_ms.is_some()).count();
+        if changed.is_empty() {
+            return;
+        }
+        if let Err(error) = store.write_episodes(&changed) {
+            warn!(source, %error, episodes = changed.len(), "Cannot write listing episodes; they are written again after the next sweep.");
+            self.restore = true;
+        } else if ended > 0 {
+            info!(source, ended, "Listing episodes ended.");
+        }
     }
 }
 
@@ -269,37 +294,13 @@ fn owns_first_partition(metrics: &Metrics, topic: &str) -> bool {
     metrics.status().partitions.iter().any(|p| p.topic == topic && p.partition == 0)
 }
 
-/// Produces a report's observations and waits until the broker has them.
-fn produce(producer: &BaseProducer, source: &str, topic: &str, report: &Report) {
-    for observation in &report.observations {
-        let (key, payload) = (observation.key(), observation.to_json());
-        let mut record = BaseRecord::to(topic).key(&key).payload(&payload);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((
-                    rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
-                    r,
-                )) => {
-                    record = r;
-                    producer.poll(Duration::from_millis(100));
-                }
-                Err((error, _)) => {
-                    warn!(source, topic, %error, "Cannot produce a DNSBL observation; it is lost.");
-                    break;
-                }
-            }
-        }
-    }
-    if let Err(error) = producer.flush(Duration::from_secs(30)) {
-        warn!(source, topic, %error, "DNSBL observations not confirmed by the broker.");
-    }
+/// Logs the lists whose canaries failed in a report.
+fn log_lists(source: &str, report: &Report) {
     for list in &report.lists {
         if !list.canaries_ok {
             warn!(source, list = %list.list, problem = ?list.canary_problem, cycles = list.degraded_cycles, "DNSBL canaries fail: the list is degraded.");
         }
     }
-    info!(source, observations = report.observations.len(), "DNSBL sweep produced.");
 }
 
 #[cfg(test)]
@@ -308,12 +309,16 @@ mod tests {
     use reputation::{Observation, State};
 
     fn report(time_ms: i64, state: State) -> Report {
+        report_on("192.0.2.2", time_ms, state)
+    }
+
+    fn report_on(target: &str, time_ms: i64, state: State) -> Report {
         let observation = Observation {
             time_ms,
             list: "zen".into(),
             zone: "zen.example".into(),
             kind: "ip".into(),
-            target: "192.0.2.2".into(),
+            target: target.into(),
             state,
             code: (state == State::Listed).then(|| "127.0.0.2".into()),
             meaning: None,
@@ -325,7 +330,49 @@ mod tests {
             latency_ms: 1,
             cached: false,
         };
-        Report { observations: vec![observation], lists: Vec::new() }
+        Report { observations: vec![observation], lists: Vec::new(), sweep: None }
+    }
+
+    fn temp_store(name: &str) -> (std::path::PathBuf, impl Fn() -> EpisodeStore) {
+        let dir = std::env::temp_dir().join(format!("streamd-episodes-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("s.db");
+        let _ = std::fs::remove_file(&path);
+        let open_store = move || -> EpisodeStore {
+            let store = store::sqlite::SqliteStore::open(path.to_str().expect("utf-8")).expect("open");
+            Arc::new(std::sync::Mutex::new(Box::new(store) as Box<dyn store::Store + Send>))
+        };
+        (dir, open_store)
+    }
+
+    /// Every stored episode.
+    fn stored(store: &EpisodeStore) -> Vec<reputation::Episode> {
+        store.lock().expect("lock").episodes(&EpisodeFilter::default()).expect("read")
+    }
+
+    /// A deploy removes a listed target: the pollers of the new plan,
+    /// which no longer poll it, end its stored episode at its last
+    /// observation instead of leaving it open.
+    #[test]
+    fn the_listing_of_a_target_no_longer_polled_ends_at_its_last_observation() {
+        let (dir, open_store) = temp_store("gone");
+        let zen = ["zen".to_string()];
+        let first = open_store();
+        let mut book = EpisodeBook::new(first.clone(), "reputation", zen.to_vec());
+        book.record(&report(1_000, State::Listed), Some(&zen));
+        book.record(&report(2_000, State::Listed), Some(&zen));
+        drop((book, first));
+
+        let second = open_store();
+        let mut book = EpisodeBook::new(second.clone(), "reputation", zen.to_vec());
+        let other = report_on("192.0.2.5", 3_000, State::Clean);
+        // Re-checks say nothing of what is polled; a sweep does.
+        book.record(&other, None);
+        assert_eq!(stored(&second)[0].ended_ms, None);
+        book.record(&other, Some(&zen));
+        let ends: Vec<_> = stored(&second).iter().map(|e| (e.first_seen_ms, e.last_seen_ms, e.ended_ms)).collect();
+        assert_eq!(ends, [(1_000, 2_000, Some(2_000))]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// Two pollers one after the other (a restart, or a handover), each
@@ -333,27 +380,44 @@ mod tests {
     /// one episode, and ends it once.
     #[test]
     fn a_new_poller_continues_the_stored_episode_instead_of_opening_another() {
-        let dir = std::env::temp_dir().join(format!("streamd-episodes-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let path = dir.join("s.db");
-        let _ = std::fs::remove_file(&path);
-        let open_store = || -> EpisodeStore {
-            let store = store::sqlite::SqliteStore::open(path.to_str().expect("utf-8")).expect("open");
-            Arc::new(std::sync::Mutex::new(Box::new(store) as Box<dyn store::Store + Send>))
-        };
+        let (dir, open_store) = temp_store("continue");
+        let lists = vec!["zen".to_string()];
         let first = open_store();
-        let (mut open, restore) = (Episodes::default(), AtomicBool::new(true));
-        record_episodes(&first, &mut open, &restore, "reputation", &report(1_000, State::Listed));
-        record_episodes(&first, &mut open, &restore, "reputation", &report(2_000, State::Listed));
-        drop(first);
+        let mut book = EpisodeBook::new(first.clone(), "reputation", lists.clone());
+        book.record(&report(1_000, State::Listed), None);
+        book.record(&report(2_000, State::Listed), None);
+        drop((book, first));
 
         let second = open_store();
-        let (mut open, restore) = (Episodes::default(), AtomicBool::new(true));
-        record_episodes(&second, &mut open, &restore, "reputation", &report(3_000, State::Listed));
-        record_episodes(&second, &mut open, &restore, "reputation", &report(4_000, State::Clean));
-        let stored = second.lock().expect("lock").episodes(&EpisodeFilter::default()).expect("read");
-        assert_eq!(stored.len(), 1, "{stored:?}");
-        assert_eq!((stored[0].first_seen_ms, stored[0].last_seen_ms, stored[0].ended_ms), (1_000, 3_000, Some(4_000)));
+        let mut book = EpisodeBook::new(second.clone(), "reputation", lists);
+        book.record(&report(3_000, State::Listed), None);
+        book.record(&report(4_000, State::Clean), None);
+        let ends: Vec<_> = stored(&second).iter().map(|e| (e.first_seen_ms, e.last_seen_ms, e.ended_ms)).collect();
+        assert_eq!(ends, [(1_000, 3_000, Some(4_000))]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A deploy removes a list: the new plan's poller, reading the open
+    /// episodes back, ends those of that list at their last observation;
+    /// those of its own lists stay open.
+    #[test]
+    fn the_listings_of_a_list_the_plan_no_longer_has_end_at_their_last_observation() {
+        let (dir, open_store) = temp_store("list-gone");
+        let first = open_store();
+        let mut book = EpisodeBook::new(first.clone(), "reputation", vec!["zen".into(), "spamcop".into()]);
+        let mut both = report(1_000, State::Listed);
+        let spamcop = Observation { list: "spamcop".into(), time_ms: 1_500, ..both.observations[0].clone() };
+        both.observations.push(spamcop);
+        book.record(&both, None);
+        drop((book, first));
+
+        let second = open_store();
+        let mut book = EpisodeBook::new(second.clone(), "reputation", vec!["zen".into()]);
+        book.record(&report(2_000, State::Listed), None);
+        let mut episodes = stored(&second);
+        episodes.sort_by(|a, b| a.list.cmp(&b.list));
+        let ends: Vec<_> = episodes.iter().map(|e| (e.list.as_str(), e.last_seen_ms, e.ended_ms)).collect();
+        assert_eq!(ends, [("spamcop", 1_500, Some(1_500)), ("zen", 2_000, None)]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
