@@ -43,7 +43,7 @@ pub struct SourcePlan {
 /// What a DNSBL reputation source polls.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DnsblPlan {
-    /// The pause between sweeps, ms (jittered by the poller).
+    /// The length of a sweep slot, ms: the poller sweeps once per slot, at a jittered moment in it.
     pub every_ms: u64,
     /// Addresses, CIDR blocks and domains, as written.
     pub targets: Vec<String>,
