@@ -54,6 +54,7 @@ fn the_embedded_demo_shows_listed_clean_and_degraded_targets_on_metrics() {
     // The listings are open episodes in the store, one per list and target.
     let store = format!("sqlite:{}", dir.join("streamd.db").display());
     let output = run_streamctl(&["episodes", "--store", &store, "--open", "--format", "json"]);
+    assert!(output.status.success(), "streamctl episodes: {}", String::from_utf8_lossy(&output.stderr));
     let episodes: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
     let mut listed: Vec<String> = episodes
         .as_array()
@@ -65,7 +66,7 @@ fn the_embedded_demo_shows_listed_clean_and_degraded_targets_on_metrics() {
     assert_eq!(listed, ["spamcop 192.0.2.2", "spamhaus_zen 192.0.2.2", "spamhaus_zen 192.0.2.3"]);
     // The same through the query API.
     let api = get(port, "/api/v1/episodes?open=true&list=spamhaus_zen").expect("answered");
-    let api: serde_json::Value = serde_json::from_str(&api).expect("json");
+    let api: serde_json::Value = serde_json::from_str(&api).unwrap_or_else(|e| panic!("{e}: {api}"));
     let targets: Vec<&str> = api.as_array().expect("a list").iter().filter_map(|e| e["target"].as_str()).collect();
     assert_eq!(targets, ["192.0.2.2", "192.0.2.3"]);
 }
