@@ -441,7 +441,7 @@ impl ScyllaStore {
         Err(Error::Unavailable(format!("claims of {topic}/{partition} keep conflicting")))
     }
 
-    async fn write_async(&self, plan: &dsl::Plan, batch: &WriteBatch<'_>) -> Result<()> {
+    async fn write_async(&self, batch: &WriteBatch<'_>) -> Result<()> {
         let ks = &self.config.keyspace;
         // Scylla has no transaction across partitions: the owners are checked
         // before anything is written, so an owner replaced before this write
@@ -456,35 +456,35 @@ impl ScyllaStore {
         if !fenced.is_empty() {
             return Err(Error::Fenced { topic: batch.topic.to_string(), partitions: fenced });
         }
-        let groups = group_rows(plan, batch.rows);
-        let mut statements: HashMap<(usize, usize), PreparedStatement> = HashMap::new();
-        for &(m, t, _, _) in groups.keys() {
-            if let std::collections::hash_map::Entry::Vacant(e) = statements.entry((m, t)) {
-                e.insert(self.prepare(&schema::upsert(ks, &plan.metrics[m], t)).await?);
+        let groups = group_rows(batch.rows);
+        let mut statements: BTreeMap<(MetricKey, usize), PreparedStatement> = BTreeMap::new();
+        for (m, t, _, _) in groups.keys() {
+            if let std::collections::btree_map::Entry::Vacant(e) = statements.entry((m.clone(), *t)) {
+                e.insert(self.prepare(&schema::upsert(ks, &m.0, *t)).await?);
             }
         }
         // The series index entries of the rows' partitions, grouped by index partition (bucket).
-        let mut index: BTreeMap<(usize, usize, i64), Vec<Values>> = BTreeMap::new();
-        let mut index_statements: HashMap<(usize, usize), PreparedStatement> = HashMap::new();
+        let mut index: BTreeMap<(MetricKey, usize, i64), Vec<Values>> = BTreeMap::new();
+        let mut index_statements: BTreeMap<(MetricKey, usize), PreparedStatement> = BTreeMap::new();
         for (m, t, series, bucket) in groups.keys() {
             let entry = vec![Some(CqlValue::BigInt(*bucket)), Some(CqlValue::Text(series.clone()))];
-            index.entry((*m, *t, *bucket)).or_default().push(entry);
-            if let std::collections::hash_map::Entry::Vacant(e) = index_statements.entry((*m, *t)) {
-                e.insert(self.prepare(&schema::insert_series_index(ks, &plan.metrics[*m], *t)).await?);
+            index.entry((m.clone(), *t, *bucket)).or_default().push(entry);
+            if let std::collections::btree_map::Entry::Vacant(e) = index_statements.entry((m.clone(), *t)) {
+                e.insert(self.prepare(&schema::insert_series_index(ks, &m.0, *t)).await?);
             }
         }
         let dead_letter = self.prepare(&schema::insert_dead_letter(ks)).await?;
         let mut requests = Vec::new();
         for ((m, t, _, _), rows) in groups {
+            let table = table_name(&m.0, t);
             let statement = &statements[&(m, t)];
-            let table = table_name(&plan.metrics[m], t);
             for chunk in in_chunks(rows.into_values(), MAX_BATCH) {
                 requests.push(Request::Rows { statement, table: table.clone(), rows: chunk });
             }
         }
         for ((m, t, _), entries) in index {
+            let table = schema::series_index_name(&m.0, t);
             let statement = &index_statements[&(m, t)];
-            let table = schema::series_index_name(&plan.metrics[m], t);
             for chunk in in_chunks(entries, MAX_BATCH) {
                 requests.push(Request::Rows { statement, table: table.clone(), rows: chunk });
             }
@@ -572,7 +572,7 @@ impl ScyllaStore {
                 return Err(Error::BadQuery(format!("no key column #{key}")));
             }
         }
-        let reader = RowReader { m, metric, filter, table: table_name(m, filter.tier) };
+        let reader = RowReader { m, filter, table: table_name(m, filter.tier) };
         let mut out = match indexed_buckets(m.tiers[filter.tier].width_ms, filter) {
             Some(buckets) => self.read_indexed(&reader, buckets).await?,
             None => self.read_scan(&reader).await?,
@@ -679,8 +679,7 @@ pub fn indexed_buckets(width_ms: u64, filter: &RowFilter) -> Option<std::ops::Ra
 
 /// Decodes the selected columns of one metric tier into rows.
 struct RowReader<'a> {
-    m: &'a dsl::plan::MetricPlan,
-    metric: usize,
+    m: &'a Arc<dsl::plan::MetricPlan>,
     filter: &'a RowFilter,
     table: String,
 }
@@ -721,7 +720,7 @@ impl RowReader<'_> {
             states.push(state);
         }
         Ok(Some(Row {
-            metric: self.metric,
+            metric: Arc::clone(self.m),
             tier: self.filter.tier,
             window_start,
             partition,
@@ -818,8 +817,36 @@ pub fn session_builder(config: &ScyllaConfig) -> SessionBuilder {
         .timestamp_generator(Arc::new(MonotonicTimestampGenerator::new()))
 }
 
+/// A row's metric as a map key: ordered by table, then by hash (two
+/// versions of a metric may write one table, each with its own columns).
+#[derive(Debug, Clone)]
+pub struct MetricKey(pub Arc<dsl::plan::MetricPlan>);
+
+impl Ord for MetricKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        if Arc::ptr_eq(&self.0, &other.0) {
+            return std::cmp::Ordering::Equal;
+        }
+        (&self.0.table, &self.0.hash).cmp(&(&other.0.table, &other.0.hash))
+    }
+}
+
+impl PartialOrd for MetricKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for MetricKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
+impl Eq for MetricKey {}
+
 /// Grouped rows: by Scylla partition, then by window start and source partition.
-pub type RowGroups = BTreeMap<(usize, usize, String, i64), BTreeMap<(i64, i32), Values>>;
+pub type RowGroups = BTreeMap<(MetricKey, usize, String, i64), BTreeMap<(i64, i32), Values>>;
 
 /// The rows by Scylla partition (metric, tier, series, bucket), each
 /// partition's by window start and source partition, holding the last
@@ -828,15 +855,15 @@ pub type RowGroups = BTreeMap<(usize, usize, String, i64), BTreeMap<(i64, i32), 
 /// the later one; batches of one partition may also run concurrently. A
 /// caller that wrote a row twice in one batch (a tier row emitted again
 /// as windows merge into it) must still find its latest version stored.
-pub fn group_rows(plan: &dsl::Plan, rows: &[Row]) -> RowGroups {
+pub fn group_rows(rows: &[Row]) -> RowGroups {
     let mut groups = RowGroups::new();
     for row in rows {
-        let metric = &plan.metrics[row.metric];
+        let metric = &row.metric;
         let series = series_id(&row.keys);
         let bucket = schema::bucket_of(row.window_start, metric.tiers[row.tier].width_ms);
         let values = row_values(metric, row, &series, bucket);
         groups
-            .entry((row.metric, row.tier, series, bucket))
+            .entry((MetricKey(Arc::clone(metric)), row.tier, series, bucket))
             .or_default()
             .insert((row.window_start, row.partition), values);
     }
@@ -915,8 +942,8 @@ impl Store for ScyllaStore {
         self.block(self.setup_async(plan))
     }
 
-    fn write(&mut self, plan: &dsl::Plan, batch: &WriteBatch<'_>) -> Result<()> {
-        self.block(self.write_async(plan, batch))
+    fn write(&mut self, batch: &WriteBatch<'_>) -> Result<()> {
+        self.block(self.write_async(batch))
     }
 
     fn claim(&mut self, topic: &str, partition: i32) -> Result<u64> {
@@ -1208,7 +1235,7 @@ mod tests {
         assert!(compiled.plan.is_some(), "{}", compiled.render_diagnostics());
         let plan = compiled.plan.expect("checked above");
         let row = |partition: i32, included_through: i64| Row {
-            metric: 0,
+            metric: Arc::clone(&plan.metrics[0]),
             tier: 1,
             window_start: 3_600_000,
             partition,
@@ -1217,7 +1244,7 @@ mod tests {
             included_through: Some(included_through),
         };
         let rows = [row(0, 3_660_000), row(1, 3_660_000), row(0, 3_720_000)];
-        let groups = group_rows(&plan, &rows);
+        let groups = group_rows(&rows);
         assert_eq!(groups.len(), 1, "one series, one bucket");
         let sent: Vec<(i32, Option<CqlValue>)> = groups
             .values()
@@ -1238,7 +1265,7 @@ mod tests {
         let plan = compiled.plan.expect("checked above");
         let metric = &plan.metrics[0];
         let row = Row {
-            metric: 0,
+            metric: Arc::clone(metric),
             tier: 1,
             window_start: 3_600_000,
             partition: 3,
