@@ -29,9 +29,7 @@ fn main() {
     };
     let write_all = |store: &mut store::sqlite::SqliteStore, rows: &[engine::Row]| {
         for chunk in rows.chunks(batch) {
-            store
-                .write(&compiled.plan, &WriteBatch { topic: "mta.events", rows: chunk, ..Default::default() })
-                .expect("write");
+            store.write(&WriteBatch { topic: "mta.events", rows: chunk, ..Default::default() }).expect("write");
         }
         // Pages still in the write-ahead log are part of the cost: copy them in.
         store.connection().execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").expect("checkpoint");

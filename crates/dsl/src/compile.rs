@@ -8,6 +8,7 @@ use crate::plan::*;
 use crate::LANGUAGE_VERSION;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Assembles the plan. Only called when checking found no errors.
 pub(crate) fn build(checked: Checked<'_>) -> Plan {
@@ -22,7 +23,7 @@ pub(crate) fn build(checked: Checked<'_>) -> Plan {
     let classifiers: Vec<ClassifierPlan> =
         checked.classifiers.into_iter().map(|(plan, _)| with_matchers(plan)).collect();
 
-    let metrics: Vec<MetricPlan> = checked
+    let metrics: Vec<Arc<MetricPlan>> = checked
         .metrics
         .into_iter()
         .map(|(mut plan, ast, used)| {
@@ -37,7 +38,7 @@ pub(crate) fn build(checked: Checked<'_>) -> Plan {
             }
             hasher.update(format_metric(ast));
             plan.hash = hex(&hasher.finalize());
-            plan
+            Arc::new(plan)
         })
         .collect();
     let alert_texts: Vec<String> =

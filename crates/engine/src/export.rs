@@ -131,7 +131,7 @@ mod tests {
             "version 1\nsource s from kafka \"t\" format json { ts: timestamp event_time, e: string, n: int? }\n";
         let compiled = dsl::compile_str("m.stream", &format!("{source}{text}"));
         assert!(!compiled.has_errors(), "{}", compiled.render_diagnostics());
-        compiled.plan.expect("plan").metrics.remove(0)
+        std::sync::Arc::unwrap_or_clone(compiled.plan.expect("plan").metrics.remove(0))
     }
 
     #[test]

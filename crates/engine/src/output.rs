@@ -6,14 +6,17 @@
 use crate::aggregate::AggState;
 use crate::decode::Reason;
 use crate::value::KeyVal;
+use dsl::plan::MetricPlan;
+use dsl::Plan;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// A finished or updated row for the store to upsert.
 #[derive(Debug, Clone)]
 pub struct Row {
-    /// Index into the plan's metrics.
-    pub metric: usize,
+    /// Its metric, shared with the plan that made it: all a store needs to
+    /// write it (table, columns, tiers), also once that plan is replaced.
+    pub metric: Arc<MetricPlan>,
     /// Tier index: 0 is the window itself.
     pub tier: usize,
     /// Start of the window, ms.
@@ -27,6 +30,14 @@ pub struct Row {
     pub states: Arc<[AggState]>,
     /// For tier rows: end of the latest base window merged in.
     pub included_through: Option<i64>,
+}
+
+impl Row {
+    /// The index of this row's metric in `plan`: the same metric (by
+    /// [`MetricPlan::hash`]) or none.
+    pub fn metric_index(&self, plan: &Plan) -> Option<usize> {
+        plan.metrics.iter().position(|m| Arc::ptr_eq(m, &self.metric) || m.hash == self.metric.hash)
+    }
 }
 
 /// Leaves out of `rows` (in emission order) every tier row that a later
@@ -43,7 +54,8 @@ pub fn drop_superseded(rows: &mut Vec<Row>) {
     if tier_rows < 2 {
         return;
     }
-    let mut seen: ahash::AHashSet<(usize, usize, i64, i32, *const KeyVal)> = ahash::AHashSet::with_capacity(tier_rows);
+    let mut seen: ahash::AHashSet<(*const MetricPlan, usize, i64, i32, *const KeyVal)> =
+        ahash::AHashSet::with_capacity(tier_rows);
     // From the end, so the row kept of each series is its last one.
     let is_latest: Vec<bool> = rows
         .iter()
@@ -51,7 +63,7 @@ pub fn drop_superseded(rows: &mut Vec<Row>) {
         .map(|row| {
             row.tier == 0
                 || seen.insert((
-                    row.metric,
+                    Arc::as_ptr(&row.metric),
                     row.tier,
                     row.window_start,
                     row.partition,
@@ -129,9 +141,9 @@ pub struct MetricStart {
 mod tests {
     use super::*;
 
-    fn tier_row(keys: &Arc<[KeyVal]>, included_through: i64) -> Row {
+    fn tier_row(metric: &Arc<MetricPlan>, keys: &Arc<[KeyVal]>, included_through: i64) -> Row {
         Row {
-            metric: 0,
+            metric: Arc::clone(metric),
             tier: 1,
             window_start: 0,
             partition: 0,
@@ -148,7 +160,10 @@ mod tests {
     fn the_newest_row_of_a_series_is_written_last_even_when_its_key_is_held_twice() {
         let (first, second): (Arc<[KeyVal]>, Arc<[KeyVal]>) =
             (Arc::from(vec![KeyVal::Int(7)]), Arc::from(vec![KeyVal::Int(7)]));
-        let mut rows = vec![tier_row(&first, 1), tier_row(&second, 2), tier_row(&first, 3)];
+        let text = "version 1\nsource s from kafka \"t\" format json { ts: timestamp event_time }\nmetric m from s\n  compute count() as n\n  window 1m\n";
+        let compiled = dsl::compile_str("m.stream", text);
+        let metric = Arc::clone(&compiled.plan.expect("plan").metrics[0]);
+        let mut rows = vec![tier_row(&metric, &first, 1), tier_row(&metric, &second, 2), tier_row(&metric, &first, 3)];
         drop_superseded(&mut rows);
         let kept: Vec<Option<i64>> = rows.iter().map(|r| r.included_through).collect();
         assert_eq!(kept, [Some(2), Some(3)]);

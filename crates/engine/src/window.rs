@@ -318,13 +318,13 @@ impl TierWindow {
     /// [`crate::drop_superseded`]) and states.
     pub fn row(
         &self,
-        (metric, tier, start): (usize, usize, i64),
+        (metric, tier, start): (&Arc<MetricPlan>, usize, i64),
         partition: i32,
         i: usize,
         through: Option<i64>,
     ) -> Row {
         Row {
-            metric,
+            metric: Arc::clone(metric),
             tier,
             window_start: start,
             partition,

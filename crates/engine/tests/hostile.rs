@@ -45,7 +45,7 @@ fn message(payload: &[u8], offset: i64, broker_ms: Option<i64>) -> Message<'_> {
     }
 }
 
-type Rows = BTreeMap<(usize, usize, i64, Vec<KeyVal>), (Vec<KeyVal>, Option<i64>)>;
+type Rows = BTreeMap<(String, usize, i64, Vec<KeyVal>), (Vec<KeyVal>, Option<i64>)>;
 
 /// A message's payload and broker timestamp.
 type Msg = (Vec<u8>, Option<i64>);
@@ -65,7 +65,7 @@ fn run_with(plan: &Arc<CompiledPlan>, messages: &[Msg]) -> (Rows, Vec<(i64, Reas
         .iter()
         .map(|r| {
             let finished = r.states.iter().map(engine::aggregate::AggState::finish).collect();
-            ((r.metric, r.tier, r.window_start, r.keys.to_vec()), (finished, r.included_through))
+            ((r.metric.name.clone(), r.tier, r.window_start, r.keys.to_vec()), (finished, r.included_through))
         })
         .collect();
     (rows, out.dead_letters.iter().map(|d| (d.offset, d.reason)).collect())

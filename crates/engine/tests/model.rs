@@ -197,6 +197,14 @@ fn capped_plan() -> &'static Arc<CompiledPlan> {
     PLAN.get_or_init(|| compile(CAPPED_PIPELINE, &capped_models()))
 }
 
+/// The index of `row`'s metric in the test plan that made it.
+fn metric_index(row: &Row) -> usize {
+    [plan(), capped_plan()]
+        .iter()
+        .find_map(|p| p.plan.metrics.iter().position(|m| Arc::ptr_eq(m, &row.metric)))
+        .expect("a metric of a test plan")
+}
+
 // -- generated input --------------------------------------------------------------
 
 #[derive(Debug, Clone, PartialEq)]
@@ -326,7 +334,7 @@ struct Store {
 impl Store {
     fn apply(&mut self, rows: &[Row]) {
         for row in rows {
-            let id = (row.metric, row.tier, row.window_start, row.partition, row.keys.to_vec());
+            let id = (metric_index(row), row.tier, row.window_start, row.partition, row.keys.to_vec());
             self.rows.insert(id, row.clone());
         }
     }
@@ -943,7 +951,7 @@ proptest! {
                     .iter()
                     .map(|row| {
                         let states = canonical_json(&row.states);
-                        format!("{} {} {} {} {:?} {states} {:?}", row.metric, row.tier, row.window_start, row.partition, row.keys, row.included_through)
+                        format!("{} {} {} {} {:?} {states} {:?}", row.metric.name, row.tier, row.window_start, row.partition, row.keys, row.included_through)
                     })
                     .collect()
             };
@@ -975,7 +983,7 @@ proptest! {
                 let mut flush = whole.emitted[start..end].to_vec();
                 engine::drop_superseded(&mut flush);
                 let ids: Vec<RowId> =
-                    flush.iter().map(|r| (r.metric, r.tier, r.window_start, r.partition, r.keys.to_vec())).collect();
+                    flush.iter().map(|r| (metric_index(r), r.tier, r.window_start, r.partition, r.keys.to_vec())).collect();
                 let unique: std::collections::BTreeSet<&RowId> = ids.iter().collect();
                 prop_assert_eq!(unique.len(), ids.len(), "a flush still writes a row twice");
                 store.apply(&flush);

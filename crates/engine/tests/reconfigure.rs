@@ -90,9 +90,9 @@ fn feed(p: &mut Partition, payloads: &[String], offsets: std::ops::Range<usize>,
 /// Finished rows of metric `name` (tier, window, keys → values), last write wins as in a store.
 type Table = BTreeMap<(usize, i64, String), String>;
 
-fn table(plan: &CompiledPlan, rows: &[Row], name: &str) -> Table {
+fn table(rows: &[Row], name: &str) -> Table {
     let mut out = Table::new();
-    for row in rows.iter().filter(|r| plan.plan.metrics[r.metric].name == name) {
+    for row in rows.iter().filter(|r| r.metric.name == name) {
         let values: Vec<_> = row.states.iter().map(engine::aggregate::AggState::finish).collect();
         out.insert((row.tier, row.window_start, format!("{:?}", row.keys)), format!("{values:?}"));
     }
@@ -105,7 +105,7 @@ fn reference(plan: &Arc<CompiledPlan>, payloads: &[String], from: usize, name: &
     let mut out = Output::default();
     feed(&mut p, payloads, from..payloads.len(), &mut out);
     p.close_all(&mut out);
-    table(plan, &out.rows, name)
+    table(&out.rows, name)
 }
 
 #[test]
@@ -126,19 +126,19 @@ fn a_switch_keeps_unchanged_metrics_and_starts_new_ones_at_the_switch() {
     p.close_all(&mut after);
 
     // Unchanged: as if nothing happened.
-    let mut kept = table(&old, &before.rows, "kept");
-    kept.extend(table(&new, &after.rows, "kept"));
+    let mut kept = table(&before.rows, "kept");
+    kept.extend(table(&after.rows, "kept"));
     assert_eq!(kept, reference(&old, &payloads, 0, "kept"));
     // Added and changed: as if started at the switch.
-    assert_eq!(table(&new, &after.rows, "added"), reference(&new, &payloads, switch, "added"));
-    assert_eq!(table(&new, &after.rows, "changed"), reference(&new, &payloads, switch, "changed"));
+    assert_eq!(table(&after.rows, "added"), reference(&new, &payloads, switch, "added"));
+    assert_eq!(table(&after.rows, "changed"), reference(&new, &payloads, switch, "changed"));
     // Removed and the old version of the changed one: everything up to the switch, flushed at it.
     for name in ["removed", "changed"] {
-        let mut flushed = table(&old, &before.rows, name);
-        flushed.extend(table(&old, &retired.rows, name));
+        let mut flushed = table(&before.rows, name);
+        flushed.extend(table(&retired.rows, name));
         assert_eq!(flushed, reference(&old, &payloads[..switch], 0, name), "{name}");
     }
-    assert!(retired.rows.iter().all(|r| ["removed", "changed"].contains(&old.plan.metrics[r.metric].name.as_str())));
+    assert!(retired.rows.iter().all(|r| ["removed", "changed"].contains(&r.metric.name.as_str())));
     // Counters moved with their metric.
     let kept_index = new.plan.metrics.iter().position(|m| m.name == "kept").expect("kept");
     assert_eq!(p.stats().metrics[kept_index].events, payloads.len() as u64);
@@ -167,7 +167,7 @@ fn held_back_tier_rows_go_out_at_a_switch_under_the_old_plan() {
     let mut retired = Output::default();
     p.reconfigure(Arc::clone(&new), &mut retired);
     assert_eq!(p.held_back_tier_rows(), 0);
-    let kept_tier_rows = retired.rows.iter().filter(|r| r.tier == 1 && old.plan.metrics[r.metric].name == "kept");
+    let kept_tier_rows = retired.rows.iter().filter(|r| r.tier == 1 && r.metric.name == "kept");
     assert!(kept_tier_rows.count() > 0, "the kept metric's held-back tier rows");
     let caught_up = p.checkpoint().expect("a checkpoint");
     assert_eq!(caught_up.next_offset, switch as i64);
@@ -176,9 +176,9 @@ fn held_back_tier_rows_go_out_at_a_switch_under_the_old_plan() {
     let mut after = Output::default();
     feed(&mut p, &payloads, switch..payloads.len(), &mut after);
     p.close_all(&mut after);
-    let mut kept = table(&old, &before.rows, "kept");
-    kept.extend(table(&old, &retired.rows, "kept"));
-    kept.extend(table(&new, &after.rows, "kept"));
+    let mut kept = table(&before.rows, "kept");
+    kept.extend(table(&retired.rows, "kept"));
+    kept.extend(table(&after.rows, "kept"));
     assert_eq!(kept, reference(&old, &payloads, 0, "kept"));
 }
 
@@ -203,9 +203,9 @@ fn a_restore_under_a_new_plan_starts_its_new_metrics_at_the_checkpoint() {
     let mut out = Output::default();
     feed(&mut restored, &payloads, checkpoint.replay_offset as usize..payloads.len(), &mut out);
     restored.close_all(&mut out);
-    assert_eq!(table(&new, &out.rows, "added"), reference(&new, &payloads, switch, "added"));
-    let mut kept = table(&old, &durable.rows, "kept");
-    kept.extend(table(&new, &out.rows, "kept"));
+    assert_eq!(table(&out.rows, "added"), reference(&new, &payloads, switch, "added"));
+    let mut kept = table(&durable.rows, "kept");
+    kept.extend(table(&out.rows, "kept"));
     assert_eq!(kept, reference(&old, &payloads, 0, "kept"));
 
     // The checkpoint written after the switch lists the added metric's start,

@@ -326,18 +326,17 @@ fn write_all<S: Store + ?Sized>(
         engine::drop_superseded(&mut pending.rows);
         let checkpoints: Vec<Checkpoint> = std::mem::take(checkpoints).into_values().collect();
         store
-            .write(
-                plan,
-                &WriteBatch {
-                    topic,
-                    rows: &pending.rows,
-                    dead_letters: &pending.dead_letters,
-                    checkpoints: &checkpoints,
-                    owners: &[],
-                },
-            )
+            .write(&WriteBatch {
+                topic,
+                rows: &pending.rows,
+                dead_letters: &pending.dead_letters,
+                checkpoints: &checkpoints,
+                owners: &[],
+            })
             .map_err(Error::Store)?;
-        pending.rows.iter().for_each(|row| rows_written[row.metric] += 1);
+        for m in pending.rows.iter().filter_map(|row| row.metric_index(plan)) {
+            rows_written[m] += 1;
+        }
         pending.rows.clear();
         pending.dead_letters.clear();
         Ok(())

@@ -199,8 +199,9 @@ pub trait Observer: Send + Sync {
     /// A flush completed.
     fn flushed(&self, _report: &FlushReport) {}
     /// After a flush made them durable, for live exports: every assigned
-    /// partition with its topic, and the rows emitted since the previous
-    /// flush with theirs, all under `plan`. The partitions are as they are
+    /// partition with its topic (running `plan`, the current one), and the
+    /// rows emitted since the previous flush with theirs (each holding its
+    /// own metric, which `plan` may no longer have). The partitions are as they are
     /// when the flush ends: written in the background, it may be several
     /// batches behind them (their open windows ahead of the rows). Called
     /// with the consumer's state locked: keep it short.

@@ -64,10 +64,10 @@ fn produce_offsets(brokers: &str, events: &[Vec<String>], offsets: std::ops::Ran
     producer.flush(Duration::from_secs(30)).expect("flush");
 }
 
-fn write(store: &mut SqliteStore, plan: &dsl::Plan, out: &mut Output, checkpoints: &[engine::Checkpoint]) {
+fn write(store: &mut SqliteStore, out: &mut Output, checkpoints: &[engine::Checkpoint]) {
     engine::drop_superseded(&mut out.rows);
     let batch = WriteBatch { topic: TOPIC, rows: &out.rows, dead_letters: &out.dead_letters, checkpoints, owners: &[] };
-    store.write(plan, &batch).expect("write");
+    store.write(&batch).expect("write");
     out.rows.clear();
     out.dead_letters.clear();
 }
@@ -133,38 +133,32 @@ fn live_until_switch(
         partition.process_all(TOPIC, 0, events[p].iter().take(switch[p]), NOW_MS, &mut out);
     }
     let checkpoints: Vec<_> = partitions.iter().filter_map(Partition::checkpoint).collect();
-    write(live, &plans.without, &mut out, &checkpoints);
+    write(live, &mut out, &checkpoints);
     let full = runnable(plans.full.clone());
     for partition in &mut partitions {
         partition.reconfigure(Arc::clone(&full), &mut out);
     }
     let checkpoints: Vec<_> = partitions.iter().filter_map(Partition::checkpoint).collect();
-    write(live, &plans.without, &mut out, &checkpoints);
+    write(live, &mut out, &checkpoints);
     partitions
 }
 
 /// The live consumer after the deploy, to the end of the topic (then closing every window).
-fn live_after_switch(
-    live: &mut SqliteStore,
-    plans: &Plans,
-    partitions: &mut [Partition],
-    events: &[Vec<String>],
-    switch: &[usize],
-) {
+fn live_after_switch(live: &mut SqliteStore, partitions: &mut [Partition], events: &[Vec<String>], switch: &[usize]) {
     let mut out = Output::default();
     for (p, partition) in partitions.iter_mut().enumerate() {
         for (offset, line) in events[p].iter().enumerate().skip(switch[p]) {
             partition.process(&Message::plain(TOPIC, p as i32, offset as i64, line.as_bytes()), NOW_MS, &mut out);
             if offset % 400 == 0 {
                 let checkpoints: Vec<_> = std::iter::once(partition.checkpoint()).flatten().collect();
-                write(live, &plans.full, &mut out, &checkpoints);
+                write(live, &mut out, &checkpoints);
             }
         }
     }
     for partition in partitions.iter_mut() {
         partition.close_all(&mut out);
     }
-    write(live, &plans.full, &mut out, &[]);
+    write(live, &mut out, &[]);
 }
 
 /// The answers of a clean run of the metric alone over the whole topic.
@@ -183,7 +177,7 @@ fn clean_answers_from(plans: &Plans, events: &[Vec<String>], from: usize) -> Vec
         partition.process_all(TOPIC, from as i64, lines.iter().skip(from), NOW_MS, &mut out);
         partition.close_all(&mut out);
     }
-    write(&mut clean, &plans.only, &mut out, &[]);
+    write(&mut clean, &mut out, &[]);
     answers(&clean, &plans.only)
 }
 
@@ -251,7 +245,7 @@ fn backfill_and_the_live_consumer_together_count_every_message_once() {
             kafka::backfill::run(&mut store, &only, &ranges, &settings, |_| {}).expect("backfill")
         }
     });
-    live_after_switch(&mut live, &plans, &mut partitions, &events, &switch);
+    live_after_switch(&mut live, &mut partitions, &events, &switch);
     let summary = backfill.join().expect("backfill thread");
     assert_eq!(summary.messages, switch.iter().sum::<usize>() as u64);
     let expected = clean_answers(&plans, &events);
@@ -298,7 +292,7 @@ fn killed_at_random_moments_and_resumed(test: &str, brokers: &str, events: &[Vec
     let switch = [3_100usize, 2_600];
     let mut live = SqliteStore::open(&path).expect("store");
     let mut partitions = live_until_switch(&mut live, &plans, events, &switch);
-    live_after_switch(&mut live, &plans, &mut partitions, events, &switch);
+    live_after_switch(&mut live, &mut partitions, events, &switch);
     drop(live);
     let ranges = kafka::backfill::plan_ranges(
         &SqliteStore::open(&path).expect("store"),

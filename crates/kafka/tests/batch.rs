@@ -78,7 +78,7 @@ fn workers_and_a_writer_thread_store_what_one_thread_stores() {
         checkpoints: &checkpoints,
         owners: &[],
     };
-    serial.write(&plan.plan, &batch).expect("write");
+    serial.write(&batch).expect("write");
     let expected = contents(&serial, &plan, partitions);
     assert!(expected.len() > 1000, "{} lines", expected.len());
 

@@ -106,16 +106,13 @@ fn reference_with_headers(
         }
     }
     store
-        .write(
-            &plan.plan,
-            &WriteBatch {
-                topic: TOPIC,
-                rows: &out.rows,
-                dead_letters: &out.dead_letters,
-                checkpoints: &[],
-                owners: &[],
-            },
-        )
+        .write(&WriteBatch {
+            topic: TOPIC,
+            rows: &out.rows,
+            dead_letters: &out.dead_letters,
+            checkpoints: &[],
+            owners: &[],
+        })
         .expect("write");
     store
 }
@@ -228,7 +225,7 @@ impl Store for FlakyStore {
         self.consumer_thread.get_or_insert(std::thread::current().id());
         self.inner.setup(plan)
     }
-    fn write(&mut self, plan: &dsl::Plan, batch: &WriteBatch<'_>) -> store::Result<()> {
+    fn write(&mut self, batch: &WriteBatch<'_>) -> store::Result<()> {
         self.writes += 1;
         std::thread::sleep(self.write_time);
         if self.is_down.load(Ordering::SeqCst) || (self.fails_every_other && self.writes.is_multiple_of(2)) {
@@ -238,7 +235,7 @@ impl Store for FlakyStore {
             }
             return Err(store::Error::Unavailable("injected outage".into()));
         }
-        self.inner.write(plan, batch)?;
+        self.inner.write(batch)?;
         let mut durable = self.durable.lock().expect("lock");
         for checkpoint in batch.checkpoints {
             let replay = durable.entry(checkpoint.partition).or_insert(checkpoint.replay_offset);

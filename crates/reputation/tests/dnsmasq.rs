@@ -608,7 +608,7 @@ fn targets_taken_from_the_stream_are_exactly_the_recent_sending_ips() {
     let hour = 3_600_000;
     let window = |ago: i64| (now - ago) / 300_000 * 300_000;
     let row = |ago: i64, ip: &str| Row {
-        metric,
+        metric: Arc::clone(&plan.metrics[metric]),
         tier: 0,
         window_start: window(ago),
         partition: 0,
@@ -626,7 +626,7 @@ fn targets_taken_from_the_stream_are_exactly_the_recent_sending_ips() {
     ];
     let mut sqlite = store::sqlite::SqliteStore::open(":memory:").expect("sqlite");
     sqlite.setup(&plan).expect("tables");
-    sqlite.write(&plan, &WriteBatch { topic: "mta.events", rows: &rows, ..Default::default() }).expect("write rows");
+    sqlite.write(&WriteBatch { topic: "mta.events", rows: &rows, ..Default::default() }).expect("write rows");
     let shared: SharedStore = Arc::new(Mutex::new(Box::new(sqlite)));
 
     let refresh = refresher(&plan, "reputation", &dnsbl.targets_from, vec![ListKind::Ip], shared.clone());
@@ -658,7 +658,7 @@ fn targets_taken_from_the_stream_are_exactly_the_recent_sending_ips() {
     // the sorted targets); 198.51.100.7 keeps its cached listing.
     let new_row = [row(0, "198.51.100.10")];
     let batch = WriteBatch { topic: "mta.events", rows: &new_row, ..Default::default() };
-    shared.lock().unwrap().write(&plan, &batch).expect("write a new row");
+    shared.lock().unwrap().write(&batch).expect("write a new row");
     let before = dns.queries().len();
     let second = rt.block_on(poller.sweep());
     assert_eq!(second.observations.len(), 5, "{:#?}", second.observations);

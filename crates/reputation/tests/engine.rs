@@ -77,7 +77,7 @@ fn observations_become_rows_of_the_shipped_reputation_metrics() {
             .rows
             .iter()
             .find(|r| {
-                r.metric == metric
+                r.metric_index(&compiled.plan) == Some(metric)
                     && r.tier == 0
                     && r.keys.iter().map(engine::export::label_value).collect::<Vec<_>>() == keys
             })

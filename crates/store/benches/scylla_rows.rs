@@ -38,7 +38,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let mut n = 0;
             for row in &rows {
-                let metric = &plan.plan.metrics[row.metric];
+                let metric = &row.metric;
                 let series = store::schema::series_id(&row.keys);
                 let bucket = schema::bucket_of(row.window_start, metric.tiers[row.tier].width_ms);
                 n += row_values(metric, row, &series, bucket).len();
@@ -51,12 +51,17 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let mut bytes = 0;
             for row in &rows {
-                let metric = &plan.plan.metrics[row.metric];
+                let metric = &row.metric;
                 let series = store::schema::series_id(&row.keys);
                 let bucket = schema::bucket_of(row.window_start, metric.tiers[row.tier].width_ms);
                 let values = row_values(metric, row, &series, bucket);
                 buffer.clear();
-                bytes += bind(&specs[row.metric][row.tier], &values, &mut buffer).expect("binds");
+                bytes += bind(
+                    &specs[row.metric_index(&plan.plan).expect("a metric of the plan")][row.tier],
+                    &values,
+                    &mut buffer,
+                )
+                .expect("binds");
             }
             bytes
         });
@@ -66,10 +71,11 @@ fn bench(c: &mut Criterion) {
     let total: usize = rows
         .iter()
         .map(|row| {
-            let metric = &plan.plan.metrics[row.metric];
+            let metric = &row.metric;
             let values = row_values(metric, row, &store::schema::series_id(&row.keys), 0);
             buffer.clear();
-            bind(&specs[row.metric][row.tier], &values, &mut buffer).expect("binds")
+            bind(&specs[row.metric_index(&plan.plan).expect("a metric of the plan")][row.tier], &values, &mut buffer)
+                .expect("binds")
         })
         .sum();
     println!("{} rows, {:.0} bound bytes per row on average", rows.len(), total as f64 / rows.len() as f64);

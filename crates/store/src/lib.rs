@@ -233,11 +233,14 @@ pub trait Store {
     /// On storage failure, or when an existing table cannot be migrated additively.
     fn setup(&mut self, plan: &dsl::Plan) -> Result<()>;
 
-    /// Writes a batch; rows and checkpoints become durable together.
+    /// Writes a batch; rows and checkpoints become durable together. Each
+    /// row holds its metric, so no plan is needed: rows of metrics a newer
+    /// plan stopped are written like the others (their tables were set up
+    /// when their plan was).
     ///
     /// # Errors
     /// On storage failure; nothing of the batch is then committed.
-    fn write(&mut self, plan: &dsl::Plan, batch: &WriteBatch<'_>) -> Result<()>;
+    fn write(&mut self, batch: &WriteBatch<'_>) -> Result<()>;
 
     /// Makes the caller the owner of `topic`/`partition`: raises the
     /// partition's owner epoch and returns it. From then on a write that

@@ -11,6 +11,7 @@
 
 use crate::schema::{metric_columns, quote, table_name, write_series_id, write_state, ColumnKind, STATE_SUFFIX};
 use crate::{DeploymentRecord, Error, Result, RowFilter, Store, StoredDeadLetter, WriteBatch};
+use dsl::plan::MetricPlan;
 use engine::aggregate::AggState;
 use engine::{Checkpoint, KeyVal, Row};
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
@@ -18,6 +19,7 @@ use rusqlite::ToSql;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// A SQLite database file (or `:memory:`).
 pub struct SqliteStore {
@@ -203,7 +205,7 @@ impl Store for SqliteStore {
         tx.commit().map_err(sqlite("cannot commit schema setup"))
     }
 
-    fn write(&mut self, plan: &dsl::Plan, batch: &WriteBatch<'_>) -> Result<()> {
+    fn write(&mut self, batch: &WriteBatch<'_>) -> Result<()> {
         // Immediate: the write lock is taken before the owners are read, so
         // no claim by another process can come between the check and the write.
         let tx = self
@@ -231,11 +233,13 @@ impl Store for SqliteStore {
         // One statement per table for the whole batch, and the row's values
         // bound in place (SQLite copies them): no per-row statement-cache
         // lookup (it hashes the SQL text), no per-row vector of owned values.
-        let mut statements: HashMap<(usize, usize), rusqlite::CachedStatement<'_>> = HashMap::new();
+        // By metric as held (the batch's rows keep it alive): two versions
+        // of a metric writing one table have their own columns.
+        let mut statements: HashMap<(*const MetricPlan, usize), rusqlite::CachedStatement<'_>> = HashMap::new();
         let mut buffer = Vec::new();
         for row in batch.rows {
-            let metric = &plan.metrics[row.metric];
-            let statement = match statements.entry((row.metric, row.tier)) {
+            let metric = &*row.metric;
+            let statement = match statements.entry((Arc::as_ptr(&row.metric), row.tier)) {
                 Entry::Occupied(entry) => entry.into_mut(),
                 Entry::Vacant(entry) => entry.insert(
                     tx.prepare_cached(&upsert_sql(metric, row.tier)).map_err(sqlite("cannot prepare a row upsert"))?,
@@ -509,7 +513,7 @@ impl Store for SqliteStore {
                 states.push(state);
             }
             out.push(Row {
-                metric,
+                metric: Arc::clone(m),
                 tier: filter.tier,
                 window_start: r.get(1).map_err(sqlite("bad window_start"))?,
                 partition: r.get(2).map_err(sqlite("bad source_partition"))?,

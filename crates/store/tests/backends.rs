@@ -43,7 +43,7 @@ fn row(plan: &dsl::Plan, tier: usize, window_start: i64, partition: i32, keys: V
         })
         .collect();
     Row {
-        metric: 0,
+        metric: std::sync::Arc::clone(metric),
         tier,
         window_start,
         partition,
@@ -117,7 +117,7 @@ fn suite(store: &mut dyn Store, retention: Retention) {
     let legacy = Checkpoint { partition: 2, replay_offset: 1, next_offset: 2, max_event_time: None, metrics: None };
     let checkpoints = [checkpoint.clone(), legacy.clone()];
     let batch = WriteBatch { topic: TOPIC, rows: &rows, dead_letters: &dead, checkpoints: &checkpoints, owners: &[] };
-    store.write(&plan, &batch).expect("write");
+    store.write(&batch).expect("write");
 
     assert_eq!(store.checkpoint(TOPIC, 0).expect("checkpoint"), Some(checkpoint.clone()));
     assert_eq!(store.checkpoint(TOPIC, 2).expect("checkpoint"), Some(legacy));
@@ -161,7 +161,7 @@ fn suite(store: &mut dyn Store, retention: Retention) {
     // Rewriting is an upsert: values change, nothing duplicates.
     let rewritten: Vec<Row> =
         rows.iter().map(|r| row(&plan, r.tier, r.window_start, r.partition, r.keys.to_vec(), 42)).collect();
-    store.write(&plan, &WriteBatch { topic: TOPIC, rows: &rewritten, ..Default::default() }).expect("rewrite");
+    store.write(&WriteBatch { topic: TOPIC, rows: &rewritten, ..Default::default() }).expect("rewrite");
     let read = store.read(&plan, 0, &all(0)).expect("read");
     assert_eq!(read.len(), 12);
     assert!(read.iter().all(|r| r.states[0].finish() == KeyVal::Int(42)));
@@ -186,13 +186,13 @@ fn suite(store: &mut dyn Store, retention: Retention) {
     let other = store.claim(TOPIC, 1).expect("claim another partition");
     let stale_rows = vec![row(&plan, 0, T0, 0, keys(&plan, Some("a")), 1000)];
     let stale = WriteBatch { topic: TOPIC, rows: &stale_rows, owners: &[(0, first), (1, other)], ..Default::default() };
-    match store.write(&plan, &stale) {
+    match store.write(&stale) {
         Err(store::Error::Fenced { topic, partitions }) => assert_eq!((topic.as_str(), partitions), (TOPIC, vec![0])),
         other => panic!("a write with a superseded epoch: {other:?}"),
     }
     assert!(store.read(&plan, 0, &all(0)).expect("read").iter().all(|r| r.states[0].finish() == KeyVal::Int(42)));
     let current = WriteBatch { topic: TOPIC, owners: &[(0, second), (1, other)], ..Default::default() };
-    store.write(&plan, &current).expect("a write by the current owners");
+    store.write(&current).expect("a write by the current owners");
 
     // Nothing is within its retention's reach of expiring yet.
     assert_eq!(store.sweep(&plan, T0 + 200_000).expect("sweep"), 0);

@@ -104,7 +104,7 @@ fn every_generated_row_binds_to_its_upsert() {
     let mut tables = std::collections::BTreeSet::new();
     let mut buffer = Vec::new();
     for row in &out.rows {
-        let metric = &plan.plan.metrics[row.metric];
+        let metric = &row.metric;
         let series = store::schema::series_id(&row.keys);
         let values = store::scylla::row_values(metric, row, &series, schema::bucket_of(row.window_start, 60_000));
         let specs = store::scylla::upsert_specs("streams", metric, row.tier);

@@ -92,7 +92,7 @@ fn store_of(events: &[Event]) -> (SqliteStore, dsl::Plan) {
     }
     assert!(out.dead_letters.is_empty(), "{:?}", out.dead_letters.first());
     let batch = WriteBatch { topic: "events", rows: &out.rows, dead_letters: &[], checkpoints: &[], owners: &[] };
-    store.write(&plan, &batch).expect("write");
+    store.write(&batch).expect("write");
     (store, plan)
 }
 

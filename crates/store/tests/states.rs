@@ -60,7 +60,7 @@ fn describe(row: &Row) -> String {
         .collect();
     format!(
         "{} {} {} {} {} {:?} {}",
-        row.metric,
+        row.metric.name,
         row.tier,
         row.window_start,
         row.partition,
@@ -83,7 +83,7 @@ fn counts_and_sums_are_stored_as_their_values_and_read_back_as_the_same_states()
     let mut store = SqliteStore::open(path.to_str().expect("utf-8")).expect("open");
     store.setup(&plan.plan).expect("setup");
     let batch = WriteBatch { topic: TOPIC, rows: &rows, dead_letters: &[], checkpoints: &[], owners: &[] };
-    store.write(&plan.plan, &batch).expect("write");
+    store.write(&batch).expect("write");
     assert_eq!(stored(&store, &plan.plan), expected, "read back as written");
 
     // Counts and sums have no state column value; the other aggregates do.
@@ -116,7 +116,7 @@ fn counts_and_sums_are_stored_as_their_values_and_read_back_as_the_same_states()
     // The earlier layout: every state beside its value. It reads the same.
     let tx = store.connection().unchecked_transaction().expect("begin");
     for row in &rows {
-        let metric = &plan.plan.metrics[row.metric];
+        let metric = &row.metric;
         for (a, state) in metric.aggregates.iter().zip(row.states.iter()) {
             if state.is_its_value() {
                 let sql = format!(

@@ -350,7 +350,7 @@ mod tests {
         let source = "version 1\nsource s from kafka \"t\" format json { ts: timestamp event_time, e: string, p: string, n: int? }\n";
         let compiled = dsl::compile_str("m.stream", &format!("{source}{text}"));
         assert!(!compiled.has_errors(), "{}", compiled.render_diagnostics());
-        compiled.plan.expect("plan").metrics.remove(0)
+        std::sync::Arc::unwrap_or_clone(compiled.plan.expect("plan").metrics.remove(0))
     }
 
     const METRIC: &str = "metric m from s group by e, p compute count() as tries, count_if(e == \"x\") as xs, \

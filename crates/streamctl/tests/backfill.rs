@@ -57,7 +57,7 @@ fn backfill_reads_up_to_the_switch_offsets_once_and_its_rows_are_queried() {
             ),
         })
         .collect();
-    live.write(&plan, &WriteBatch { topic: TOPIC, checkpoints: &checkpoints, ..WriteBatch::default() }).expect("write");
+    live.write(&WriteBatch { topic: TOPIC, checkpoints: &checkpoints, ..WriteBatch::default() }).expect("write");
     drop(live);
 
     let store = format!("sqlite:{db}");

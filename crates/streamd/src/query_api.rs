@@ -161,7 +161,7 @@ metric users from events
             partition.close_all(&mut out);
         }
         let batch = WriteBatch { topic: "events", rows: &out.rows, dead_letters: &[], checkpoints: &[], owners: &[] };
-        store.write(&plan.plan, &batch).expect("write");
+        store.write(&batch).expect("write");
         QueryApi::new(Box::new(store), Arc::new(std::sync::RwLock::new(Arc::new(plan.plan.clone()))))
     }
 

@@ -32,6 +32,7 @@ pub use source::{
 pub use types::{Scalar, Type, Value};
 
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// Version of the plan's serialised shape; bumped on incompatible changes.
 pub const PLAN_FORMAT_VERSION: u32 = 1;
@@ -49,10 +50,29 @@ pub struct Plan {
     pub sources: Vec<SourcePlan>,
     /// Classifiers, in definition order.
     pub classifiers: Vec<ClassifierPlan>,
-    /// Metrics, in definition order.
-    pub metrics: Vec<MetricPlan>,
+    /// Metrics, in definition order. Shared: a row the engine emits holds
+    /// its metric (see `engine::Row`), so it can be written after the plan
+    /// that made it is gone.
+    #[serde(with = "shared")]
+    pub metrics: Vec<Arc<MetricPlan>>,
     /// Alerts, in definition order.
     pub alerts: Vec<AlertPlan>,
+}
+
+/// (De)serialises shared items as the items themselves.
+mod shared {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::sync::Arc;
+
+    pub fn serialize<S: Serializer, T: Serialize>(items: &[Arc<T>], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(items.iter().map(|item| &**item))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<Arc<T>>, D::Error> {
+        Ok(Vec::<T>::deserialize(deserializer)?.into_iter().map(Arc::new).collect())
+    }
 }
 
 impl Plan {

@@ -297,8 +297,9 @@ impl LiveExport {
     }
 
     /// Takes in the state after a flush: `rows` are the rows emitted since
-    /// the previous call (each with its source topic), `partitions` every
-    /// assigned partition with its topic, both under `plan`. Metrics of
+    /// the previous call (each with its source topic and its own metric:
+    /// rows of a metric `plan` does not export are ignored), `partitions`
+    /// every assigned partition with its topic. Metrics of
     /// `plan` without `export prometheus` are ignored; exported metrics no
     /// longer in `plan` (by hash) are dropped.
     pub fn observe(
@@ -308,15 +309,17 @@ impl LiveExport {
         rows: &[(&str, &Row)],
         now_ms: i64,
     ) {
-        let exported: Vec<(usize, &MetricPlan)> =
+        let exported: Vec<(usize, &Arc<MetricPlan>)> =
             plan.plan.metrics.iter().enumerate().filter(|(_, m)| !exported_columns(m).is_empty()).collect();
         self.metrics.retain(|hash, _| exported.iter().any(|(_, m)| &m.hash == hash));
         for (_, metric) in &exported {
             self.metrics.entry(metric.hash.clone()).or_insert_with(|| MetricExport::new(metric));
         }
         for (topic, row) in rows {
-            let Some(metric) = plan.plan.metrics.get(row.metric).filter(|_| row.tier == 0) else { continue };
-            if let Some(export) = self.metrics.get_mut(&metric.hash) {
+            if row.tier != 0 {
+                continue;
+            }
+            if let Some(export) = self.metrics.get_mut(&row.metric.hash) {
                 export.observe((topic, row.partition, row.window_start), &row.keys, &row.states, now_ms);
             }
         }

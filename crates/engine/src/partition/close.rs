@@ -58,7 +58,7 @@ impl Partition {
         for &i in &held_back {
             // The same as if it had been emitted at its last merge.
             let through = window.held_through[i as usize].take();
-            out.rows.push(window.row((m, t, start), self.partition, i as usize, through));
+            out.rows.push(window.row((&self.plan.plan.metrics[m], t, start), self.partition, i as usize, through));
         }
         self.held_back -= held_back.len();
         self.stats.metrics[m].rows += held_back.len() as u64;
@@ -130,13 +130,13 @@ impl Partition {
                         self.held_back += usize::from(tier_window.hold_back(i, end));
                         continue;
                     }
-                    out.rows.push(tier_window.row((m, t, tier_start), self.partition, i, Some(end)));
+                    out.rows.push(tier_window.row((plan, t, tier_start), self.partition, i, Some(end)));
                     self.stats.metrics[m].rows += 1;
                 }
             }
             for (keys, states) in series.keys.into_iter().zip(series.states) {
                 out.rows.push(Row {
-                    metric: m,
+                    metric: Arc::clone(plan),
                     tier: 0,
                     window_start: start,
                     partition: self.partition,

@@ -129,7 +129,7 @@ struct Progress {
 impl Partition {
     /// A fresh partition with no state.
     pub fn new(plan: Arc<CompiledPlan>, partition: i32) -> Self {
-        let metrics = plan.plan.metrics.iter().map(MetricState::new).collect();
+        let metrics = plan.plan.metrics.iter().map(|m| MetricState::new(m)).collect();
         let stats =
             PartitionStats { metrics: vec![MetricStats::default(); plan.plan.metrics.len()], ..Default::default() };
         Partition {
@@ -193,16 +193,16 @@ impl Partition {
             }
         }
         for row in tier_rows {
-            let Some(metric_plan) = p.plan.plan.metrics.get(row.metric) else { continue };
-            if p.since_offset[row.metric].is_some_and(|since| since >= checkpoint.next_offset) {
+            let Some(m) = row.metric_index(&p.plan.plan) else { continue };
+            if p.since_offset[m].is_some_and(|since| since >= checkpoint.next_offset) {
                 continue; // New with this restore: the rows belong to an earlier version.
             }
-            let Some(tier) = metric_plan.tiers.get(row.tier).filter(|_| row.tier > 0) else { continue };
+            let Some(tier) = row.metric.tiers.get(row.tier).filter(|_| row.tier > 0) else { continue };
             let end = row.window_start + tier.width_ms as i64;
-            if end <= p.watermark(row.metric).unwrap_or(i64::MIN) {
+            if end <= p.watermark(m).unwrap_or(i64::MIN) {
                 continue; // Closed: nothing more will merge into it.
             }
-            let window = p.metrics[row.metric].tiers[row.tier].entry(row.window_start).or_default();
+            let window = p.metrics[m].tiers[row.tier].entry(row.window_start).or_default();
             // Each row says how far its own series goes: see `TierWindow::included_through`.
             let i = window.restore(&row.keys, row.states);
             if window.included_through.len() <= i {
@@ -239,7 +239,8 @@ impl Partition {
         self.metrics.iter().map(|m| m.windows.values().map(|w| w.series.len()).sum()).collect()
     }
 
-    /// The plan this partition runs; metric indices refer to it.
+    /// The plan this partition runs; the metric indices of its counters and
+    /// open windows refer to it.
     pub fn plan(&self) -> &Arc<CompiledPlan> {
         &self.plan
     }

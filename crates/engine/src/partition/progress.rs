@@ -60,9 +60,9 @@ impl Partition {
     /// Switches to `plan` between two messages. Metrics with the same hash
     /// in both plans keep their open windows and counters; metrics only in
     /// `plan` start counting at the next offset; metrics only in the old
-    /// plan close all their open windows into `out` and stop. The rows in
-    /// `out` refer to the old plan's metric indices, so the caller must
-    /// persist them with the old plan. Returns the old plan.
+    /// plan close all their open windows into `out` and stop. Each row in
+    /// `out` holds its own metric, so the caller writes them like any other
+    /// rows. Returns the old plan.
     pub fn reconfigure(&mut self, plan: Arc<CompiledPlan>, out: &mut Output) -> Arc<CompiledPlan> {
         // Held-back rows go out under the plan that made them, and the
         // checkpoint moves to the switch, so no replay crosses it.

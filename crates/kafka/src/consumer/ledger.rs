@@ -15,17 +15,17 @@
 //! * a partition given up (revoked, or claimed by another owner) loses its
 //!   pending output and its commit position, also when it is given up while
 //!   a flush is being written: the next owner replays it from the store.
+//!
+//! It knows nothing of plans. Each row holds its metric (`engine::Row`),
+//! so the last rows of metrics a plan switch stopped are pending output
+//! like any other, written in the order they were produced: no plan is
+//! kept after it is replaced to say what those rows are.
 
-use engine::{Checkpoint, CompiledPlan, Output};
+use engine::{Checkpoint, Output};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 /// A partition: topic and partition number.
 pub(crate) type Key = (String, i32);
-
-/// Output of metrics that stopped at a plan switch, under the plan whose
-/// metric indices its rows use.
-pub(crate) type Retired = (Arc<CompiledPlan>, BTreeMap<String, Output>);
 
 /// One partition's progress at the moment a flush is taken.
 #[derive(Debug)]
@@ -42,10 +42,6 @@ pub(crate) struct Progress {
 /// Output taken for one flush, with the checkpoints and replay points that
 /// cover it: everything the store writer needs, and nothing of the loop.
 pub(crate) struct Flush {
-    /// The plan the outputs' metric indices refer to.
-    pub plan: Arc<CompiledPlan>,
-    /// Rows of metrics that stopped, under their own plans; written first.
-    pub retired: Vec<Retired>,
     /// Per topic: rows and dead letters.
     pub outputs: BTreeMap<String, Output>,
     /// Per topic: the checkpoints written with its output.
@@ -74,8 +70,6 @@ pub(crate) struct Ledger {
     pending: BTreeMap<String, Output>,
     /// Messages consumed for `pending`.
     messages: u64,
-    /// Stopped metrics' rows not yet taken, oldest first.
-    retired: Vec<Retired>,
     /// The replay point last committed, per partition.
     committed: BTreeMap<Key, i64>,
     /// While a flush is out (taken, outcome not yet reported): the
@@ -108,16 +102,7 @@ impl Ledger {
 
     /// Whether anything at all waits to be written.
     pub fn has_pending(&self) -> bool {
-        self.messages > 0 || self.pending.values().any(|o| !o.is_empty()) || !self.retired.is_empty()
-    }
-
-    /// Keeps the last rows of metrics a plan switch stopped, to be written
-    /// under `plan` (the one that defined them) before anything newer.
-    pub fn retire(&mut self, plan: Arc<CompiledPlan>, mut outputs: BTreeMap<String, Output>) {
-        outputs.retain(|_, out| !out.rows.is_empty());
-        if !outputs.is_empty() {
-            self.retired.push((plan, outputs));
-        }
+        self.messages > 0 || self.pending.values().any(|o| !o.is_empty())
     }
 
     /// The replay point last committed for `key`.
@@ -130,12 +115,12 @@ impl Ledger {
         self.in_flight.is_some()
     }
 
-    /// Takes everything pending for one flush under `plan`, with the
-    /// progress of every partition: its checkpoint, and its replay point
-    /// when it is ahead of the one committed. One flush at a time: the
-    /// outcome of this one must be reported ([`Ledger::written`] or
-    /// [`Ledger::failed`]) before the next is taken.
-    pub fn take(&mut self, plan: &Arc<CompiledPlan>, progress: impl IntoIterator<Item = Progress>) -> Flush {
+    /// Takes everything pending for one flush, with the progress of every
+    /// partition: its checkpoint, and its replay point when it is ahead of
+    /// the one committed. One flush at a time: the outcome of this one must
+    /// be reported ([`Ledger::written`] or [`Ledger::failed`]) before the
+    /// next is taken.
+    pub fn take(&mut self, progress: impl IntoIterator<Item = Progress>) -> Flush {
         debug_assert!(self.in_flight.is_none(), "one flush at a time");
         let mut checkpoints: BTreeMap<String, Vec<Checkpoint>> = BTreeMap::new();
         let mut replay_points = Vec::new();
@@ -158,8 +143,6 @@ impl Ledger {
         }
         self.in_flight = Some(BTreeSet::new());
         Flush {
-            plan: Arc::clone(plan),
-            retired: std::mem::take(&mut self.retired),
             outputs: std::mem::take(&mut self.pending),
             checkpoints,
             replay_points,
@@ -201,7 +184,6 @@ impl Ledger {
         for (topic, out) in newer {
             self.add(&topic, out);
         }
-        self.retired.splice(0..0, flush.retired);
         self.messages += flush.messages;
         for (topic, partition) in &given_up {
             self.drop_output(topic, &[*partition]);
@@ -232,35 +214,38 @@ impl Ledger {
             out.rows.retain(|row| !theirs(row.partition));
             out.dead_letters.retain(|d| !theirs(d.partition));
         }
-        for (_, outputs) in &mut self.retired {
-            if let Some(out) = outputs.get_mut(topic) {
-                out.rows.retain(|row| !theirs(row.partition));
-            }
-        }
-        self.retired.retain(|(_, outputs)| outputs.values().any(|o| !o.rows.is_empty()));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dsl::plan::MetricPlan;
     use engine::{Checkpoint, DeadLetter, Reason, Row};
+    use std::sync::{Arc, LazyLock};
 
     const TOPIC: &str = "mta.events";
 
-    fn plan(metric: &str) -> Arc<CompiledPlan> {
+    /// A metric named `name` counting events of [`TOPIC`].
+    fn metric(name: &str) -> Arc<MetricPlan> {
         let text = format!(
-            "version 1\nsource s from kafka \"{TOPIC}\" format json {{ ts: timestamp event_time }}\nmetric {metric} from s\n  compute count() as c\n  window 1m\n"
+            "version 1\nsource s from kafka \"{TOPIC}\" format json {{ ts: timestamp event_time }}\nmetric {name} from s\n  compute count() as c\n  window 1m\n"
         );
         let compiled = dsl::compile_str("test.stream", &text);
         let diagnostics = compiled.render_diagnostics();
         let plan = compiled.plan.unwrap_or_else(|| panic!("{diagnostics}"));
-        Arc::new(CompiledPlan::new(plan, engine::EngineConfig::default()).expect("runs"))
+        Arc::clone(&plan.metrics[0])
     }
 
+    static METRIC: LazyLock<Arc<MetricPlan>> = LazyLock::new(|| metric("m"));
+
     fn row(partition: i32, window_start: i64) -> Row {
+        row_of(&METRIC, partition, window_start)
+    }
+
+    fn row_of(metric: &Arc<MetricPlan>, partition: i32, window_start: i64) -> Row {
         Row {
-            metric: 0,
+            metric: Arc::clone(metric),
             tier: 0,
             window_start,
             partition,
@@ -308,12 +293,11 @@ mod tests {
 
     #[test]
     fn a_written_flush_commits_its_replay_points_and_takes_everything_pending() {
-        let plan = plan("m");
         let mut ledger = Ledger::default();
         ledger.add(TOPIC, output(vec![row(0, 60_000), row(1, 60_000)]));
         ledger.output(TOPIC).dead_letters.push(dead_letter(0, 3));
         ledger.consumed(10);
-        let flush = ledger.take(&plan, [at(0, 5), at(1, 9)]);
+        let flush = ledger.take([at(0, 5), at(1, 9)]);
         assert_eq!(windows(&flush.outputs), [(0, 60_000), (1, 60_000)]);
         assert_eq!(flush.outputs[TOPIC].dead_letters.len(), 1);
         assert_eq!(flush.messages, 10);
@@ -328,24 +312,23 @@ mod tests {
         assert_eq!((ledger.committed(&key(0)), ledger.committed(&key(1))), (Some(5), Some(9)));
         assert!(!ledger.is_in_flight());
         // An unchanged replay point is not committed again.
-        let again = ledger.take(&plan, [at(0, 5), at(1, 12)]);
+        let again = ledger.take([at(0, 5), at(1, 12)]);
         assert_eq!(again.replay_points, [(TOPIC.to_string(), 1, 12)]);
     }
 
     #[test]
     fn a_failed_write_goes_back_in_front_of_newer_output() {
-        let plan = plan("m");
         let mut ledger = Ledger::default();
         ledger.add(TOPIC, output(vec![row(0, 60_000)]));
         ledger.consumed(4);
-        let flush = ledger.take(&plan, [at(0, 5)]);
+        let flush = ledger.take([at(0, 5)]);
         // Consuming goes on while the flush is written.
         ledger.add(TOPIC, output(vec![row(0, 120_000)]));
         ledger.consumed(3);
         ledger.failed(flush);
         assert!(!ledger.is_in_flight());
         assert_eq!(ledger.committed(&key(0)), None);
-        let retry = ledger.take(&plan, [at(0, 8)]);
+        let retry = ledger.take([at(0, 8)]);
         assert_eq!(windows(&retry.outputs), [(0, 60_000), (0, 120_000)]);
         assert_eq!(retry.messages, 7);
         assert_eq!(retry.replay_points, [(TOPIC.to_string(), 0, 8)]);
@@ -353,23 +336,22 @@ mod tests {
 
     #[test]
     fn a_partition_revoked_while_its_flush_is_written_is_neither_committed_nor_put_back() {
-        let plan = plan("m");
         for write_fails in [false, true] {
             let mut ledger = Ledger::default();
             ledger.add(TOPIC, output(vec![row(0, 60_000), row(1, 60_000)]));
-            let flush = ledger.take(&plan, [at(0, 5), at(1, 6)]);
+            let flush = ledger.take([at(0, 5), at(1, 6)]);
             ledger.add(TOPIC, output(vec![row(0, 120_000), row(1, 120_000)]));
             ledger.give_up([&key(1)]);
             if write_fails {
                 ledger.failed(flush);
-                let retry = ledger.take(&plan, [at(0, 5)]);
+                let retry = ledger.take([at(0, 5)]);
                 assert_eq!(windows(&retry.outputs), [(0, 60_000), (0, 120_000)], "the revoked partition's go");
             } else {
                 let points = ledger.written(&flush);
                 assert_eq!(points, [(TOPIC.to_string(), 0, 5)], "the revoked partition is not committed");
                 ledger.commit_done(&points);
                 assert_eq!(ledger.committed(&key(1)), None);
-                let next = ledger.take(&plan, [at(0, 5)]);
+                let next = ledger.take([at(0, 5)]);
                 assert_eq!(windows(&next.outputs), [(0, 120_000)]);
             }
         }
@@ -377,73 +359,73 @@ mod tests {
 
     #[test]
     fn a_revoked_partition_loses_its_commit_position_and_pending_output() {
-        let plan = plan("m");
         let mut ledger = Ledger::default();
-        let flush = ledger.take(&plan, [at(0, 5)]);
+        let flush = ledger.take([at(0, 5)]);
         let points = ledger.written(&flush);
         ledger.commit_done(&points);
         ledger.add(TOPIC, output(vec![row(0, 60_000)]));
         ledger.output(TOPIC).dead_letters.push(dead_letter(0, 6));
         ledger.give_up([&key(0)]);
         assert_eq!(ledger.committed(&key(0)), None);
-        let flush = ledger.take(&plan, []);
+        let flush = ledger.take([]);
         assert!(flush.outputs.values().all(Output::is_empty));
         // Assigned again and restored further back: its replay point is committed anew.
         ledger.written(&flush);
-        let flush = ledger.take(&plan, [at(0, 3)]);
+        let flush = ledger.take([at(0, 3)]);
         assert_eq!(flush.replay_points, [(TOPIC.to_string(), 0, 3)]);
     }
 
+    /// At a plan switch the stopped metrics' last rows join what is
+    /// pending, each holding its metric: no plan is kept for them, and they
+    /// are written, put back and given up like any other output, in the
+    /// order they were produced.
     #[test]
-    fn rows_of_stopped_metrics_are_written_first_under_their_plan_and_survive_a_failed_write() {
-        let (old, new) = (plan("old"), plan("new"));
+    fn rows_of_stopped_metrics_are_pending_output_that_survives_a_failed_write() {
+        let (old, new) = (metric("old"), metric("new"));
+        let names = |out: &BTreeMap<String, Output>| -> Vec<(String, (i32, i64))> {
+            out.values()
+                .flat_map(|o| o.rows.iter().map(|r| (r.metric.name.clone(), (r.partition, r.window_start))))
+                .collect()
+        };
         let mut ledger = Ledger::default();
-        // At the switch, the old plan's held-back and open rows go out under it.
-        let mut stopped = BTreeMap::new();
-        stopped.insert(TOPIC.to_string(), output(vec![row(0, 0), row(1, 0)]));
-        stopped.insert("empty".to_string(), Output::default());
-        ledger.retire(Arc::clone(&old), stopped);
-        ledger.retire(Arc::clone(&old), BTreeMap::new());
-        ledger.add(TOPIC, output(vec![row(0, 60_000)]));
+        // At the switch, the old plan's held-back and open rows go out.
+        ledger.add(TOPIC, output(vec![row_of(&old, 0, 0), row_of(&old, 1, 0)]));
+        ledger.add("empty", Output::default());
+        ledger.add(TOPIC, output(vec![row_of(&new, 0, 60_000)]));
         assert!(ledger.has_pending());
-        let flush = ledger.take(&new, [at(0, 5), at(1, 5)]);
-        assert_eq!(flush.retired.len(), 1, "empty outputs are not kept");
-        assert!(Arc::ptr_eq(&flush.retired[0].0, &old));
-        assert_eq!(flush.retired[0].1.keys().collect::<Vec<_>>(), [TOPIC]);
-        assert!(Arc::ptr_eq(&flush.plan, &new));
+        let flush = ledger.take([at(0, 5), at(1, 5)]);
+        let taken = [("old".to_string(), (0, 0)), ("old".to_string(), (1, 0)), ("new".to_string(), (0, 60_000))];
+        assert_eq!(names(&flush.outputs), taken);
         // A second switch before the failed write is retried: the first one's rows stay first.
-        let mut later = BTreeMap::new();
-        later.insert(TOPIC.to_string(), output(vec![row(0, 60_000)]));
-        ledger.retire(Arc::clone(&new), later);
+        ledger.add(TOPIC, output(vec![row_of(&new, 0, 120_000)]));
         ledger.failed(flush);
-        let retry = ledger.take(&new, [at(0, 5), at(1, 5)]);
-        let retired: Vec<_> =
-            retry.retired.iter().map(|(plan, out)| (plan.plan.metrics[0].name.clone(), windows(out))).collect();
-        assert_eq!(retired, [("old".to_string(), vec![(0, 0), (1, 0)]), ("new".to_string(), vec![(0, 60_000)])]);
+        let retry = ledger.take([at(0, 5), at(1, 5)]);
+        let mut expected = taken.to_vec();
+        expected.push(("new".to_string(), (0, 120_000)));
+        assert_eq!(names(&retry.outputs), expected);
         // A partition given up takes its stopped rows along.
         ledger.failed(retry);
         ledger.give_up([&key(1)]);
-        let last = ledger.take(&new, [at(0, 5)]);
-        assert_eq!(windows(&last.retired[0].1), [(0, 0)]);
+        let last = ledger.take([at(0, 5)]);
+        assert_eq!(windows(&last.outputs), [(0, 0), (0, 60_000), (0, 120_000)]);
         ledger.written(&last);
         assert!(!ledger.has_pending());
     }
 
     #[test]
     fn a_replay_point_is_never_committed_behind_the_last_commit() {
-        let plan = plan("m");
         let mut ledger = Ledger::default();
-        let flush = ledger.take(&plan, [at(0, 10)]);
+        let flush = ledger.take([at(0, 10)]);
         let points = ledger.written(&flush);
         ledger.commit_done(&points);
         // Behind or equal: nothing to commit.
         for replay in [4, 10] {
-            let flush = ledger.take(&plan, [at(0, replay)]);
+            let flush = ledger.take([at(0, replay)]);
             assert!(flush.replay_points.is_empty(), "replay point {replay}");
             assert!(ledger.written(&flush).is_empty());
         }
         // Two flushes reported out of order cannot move it back either.
-        let ahead = ledger.take(&plan, [at(0, 20)]);
+        let ahead = ledger.take([at(0, 20)]);
         let points = ledger.written(&ahead);
         ledger.commit_done(&points);
         ledger.commit_done(&[(TOPIC.to_string(), 0, 15)]);

@@ -203,7 +203,7 @@ impl Consumer {
                 return Ok(());
             }
         };
-        // What was consumed so far belongs to the old plan: make it durable under it.
+        // What was consumed so far is written first, with the old plan's checkpoints.
         self.flush_until_done(shutdown)?;
         let mut shared = lock(&self.shared);
         let old_topics = topics_of(&shared.plan);

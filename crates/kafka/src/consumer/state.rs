@@ -8,7 +8,7 @@ use super::writer::{FlushError, FlushResult, StoreWriter};
 use crate::dead_letter::DeadLetterProducer;
 use crate::{Observer, Refusal, Settings};
 use dsl::bundle::MetricChanges;
-use engine::{CompiledPlan, Output, Partition};
+use engine::{CompiledPlan, Partition};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
@@ -170,7 +170,7 @@ impl Shared {
             replay_point: state.replay_point(),
             epoch: self.epochs.get(key).copied(),
         });
-        let mut flush = self.ledger.take(&self.plan, progress);
+        let mut flush = self.ledger.take(progress);
         flush.dead_letter_topic.clone_from(&self.dead_letter_topic);
         flush
     }
@@ -199,7 +199,7 @@ impl Shared {
         let partitions: Vec<(&str, &Partition)> = self.partitions.iter().map(|((t, _), p)| (t.as_str(), p)).collect();
         let rows: Vec<(&str, &engine::Row)> =
             flush.outputs.iter().flat_map(|(t, out)| out.rows.iter().map(move |r| (t.as_str(), r))).collect();
-        self.observer.flushed_state(&flush.plan, &partitions, &rows);
+        self.observer.flushed_state(&self.plan, &partitions, &rows);
 
         let mut tpl = TopicPartitionList::new();
         for (topic, partition, replay) in self.ledger.written(&flush) {
@@ -237,19 +237,16 @@ impl Shared {
         self.publish_status();
     }
 
-    /// Switches every partition to `plan` (the caller has flushed, so
-    /// nothing pending refers to the old plan); the stopped metrics' last
-    /// rows wait in the ledger under the old one. Returns what changed, or
-    /// why the plan cannot run here.
+    /// Switches every partition to `plan` (the caller has flushed, so what
+    /// was produced before the switch goes first); the stopped metrics' last
+    /// rows join what is pending, each holding its metric. Returns what
+    /// changed, or why the plan cannot run here.
     pub fn switch(&mut self, plan: &Arc<CompiledPlan>, version: Option<u64>) -> Result<MetricChanges, Refusal> {
         self.store().setup(&plan.plan).map_err(|e| Refusal::Store { message: e.to_string() })?;
-        let old = Arc::clone(&self.plan);
-        let changes = MetricChanges::between(Some(&old.plan), &plan.plan);
-        let mut retired: BTreeMap<String, Output> = BTreeMap::new();
+        let changes = MetricChanges::between(Some(&self.plan.plan), &plan.plan);
         for ((topic, _), partition) in self.partitions.iter_mut() {
-            partition.reconfigure(Arc::clone(plan), retired.entry(topic.clone()).or_default());
+            partition.reconfigure(Arc::clone(plan), self.ledger.output(topic));
         }
-        self.ledger.retire(old, retired);
         self.plan = Arc::clone(plan);
         self.plan_version = version;
         self.dead_letter_topic = super::dead_letter_topic(self.settings.dead_letter_topic.as_deref(), plan);

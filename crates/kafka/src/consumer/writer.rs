@@ -6,7 +6,7 @@ use super::ledger::Flush;
 use super::lock;
 use crate::dead_letter::DeadLetterProducer;
 use crate::FlushReport;
-use engine::{CompiledPlan, Reason};
+use engine::Reason;
 use std::collections::BTreeMap;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
@@ -114,27 +114,6 @@ impl Flush {
     ) -> FlushResult {
         let started = Instant::now();
         let mut report = FlushReport { messages: self.messages, ..Default::default() };
-        let mut count_rows = |plan: &CompiledPlan, rows: &[engine::Row]| {
-            // Counted by index first: a name per metric, not per row.
-            let mut per_metric = vec![0u64; plan.plan.metrics.len()];
-            rows.iter().for_each(|row| per_metric[row.metric] += 1);
-            for (metric, n) in plan.plan.metrics.iter().zip(per_metric).filter(|(_, n)| *n > 0) {
-                *report.rows_by_metric.entry(metric.name.clone()).or_default() += n;
-            }
-        };
-        // Stopped metrics' last rows, under the plan that defined them. The
-        // checkpoints that follow may already leave those metrics out.
-        for (plan, outputs) in &self.retired {
-            for (topic, out) in outputs {
-                store
-                    .write(
-                        &plan.plan,
-                        &WriteBatch { topic, rows: &out.rows, owners: self.owners_of(topic), ..Default::default() },
-                    )
-                    .map_err(FlushError::Store)?;
-                count_rows(plan, &out.rows);
-            }
-        }
         let mut dead_by_reason: BTreeMap<Reason, u64> = BTreeMap::new();
         for (topic, out) in &self.outputs {
             if let (Some(producer), Some(to)) = (dead_letters, &self.dead_letter_topic) {
@@ -142,18 +121,15 @@ impl Flush {
             }
             let checkpoints = self.checkpoints.get(topic).map_or(&[][..], Vec::as_slice);
             store
-                .write(
-                    &self.plan.plan,
-                    &WriteBatch {
-                        topic,
-                        rows: &out.rows,
-                        dead_letters: &out.dead_letters,
-                        checkpoints,
-                        owners: self.owners_of(topic),
-                    },
-                )
+                .write(&WriteBatch {
+                    topic,
+                    rows: &out.rows,
+                    dead_letters: &out.dead_letters,
+                    checkpoints,
+                    owners: self.owners_of(topic),
+                })
                 .map_err(FlushError::Store)?;
-            count_rows(&self.plan, &out.rows);
+            count_rows(&mut report.rows_by_metric, &out.rows);
             for d in &out.dead_letters {
                 *dead_by_reason.entry(d.reason).or_default() += 1;
             }
@@ -161,5 +137,17 @@ impl Flush {
         report.store_write = started.elapsed();
         report.dead_letters = dead_by_reason.into_iter().collect();
         Ok(report)
+    }
+}
+
+/// Adds `rows` to `counts` by metric name: one name looked up per run of
+/// rows of one metric (rows come grouped by metric), not per row.
+fn count_rows(counts: &mut BTreeMap<String, u64>, rows: &[engine::Row]) {
+    for run in rows.chunk_by(|a, b| Arc::ptr_eq(&a.metric, &b.metric)) {
+        let name = &run[0].metric.name;
+        match counts.get_mut(name) {
+            Some(n) => *n += run.len() as u64,
+            None => drop(counts.insert(name.clone(), run.len() as u64)),
+        }
     }
 }

@@ -224,7 +224,7 @@ fn columns_read(alert: &AlertPlan) -> Vec<String> {
 /// When a column cannot be queried (it cannot happen for exported columns).
 pub fn pipeline_dashboard(plan: &Plan, file: &PipelineFile) -> anyhow::Result<Value> {
     let name = stem(&file.path);
-    let metrics: Vec<(usize, &MetricPlan)> = file.metrics.iter().map(|&m| (m, &plan.metrics[m])).collect();
+    let metrics: Vec<(usize, &MetricPlan)> = file.metrics.iter().map(|&m| (m, &*plan.metrics[m])).collect();
     let alerts: Vec<&AlertPlan> = plan.alerts.iter().filter(|a| file.metrics.contains(&a.metric)).collect();
 
     let mut variables = vec![datasource_variable()];

@@ -138,10 +138,13 @@ fn run_fixture(path: &Path) -> anyhow::Result<Vec<String>> {
         partition.process(&Message::plain(&topic, 0, offset as i64, line.as_bytes()), now_ms, &mut out);
     }
     partition.close_all(&mut out);
-    store.write(
-        &plan.plan,
-        &WriteBatch { topic: &topic, rows: &out.rows, dead_letters: &out.dead_letters, checkpoints: &[], owners: &[] },
-    )?;
+    store.write(&WriteBatch {
+        topic: &topic,
+        rows: &out.rows,
+        dead_letters: &out.dead_letters,
+        checkpoints: &[],
+        owners: &[],
+    })?;
 
     let mut problems = Vec::new();
     if !fixture.description.is_empty() {

@@ -176,7 +176,7 @@ fn polled(plan: &dsl::Plan) -> (Vec<dsl::plan::SourcePlan>, Vec<dsl::plan::Metri
         .filter_map(|s| s.dnsbl.as_ref())
         .flat_map(|d| d.targets_from.iter().map(|t| t.metric.as_str()))
         .collect();
-    let metrics = plan.metrics.iter().filter(|m| read.contains(&m.name.as_str())).cloned().collect();
+    let metrics = plan.metrics.iter().filter(|m| read.contains(&m.name.as_str())).map(|m| (**m).clone()).collect();
     (sources, metrics)
 }
 
