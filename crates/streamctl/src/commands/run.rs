@@ -111,6 +111,7 @@ pub fn run(_global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     let mut read_error = None;
     let outcome = kafka::batch::run(store.as_mut(), &plan, &topic, partitions, &settings, |feeder| {
         let mut offsets = vec![0i64; count];
+        let key_finder = crate::json_key::FieldFinder::new(&args.key);
         let mut line = Vec::with_capacity(1024);
         let mut bytes = 0u64;
         loop {
@@ -129,7 +130,7 @@ pub fn run(_global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
                 continue;
             }
             let (p, truncated) = match read {
-                Line::Whole if count > 1 => (partition_of(&line, &args.key, count), None),
+                Line::Whole if count > 1 => (partition_of(&line, &key_finder, count), None),
                 Line::Whole => (0, None),
                 Line::Truncated { len, sha256 } => (0, Some((len, sha256))),
             };
@@ -177,17 +178,18 @@ pub fn run(_global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
 const PROGRESS_EVERY: u64 = 16_384;
 
 /// The partition for a line: a stable hash of its `key` field as JSON text
-/// (partition 0 when absent or when the line is not a JSON object).
-fn partition_of(line: &[u8], key: &str, partitions: usize) -> usize {
+/// (partition 0 when absent or when the line is not a JSON object; a line
+/// that is not well-formed JSON may go by what looks like the field).
+fn partition_of(line: &[u8], key: &crate::json_key::FieldFinder, partitions: usize) -> usize {
     let fnv = |h: u64, text: &[u8]| text.iter().fold(h, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3));
     let seed = 0xcbf2_9ce4_8422_2325u64;
-    let hash = match crate::json_key::string_field(line, key) {
+    let hash = match key.find(line) {
         // The field's JSON text: a string without escapes is its bytes, quoted.
         Some(crate::json_key::Found::Raw(raw)) => fnv(fnv(fnv(seed, b"\""), raw), b"\""),
         Some(crate::json_key::Found::Absent) => return 0,
         None => {
             let value: Option<serde_json::Value> = serde_json::from_slice(line).ok();
-            let Some(text) = value.as_ref().and_then(|v| v.get(key)).map(|k| k.to_string()) else { return 0 };
+            let Some(text) = value.as_ref().and_then(|v| v.get(key.key())).map(|k| k.to_string()) else { return 0 };
             fnv(seed, text.as_bytes())
         }
     };
