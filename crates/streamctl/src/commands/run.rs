@@ -92,7 +92,7 @@ pub fn run(_global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
         let len = file.metadata().ok().map(|m| m.len());
         (Box::new(file), len)
     };
-    let mut reader = BufReader::with_capacity(1 << 20, reader);
+    let mut lines = lines::Lines::new(BufReader::with_capacity(1 << 20, reader), args.max_message_bytes);
     let count = usize::from(args.partitions);
     let partitions: Vec<Partition> = (0..args.partitions)
         .map(|p| Partition::new(plan.clone(), i32::from(p)).with_tier_rows_every(args.tier_rows_every))
@@ -112,11 +112,10 @@ pub fn run(_global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     let outcome = kafka::batch::run(store.as_mut(), &plan, &topic, partitions, &settings, |feeder| {
         let mut offsets = vec![0i64; count];
         let key_finder = crate::json_key::FieldFinder::new(&args.key);
-        let mut line = Vec::with_capacity(1024);
         let mut bytes = 0u64;
         loop {
-            let read = match lines::read_line(&mut reader, &mut line, args.max_message_bytes) {
-                Ok(Some(read)) => read,
+            let (line, read) = match lines.next_line() {
+                Ok(Some(next)) => next,
                 Ok(None) => break,
                 Err(error) => {
                     read_error = Some(error);
@@ -124,19 +123,19 @@ pub fn run(_global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
                 }
             };
             bytes += line.len() as u64 + 1;
-            if read == Line::Whole && lines::is_blank(&line) {
+            if read == Line::Whole && lines::is_blank(line) {
                 // A blank line (a file's trailing newline pair) is no message.
                 blank_lines += 1;
                 continue;
             }
             let (p, truncated) = match read {
-                Line::Whole if count > 1 => (partition_of(&line, &key_finder, count), None),
+                Line::Whole if count > 1 => (partition_of(line, &key_finder, count), None),
                 Line::Whole => (0, None),
                 Line::Truncated { len, sha256 } => (0, Some((len, sha256))),
             };
             let offset = offsets[p];
             offsets[p] += 1;
-            feeder.push(Fed { partition: p, offset, payload: &line, key: None, timestamp_ms: None, truncated })?;
+            feeder.push(Fed { partition: p, offset, payload: line, key: None, timestamp_ms: None, truncated })?;
             if feeder.messages().is_multiple_of(PROGRESS_EVERY) {
                 if input_bytes.is_some() {
                     progress.set_message(format!("{} events", feeder.messages()));
