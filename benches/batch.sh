@@ -117,4 +117,6 @@ if has_duckdb:
 else:
     print("  (DuckDB not importable: `pip install duckdb` to compare)")
 PY
-echo "$(date -u +%Y-%m-%dT%H:%MZ), $streamctl at commit $(git rev-parse --short HEAD), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg): bash benches/batch.sh $events"
+# A build given by STREAMCTL may be of another commit than the checkout's.
+built=${STREAMCTL:+"$streamctl (the checkout is at"}
+echo "$(date -u +%Y-%m-%dT%H:%MZ), ${built:-$streamctl at} commit $(git rev-parse --short HEAD)${STREAMCTL:+)}, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg): bash benches/batch.sh $events"

@@ -61,6 +61,74 @@ pub fn string_field<'a>(line: &'a [u8], key: &str) -> Option<Found<'a>> {
     }
 }
 
+/// [`string_field`] of one key over many lines, with a quicker path for
+/// the common line: no backslash, no nested object or array. There a key is
+/// a quoted name at an even count of quotes followed by `:`, found with
+/// vectorised searches instead of walking every field.
+///
+/// It agrees with [`string_field`] and with a JSON parser on every
+/// well-formed line; on a line that is not (which is dead-lettered
+/// whichever partition it goes to) it may find a value where they give up.
+pub struct FieldFinder {
+    key: String,
+    /// `"key"`, when the key needs no escaping in JSON.
+    quoted: Option<memchr::memmem::Finder<'static>>,
+}
+
+impl FieldFinder {
+    /// A finder of top-level field `key`.
+    pub fn new(key: &str) -> Self {
+        let plain = key.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
+        let quoted = plain.then(|| memchr::memmem::Finder::new(format!("\"{key}\"").as_bytes()).into_owned());
+        FieldFinder { key: key.to_owned(), quoted }
+    }
+
+    /// The key looked for.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The field's value in `line`, as [`string_field`] gives it.
+    pub fn find<'a>(&self, line: &'a [u8]) -> Option<Found<'a>> {
+        self.quick(line).or_else(|| string_field(line, &self.key))
+    }
+
+    /// The answer for a line without escapes or nesting; `None` for others.
+    fn quick<'a>(&self, line: &'a [u8]) -> Option<Found<'a>> {
+        let quoted = self.quoted.as_ref()?;
+        std::str::from_utf8(line).ok()?;
+        let open = skip_space(line, 0);
+        if line.get(open) != Some(&b'{') || memchr::memchr(b'\\', line).is_some() {
+            return None;
+        }
+        if memchr::memchr2(b'{', b'[', &line[open + 1..]).is_some() {
+            return None;
+        }
+        let mut found = Found::Absent;
+        // Quotes before `counted`, to tell an opening quote from a closing one.
+        let (mut quotes, mut counted) = (0, 0);
+        for at in quoted.find_iter(line) {
+            quotes += memchr::memchr_iter(b'"', &line[counted..at]).count();
+            counted = at;
+            let mut pos = skip_space(line, at + quoted.needle().len());
+            if quotes % 2 != 0 || line.get(pos) != Some(&b':') {
+                continue;
+            }
+            pos = skip_space(line, pos + 1);
+            if line.get(pos) != Some(&b'"') {
+                return None; // Not a string: the full path says what it is.
+            }
+            let len = memchr::memchr(b'"', &line[pos + 1..])?;
+            let value = &line[pos + 1..pos + 1 + len];
+            if value.iter().any(|&b| b < 0x20) {
+                return None;
+            }
+            found = Found::Raw(value);
+        }
+        Some(found)
+    }
+}
+
 /// The string starting at `line[pos]` (a `"`) without escapes, and the
 /// position after its closing quote.
 fn string(line: &[u8], pos: usize) -> Option<(&[u8], usize)> {
@@ -163,5 +231,73 @@ mod tests {
             }
         }
         assert!(answered > 5000, "{answered}");
+    }
+
+    /// What a JSON parser makes of `key` in `line`: `None` when the line is
+    /// no JSON object, else the field as [`Found`] (a non-string value as `None` inside).
+    fn parsed(line: &[u8], key: &str) -> Option<Option<Option<String>>> {
+        let value: serde_json::Value = serde_json::from_slice(line).ok()?;
+        let object = value.as_object()?;
+        Some(object.get(key).map(|v| v.as_str().map(str::to_owned)))
+    }
+
+    #[test]
+    fn the_finder_agrees_with_a_json_parser_and_with_string_field() {
+        let mut lines: Vec<Vec<u8>> = [
+            &br#"{"k":"v"}"#[..],
+            br#" { "k" : "v" , "k":"w" } "#,
+            br#"{"a":"k","k":"v"}"#,
+            br#"{"a":"\"k\":","k":"v"}"#,
+            br#"{"a":"x\\","k":"v"}"#,
+            br#"{"o":{"k":"v"}}"#,
+            br#"{"o":{"k":"v"},"k":"w"}"#,
+            br#"{"a":["k"],"b":"[\"k\"]"}"#,
+            br#"{"a":"{","k":"v"}"#,
+            br#"{"k":12}"#,
+            br#"{"k":null}"#,
+            br#"{"a":""k":","k":"v"}"#,
+            br#"{"a":"x\","k":"v"}"#,
+            br#"{"k":"a\u0041"}"#,
+            br#"{"kk":"v","k ":"w"}"#,
+            br#"{"xk":"v"}"#,
+            br#"{"s":"say \"k\": \"x\"","k":"v"}"#,
+            b"{\"k\":\"\xe9\"}",
+            b"{}",
+            b"[]",
+            b"",
+        ]
+        .iter()
+        .map(|l| l.to_vec())
+        .collect();
+        let mut generator =
+            workload::Generator::new(workload::Config { bad_ratio: 0.3, seed: 5, ..workload::Config::default() });
+        let mut line = Vec::new();
+        for _ in 0..3000 {
+            generator.next_line(&mut line);
+            lines.push(line.clone());
+        }
+        let mut quick = 0;
+        for key in ["k", "sender_domain", "diagnostic", "smtp_code", "nope"] {
+            let finder = FieldFinder::new(key);
+            for line in &lines {
+                let text = String::from_utf8_lossy(line);
+                if let Some(answer) = finder.quick(line) {
+                    quick += usize::from(key == "sender_domain");
+                    if let Some(field) = parsed(line, key) {
+                        let expected = match field {
+                            None => Found::Absent,
+                            Some(Some(ref s)) => Found::Raw(s.as_bytes()),
+                            Some(None) => panic!("a non-string value answered quickly: {text}"),
+                        };
+                        assert_eq!(answer, expected, "{key} in {text}");
+                    }
+                }
+                if let Some(answer) = string_field(line, key) {
+                    assert_eq!(finder.find(line), Some(answer), "{key} in {text}");
+                }
+            }
+        }
+        // The quick path answers the common line (30% of these are made bad).
+        assert!(quick > 3000 / 2, "{quick}");
     }
 }

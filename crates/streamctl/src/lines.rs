@@ -75,6 +75,46 @@ pub fn read_line(reader: &mut impl BufRead, line: &mut Vec<u8>, limit: usize) ->
     }))
 }
 
+/// The lines of a reader, each borrowed from the reader's buffer when it is
+/// whole in it (no copy: the common line), else read with [`read_line`].
+pub struct Lines<R> {
+    reader: R,
+    line: Vec<u8>,
+    limit: usize,
+    /// Bytes of the reader's buffer given out as the last line.
+    given: usize,
+}
+
+impl<R: BufRead> Lines<R> {
+    /// The lines of `reader`, keeping at most `limit` bytes of each, as [`read_line`].
+    pub fn new(reader: R, limit: usize) -> Self {
+        Lines { reader, line: Vec::with_capacity(1024), limit, given: 0 }
+    }
+
+    /// The next line (without its `\n`) and what was read of it, as
+    /// [`read_line`] says; `None` at the end of the input.
+    ///
+    /// # Errors
+    /// When reading fails.
+    pub fn next_line(&mut self) -> std::io::Result<Option<(&[u8], Line)>> {
+        self.reader.consume(std::mem::take(&mut self.given));
+        let newline = loop {
+            match self.reader.fill_buf() {
+                Ok(buffer) => break memchr::memchr(b'\n', buffer).filter(|&n| n <= self.limit),
+                Err(error) if error.kind() == ErrorKind::Interrupted => {}
+                Err(error) => return Err(error),
+            }
+        };
+        if let Some(n) = newline {
+            self.given = n + 1;
+            // Filled above: this returns the same bytes without reading.
+            let buffer = self.reader.fill_buf()?;
+            return Ok(Some((&buffer[..n], Line::Whole)));
+        }
+        Ok(read_line(&mut self.reader, &mut self.line, self.limit)?.map(|read| (self.line.as_slice(), read)))
+    }
+}
+
 /// Whether a line holds nothing but whitespace (a blank line, or a `\r`
 /// left by a CRLF file).
 pub fn is_blank(line: &[u8]) -> bool {
@@ -112,6 +152,23 @@ mod tests {
             assert_eq!(read[2].0, long[..engine::DEAD_LETTER_PREFIX_BYTES].to_vec());
             assert_eq!(read[3], (b"last".to_vec(), Line::Whole));
             assert_eq!(lines(&input, 10_000, buffer)[2], (long.clone(), Line::Whole), "exactly the limit is whole");
+        }
+    }
+
+    #[test]
+    fn lines_borrowed_from_the_buffer_are_those_read_line_reads() {
+        let long = vec![b'x'; 10_000];
+        let input = [&b"short\n\n{\"a\":1}\r\n"[..], &long, b"\nnext\n", &long[..9_999], b"\nlast"].concat();
+        for buffer in [1, 7, 64, 9_000, 1 << 16] {
+            for limit in [5, 9_999, 10_000] {
+                let expected = lines(&input, limit, buffer);
+                let mut read = Lines::new(BufReader::with_capacity(buffer, &input[..]), limit);
+                let mut got = Vec::new();
+                while let Some((line, how)) = read.next_line().expect("in memory") {
+                    got.push((line.to_vec(), how));
+                }
+                assert_eq!(got, expected, "buffer {buffer}, limit {limit}");
+            }
         }
     }
 

@@ -86,7 +86,7 @@ pub fn run(_global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
         let len = file.metadata().ok().map(|m| m.len());
         (Box::new(file), len)
     };
-    let mut reader = BufReader::with_capacity(1 << 20, reader);
+    let mut lines = lines::Lines::new(BufReader::with_capacity(1 << 20, reader), args.max_message_bytes);
     let count = usize::from(args.partitions);
     let partitions: Vec<Partition> = (0..args.partitions)
         .map(|p| Partition::new(plan.clone(), i32::from(p)).with_tier_rows_every(args.tier_rows_every))
@@ -105,11 +105,11 @@ pub fn run(_global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     let mut read_error = None;
     let outcome = kafka::batch::run(store.as_mut(), &plan, &topic, partitions, &settings, |feeder| {
         let mut offsets = vec![0i64; count];
-        let mut line = Vec::with_capacity(1024);
+        let key_finder = crate::json_key::FieldFinder::new(&args.key);
         let mut bytes = 0u64;
         loop {
-            let read = match lines::read_line(&mut reader, &mut line, args.max_message_bytes) {
-                Ok(Some(read)) => read,
+            let (line, read) = match lines.next_line() {
+                Ok(Some(next)) => next,
                 Ok(None) => break,
                 Err(error) => {
                     read_error = Some(error);
@@ -117,19 +117,19 @@ pub fn run(_global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
                 }
             };
             bytes += line.len() as u64 + 1;
-            if read == Line::Whole && lines::is_blank(&line) {
+            if read == Line::Whole && lines::is_blank(line) {
                 // A blank line (a file's trailing newline pair) is no message.
                 blank_lines += 1;
                 continue;
             }
             let (p, truncated) = match read {
-                Line::Whole if count > 1 => (partition_of(&line, &args.key, count), None),
+                Line::Whole if count > 1 => (partition_of(line, &key_finder, count), None),
                 Line::Whole => (0, None),
                 Line::Truncated { len, sha256 } => (0, Some((len, sha256))),
             };
             let offset = offsets[p];
             offsets[p] += 1;
-            feeder.push(Fed { partition: p, offset, payload: &line, key: None, timestamp_ms: None, truncated })?;
+            feeder.push(Fed { partition: p, offset, payload: line, key: None, timestamp_ms: None, truncated })?;
             if feeder.messages().is_multiple_of(PROGRESS_EVERY) {
                 if input_bytes.is_some() {
                     progress.set_message(format!("{} events", feeder.messages()));
@@ -171,17 +171,18 @@ pub fn run(_global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
 const PROGRESS_EVERY: u64 = 16_384;
 
 /// The partition for a line: a stable hash of its `key` field as JSON text
-/// (partition 0 when absent or when the line is not a JSON object).
-fn partition_of(line: &[u8], key: &str, partitions: usize) -> usize {
+/// (partition 0 when absent or when the line is not a JSON object; a line
+/// that is not well-formed JSON may go by what looks like the field).
+fn partition_of(line: &[u8], key: &crate::json_key::FieldFinder, partitions: usize) -> usize {
     let fnv = |h: u64, text: &[u8]| text.iter().fold(h, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3));
     let seed = 0xcbf2_9ce4_8422_2325u64;
-    let hash = match crate::json_key::string_field(line, key) {
+    let hash = match key.find(line) {
         // The field's JSON text: a string without escapes is its bytes, quoted.
         Some(crate::json_key::Found::Raw(raw)) => fnv(fnv(fnv(seed, b"\""), raw), b"\""),
         Some(crate::json_key::Found::Absent) => return 0,
         None => {
             let value: Option<serde_json::Value> = serde_json::from_slice(line).ok();
-            let Some(text) = value.as_ref().and_then(|v| v.get(key)).map(|k| k.to_string()) else { return 0 };
+            let Some(text) = value.as_ref().and_then(|v| v.get(key.key())).map(|k| k.to_string()) else { return 0 };
             fnv(seed, text.as_bytes())
         }
     };
