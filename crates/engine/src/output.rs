@@ -33,10 +33,14 @@ pub struct Row {
 }
 
 impl Row {
-    /// The index of this row's metric in `plan`: the same metric (by
-    /// [`MetricPlan::hash`]) or none.
+    /// The index of this row's metric in `plan`: the same metric (the
+    /// shared one, else one with the same [`MetricPlan::hash`]) or none.
     pub fn metric_index(&self, plan: &Plan) -> Option<usize> {
-        plan.metrics.iter().position(|m| Arc::ptr_eq(m, &self.metric) || m.hash == self.metric.hash)
+        let metrics = &plan.metrics;
+        metrics
+            .iter()
+            .position(|m| Arc::ptr_eq(m, &self.metric))
+            .or_else(|| metrics.iter().position(|m| m.hash == self.metric.hash))
     }
 }
 

@@ -334,8 +334,11 @@ fn write_all<S: Store + ?Sized>(
                 owners: &[],
             })
             .map_err(Error::Store)?;
-        for m in pending.rows.iter().filter_map(|row| row.metric_index(plan)) {
-            rows_written[m] += 1;
+        // One lookup per run of rows of one metric, not per row.
+        for run in pending.rows.chunk_by(|a, b| Arc::ptr_eq(&a.metric, &b.metric)) {
+            if let Some(m) = run[0].metric_index(plan) {
+                rows_written[m] += run.len() as u64;
+            }
         }
         pending.rows.clear();
         pending.dead_letters.clear();

@@ -169,14 +169,14 @@ impl Supervisor {
 
 /// What of a plan its pollers depend on: its `dnsbl` sources and the
 /// metrics their `targets from` read. The pollers restart when it changes.
-fn polled(plan: &dsl::Plan) -> (Vec<dsl::plan::SourcePlan>, Vec<dsl::plan::MetricPlan>) {
+fn polled(plan: &dsl::Plan) -> (Vec<dsl::plan::SourcePlan>, Vec<Arc<dsl::plan::MetricPlan>>) {
     let sources: Vec<_> = plan.sources.iter().filter(|s| s.dnsbl.is_some()).cloned().collect();
     let read: Vec<&str> = sources
         .iter()
         .filter_map(|s| s.dnsbl.as_ref())
         .flat_map(|d| d.targets_from.iter().map(|t| t.metric.as_str()))
         .collect();
-    let metrics = plan.metrics.iter().filter(|m| read.contains(&m.name.as_str())).map(|m| (**m).clone()).collect();
+    let metrics = plan.metrics.iter().filter(|m| read.contains(&m.name.as_str())).cloned().collect();
     (sources, metrics)
 }
 
