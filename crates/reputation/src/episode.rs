@@ -80,25 +80,23 @@ impl Episodes {
     ) -> Vec<Episode> {
         let observed: HashSet<(&str, &str)> =
             observed.into_iter().map(|o| (o.list.as_str(), o.target.as_str())).collect();
-        let gone: Vec<(String, String)> = self
-            .open
-            .keys()
-            .filter(|(list, target)| lists.contains(list) && !observed.contains(&(list.as_str(), target.as_str())))
-            .cloned()
-            .collect();
-        let mut closed: Vec<Episode> =
-            gone.into_iter().filter_map(|key| self.open.remove(&key)).map(end_at_last).collect();
-        closed.sort_by(|a, b| (&a.list, &a.target).cmp(&(&b.list, &b.target)));
-        closed
+        self.close_where(|list, target| lists.contains(list) && !observed.contains(&(list.as_str(), target.as_str())))
     }
 
     /// Ends, at their last observation, the open episodes of lists not in
     /// `lists` (a deploy removed them: nothing polls them any more).
     /// Returns them, to be upserted.
     pub fn close_lists_except(&mut self, lists: &[String]) -> Vec<Episode> {
-        let gone: Vec<(String, String)> = self.open.keys().filter(|(list, _)| !lists.contains(list)).cloned().collect();
+        self.close_where(|list, _| !lists.contains(list))
+    }
+
+    /// Ends, at their last observation, the open episodes whose (list,
+    /// target) satisfies `gone`, and returns them in (list, target) order.
+    fn close_where(&mut self, gone: impl Fn(&String, &String) -> bool) -> Vec<Episode> {
+        let keys: Vec<(String, String)> =
+            self.open.keys().filter(|(list, target)| gone(list, target)).cloned().collect();
         let mut closed: Vec<Episode> =
-            gone.into_iter().filter_map(|key| self.open.remove(&key)).map(end_at_last).collect();
+            keys.into_iter().filter_map(|key| self.open.remove(&key)).map(end_at_last).collect();
         closed.sort_by(|a, b| (&a.list, &a.target).cmp(&(&b.list, &b.target)));
         closed
     }
