@@ -4,7 +4,9 @@
 # minute, sender domain and event, count and sum of sizes) and on every
 # pipeline of pipelines/, a serde_json parse-only pass, and, when
 # `python3 -c "import duckdb"` works, DuckDB with 1 and 2 threads on the same
-# one-metric query. Prints events/s of each whole process, rows written and
+# one-metric query; and, to show scaling with cores on a machine whose
+# cores one partition's three threads (reader, engine, store writer) already
+# share, `streamctl run` with 1 partition held to one core (taskset). Prints events/s of each whole process, rows written and
 # stored, store bytes per million events, and the ratios. Not a test.
 #
 #   bash benches/batch.sh [EVENTS]        (default 1000000)
@@ -28,6 +30,9 @@ if [ ! -f "$file" ]; then
 fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+# Scaling with cores: one partition held to one core against two
+# partitions on two (off with CORES=0, or where taskset or a second core is missing).
+pinned=$([ "${CORES:-1}" != 0 ] && command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ] && echo yes || echo no)
 has_duckdb=$(python3 -c 'import duckdb' 2>/dev/null && echo yes || echo no)
 
 # A run: `name seconds` appended to $work/times, its summary kept.
@@ -41,10 +46,13 @@ timed() {
   echo "$name $(python3 -c "print($end - $start)")" >>"$work/times"
 }
 
+# `run NAME PIPELINES PARTITIONS [CPUS]`: CPUS (a taskset list) pins the
+# whole process to those cores.
 run() {
-  local name=$1 pipelines=$2 partitions=$3
+  local name=$1 pipelines=$2 partitions=$3 pin=()
+  [ -n "${4:-}" ] && pin=(taskset -c "$4")
   rm -f "$work/$name.db" "$work/$name.db-wal" "$work/$name.db-shm"
-  timed "$name" "$streamctl" run "$pipelines" --input "$file" --store "sqlite:$work/$name.db" \
+  timed "$name" "${pin[@]}" "$streamctl" run "$pipelines" --input "$file" --store "sqlite:$work/$name.db" \
     --partitions "$partitions" --key sender_domain --now 2100-01-01T00:00:00Z --summary-json "$work/$name.json"
 }
 
@@ -71,6 +79,10 @@ for _ in $(seq "$rounds"); do
   run one_metric_2p benches/batch/count_sum.stream 2
   run pipelines_1p pipelines/ 1
   run pipelines_2p pipelines/ 2
+  if [ "$pinned" = yes ]; then
+    run one_metric_1p_1core benches/batch/count_sum.stream 1 0
+    run pipelines_1p_1core pipelines/ 1 0
+  fi
   if [ "$has_duckdb" = yes ]; then
     timed duckdb_1t duckdb_query 1
     timed duckdb_2t duckdb_query 2
@@ -101,7 +113,7 @@ for name in best:
         per_m = 1e6 / events
         extra = (f"  rows written {s['rows_written']:>9,} ({s['rows_written'] * per_m:,.0f}/M events), "
                  f"stored {stored:,}, store {size / 1e6:.1f} MB ({size * per_m / 1e6:.1f} MB/M events)")
-    print(f"  {name:<14} {rate[name]:>12,.0f} events/s{extra}")
+    print(f"  {name:<20} {rate[name]:>12,.0f} events/s{extra}")
 def ratio(label, a, b):
     if a in rate and b in rate:
         print(f"  {label:<52} {rate[a] / rate[b]:.2f}")
@@ -111,6 +123,8 @@ ratio("pipelines/, 2 partitions / 1 partition (target 1.7)", "pipelines_2p", "pi
 ratio("pipelines/, 1 partition / parse-only (target 0.35)", "pipelines_1p", "parse_only")
 ratio("pipelines/, 2 partitions / parse-only (target 0.35)", "pipelines_2p", "parse_only")
 ratio("one metric, 1 partition / parse-only", "one_metric_1p", "parse_only")
+ratio("one metric, 2 partitions on 2 cores / 1 on 1 core", "one_metric_2p", "one_metric_1p_1core")
+ratio("pipelines/, 2 partitions on 2 cores / 1 on 1 core", "pipelines_2p", "pipelines_1p_1core")
 if has_duckdb:
     ratio("one metric, 1 partition / DuckDB 1 thread (target 0.8)", "one_metric_1p", "duckdb_1t")
     ratio("one metric, 2 partitions / DuckDB 2 threads (target 0.8)", "one_metric_2p", "duckdb_2t")
