@@ -306,12 +306,16 @@ mod tests {
         ];
         for (m, runtime) in classifier.matchers.list.iter().enumerate() {
             let matcher = &classifier.plan.matchers[m];
-            assert_eq!(runtime.set.len(), matcher.patterns.len() + 1, "one sentinel per set");
+            assert_eq!(
+                runtime.set().expect("the set compiles").len(),
+                matcher.patterns.len() + 1,
+                "one sentinel per set"
+            );
             for text in texts {
                 let mut params = vec![Val::Null; classifier.plan.params.len()];
                 params[matcher.param] = Val::Str(text.into());
                 let hits = Hits::new(&classifier.matchers, &params);
-                let matches = runtime.set.matches(text);
+                let matches = runtime.set().expect("the set compiles").matches(text);
                 for (i, pattern) in matcher.patterns.iter().enumerate() {
                     let alone = Regex::new(pattern).expect("compiles").is_match(text);
                     assert_eq!(matches.matched(i), alone, "{pattern} on {text:?}");
@@ -388,7 +392,7 @@ mod stdlib_tests {
     /// Every labelled reply classifies as when every rule is evaluated over
     /// the full set's hits, and every hit of the standard classifier, over
     /// those replies and variants of them (case changed, cut short, padded),
-    /// equals the full set's answer.
+    /// equals the full set's answer and each pattern's own regex's.
     #[test]
     fn standard_rules_hit_exactly_as_the_full_set() {
         let compiled = dsl::compile_str("t.stream", "version 1\nimport \"std:bounces\"\n");
@@ -431,9 +435,11 @@ mod stdlib_tests {
                 let mut params = vec![Val::Null; classifier.plan.params.len()];
                 params[runtime.param] = Val::Str(text.as_str().into());
                 let hits = Hits::new(&classifier.matchers, &params);
-                let matches = runtime.set.matches(text);
+                let matches = runtime.set().expect("the set compiles").matches(text);
                 for p in 0..runtime.regexes.len() {
                     assert_eq!(hits.get(m, p), Some(matches.matched(p)), "pattern {p} of matcher {m} on {text:?}");
+                    // What answers when the set does not compile.
+                    assert_eq!(runtime.regexes[p].is_match(text), matches.matched(p), "pattern {p} alone on {text:?}");
                 }
             }
         }

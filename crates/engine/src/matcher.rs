@@ -1,9 +1,10 @@
 //! A classifier's compiled matchers, and the hits of one classification.
 //!
 //! The compiler folds a classifier's text tests into one matcher per
-//! parameter, each a list of patterns. [`Matchers`] holds, per matcher, the
-//! full `RegexSet`, each pattern's regex and the literal prefilters that
-//! tell, in one pass over a text, which patterns *can* match; [`Hits`] works
+//! parameter, each a list of patterns. [`Matchers`] holds, per matcher, each
+//! pattern's regex, the literal prefilters that tell, in one pass over a
+//! text, which patterns *can* match, and (built when first needed) the full
+//! `RegexSet`; [`Hits`] works
 //! out a classification's pattern hits lazily from those. Rule conditions
 //! (expressions, [`crate::eval`]) read hits through [`Hits::get`]; this
 //! module knows nothing of expressions or rules ([`crate::classify`]).
@@ -16,6 +17,7 @@ use dsl::plan::TextMatcher;
 use regex::{Regex, RegexSet};
 use smallvec::SmallVec;
 use std::cell::Cell;
+use std::sync::OnceLock;
 
 /// A classifier's matchers, compiled, and where each one's block of words
 /// starts in a [`Hits`].
@@ -33,7 +35,7 @@ impl Matchers {
     /// Compiles `plans`.
     ///
     /// # Errors
-    /// If a pattern set does not compile (too large for the regex engine).
+    /// If a pattern does not compile (too large for the regex engine).
     pub fn new(plans: &[TextMatcher]) -> Result<Self, regex::Error> {
         let list = plans.iter().map(|m| MatcherRuntime::new(m.param, &m.patterns)).collect::<Result<Vec<_>, _>>()?;
         let mut layout = Vec::with_capacity(list.len());
@@ -52,8 +54,14 @@ const NO_PREFILTER: &str = r"\A\z";
 #[derive(Debug)]
 pub(crate) struct MatcherRuntime {
     pub(crate) param: usize,
-    /// All patterns at once, for texts the prefilter does not handle.
-    pub(crate) set: RegexSet,
+    /// The patterns, for what is built when first needed.
+    patterns: Vec<String>,
+    /// All patterns at once, for texts the prefilter does not handle (none
+    /// when the prefilters could be built, as for every rule set so far):
+    /// built when first needed, a fifth of a plan's compile time saved.
+    /// `None` if it does not compile (its patterns do, one by one: they
+    /// answer instead).
+    set: OnceLock<Option<RegexSet>>,
     /// Each pattern alone.
     pub(crate) regexes: Vec<Regex>,
     /// Per pattern: the literal it is, anchored at the start (a prefix
@@ -61,8 +69,8 @@ pub(crate) struct MatcherRuntime {
     prefixes: Vec<Option<Vec<u8>>>,
     /// For ASCII texts (smaller, longer literal sets).
     ascii: Prefilter,
-    /// For all other texts.
-    any: Prefilter,
+    /// For all other texts (rare: built when first needed).
+    any: OnceLock<Prefilter>,
 }
 
 /// The patterns that may match a text, from the literals they need.
@@ -102,16 +110,41 @@ impl MatcherRuntime {
         // sets of case-insensitive alternations like `std:bounces` makes
         // the overlapping search over SMTP replies 2-2.5x slower than the
         // lazy DFA alone (regex 1.13, generated workload).
-        let all = patterns.iter().map(String::as_str).chain([NO_PREFILTER]);
-        // With ~200 case-insensitive patterns the default 2 MiB lazy-DFA
-        // cache thrashes and matching falls back to a slow engine; the
-        // cache grows only as needed, so a high ceiling costs nothing until
-        // it is needed (4.8x faster on the 210-rule `std:bounces`).
-        let set = regex::RegexSetBuilder::new(all).size_limit(64 << 20).dfa_size_limit(256 << 20).build()?;
         let regexes = patterns.iter().map(|p| Regex::new(p)).collect::<Result<Vec<_>, _>>()?;
         let prefixes = patterns.iter().map(|p| anchored_literal(p)).collect();
-        let (ascii, any) = (Prefilter::new(patterns, Texts::Ascii), Prefilter::new(patterns, Texts::Any));
-        Ok(MatcherRuntime { param, set, regexes, prefixes, ascii, any })
+        let ascii = Prefilter::new(patterns, Texts::Ascii);
+        Ok(MatcherRuntime {
+            param,
+            patterns: patterns.to_vec(),
+            set: OnceLock::new(),
+            regexes,
+            prefixes,
+            ascii,
+            any: OnceLock::new(),
+        })
+    }
+
+    /// The full set, built on first use; `None` if it does not compile.
+    pub(crate) fn set(&self) -> Option<&RegexSet> {
+        self.set
+            .get_or_init(|| {
+                let all = self.patterns.iter().map(String::as_str).chain([NO_PREFILTER]);
+                // With ~200 case-insensitive patterns the default 2 MiB lazy-DFA
+                // cache thrashes and matching falls back to a slow engine; the
+                // cache grows only as needed, so a high ceiling costs nothing until
+                // it is needed (4.8x faster on the 210-rule `std:bounces`).
+                regex::RegexSetBuilder::new(all).size_limit(64 << 20).dfa_size_limit(256 << 20).build().ok()
+            })
+            .as_ref()
+    }
+
+    /// The prefilter for `text`.
+    fn prefilter(&self, text: &str) -> &Prefilter {
+        if text.is_ascii() {
+            &self.ascii
+        } else {
+            self.any.get_or_init(|| Prefilter::new(&self.patterns, Texts::Any))
+        }
     }
 }
 
@@ -250,7 +283,7 @@ impl<'r> Hits<'r> {
             let base = runtime.layout[m];
             let n = matcher.regexes.len().div_ceil(64);
             words[base].set(IS_TEXT);
-            let prefilter = if text.is_ascii() { &matcher.ascii } else { &matcher.any };
+            let prefilter = matcher.prefilter(text);
             let mut bits: SmallVec<[u64; 16]> = SmallVec::from_elem(0, 2 * n);
             if use_prefilter && prefilter.candidates(text, &mut bits) {
                 let (candidates, matches) = bits.split_at(n);
@@ -261,10 +294,14 @@ impl<'r> Hits<'r> {
                     words[base + 1 + 2 * n + i].set(*matches);
                 }
             } else {
-                // Everything known at once: the full set.
-                let matches = matcher.set.matches(text);
+                // Everything known at once: the full set, or each pattern.
+                let matches = matcher.set().map(|set| set.matches(text));
                 for p in 0..matcher.regexes.len() {
-                    for array in [0, 1].into_iter().chain(matches.matched(p).then_some(2)) {
+                    let is_match = match &matches {
+                        Some(matches) => matches.matched(p),
+                        None => matcher.regexes[p].is_match(text),
+                    };
+                    for array in [0, 1].into_iter().chain(is_match.then_some(2)) {
                         let w = &words[base + 1 + array * n + p / 64];
                         w.set(w.get() | 1 << (p % 64));
                     }
