@@ -214,6 +214,11 @@ pub trait Observer: Send + Sync {
     }
     /// A store write failed and will be retried after `retry_in`.
     fn store_failed(&self, _error: &store::Error, _retry_in: Duration) {}
+    /// A write was refused because another instance claimed `partitions`
+    /// of `topic` since this one did (see [`store::Store::claim`]): their
+    /// state and unwritten output were dropped, and the rest of the write
+    /// is retried without them.
+    fn fenced(&self, _topic: &str, _partitions: &[i32]) {}
     /// Consumer lag of a partition, from librdkafka statistics.
     fn lag(&self, _topic: &str, _partition: i32, _lag: i64) {}
     /// The status changed (assignment, watermarks, replay points).

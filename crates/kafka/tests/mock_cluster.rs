@@ -153,6 +153,8 @@ struct Recorder {
     early_commits: AtomicU64,
     /// Times the assignment went from some partitions to none.
     revocations: AtomicU64,
+    /// Partitions dropped because another instance claimed them.
+    fenced: Mutex<Vec<(String, i32)>>,
 }
 
 impl Observer for Recorder {
@@ -179,6 +181,9 @@ impl Observer for Recorder {
     }
     fn store_failed(&self, _: &store::Error, _: Duration) {
         self.store_failures.fetch_add(1, Ordering::SeqCst);
+    }
+    fn fenced(&self, topic: &str, partitions: &[i32]) {
+        self.fenced.lock().expect("lock").extend(partitions.iter().map(|p| (topic.to_string(), *p)));
     }
 }
 
@@ -593,6 +598,67 @@ fn a_write_slower_than_the_poll_interval_keeps_the_assignment() {
     let stored = SqliteStore::open(&path).expect("reopen");
     let (got, want) = (dump(&plan.plan, &stored), dump(&plan.plan, &reference(&plan, &all)));
     assert!(got == want, "first difference: {:?}", got.iter().zip(&want).find(|(a, b)| a != b));
+}
+
+/// An instance whose partition another instance has claimed in the store
+/// (say it was paused past its session and the group moved on without it)
+/// has its next write refused: it drops that partition, says so, writes
+/// nothing more for it, and the other partitions' rows, refused with it in
+/// that write, are written again without it, none lost.
+#[test]
+fn a_partition_claimed_by_another_instance_is_dropped_and_nothing_more_written_for_it() {
+    let plan = plan();
+    let first = events(800, 31);
+    let (_cluster, brokers) = cluster_with(&first);
+    let db = temp_db("fenced");
+    let path = db.to_str().expect("utf-8").to_string();
+    let positions = OffsetPerPartition::default();
+    let recorder = Arc::new(Recorder { positions: positions.clone(), ..Default::default() });
+    let store = SqliteStore::open(&path).expect("open");
+    let member = start(settings(&brokers), plan.clone(), Box::new(store), recorder.clone());
+    wait_for("the first events", Duration::from_secs(60), || has_all(&positions, &first));
+    wait_for("their flush", Duration::from_secs(30), || recorder.messages.load(Ordering::SeqCst) >= first.len() as u64);
+
+    // Another instance takes partition 0 over.
+    let mut other = SqliteStore::open(&path).expect("open");
+    other.claim(TOPIC, 0).expect("claim");
+    let of_partition = |lines: Vec<String>, p: &str| -> Vec<String> {
+        lines.into_iter().filter(|l| l.split_whitespace().nth(3) == Some(p)).collect()
+    };
+    let claimed_with = of_partition(dump(&plan.plan, &other), "p0");
+    let checkpoint_at_claim = other.checkpoint(TOPIC, 0).expect("read").map(|c| c.next_offset);
+    let first_of_0 = first.iter().filter(|(p, _)| *p == 0).count() as i64;
+    assert_eq!(checkpoint_at_claim, Some(first_of_0), "partition 0 was written up to its end");
+
+    let second = events(800, 32);
+    produce(&brokers, &second);
+    let all: Vec<(i32, String)> = first.iter().chain(&second).cloned().collect();
+    wait_for("the refused write", Duration::from_secs(60), || {
+        recorder.fenced.lock().expect("lock").iter().any(|(t, p)| t == TOPIC && *p == 0)
+    });
+    let others: Vec<(i32, String)> = all.iter().filter(|(p, _)| *p != 0).cloned().collect();
+    wait_for("the other partitions", Duration::from_secs(60), || has_all(&positions, &others));
+    wait_for("their flush", Duration::from_secs(30), || {
+        let expected = (first.len() + others.len() - first.iter().filter(|(p, _)| *p != 0).count()) as u64;
+        recorder.messages.load(Ordering::SeqCst) >= expected
+    });
+    member.stop();
+    assert_eq!(*recorder.fenced.lock().expect("lock"), vec![(TOPIC.to_string(), 0)], "dropped once");
+
+    let stored = SqliteStore::open(&path).expect("reopen");
+    let got = dump(&plan.plan, &stored);
+    assert_eq!(of_partition(got.clone(), "p0"), claimed_with, "partition 0's rows as they were when it was claimed");
+    let checkpoint = stored.checkpoint(TOPIC, 0).expect("read").map(|c| c.next_offset);
+    assert_eq!(checkpoint, checkpoint_at_claim, "partition 0's checkpoint as it was when it was claimed");
+    for p in 1..PARTITIONS {
+        let next = stored.checkpoint(TOPIC, p).expect("read").map(|c| c.next_offset);
+        assert_eq!(next, Some(all.iter().filter(|(q, _)| *q == p).count() as i64), "partition {p} written to its end");
+    }
+    let want = dump(&plan.plan, &reference(&plan, &all));
+    for p in ["p1", "p2", "p3"] {
+        let (got, want) = (of_partition(got.clone(), p), of_partition(want.clone(), p));
+        assert!(got == want, "{p}: first difference: {:?}", got.iter().zip(&want).find(|(a, b)| a != b));
+    }
 }
 
 /// A pipeline that groups by a Kafka header gets each message's header

@@ -24,6 +24,7 @@ pub struct Metrics {
     rows_written: IntCounterVec,
     store_write_seconds: Histogram,
     store_errors: IntCounter,
+    fenced_partitions: IntCounterVec,
     consumer_lag: IntGaugeVec,
     replay_point_age: IntGaugeVec,
     live_series: IntGaugeVec,
@@ -133,6 +134,14 @@ impl Metrics {
             store_errors: register(
                 &registry,
                 IntCounter::new("stream_store_errors_total", "Failed store writes (retried).")?,
+            ),
+            fenced_partitions: register(
+                &registry,
+                counter_vec(
+                    "stream_fenced_partitions_total",
+                    "Partitions dropped because another instance claimed them in the store (a write was refused).",
+                    &["topic"],
+                )?,
             ),
             consumer_lag: register(
                 &registry,
@@ -253,6 +262,10 @@ impl Observer for Metrics {
 
     fn store_failed(&self, _error: &store::Error, _retry_in: Duration) {
         self.store_errors.inc();
+    }
+
+    fn fenced(&self, topic: &str, partitions: &[i32]) {
+        self.fenced_partitions.with_label_values(&[topic]).inc_by(partitions.len() as u64);
     }
 
     fn lag(&self, topic: &str, partition: i32, lag: i64) {

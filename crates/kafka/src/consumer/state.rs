@@ -234,6 +234,7 @@ impl Shared {
         warn!(topic, ?partitions, "Another owner claimed these partitions; dropping their state and output.");
         let keys: Vec<Key> = partitions.iter().map(|p| (topic.to_string(), *p)).collect();
         self.forget(&keys);
+        self.observer.fenced(topic, partitions);
         self.publish_status();
     }
 
