@@ -125,18 +125,19 @@ struct SortedRows<'a> {
     rows: &'a [Row],
     /// The series ids, one after the other.
     series: Vec<u8>,
-    /// Per row: where its series id ends in `series`.
-    ends: Vec<usize>,
+    /// Per row: where its series id is in `series`.
+    spans: Vec<std::ops::Range<usize>>,
     order: Vec<u32>,
 }
 
 impl<'a> SortedRows<'a> {
     fn new(rows: &'a [Row]) -> Self {
         let mut series = Vec::with_capacity(rows.len() * 48);
-        let mut ends = Vec::with_capacity(rows.len());
+        let mut spans = Vec::with_capacity(rows.len());
         for row in rows {
+            let start = series.len();
             write_series_id(&mut series, &row.keys);
-            ends.push(series.len());
+            spans.push(start..series.len());
         }
         // Rows of one table, whichever version of its metric made them, sort together.
         let mut tables: Vec<String> = Vec::new();
@@ -153,25 +154,20 @@ impl<'a> SortedRows<'a> {
                 })
             })
             .collect();
-        let series_of = |i: u32| &series[if i == 0 { 0 } else { ends[i as usize - 1] }..ends[i as usize]];
         let mut order: Vec<u32> = (0..rows.len() as u32).collect();
         order.sort_by(|&a, &b| {
-            let (ra, rb) = (&rows[a as usize], &rows[b as usize]);
-            (table[a as usize], ra.window_start)
-                .cmp(&(table[b as usize], rb.window_start))
-                .then_with(|| series_of(a).cmp(series_of(b)))
-                .then(ra.partition.cmp(&rb.partition))
+            let (a, b) = (a as usize, b as usize);
+            (table[a], rows[a].window_start)
+                .cmp(&(table[b], rows[b].window_start))
+                .then_with(|| series[spans[a].clone()].cmp(&series[spans[b].clone()]))
+                .then(rows[a].partition.cmp(&rows[b].partition))
         });
-        SortedRows { rows, series, ends, order }
+        SortedRows { rows, series, spans, order }
     }
 
     /// Each row with its series id, in key order.
     fn iter(&self) -> impl Iterator<Item = (&'a Row, &[u8])> + '_ {
-        self.order.iter().map(|&i| {
-            let i = i as usize;
-            let start = if i == 0 { 0 } else { self.ends[i - 1] };
-            (&self.rows[i], &self.series[start..self.ends[i]])
-        })
+        self.order.iter().map(|&i| (&self.rows[i as usize], &self.series[self.spans[i as usize].clone()]))
     }
 }
 
