@@ -4,10 +4,10 @@
 //! parameter, each a list of patterns. [`Matchers`] holds, per matcher, each
 //! pattern's regex, the literal prefilters that tell, in one pass over a
 //! text, which patterns *can* match, and (built when first needed) the full
-//! `RegexSet`; [`Hits`] works
-//! out a classification's pattern hits lazily from those. Rule conditions
-//! (expressions, [`crate::eval`]) read hits through [`Hits::get`]; this
-//! module knows nothing of expressions or rules ([`crate::classify`]).
+//! `RegexSet`; [`Hits`] works out a classification's pattern hits lazily
+//! from those. Rule conditions (expressions, [`crate::eval`]) read hits
+//! through [`Hits::get`]; this module knows nothing of expressions or rules
+//! ([`crate::classify`]).
 
 use crate::literal_table::LiteralTable;
 use crate::literals::{anchored_literal, required_literals, Requirement, Texts};
@@ -103,13 +103,6 @@ enum Literals {
 
 impl MatcherRuntime {
     fn new(param: usize, patterns: &[String]) -> Result<Self, regex::Error> {
-        // `\A\z` (only the empty text) goes after the real patterns, so their
-        // indices and results are unchanged; its own result is never read.
-        // Its empty literal prefix keeps the regex engine from putting a
-        // literal (Aho-Corasick) prefilter in front of the set, which for
-        // sets of case-insensitive alternations like `std:bounces` makes
-        // the overlapping search over SMTP replies 2-2.5x slower than the
-        // lazy DFA alone (regex 1.13, generated workload).
         let regexes = patterns.iter().map(|p| Regex::new(p)).collect::<Result<Vec<_>, _>>()?;
         let prefixes = patterns.iter().map(|p| anchored_literal(p)).collect();
         let ascii = Prefilter::new(patterns, Texts::Ascii);
@@ -128,6 +121,13 @@ impl MatcherRuntime {
     pub(crate) fn set(&self) -> Option<&RegexSet> {
         self.set
             .get_or_init(|| {
+                // `\A\z` (only the empty text) goes after the real patterns, so their
+                // indices and results are unchanged; its own result is never read.
+                // Its empty literal prefix keeps the regex engine from putting a
+                // literal (Aho-Corasick) prefilter in front of the set, which for
+                // sets of case-insensitive alternations like `std:bounces` makes
+                // the overlapping search over SMTP replies 2-2.5x slower than the
+                // lazy DFA alone (regex 1.13, generated workload).
                 let all = self.patterns.iter().map(String::as_str).chain([NO_PREFILTER]);
                 // With ~200 case-insensitive patterns the default 2 MiB lazy-DFA
                 // cache thrashes and matching falls back to a slow engine; the
