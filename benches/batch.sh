@@ -4,10 +4,12 @@
 # minute, sender domain and event, count and sum of sizes) and on every
 # pipeline of pipelines/, a serde_json parse-only pass, and, when
 # `python3 -c "import duckdb"` works, DuckDB with 1 and 2 threads on the same
-# one-metric query; and, to show scaling with cores on a machine whose
-# cores one partition's three threads (reader, engine, store writer) already
-# share, `streamctl run` with 1 partition held to one core (taskset). Prints events/s of each whole process, rows written and
-# stored, store bytes per million events, and the ratios. Not a test.
+# one-metric query; and, to show scaling with cores where one partition's
+# three threads (reader, engine, store writer) already share the cores,
+# `streamctl run` with 1 partition held to one core (taskset). Prints
+# events/s of each whole process with its CPU time (and so the cores it kept
+# busy), rows written and stored, store bytes per million events, and the
+# ratios. Not a test.
 #
 #   bash benches/batch.sh [EVENTS]        (default 1000000)
 #
@@ -35,15 +37,13 @@ trap 'rm -rf "$work"' EXIT
 pinned=$([ "${CORES:-1}" != 0 ] && command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ] && echo yes || echo no)
 has_duckdb=$(python3 -c 'import duckdb' 2>/dev/null && echo yes || echo no)
 
-# A run: `name seconds` appended to $work/times, its summary kept.
+# A run: `name wall user system` (seconds) appended to $work/times, its summary kept.
 timed() {
   local name=$1
   shift
-  local start end
-  start=$(date +%s.%N)
-  "$@" >"$work/$name.out" 2>"$work/$name.err" || { cat "$work/$name.err" >&2; exit 1; }
-  end=$(date +%s.%N)
-  echo "$name $(python3 -c "print($end - $start)")" >>"$work/times"
+  local TIMEFORMAT='%R %U %S'
+  { time "$@" >"$work/$name.out" 2>"$work/$name.err" || { cat "$work/$name.err" >&2; exit 1; }; } 2>"$work/$name.time"
+  echo "$name $(cat "$work/$name.time")" >>"$work/times"
 }
 
 # `run NAME PIPELINES PARTITIONS [CPUS]`: CPUS (a taskset list) pins the
@@ -92,10 +92,11 @@ done
 python3 - "$work" "$events" "$has_duckdb" <<'PY'
 import json, os, sqlite3, sys
 work, events, has_duckdb = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "yes"
-best = {}
+best, cpu = {}, {}
 for line in open(os.path.join(work, "times")):
-    name, seconds = line.split()
-    best[name] = min(best.get(name, float("inf")), float(seconds))
+    name, wall, user, system = line.split()
+    if float(wall) < best.get(name, float("inf")):
+        best[name], cpu[name] = float(wall), float(user) + float(system)
 rate = {name: events / s for name, s in best.items()}
 print(f"{events} events, best of the rounds, whole process:")
 for name in best:
@@ -113,7 +114,8 @@ for name in best:
         per_m = 1e6 / events
         extra = (f"  rows written {s['rows_written']:>9,} ({s['rows_written'] * per_m:,.0f}/M events), "
                  f"stored {stored:,}, store {size / 1e6:.1f} MB ({size * per_m / 1e6:.1f} MB/M events)")
-    print(f"  {name:<20} {rate[name]:>12,.0f} events/s{extra}")
+    cores = f"{cpu[name]:5.2f} CPU-s, {cpu[name] / best[name]:.2f} cores"
+    print(f"  {name:<20} {rate[name]:>12,.0f} events/s  {cores}{extra}")
 def ratio(label, a, b):
     if a in rate and b in rate:
         print(f"  {label:<52} {rate[a] / rate[b]:.2f}")
