@@ -3,9 +3,8 @@
 
 use super::errors::{exec_err, pager_is_transient, scylla_err};
 use super::{schema, ScyllaStore};
-use crate::schema::{series_id, table_name};
+use crate::schema::{series_id, stored_state, table_name};
 use crate::{Error, Result, RowFilter};
-use engine::aggregate::AggState;
 use engine::{KeyVal, Row};
 use futures_util::{StreamExt, TryStreamExt};
 use scylla::value::{CqlTimestamp, CqlValue};
@@ -161,11 +160,17 @@ impl RowReader<'_> {
         }
         let mut states = Vec::with_capacity(self.m.aggregates.len());
         for a in &self.m.aggregates {
-            let bytes = match columns.next().flatten() {
-                Some(CqlValue::Blob(b)) => b,
-                _ => Vec::new(),
+            // Only a count's or sum's value can stand for its state, and those are numbers.
+            let value = match columns.next().flatten() {
+                Some(CqlValue::BigInt(n)) => KeyVal::Int(n),
+                Some(CqlValue::Double(x)) => KeyVal::Float(x.to_bits()),
+                _ => KeyVal::Null,
             };
-            let state: AggState = serde_json::from_slice(&bytes)
+            let bytes = match columns.next().flatten() {
+                Some(CqlValue::Blob(b)) => Some(b),
+                _ => None,
+            };
+            let state = stored_state(a, &value, bytes.as_deref())
                 .map_err(|e| corrupt(&format!("{}{}", a.name, crate::schema::STATE_SUFFIX), e))?;
             states.push(state);
         }
