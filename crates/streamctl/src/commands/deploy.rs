@@ -285,7 +285,9 @@ fn short(hash: &str) -> &str {
 }
 
 /// `streamctl deploy DIR`.
-pub fn deploy(_global: &GlobalArgs, args: DeployArgs) -> anyhow::Result<ExitCode> {
+pub fn deploy(global: &GlobalArgs, args: DeployArgs) -> anyhow::Result<ExitCode> {
+    // Checked before anything is published: a backfill after it would need them.
+    let scylla = crate::pipeline::scylla_settings(global)?;
     let target = args.target.target()?;
     let state = target.state()?;
     let Some((bundle, plan)) = build(&args.dir, &state, args.message)? else { return Ok(super::bad_pipelines()) };
@@ -312,6 +314,7 @@ pub fn deploy(_global: &GlobalArgs, args: DeployArgs) -> anyhow::Result<ExitCode
             to_ms: None,
             brokers,
             store: store.clone(),
+            scylla: scylla.clone(),
             group: "streamctl-backfill".into(),
             topic: None,
             batch: 50_000,
