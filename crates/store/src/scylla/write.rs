@@ -288,6 +288,8 @@ pub fn group_rows(rows: &[Row]) -> RowGroups {
 /// * A null group-by value is left unset: the series id (part of the
 ///   primary key) holds the keys, so every write of this row has the same
 ///   null there, and unset writes nothing where null would write a tombstone.
+///   Likewise a base-tier row's `included_through`: base-tier rows never
+///   have one, tier rows always do, and a table holds one tier.
 /// * Every aggregate's value is set, null included: a value always replaces
 ///   the one an earlier write of the row left.
 /// * A count or sum whose value is its whole state
@@ -316,7 +318,7 @@ pub fn row_values(metric: &dsl::plan::MetricPlan, row: &Row, series: &str, bucke
         kinds.next();
         values.push(if state.is_its_value() { MaybeUnset::Unset } else { set(CqlValue::Blob(encode_state(state))) });
     }
-    values.push(MaybeUnset::Set(row.included_through.map(|t| CqlValue::Timestamp(CqlTimestamp(t)))));
+    values.push(MaybeUnset::from_option(row.included_through.map(|t| Some(CqlValue::Timestamp(CqlTimestamp(t))))));
     values
 }
 
@@ -440,7 +442,7 @@ mod tests {
             ("top__state", r#"state {"kind":"extreme","value":{"t":"int","v":12},"is_max":true}"#),
             ("mid", "null"),
             ("mid__state", r#"state {"kind":"quantile","sketch":null,"q":0.5}"#),
-            ("included_through", "null"),
+            ("included_through", "unset"),
         ];
         let owned = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
             pairs.iter().map(|(c, v)| (c.to_string(), v.to_string())).collect()
