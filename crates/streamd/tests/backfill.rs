@@ -29,10 +29,12 @@ const METRIC: &str = "provider_mix";
 /// Messages per second of wall-clock time.
 const RATE: f64 = 800.0;
 
-fn kept_metric() -> String {
-    "version 1\n\nimport \"deliveries.stream\"\n\nmetric outcomes from deliveries\n  where event == \"delivered\"\n  \
-     group by provider\n  compute count() as n\n  window 1m, lateness 2m\n  rollup 1h keep 90d\n"
-        .into()
+/// A count of the events that pass `filter`, per provider, with an hourly tier.
+fn count_metric(name: &str, filter: &str) -> String {
+    format!(
+        "version 1\n\nimport \"deliveries.stream\"\n\nmetric {name} from deliveries\n  where {filter}\n  \
+         group by provider\n  compute count() as n\n  window 1m, lateness 2m\n  rollup 1h keep 90d\n"
+    )
 }
 
 /// Counts, distinct counts and a percentile: merged states, not sums of numbers.
@@ -119,8 +121,11 @@ fn deploy_backfill_while_a_fleet_consumes_counts_every_event_once() {
     let brokers = cluster.bootstrap_servers();
     let dir = common::temp_dir("backfill-fleet");
     let (v1_dir, v2_dir) = (dir.join("v1"), dir.join("v2"));
-    common::pipeline_dir(&v1_dir, &[("outcomes.stream", kept_metric())]);
-    common::pipeline_dir(&v2_dir, &[("outcomes.stream", kept_metric()), ("mix.stream", added_metric())]);
+    // v2 keeps `outcomes`, changes `retries` and adds the metric.
+    let outcomes = ("outcomes.stream", count_metric("outcomes", "event == \"delivered\""));
+    let retries = |filter| ("retries.stream", count_metric("retries", filter));
+    common::pipeline_dir(&v1_dir, &[outcomes.clone(), retries("attempt > 1")]);
+    common::pipeline_dir(&v2_dir, &[outcomes, retries("attempt > 2"), ("mix.stream", added_metric())]);
     let db = dir.join("fleet.db");
     let store_url = format!("sqlite:{}", db.display());
 
@@ -166,12 +171,18 @@ fn deploy_backfill_while_a_fleet_consumes_counts_every_event_once() {
     let (stdout, stderr) = (String::from_utf8_lossy(&deployed.stdout), String::from_utf8_lossy(&deployed.stderr));
     assert!(deployed.status.success(), "deploy --backfill failed:\n{stdout}{stderr}");
     assert!(stdout.contains("applied by 2 instance(s)"), "{stdout}");
+    // Not the changed metric: its table holds its old version's rows before the switch.
+    assert!(
+        stdout.contains("not backfilled (changed: their tables hold the old version's rows up to the switch): retries"),
+        "{stdout}"
+    );
+    assert!(stderr.contains(&format!("metric {METRIC} ")) && !stderr.contains("metric retries"), "{stderr}");
     let backfilled: u64 = stderr
         .split_once("backfilled ")
         .and_then(|(_, rest)| rest.split(' ').next()?.parse().ok())
         .unwrap_or_else(|| panic!("no backfill summary in:\n{stderr}"));
     for port in ports {
-        assert_eq!(status(port).expect("status")["metrics"], serde_json::json!([METRIC, "outcomes"]));
+        assert_eq!(status(port).expect("status")["metrics"], serde_json::json!([METRIC, "outcomes", "retries"]));
     }
 
     // More events after the switch (hours of event time past its windows), then stop.
