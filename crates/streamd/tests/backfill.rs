@@ -5,7 +5,9 @@
 //! partition from the start up to the switch offset the live consumer
 //! recorded, beside the live consumer. At the end the metric's answers
 //! (every tier, merged over source partitions) equal a run of the metric
-//! over the whole topic from the start: every event counted once.
+//! over the whole topic from the start: every event counted once. The
+//! deploy also changes a metric, which it must not backfill. A second test
+//! kills one daemon as the deploy is applied.
 
 mod common;
 
@@ -113,13 +115,27 @@ fn clean_run(plan: &dsl::Plan, events: &[Vec<String>]) -> SqliteStore {
 
 #[test]
 fn deploy_backfill_while_a_fleet_consumes_counts_every_event_once() {
+    deploy_backfill_on_a_fleet("backfill-fleet", false);
+}
+
+/// One daemon killed with SIGKILL the moment the deploy sees both apply it:
+/// the other takes its partition over from its last checkpoint, and the
+/// backfill's part still meets the live part.
+#[test]
+fn deploy_backfill_with_a_daemon_killed_as_it_applies_counts_every_event_once() {
+    deploy_backfill_on_a_fleet("backfill-fleet-kill", true);
+}
+
+/// Two daemons, a producer, `streamctl deploy --backfill`; with `kill`,
+/// daemon `a` is killed once the deploy reports that both applied it.
+fn deploy_backfill_on_a_fleet(name: &str, kill: bool) {
     let started = Instant::now();
     let cluster = MockCluster::new(1).expect("mock cluster");
     cluster.create_topic(TOPIC, PARTITIONS as i32, 1).expect("topic");
     cluster.create_topic("mta.events.dlq", 1, 1).expect("dlq");
     cluster.create_topic("streamd.control", 1, 1).expect("control topic");
     let brokers = cluster.bootstrap_servers();
-    let dir = common::temp_dir("backfill-fleet");
+    let dir = common::temp_dir(name);
     let (v1_dir, v2_dir) = (dir.join("v1"), dir.join("v2"));
     // v2 keeps `outcomes`, changes `retries` and adds the metric.
     let outcomes = ("outcomes.stream", count_metric("outcomes", "event == \"delivered\""));
@@ -148,16 +164,22 @@ fn deploy_backfill_while_a_fleet_consumes_counts_every_event_once() {
         common::start_streamd(&config, &dir.join(format!("{name}.log")), &args)
     };
     let ports = [free_port(), free_port()];
-    let daemons = [start("a", ports[0]), start("b", ports[1])];
+    let mut daemons = vec![Some(start("a", ports[0])), Some(start("b", ports[1]))];
     for port in ports {
         wait_until("the daemons to start", Duration::from_secs(30), || status(port).is_some());
     }
     let (stop, produced) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
     let producer = produce_until(&brokers, Arc::clone(&stop), Arc::clone(&produced));
 
-    // Both own a partition and have counted part of it: the switch comes part way.
+    // Both own a partition and have counted part of it (the switch comes
+    // part way), and both report on the control topic (a deploy waits for them).
     wait_until("both daemons to own a partition and consume", Duration::from_secs(30), || {
         ports.iter().all(|&p| is_assigned(p)) && positions(&ports, PARTITIONS).iter().all(|&n| n >= 1_000)
+    });
+    let control =
+        kafka::control::ControlTopic { brokers: brokers.clone(), topic: "streamd.control".into(), librdkafka: vec![] };
+    wait_until("both daemons to report", Duration::from_secs(30), || {
+        control.read_all(Duration::from_secs(10)).is_ok_and(|state| state.instances.len() == 2)
     });
     // v1 on the control topic: what the daemons run already, so that v2 adds exactly the metric.
     let target = ["--brokers", brokers.as_str()];
@@ -167,7 +189,16 @@ fn deploy_backfill_while_a_fleet_consumes_counts_every_event_once() {
     // The deploy and its backfill, while events keep arriving.
     let v2_path = v2_dir.to_str().expect("utf-8");
     let deploy_args = ["deploy", v2_path, "--wait", "30", "--backfill", "0", "--store", &store_url];
-    let deployed = run_streamctl(&[&deploy_args[..], &target[..]].concat());
+    let deploying = Instant::now();
+    let deployed = common::run_streamctl_with(&[&deploy_args[..], &target[..]].concat(), |line| {
+        if kill && line.starts_with("applied by") {
+            drop(daemons[0].take()); // SIGKILL
+        }
+    });
+    let deploy_s = deploying.elapsed().as_secs_f64();
+    // The daemons still running.
+    let live: Vec<u16> = ports.iter().zip(&daemons).filter(|(_, d)| d.is_some()).map(|(&p, _)| p).collect();
+    assert_eq!(live.len(), if kill { 1 } else { 2 });
     let (stdout, stderr) = (String::from_utf8_lossy(&deployed.stdout), String::from_utf8_lossy(&deployed.stderr));
     assert!(deployed.status.success(), "deploy --backfill failed:\n{stdout}{stderr}");
     assert!(stdout.contains("applied by 2 instance(s)"), "{stdout}");
@@ -181,7 +212,7 @@ fn deploy_backfill_while_a_fleet_consumes_counts_every_event_once() {
         .split_once("backfilled ")
         .and_then(|(_, rest)| rest.split(' ').next()?.parse().ok())
         .unwrap_or_else(|| panic!("no backfill summary in:\n{stderr}"));
-    for port in ports {
+    for &port in &live {
         assert_eq!(status(port).expect("status")["metrics"], serde_json::json!([METRIC, "outcomes", "retries"]));
     }
 
@@ -193,8 +224,8 @@ fn deploy_backfill_while_a_fleet_consumes_counts_every_event_once() {
     stop.store(true, Ordering::Relaxed);
     let events = producer.join().expect("producer");
     let per_partition: Vec<i64> = events.iter().map(|lines| lines.len() as i64).collect();
-    common::wait_caught_up(&ports, &per_partition, Duration::from_secs(60));
-    for daemon in daemons {
+    common::wait_caught_up(&live, &per_partition, Duration::from_secs(60));
+    for daemon in daemons.into_iter().flatten() {
         assert!(terminate(daemon).success(), "a daemon stopped cleanly");
     }
 
@@ -220,7 +251,8 @@ fn deploy_backfill_while_a_fleet_consumes_counts_every_event_once() {
     }
     assert_eq!(backfilled, switch.iter().sum::<i64>() as u64, "the backfill read up to the switch offsets {switch:?}");
     eprintln!(
-        "{} events ({per_partition:?}), switch offsets {switch:?}, {backfilled} backfilled, in {:.1}s",
+        "{name}: {} events ({per_partition:?}), switch offsets {switch:?}, {backfilled} backfilled, \
+         the deploy took {deploy_s:.1}s, the test {:.1}s",
         events.iter().map(Vec::len).sum::<usize>(),
         started.elapsed().as_secs_f64()
     );

@@ -151,7 +151,34 @@ pub fn streamctl() -> PathBuf {
 
 /// Runs `streamctl args…`, echoing its output into the test's log.
 pub fn run_streamctl(args: &[&str]) -> std::process::Output {
-    let output = Command::new(streamctl()).args(args).output().expect("run streamctl");
+    run_streamctl_with(args, |_| {})
+}
+
+/// Runs `streamctl args…` like [`run_streamctl`], handing each line of its
+/// standard output to `on_line` as it comes (e.g. to act at a moment of a deploy).
+pub fn run_streamctl_with(args: &[&str], mut on_line: impl FnMut(&str)) -> std::process::Output {
+    use std::io::{BufRead, Read};
+    let mut child = Command::new(streamctl())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run streamctl");
+    let mut stderr = child.stderr.take().expect("piped");
+    let stderr = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = stderr.read_to_end(&mut text);
+        text
+    });
+    let mut stdout = Vec::new();
+    for line in std::io::BufReader::new(child.stdout.take().expect("piped")).lines() {
+        let line = line.expect("streamctl's output");
+        on_line(&line);
+        stdout.extend_from_slice(line.as_bytes());
+        stdout.push(b'\n');
+    }
+    let output =
+        std::process::Output { status: child.wait().expect("wait"), stdout, stderr: stderr.join().expect("stderr") };
     eprintln!(
         "$ streamctl {}\n{}{}",
         args.join(" "),
