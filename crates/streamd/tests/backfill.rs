@@ -12,7 +12,7 @@
 mod common;
 
 use common::answers::{answers, assert_same, write};
-use common::{free_port, is_assigned, positions, run_streamctl, status, terminate, wait_until};
+use common::{is_assigned, positions, run_streamctl, status, terminate, wait_until};
 use engine::{CompiledPlan, EngineConfig, Output, Partition};
 use rdkafka::config::ClientConfig;
 use rdkafka::mocking::MockCluster;
@@ -146,8 +146,9 @@ fn deploy_backfill_on_a_fleet(name: &str, kill: bool) {
     let store_url = format!("sqlite:{}", db.display());
 
     // Two daemons in one group, one store, running v1 (without the metric).
-    let start = |name: &str, port: u16| {
-        let config = dir.join(format!("{name}.toml"));
+    let start = |daemon: &str| {
+        let name = format!("{name}-{daemon}");
+        let config = dir.join(format!("{daemon}.toml"));
         std::fs::write(
             &config,
             format!(
@@ -158,16 +159,17 @@ fn deploy_backfill_on_a_fleet(name: &str, kill: bool) {
             ),
         )
         .expect("config");
-        let http = format!("127.0.0.1:{port}");
+        let log = dir.join(format!("{daemon}.log"));
         let v1 = v1_dir.to_str().expect("utf-8");
-        let args = ["--brokers", &brokers, "--pipelines", v1, "--http-addr", &http, "--store", &store_url];
-        common::start_streamd(&config, &dir.join(format!("{name}.log")), &args)
+        common::start_on_free_port(&name, |port| {
+            let http = format!("127.0.0.1:{port}");
+            let args = ["--brokers", &brokers, "--pipelines", v1, "--http-addr", &http, "--store", &store_url];
+            common::start_streamd(&config, &log, &args)
+        })
     };
-    let ports = [free_port(), free_port()];
-    let mut daemons = vec![Some(start("a", ports[0])), Some(start("b", ports[1]))];
-    for port in ports {
-        wait_until("the daemons to start", Duration::from_secs(30), || status(port).is_some());
-    }
+    let ((a, a_port), (b, b_port)) = (start("a"), start("b"));
+    let ports = [a_port, b_port];
+    let mut daemons = vec![Some(a), Some(b)];
     let (stop, produced) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
     let producer = produce_until(&brokers, Arc::clone(&stop), Arc::clone(&produced));
 

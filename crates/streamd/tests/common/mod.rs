@@ -207,6 +207,30 @@ pub fn is_assigned(port: u16) -> bool {
     status(port).is_some_and(|s| s["consumer"]["partitions"].as_array().is_some_and(|p| !p.is_empty()))
 }
 
+/// Starts a daemon with `start(port)` on a free port and waits until its
+/// `/status` names it `instance`. Another process may take the port between
+/// [`free_port`] and the daemon's bind (tests run in parallel, and outgoing
+/// connections take ports too): when the daemon exits, it is started again
+/// on another port.
+pub fn start_on_free_port(instance: &str, mut start: impl FnMut(u16) -> Guard) -> (Guard, u16) {
+    for _ in 0..5 {
+        let port = free_port();
+        let mut daemon = start(port);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if status(port).is_some_and(|s| s["instance"] == instance) {
+                return (daemon, port);
+            }
+            if daemon.0.try_wait().is_ok_and(|exited| exited.is_some()) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{instance} did not start within 30 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    panic!("{instance} exited at start on five ports in a row")
+}
+
 /// Sends `signal` (`TERM`, `STOP`, `CONT`…) to `pid`.
 pub fn signal(pid: u32, signal: &str) {
     let _ = Command::new("kill").args([&format!("-{signal}"), &pid.to_string()]).status();
