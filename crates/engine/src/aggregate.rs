@@ -267,9 +267,13 @@ impl AggState {
     /// that fits its column (a finite float, an integer within 64 bits). A
     /// store may then keep the value alone and rebuild the state with
     /// [`AggState::from_value`].
+    ///
+    /// A count of `i64::MAX` or more is not: it finishes saturated at
+    /// `i64::MAX`, so that value stands for "read the state", and a reader
+    /// can tell from the value alone which of the two to trust.
     pub fn is_its_value(&self) -> bool {
         match self {
-            AggState::Count { n } => i64::try_from(*n).is_ok(),
+            AggState::Count { n } => *n < i64::MAX as u64,
             AggState::SumInt { sum } => i64::try_from(*sum).is_ok(),
             AggState::SumFloat { sum } => sum.is_finite(),
             _ => false,
@@ -278,16 +282,23 @@ impl AggState {
 
     /// The state of an aggregate of `plan` whose finished value is `value`,
     /// for a state that [`AggState::is_its_value`]; `None` for other
-    /// aggregates or a value of the wrong kind.
+    /// aggregates, a value of the wrong kind, and a value that is not the
+    /// whole state (a saturated count, a sum that is null or not finite).
+    ///
+    /// So `from_value(plan, &s.finish())` is `Some(s)` exactly when
+    /// `s.is_its_value()`: a store that keeps the state beside the value
+    /// only when the value is not the whole state can decide which to read
+    /// from the value, whatever an older write left in the state column.
     pub fn from_value(plan: &AggregatePlan, value: &KeyVal) -> Option<Self> {
-        match (AggState::new(plan), value) {
+        let state = match (AggState::new(plan), value) {
             (AggState::Count { .. }, KeyVal::Int(n)) => u64::try_from(*n).ok().map(|n| AggState::Count { n }),
             (AggState::SumInt { .. }, KeyVal::Int(sum)) => Some(AggState::SumInt { sum: i128::from(*sum) }),
             (AggState::SumFloat { .. }, KeyVal::Float(bits)) => Some(AggState::SumFloat { sum: f64::from_bits(*bits) }),
             // A float column may hand back a whole number as an integer.
             (AggState::SumFloat { .. }, KeyVal::Int(sum)) => Some(AggState::SumFloat { sum: *sum as f64 }),
             _ => None,
-        }
+        };
+        state.filter(AggState::is_its_value)
     }
 }
 
@@ -434,6 +445,46 @@ mod tests {
         assert_eq!(serde_json::to_string(&read).expect("serialise"), stored);
         let old: AggState = serde_json::from_str(r#"{"kind":"sum_int","sum":-5}"#).expect("the old form");
         assert_eq!(old.finish(), KeyVal::Int(-5));
+    }
+
+    /// A value rebuilds its state exactly when the state is its value, and
+    /// then rebuilds it exactly; otherwise the value says "read the state".
+    #[test]
+    fn a_value_rebuilds_its_state_exactly_when_it_is_the_whole_state() {
+        let count = plan(AggregateFn::Count, Scalar::Int, None);
+        let int_sum = plan(AggregateFn::Sum, Scalar::Int, None);
+        let float_sum = plan(AggregateFn::Sum, Scalar::Float, None);
+        let cases = [
+            (&count, AggState::Count { n: 0 }, true),
+            (&count, AggState::Count { n: 7 }, true),
+            (&count, AggState::Count { n: i64::MAX as u64 - 1 }, true),
+            (&count, AggState::Count { n: i64::MAX as u64 }, false),
+            (&count, AggState::Count { n: u64::MAX }, false),
+            (&int_sum, AggState::SumInt { sum: -5 }, true),
+            (&int_sum, AggState::SumInt { sum: i128::from(i64::MIN) }, true),
+            (&int_sum, AggState::SumInt { sum: i128::from(i64::MAX) + 1 }, false),
+            (&float_sum, AggState::SumFloat { sum: 2.5 }, true),
+            (&float_sum, AggState::SumFloat { sum: -0.0 }, true),
+            (&float_sum, AggState::SumFloat { sum: f64::INFINITY }, false),
+            (&float_sum, AggState::SumFloat { sum: f64::NAN }, false),
+        ];
+        for (p, state, whole) in cases {
+            assert_eq!(state.is_its_value(), whole, "{state:?}");
+            let rebuilt = AggState::from_value(p, &state.finish());
+            let same = rebuilt.as_ref().map(|r| serde_json::to_string(r).expect("serialise"));
+            let expected = whole.then(|| serde_json::to_string(&state).expect("serialise"));
+            assert_eq!(same, expected, "{state:?}");
+        }
+        // A float column may hand back a whole number as an integer.
+        assert!(
+            matches!(AggState::from_value(&float_sum, &KeyVal::Int(3)), Some(AggState::SumFloat { sum }) if sum == 3.0)
+        );
+        // Nothing else is rebuilt from its value.
+        for p in [plan(AggregateFn::Max, Scalar::Int, None), plan(AggregateFn::Distinct, Scalar::Int, None)] {
+            assert!(AggState::from_value(&p, &KeyVal::Int(3)).is_none());
+        }
+        assert!(AggState::from_value(&count, &KeyVal::Null).is_none());
+        assert!(AggState::from_value(&count, &KeyVal::Int(-1)).is_none());
     }
 
     #[test]

@@ -9,9 +9,8 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use std::sync::Arc;
 use std::time::Duration;
-use store::query::Query;
 use store::sqlite::SqliteStore;
-use store::{Store, WriteBatch};
+use store::Store;
 
 const TOPIC: &str = "mta.events";
 const PARTITIONS: i32 = 2;
@@ -65,38 +64,16 @@ fn produce_offsets(brokers: &str, events: &[Vec<String>], offsets: std::ops::Ran
 }
 
 fn write(store: &mut SqliteStore, out: &mut Output, checkpoints: &[engine::Checkpoint]) {
-    engine::drop_superseded(&mut out.rows);
-    let batch = WriteBatch { topic: TOPIC, rows: &out.rows, dead_letters: &out.dead_letters, checkpoints, owners: &[] };
-    store.write(&batch).expect("write");
-    out.rows.clear();
-    out.dead_letters.clear();
+    answers::write(store, TOPIC, out, checkpoints);
 }
 
 /// Every row of every tier of the metric, merged over source partitions, as text.
 fn answers(store: &SqliteStore, plan: &dsl::Plan) -> Vec<String> {
-    let mut lines = Vec::new();
-    for tier in ["1m", "1h", "1d"] {
-        let query = Query { metric: METRIC.into(), tier: Some(tier.into()), ..Query::default() };
-        let result = store::query::run(store, plan, &query).expect("query");
-        assert!(!result.rows.is_empty(), "no {tier} rows");
-        lines.extend(result.rows.iter().map(|row| format!("{tier} {}", serde_json::Value::from(row.clone()))));
-    }
-    lines
+    answers::answers(store, plan, METRIC)
 }
 
-/// Asserts equal answers, showing the first rows that differ.
 fn assert_same(actual: &[String], expected: &[String]) {
-    let differ: Vec<(Option<&String>, Option<&String>)> = (0..actual.len().max(expected.len()))
-        .map(|i| (actual.get(i), expected.get(i)))
-        .filter(|(a, e)| a != e)
-        .take(3)
-        .collect();
-    assert!(
-        differ.is_empty(),
-        "{} rows vs {} in a clean run; first differences: {differ:#?}",
-        actual.len(),
-        expected.len()
-    );
+    answers::assert_same(METRIC, actual, expected);
 }
 
 /// The plans: all pipelines, all but the metric, the metric alone.
@@ -390,6 +367,9 @@ fn on_the_mock_cluster_a_backfill_killed_at_random_moments_and_resumed_counts_ev
 
 #[path = "../../streamd/tests/common/tansu.rs"]
 mod tansu;
+
+#[path = "../../streamd/tests/common/answers.rs"]
+mod answers;
 
 #[test]
 fn on_tansu_a_backfill_from_a_time_killed_at_random_moments_and_resumed_counts_every_message_once() {

@@ -4,10 +4,11 @@
 //! `delivery_by_ip_1h`). Columns: `series` (the canonical JSON of the key
 //! values, so null keys upsert correctly), one column per group-by key,
 //! `window_start` (ms), `source_partition`, one value column per aggregate
-//! plus `<aggregate>__state` holding its mergeable state, and
+//! plus `<aggregate>__state` holding its mergeable state (empty for a count
+//! or sum whose value is the whole state: see [`stored_state`]), and
 //! `included_through` for tier rows.
 
-use dsl::plan::{MetricPlan, Scalar};
+use dsl::plan::{AggregatePlan, MetricPlan, Scalar};
 use engine::aggregate::AggState;
 use engine::KeyVal;
 
@@ -92,6 +93,32 @@ pub fn write_state(out: &mut Vec<u8>, state: &AggState) {
     json_into(out, state);
 }
 
+/// The state of aggregate `plan` in a stored row, from its value column
+/// (`value`, null when absent) and its state column (`state`, `None` when
+/// null or absent).
+///
+/// A count or sum is written as its value alone; other aggregates, and a
+/// count or sum whose value is not its whole state (a saturated count, a
+/// sum beyond its column), with their state beside it; rows of earlier
+/// versions have both. The value decides: when it is the whole state
+/// ([`AggState::from_value`]) the state is rebuilt from it and the state
+/// column is not read, so a state an older write left there (Scylla keeps
+/// it when a later write leaves the column unset) cannot override a newer
+/// value; otherwise the state column holds the state. Shared by every
+/// backend's read path.
+///
+/// # Errors
+/// When the state is needed and the column is empty or not a valid state.
+pub fn stored_state(plan: &AggregatePlan, value: &KeyVal, state: Option<&[u8]>) -> Result<AggState, serde_json::Error> {
+    if let Some(rebuilt) = AggState::from_value(plan, value) {
+        return Ok(rebuilt);
+    }
+    match state {
+        Some(bytes) => serde_json::from_slice(bytes),
+        None => Err(serde::de::Error::custom(format!("no state, and `{}` does not hold one ({value:?})", plan.name))),
+    }
+}
+
 /// Appends `value` as JSON to `out`, or nothing if it cannot be encoded
 /// (states and keys always can: no maps with non-string keys).
 fn json_into<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
@@ -109,6 +136,41 @@ pub fn quote(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dsl::plan::{AggregateFn, Type};
+
+    fn aggregate(function: AggregateFn) -> AggregatePlan {
+        AggregatePlan { name: "a".into(), function, arg: None, quantile: None, ty: Type::of(Scalar::Int) }
+    }
+
+    #[test]
+    fn a_value_that_is_the_whole_state_decides_over_the_state_column() {
+        let count = aggregate(AggregateFn::Count);
+        let stale = encode_state(&AggState::Count { n: 3 });
+        // New layout (no state), the older one (both), and a state an
+        // older write left beside a newer value: the value decides.
+        for state in [None, Some(encode_state(&AggState::Count { n: 9 })), Some(stale.clone())] {
+            let read = stored_state(&count, &KeyVal::Int(9), state.as_deref()).expect("a state");
+            assert_eq!(read.finish(), KeyVal::Int(9), "{state:?}");
+        }
+        // A value that is not the whole state: the state column decides.
+        let big = AggState::Count { n: u64::MAX };
+        let read = stored_state(&count, &big.finish(), Some(&encode_state(&big))).expect("a state");
+        assert!(matches!(read, AggState::Count { n: u64::MAX }), "{read:?}");
+        let sum = aggregate(AggregateFn::Sum);
+        let wide = AggState::SumInt { sum: i128::from(i64::MAX) * 2 };
+        assert_eq!(wide.finish(), KeyVal::Null);
+        let read = stored_state(&sum, &KeyVal::Null, Some(&encode_state(&wide))).expect("a state");
+        assert_eq!(encode_state(&read), encode_state(&wide));
+        // A sketch always reads its state.
+        let max = aggregate(AggregateFn::Max);
+        let top = AggState::Extreme { value: Some(KeyVal::Int(5)), is_max: true };
+        let read = stored_state(&max, &KeyVal::Int(4), Some(&encode_state(&top))).expect("a state");
+        assert_eq!(read.finish(), KeyVal::Int(5));
+        // Neither: an error naming the column's aggregate, never a guess.
+        let error = stored_state(&sum, &KeyVal::Null, None).expect_err("nothing to read").to_string();
+        assert!(error.contains("`a`"), "{error}");
+        assert!(stored_state(&max, &KeyVal::Int(4), Some(b"{oops")).is_err());
+    }
 
     #[test]
     fn the_buffered_series_id_is_the_series_id() {

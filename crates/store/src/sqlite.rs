@@ -9,10 +9,11 @@
 //! 1,000: tier rows rewrite the same pages minute after minute, and each
 //! copy writes a page once however often the log holds it.
 
-use crate::schema::{metric_columns, quote, table_name, write_series_id, write_state, ColumnKind, STATE_SUFFIX};
+use crate::schema::{
+    metric_columns, quote, stored_state, table_name, write_series_id, write_state, ColumnKind, STATE_SUFFIX,
+};
 use crate::{DeploymentRecord, Error, Result, RowFilter, Store, StoredDeadLetter, WriteBatch};
 use dsl::plan::MetricPlan;
-use engine::aggregate::AggState;
 use engine::{Checkpoint, KeyVal, Row};
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use rusqlite::ToSql;
@@ -564,23 +565,16 @@ impl Store for SqliteStore {
                     source,
                 };
                 let state = match r.get_ref(4 + 2 * i).map_err(sqlite("bad state column"))? {
-                    ValueRef::Blob(bytes) | ValueRef::Text(bytes) => serde_json::from_slice(bytes).map_err(corrupt)?,
-                    ValueRef::Null => {
-                        let value = match r.get_ref(5 + 2 * i).map_err(sqlite("bad value column"))? {
-                            ValueRef::Integer(n) => KeyVal::Int(n),
-                            ValueRef::Real(x) => KeyVal::Float(x.to_bits()),
-                            _ => KeyVal::Null,
-                        };
-                        AggState::from_value(a, &value).ok_or_else(|| {
-                            corrupt(serde::de::Error::custom(format!(
-                                "no state, and `{}` does not hold one ({value:?})",
-                                a.name
-                            )))
-                        })?
-                    }
+                    ValueRef::Blob(bytes) | ValueRef::Text(bytes) => Some(bytes),
+                    ValueRef::Null => None,
                     _ => return Err(corrupt(serde::de::Error::custom("a number where a state belongs"))),
                 };
-                states.push(state);
+                let value = match r.get_ref(5 + 2 * i).map_err(sqlite("bad value column"))? {
+                    ValueRef::Integer(n) => KeyVal::Int(n),
+                    ValueRef::Real(x) => KeyVal::Float(x.to_bits()),
+                    _ => KeyVal::Null,
+                };
+                states.push(stored_state(a, &value, state).map_err(corrupt)?);
             }
             out.push(Row {
                 metric: Arc::clone(m),

@@ -5,10 +5,13 @@
 //! The body writes rows (null keys included, several source partitions, a
 //! tier row) with dead letters and a checkpoint, reads them back through
 //! every filter, rewrites them (upserts, no duplicates), restores open tier
-//! rows and sweeps.
+//! rows and sweeps. `layouts` checks that rows of every layout of aggregate
+//! states (values alone, values beside states, older states beside newer
+//! values) read back as last written.
 
 use engine::aggregate::AggState;
 use engine::{Checkpoint, DeadLetter, KeyVal, MetricStart, Reason, Row};
+use store::schema::{encode_state, quote, series_id, table_name, STATE_SUFFIX};
 use store::scylla::{ScyllaConfig, ScyllaStore};
 use store::sqlite::SqliteStore;
 use store::{DeploymentRecord, RowFilter, Store, WriteBatch};
@@ -213,6 +216,146 @@ fn sqlite_backend() {
     episodes(&mut store);
 }
 
+/// A metric of every kind of state column: counts and sums (kept as their
+/// value alone) and a maximum (kept with its state).
+fn layouts_plan() -> dsl::Plan {
+    let compiled = dsl::compile_str(
+        "layouts.stream",
+        "version 1\n\nsource s from kafka \"layouts\" format json {\n  ts: timestamp event_time,\n  k: string?,\n  n: int,\n  x: float,\n}\n\n\
+         metric layouts from s\n  group by k\n  compute count() as c, sum(n) as total, sum(x) as mass, max(n) as top\n  window 1m\n",
+    );
+    assert!(compiled.plan.is_some(), "{}", compiled.render_diagnostics());
+    compiled.plan.expect("checked above")
+}
+
+/// One row of [`layouts_plan`] holding these states.
+fn layouts_row(plan: &dsl::Plan, window: i64, key: Option<&str>, n: u64, total: i128, mass: f64) -> Row {
+    Row {
+        metric: std::sync::Arc::clone(&plan.metrics[0]),
+        tier: 0,
+        window_start: T0 + window * 60_000,
+        partition: 0,
+        keys: vec![key.map_or(KeyVal::Null, |k| KeyVal::Str(k.into()))].into(),
+        states: vec![
+            AggState::Count { n },
+            AggState::SumInt { sum: total },
+            AggState::SumFloat { sum: mass },
+            AggState::Extreme { value: Some(KeyVal::Int(n as i64)), is_max: true },
+        ]
+        .into(),
+        included_through: None,
+    }
+}
+
+/// A row as the tests compare them: where it is and its states as JSON.
+fn layouts_text(row: &Row) -> String {
+    let states: Vec<String> = row.states.iter().map(|s| serde_json::to_string(s).expect("a state")).collect();
+    format!("{} {} {:?} {}", row.window_start, row.partition, row.keys, states.join(" "))
+}
+
+/// Rows in each layout a store may hold read back as the states last
+/// written: the current one (a count or sum as its value alone), the
+/// older one (every state beside its value, written by `older`), a row of
+/// the older layout rewritten in the current one (its older state is
+/// still there on Scylla, where the rewrite leaves the column unset: the
+/// newer value must win), and sums beyond their column (stored with their
+/// state) rewritten within it and back.
+fn layouts<S: Store>(store: &mut S, older: impl Fn(&mut S, &[Row])) {
+    let plan = layouts_plan();
+    store.setup(&plan).expect("setup");
+    let big = i128::from(i64::MAX) + 5;
+    let row = |window, key: Option<&str>, n, total, mass| layouts_row(&plan, window, key, n, total, mass);
+    let current = [row(0, Some("current"), 3, -4, 1.5), row(0, None, 2, 0, 0.0)];
+    let earlier = [row(1, Some("older"), 5, 6, 2.25), row(1, None, 7, -8, 0.5)];
+    let rewritten_first = [row(2, Some("rewritten"), 40, 41, 42.5)];
+    let rewritten = [row(2, Some("rewritten"), 4, 5, 6.5)];
+    let back_within = [row(3, Some("wide"), 1, big, 1.0), row(3, Some("narrow"), 1, 9, 1.0)];
+    let back_within_last = [row(3, Some("wide"), 2, 10, 2.0), row(3, Some("narrow"), 2, big, 2.0)];
+    let write = |store: &mut S, rows: &[Row]| {
+        store.write(&WriteBatch { topic: "layouts", rows, ..Default::default() }).expect("write");
+    };
+    write(store, &current);
+    older(store, &earlier);
+    older(store, &rewritten_first);
+    write(store, &rewritten);
+    write(store, &back_within);
+    write(store, &back_within_last);
+    let last: Vec<&Row> = current.iter().chain(&earlier).chain(&rewritten).chain(&back_within_last).collect();
+    let mut expected: Vec<String> = last.iter().map(|r| layouts_text(r)).collect();
+    expected.sort();
+    let filters = [
+        all(0),
+        // Bounded: through the series index on Scylla.
+        RowFilter { from_ms: Some(T0), to_ms: Some(T0 + 4 * 60_000), ..all(0) },
+    ];
+    for filter in filters {
+        let mut read: Vec<String> = store.read(&plan, 0, &filter).expect("read").iter().map(layouts_text).collect();
+        read.sort();
+        assert_eq!(read, expected, "{:?} to {:?}", filter.from_ms, filter.to_ms);
+    }
+}
+
+/// The older SQLite layout: the rows as written now, then every state
+/// put beside its value.
+fn sqlite_older(store: &mut SqliteStore, rows: &[Row]) {
+    store.write(&WriteBatch { topic: "layouts", rows, ..Default::default() }).expect("write");
+    for row in rows {
+        let metric = &row.metric;
+        for (a, state) in metric.aggregates.iter().zip(row.states.iter()) {
+            let sql = format!(
+                "UPDATE {} SET {} = ?1 WHERE series = ?2 AND window_start = ?3 AND source_partition = ?4",
+                quote(&table_name(metric, row.tier)),
+                quote(&format!("{}{STATE_SUFFIX}", a.name))
+            );
+            let changed = store
+                .connection()
+                .execute(
+                    &sql,
+                    rusqlite::params![encode_state(state), series_id(&row.keys), row.window_start, row.partition],
+                )
+                .expect("update");
+            assert_eq!(changed, 1);
+        }
+    }
+}
+
+#[test]
+fn sqlite_layouts() {
+    let mut store = SqliteStore::open(":memory:").expect("open");
+    layouts(&mut store, sqlite_older);
+}
+
+/// The older Scylla layout, written through a session of its own: the
+/// upsert with every state bound beside its value, and the series index.
+fn scylla_older(config: &ScyllaConfig) -> impl Fn(&mut ScyllaStore, &[Row]) + '_ {
+    use scylla::value::{CqlValue, MaybeUnset};
+    use store::scylla::schema;
+    move |_, rows| {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+        runtime.block_on(async {
+            let session = store::scylla::session_builder(config).build().await.expect("connect to SCYLLA_NODES");
+            for row in rows {
+                let (metric, ks) = (&row.metric, &config.keyspace);
+                let series = series_id(&row.keys);
+                let bucket = schema::bucket_of(row.window_start, metric.tiers[row.tier].width_ms);
+                let mut values = store::scylla::row_values(metric, row, &series, bucket);
+                let columns = schema::data_columns(metric);
+                let mut states = row.states.iter();
+                for (value, column) in values[schema::PRIMARY_KEY.len()..].iter_mut().zip(&columns) {
+                    if column.name.ends_with(STATE_SUFFIX) {
+                        let state = states.next().expect("a state per state column");
+                        *value = MaybeUnset::Set(Some(CqlValue::Blob(encode_state(state))));
+                    }
+                }
+                let upsert = session.prepare(schema::upsert(ks, metric, row.tier)).await.expect("prepare");
+                session.execute_unpaged(&upsert, values).await.expect("an older row");
+                let index = session.prepare(schema::insert_series_index(ks, metric, row.tier)).await.expect("prepare");
+                session.execute_unpaged(&index, (bucket, series)).await.expect("its series");
+            }
+        });
+    }
+}
+
 /// DNSBL listing episodes: upserts by identity, a later version wins, an
 /// older one written again (a replay) does not move an episode back, and
 /// filters select by list, target, time and openness.
@@ -336,9 +479,10 @@ fn scylla_backend() {
     let keyspace = format!("streams_test_{}_{nanos}", std::process::id());
     let config = ScyllaConfig { keyspace, ..ScyllaConfig::parse(&nodes) };
     let config = ScyllaConfig { write_consistency: scylla_one(), read_consistency: scylla_one(), ..config };
-    let mut store = ScyllaStore::connect(config).expect("connect to SCYLLA_NODES");
+    let mut store = ScyllaStore::connect(config.clone()).expect("connect to SCYLLA_NODES");
     suite(&mut store, Retention::Ttl);
     episodes(&mut store);
+    layouts(&mut store, scylla_older(&config));
 }
 
 /// A single test node cannot satisfy `LOCAL_QUORUM` with replication 1 only

@@ -103,17 +103,46 @@ fn every_generated_row_binds_to_its_upsert() {
     partition.close_all(&mut out);
     let mut tables = std::collections::BTreeSet::new();
     let mut buffer = Vec::new();
+    let (mut bound, mut bound_with_states, mut unset) = (0, 0, 0);
     for row in &out.rows {
         let metric = &row.metric;
         let series = store::schema::series_id(&row.keys);
         let values = store::scylla::row_values(metric, row, &series, schema::bucket_of(row.window_start, 60_000));
         let specs = store::scylla::upsert_specs("streams", metric, row.tier);
         buffer.clear();
-        if let Err(e) = store::scylla::bind(&specs, &values, &mut buffer) {
-            panic!("{} tier {}: {e:?}\n{values:?}", metric.name, row.tier);
+        match store::scylla::bind(&specs, &values, &mut buffer) {
+            Ok(n) => bound += n,
+            Err(e) => panic!("{} tier {}: {e:?}\n{values:?}", metric.name, row.tier),
         }
+        unset += values.iter().filter(|v| matches!(v, scylla::value::MaybeUnset::Unset)).count();
+        buffer.clear();
+        bound_with_states += store::scylla::bind(&specs, &with_every_state(row, values), &mut buffer).expect("binds");
         tables.insert(store::schema::table_name(metric, row.tier));
     }
     let all: usize = plan.plan.metrics.iter().map(|m| m.tiers.len()).sum();
     assert_eq!(tables.len(), all, "every table got rows: {tables:?}");
+    let rows = out.rows.len() as f64;
+    println!(
+        "{} rows: {:.1} bound bytes per row, {:.1} with every state bound (the older layout), {:.2} columns unset per row",
+        out.rows.len(),
+        bound as f64 / rows,
+        bound_with_states as f64 / rows,
+        unset as f64 / rows
+    );
+    assert!(bound < bound_with_states && unset > out.rows.len(), "counts and sums bind no state");
+}
+
+/// `values` of `row` as the older layout bound them: every aggregate's
+/// state beside its value.
+fn with_every_state(row: &engine::Row, mut values: store::scylla::Values) -> store::scylla::Values {
+    let columns = schema::data_columns(&row.metric);
+    let mut states = row.states.iter();
+    for (value, column) in values[schema::PRIMARY_KEY.len()..].iter_mut().zip(&columns) {
+        if column.name.ends_with(store::schema::STATE_SUFFIX) {
+            let state = states.next().expect("a state per state column");
+            *value =
+                scylla::value::MaybeUnset::Set(Some(scylla::value::CqlValue::Blob(store::schema::encode_state(state))));
+        }
+    }
+    values
 }

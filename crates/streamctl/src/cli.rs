@@ -17,7 +17,13 @@ pub struct Cli {
 
 /// Options every command takes.
 #[derive(Args)]
-pub struct GlobalArgs {}
+pub struct GlobalArgs {
+    /// streamd's configuration file (`streamd.toml`): its `[store.scylla]`
+    /// settings (replication, consistency, local data centre) apply to a
+    /// `scylla:` store, as they do in streamd.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+}
 
 #[derive(Subcommand)]
 pub enum Command {

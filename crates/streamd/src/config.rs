@@ -7,8 +7,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
-use store::scylla::schema::Replication;
-use store::scylla::{parse_consistency, ScyllaConfig};
+use store::scylla::{ScyllaConfig, ScyllaSettings};
 
 /// The file as written.
 #[derive(Debug, Default, Deserialize)]
@@ -140,94 +139,8 @@ impl Default for RawStore {
     }
 }
 
-/// `[store.scylla]`
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RawScylla {
-    /// `SimpleStrategy` or `NetworkTopologyStrategy`, for a keyspace this creates.
-    pub replication: String,
-    /// `SimpleStrategy`'s factor; unset means 1.
-    pub replication_factor: Option<u32>,
-    /// `NetworkTopologyStrategy`'s factor per data centre.
-    pub datacenters: BTreeMap<String, u32>,
-    /// Consistency level name of writes.
-    pub write_consistency: String,
-    /// Consistency level name of reads.
-    pub read_consistency: String,
-    /// Data centre requests are routed to; empty: any node.
-    pub local_datacenter: String,
-}
-
-impl Default for RawScylla {
-    fn default() -> Self {
-        RawScylla {
-            replication: "SimpleStrategy".into(),
-            replication_factor: None,
-            datacenters: BTreeMap::new(),
-            write_consistency: "LOCAL_QUORUM".into(),
-            read_consistency: "LOCAL_QUORUM".into(),
-            local_datacenter: String::new(),
-        }
-    }
-}
-
-impl RawScylla {
-    /// The settings as a [`ScyllaConfig`] whose nodes and keyspace the store
-    /// URL fills in; every problem found, each prefixed with its key.
-    fn validate(self) -> Result<ScyllaConfig, Vec<String>> {
-        let mut problems = Vec::new();
-        let replication = match self.replication.as_str() {
-            "SimpleStrategy" => {
-                if !self.datacenters.is_empty() {
-                    problems.push(
-                        "store.scylla.datacenters: SimpleStrategy has one factor for the whole cluster; \
-                         use replication_factor, or replication = \"NetworkTopologyStrategy\""
-                            .to_string(),
-                    );
-                }
-                Replication::Simple(self.replication_factor.unwrap_or(1))
-            }
-            "NetworkTopologyStrategy" => {
-                if self.replication_factor.is_some() {
-                    problems.push(
-                        "store.scylla.replication_factor: NetworkTopologyStrategy takes a factor per data \
-                         centre in [store.scylla.datacenters]"
-                            .to_string(),
-                    );
-                }
-                Replication::NetworkTopology(self.datacenters.into_iter().collect())
-            }
-            other => {
-                problems.push(format!(
-                    "store.scylla.replication `{other}`: expected `SimpleStrategy` or `NetworkTopologyStrategy`"
-                ));
-                Replication::default()
-            }
-        };
-        let mut consistency = |key: &str, name: &str| {
-            parse_consistency(name).map_err(|e| problems.push(format!("store.scylla.{key}: {e}"))).unwrap_or_default()
-        };
-        let write_consistency = consistency("write_consistency", &self.write_consistency);
-        let read_consistency = consistency("read_consistency", &self.read_consistency);
-        let config = ScyllaConfig {
-            replication,
-            write_consistency,
-            read_consistency,
-            local_datacenter: (!self.local_datacenter.is_empty()).then_some(self.local_datacenter),
-            ..ScyllaConfig::default()
-        };
-        if problems.is_empty() {
-            if let Err(e) = config.validate() {
-                problems.push(format!("store.scylla: {e}"));
-            }
-        }
-        if problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(problems)
-        }
-    }
-}
+/// `[store.scylla]`: shared with `streamctl --config`.
+pub type RawScylla = ScyllaSettings;
 
 /// `[pipelines]`
 #[derive(Debug, Deserialize)]
@@ -322,7 +235,7 @@ impl TryFrom<RawConfig> for Config {
                 raw.store.url
             ));
         }
-        let scylla = raw.store.scylla.validate().map_err(|p| problems.extend(p)).ok();
+        let scylla = raw.store.scylla.into_config().map_err(|p| problems.extend(p)).ok();
         if raw.pipelines.paths.is_empty() {
             problems.push("pipelines.paths is empty".into());
         }
@@ -417,6 +330,7 @@ pub fn read(path: Option<&str>) -> anyhow::Result<RawConfig> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use store::scylla::schema::Replication;
 
     #[test]
     fn the_example_file_is_valid() {

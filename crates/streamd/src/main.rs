@@ -301,8 +301,7 @@ fn open_store(url: &str, scylla: &store::scylla::ScyllaConfig) -> anyhow::Result
         }
         store::StoreUrl::Scylla(spec) => spec,
     };
-    let target = store::scylla::ScyllaConfig::parse(spec);
-    let config = store::scylla::ScyllaConfig { nodes: target.nodes, keyspace: target.keyspace, ..scylla.clone() };
+    let config = scylla.at(spec);
     let store = store::scylla::ScyllaStore::connect(config.clone())
         .with_context(|| format!("cannot connect to Scylla `{spec}`"))?;
     if let Some(alter) = store.replication_alter() {

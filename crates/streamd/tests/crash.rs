@@ -19,11 +19,10 @@
 mod common;
 
 use common::tansu::Tansu;
-use common::{free_port, Guard};
+use common::{free_port, is_assigned, signal, terminate, Guard};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,23 +30,8 @@ use std::time::{Duration, Instant};
 const TOPIC: &str = "mta.events";
 const PARTITIONS: i32 = 4;
 const SESSION_TIMEOUT_MS: u64 = 6000;
-
-fn signal(pid: u32, signal: &str) {
-    let _ = Command::new("kill").args([&format!("-{signal}"), &pid.to_string()]).status();
-}
-
-/// Sends SIGTERM and waits for a clean exit.
-fn terminate(mut process: Guard) -> std::process::ExitStatus {
-    signal(process.0.id(), "TERM");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(Some(status)) = process.0.try_wait() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "streamd did not stop within 60 s of SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+/// How long the instances get to process what was produced.
+const CAUGHT_UP: Duration = Duration::from_secs(240);
 
 /// The random seed of this run's fault schedule: `CRASH_SEED`, or the clock.
 fn seed() -> u64 {
@@ -126,52 +110,9 @@ impl Instance<'_> {
             ),
         )
         .expect("config");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join(format!("{name}.log")))
-            .expect("log");
-        let child = Command::new(env!("CARGO_BIN_EXE_streamd"))
-            .args(["--config", config.to_str().expect("utf-8"), "--brokers", self.brokers])
-            .args(["--http-addr", &format!("127.0.0.1:{port}")])
-            .args(["--store", &format!("sqlite:{}", self.db.display())])
-            .args(["--log-format", "json"])
-            .current_dir(common::repo())
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start streamd");
-        Guard(child)
-    }
-}
-
-/// Per partition, the next offset the instances on `ports` have reached (the highest).
-fn positions(ports: &[u16]) -> Vec<i64> {
-    let mut reached = vec![0i64; PARTITIONS as usize];
-    for port in ports {
-        let Some(status) =
-            common::get(*port, "/status").and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-        else {
-            continue;
-        };
-        for p in status["consumer"]["partitions"].as_array().into_iter().flatten() {
-            if let (Some(partition), Some(next)) = (p["partition"].as_i64(), p["next_offset"].as_i64()) {
-                if let Some(slot) = reached.get_mut(partition as usize) {
-                    *slot = (*slot).max(next);
-                }
-            }
-        }
-    }
-    reached
-}
-
-/// Waits until the instances on `ports` have together processed every message of every partition.
-fn wait_caught_up(ports: &[u16], per_partition: &[i64]) {
-    let deadline = Instant::now() + Duration::from_secs(240);
-    while positions(ports).iter().zip(per_partition).any(|(reached, want)| reached < want) {
-        assert!(Instant::now() < deadline, "not caught up within 240 s: {:?} of {per_partition:?}", positions(ports));
-        std::thread::sleep(Duration::from_millis(200));
+        let (http, store) = (format!("127.0.0.1:{port}"), format!("sqlite:{}", self.db.display()));
+        let args = ["--brokers", self.brokers, "--http-addr", &http, "--store", &store];
+        common::start_streamd(&config, &self.dir.join(format!("{name}.log")), &args)
     }
 }
 
@@ -205,7 +146,7 @@ fn assert_equals_clean_run(brokers: &str, dir: &Path, db: &Path, per_partition: 
     let clean = Instance { brokers, group: "clean", db: &clean_db, dir, tier_rows_every_ms: 0 };
     let port = free_port();
     let process = clean.start("clean", port);
-    wait_caught_up(&[port], per_partition);
+    common::wait_caught_up(&[port], per_partition, CAUGHT_UP);
     assert!(terminate(process).success(), "the clean run stopped cleanly");
 
     let plan = plan();
@@ -231,13 +172,6 @@ fn assert_equals_clean_run(brokers: &str, dir: &Path, db: &Path, per_partition: 
         dir.display()
     );
     println!("{faults}: {} rows and {} dead letters identical to a clean run", got.len(), got_dead.len());
-}
-
-/// Whether the instance on `port` owns a partition (restored and running).
-fn is_assigned(port: u16) -> bool {
-    common::get(port, "/status")
-        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-        .is_some_and(|s| s["consumer"]["partitions"].as_array().is_some_and(|p| !p.is_empty()))
 }
 
 /// Lets a started instance run until a random moment, then SIGKILLs it:
@@ -328,7 +262,7 @@ fn killed_while_following_a_live_topic(test: &'static str, tier_rows_every_ms: u
     let during = live.produced();
     let last = instance.start("crash", port);
     let per_partition = live.produced_all();
-    wait_caught_up(&[port], &per_partition);
+    common::wait_caught_up(&[port], &per_partition, CAUGHT_UP);
     assert!(terminate(last).success(), "the last instance stopped cleanly");
     let faults =
         format!("{KILLS} kill -9s ({while_assigned} while owning partitions) while following a live topic ({during})");
@@ -395,7 +329,7 @@ fn two_instances_under_kills_zombies_and_a_frozen_broker_store_what_a_clean_run_
     }
     let during = live.produced();
     let per_partition = live.produced_all();
-    wait_caught_up(&ports, &per_partition);
+    common::wait_caught_up(&ports, &per_partition, CAUGHT_UP);
     for process in running {
         assert!(terminate(process).success(), "an instance stopped cleanly");
     }

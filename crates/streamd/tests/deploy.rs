@@ -34,20 +34,17 @@ impl Drop for Daemon {
 }
 
 fn write_pipelines(dir: &Path, filter: &str, extra: bool) {
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir).expect("pipeline dir");
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines/deliveries.stream");
-    std::fs::copy(repo, dir.join("deliveries.stream")).expect("copy the source");
     let metric = |name: &str, filter: &str| {
         format!(
             "version 1\n\nimport \"deliveries.stream\"\n\nmetric {name} from deliveries\n  where {filter}\n  \
              group by provider\n  compute count() as n\n  window 1m, lateness 2m\n"
         )
     };
-    std::fs::write(dir.join("outcomes.stream"), metric("outcomes", filter)).expect("write");
+    let mut files = vec![("outcomes.stream", metric("outcomes", filter))];
     if extra {
-        std::fs::write(dir.join("retries.stream"), metric("retries", "attempt > 1")).expect("write");
+        files.push(("retries.stream", metric("retries", "attempt > 1")));
     }
+    common::pipeline_dir(dir, &files);
 }
 
 #[test]

@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{free_port, get, run_streamctl, start_embedded_watching, temp_dir, wait_until, Guard};
+use common::{free_port, run_streamctl, start_embedded_watching, status, temp_dir, wait_until, Guard};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
 use serde_json::Value;
@@ -27,10 +27,6 @@ fn fixture(name: &str) -> PathBuf {
 
 fn utf8(path: &Path) -> &str {
     path.to_str().expect("utf-8 path")
-}
-
-fn status(port: u16) -> Option<Value> {
-    get(port, "/status").and_then(|body| serde_json::from_str(&body).ok())
 }
 
 fn names(list: &Value) -> Vec<String> {

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{free_port, get, temp_dir, wait_until, Guard};
+use common::{free_port, status, temp_dir, wait_until, Guard};
 use dsl::bundle::{Bundle, Provenance};
 use kafka::control::ControlTopic;
 use rdkafka::mocking::MockCluster;
@@ -15,10 +15,6 @@ use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-fn status(port: u16) -> Option<Value> {
-    get(port, "/status").and_then(|body| serde_json::from_str(&body).ok())
-}
 
 /// `deliveries.stream` and one `.stream` file per metric name, each
 /// counting deliveries by provider.

@@ -1,8 +1,11 @@
-//! Where and how to connect: [`ScyllaConfig`] and consistency levels.
+//! Where and how to connect: [`ScyllaConfig`], the `[store.scylla]`
+//! section of a configuration file ([`ScyllaSettings`]) and consistency levels.
 
 use super::schema::Replication;
 use crate::{Error, Result};
 use scylla::statement::Consistency;
+use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Where and how to connect.
@@ -51,6 +54,13 @@ impl ScyllaConfig {
             .map(|h| if h.contains(':') { h.to_string() } else { format!("{h}:9042") })
             .collect();
         ScyllaConfig { nodes, keyspace: keyspace.to_string(), ..Default::default() }
+    }
+
+    /// These settings for the nodes and keyspace of `spec`
+    /// (`HOST[:PORT][,HOST…][/KEYSPACE]`, as [`ScyllaConfig::parse`]).
+    pub fn at(&self, spec: &str) -> Self {
+        let target = ScyllaConfig::parse(spec);
+        ScyllaConfig { nodes: target.nodes, keyspace: target.keyspace, ..self.clone() }
     }
 
     /// Checks the settings before connecting.
@@ -149,5 +159,98 @@ mod tests {
         assert_eq!(c.read_consistency, Consistency::LocalQuorum);
         assert_eq!(c.local_datacenter, None);
         assert_eq!(ScyllaConfig::parse("scylla").keyspace, "streams");
+    }
+}
+
+/// The `[store.scylla]` section of `streamd.toml`, as written: read by
+/// `streamd` and by `streamctl --config`, every key optional.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScyllaSettings {
+    /// `SimpleStrategy` or `NetworkTopologyStrategy`, for a keyspace this creates.
+    pub replication: String,
+    /// `SimpleStrategy`'s factor; unset means 1.
+    pub replication_factor: Option<u32>,
+    /// `NetworkTopologyStrategy`'s factor per data centre.
+    pub datacenters: BTreeMap<String, u32>,
+    /// Consistency level name of writes.
+    pub write_consistency: String,
+    /// Consistency level name of reads.
+    pub read_consistency: String,
+    /// Data centre requests are routed to; empty: any node.
+    pub local_datacenter: String,
+}
+
+impl Default for ScyllaSettings {
+    fn default() -> Self {
+        ScyllaSettings {
+            replication: "SimpleStrategy".into(),
+            replication_factor: None,
+            datacenters: BTreeMap::new(),
+            write_consistency: "LOCAL_QUORUM".into(),
+            read_consistency: "LOCAL_QUORUM".into(),
+            local_datacenter: String::new(),
+        }
+    }
+}
+
+impl ScyllaSettings {
+    /// The settings as a [`ScyllaConfig`] whose nodes and keyspace a store
+    /// URL fills in ([`ScyllaConfig::at`]).
+    ///
+    /// # Errors
+    /// Every problem found, each prefixed with its key (`store.scylla.…`).
+    pub fn into_config(self) -> std::result::Result<ScyllaConfig, Vec<String>> {
+        let mut problems = Vec::new();
+        let replication = match self.replication.as_str() {
+            "SimpleStrategy" => {
+                if !self.datacenters.is_empty() {
+                    problems.push(
+                        "store.scylla.datacenters: SimpleStrategy has one factor for the whole cluster; \
+                         use replication_factor, or replication = \"NetworkTopologyStrategy\""
+                            .to_string(),
+                    );
+                }
+                Replication::Simple(self.replication_factor.unwrap_or(1))
+            }
+            "NetworkTopologyStrategy" => {
+                if self.replication_factor.is_some() {
+                    problems.push(
+                        "store.scylla.replication_factor: NetworkTopologyStrategy takes a factor per data \
+                         centre in [store.scylla.datacenters]"
+                            .to_string(),
+                    );
+                }
+                Replication::NetworkTopology(self.datacenters.into_iter().collect())
+            }
+            other => {
+                problems.push(format!(
+                    "store.scylla.replication `{other}`: expected `SimpleStrategy` or `NetworkTopologyStrategy`"
+                ));
+                Replication::default()
+            }
+        };
+        let mut consistency = |key: &str, name: &str| {
+            parse_consistency(name).map_err(|e| problems.push(format!("store.scylla.{key}: {e}"))).unwrap_or_default()
+        };
+        let write_consistency = consistency("write_consistency", &self.write_consistency);
+        let read_consistency = consistency("read_consistency", &self.read_consistency);
+        let config = ScyllaConfig {
+            replication,
+            write_consistency,
+            read_consistency,
+            local_datacenter: (!self.local_datacenter.is_empty()).then_some(self.local_datacenter),
+            ..ScyllaConfig::default()
+        };
+        if problems.is_empty() {
+            if let Err(e) = config.validate() {
+                problems.push(format!("store.scylla: {e}"));
+            }
+        }
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(problems)
+        }
     }
 }

@@ -60,7 +60,7 @@ pub mod schema;
 mod session;
 mod write;
 
-pub use self::config::{parse_consistency, ScyllaConfig};
+pub use self::config::{parse_consistency, ScyllaConfig, ScyllaSettings};
 use self::errors::{exec_err, pager_is_transient, scylla_err};
 pub use self::errors::{is_transient, prepare_is_transient};
 pub use self::read::indexed_buckets;

@@ -3,9 +3,8 @@
 
 use super::errors::{exec_err, pager_is_transient, scylla_err};
 use super::{schema, ScyllaStore};
-use crate::schema::{series_id, table_name};
+use crate::schema::{series_id, stored_state, table_name};
 use crate::{Error, Result, RowFilter};
-use engine::aggregate::AggState;
 use engine::{KeyVal, Row};
 use futures_util::{StreamExt, TryStreamExt};
 use scylla::value::{CqlTimestamp, CqlValue};
@@ -161,11 +160,17 @@ impl RowReader<'_> {
         }
         let mut states = Vec::with_capacity(self.m.aggregates.len());
         for a in &self.m.aggregates {
-            let bytes = match columns.next().flatten() {
-                Some(CqlValue::Blob(b)) => b,
-                _ => Vec::new(),
+            // Only a count's or sum's value can stand for its state, and those are numbers.
+            let value = match columns.next().flatten() {
+                Some(CqlValue::BigInt(n)) => KeyVal::Int(n),
+                Some(CqlValue::Double(x)) => KeyVal::Float(x.to_bits()),
+                _ => KeyVal::Null,
             };
-            let state: AggState = serde_json::from_slice(&bytes)
+            let bytes = match columns.next().flatten() {
+                Some(CqlValue::Blob(b)) => Some(b),
+                _ => None,
+            };
+            let state = stored_state(a, &value, bytes.as_deref())
                 .map_err(|e| corrupt(&format!("{}{}", a.name, crate::schema::STATE_SUFFIX), e))?;
             states.push(state);
         }
@@ -192,9 +197,52 @@ fn timestamp(v: Option<CqlValue>) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use engine::aggregate::AggState;
 
     fn range(from: Option<i64>, to: Option<i64>) -> RowFilter {
         RowFilter { tier: 0, from_ms: from, to_ms: to, equals: vec![], partition: None }
+    }
+
+    /// Rows as a read returns them (series, window start, source partition,
+    /// included_through, then each aggregate's value and state) in each
+    /// layout: a count's state unset (the current one), beside its value
+    /// (the older one), and an older state left beside a newer value (a
+    /// row of the older layout rewritten: the unset state column kept it).
+    #[test]
+    fn a_count_reads_from_its_value_whatever_its_state_column_holds() {
+        use crate::schema::encode_state;
+        let compiled = dsl::compile_str(
+            "t.stream",
+            "version 1\n\nsource s from kafka \"t\" format json {\n  ts: timestamp event_time,\n  k: string,\n  n: int,\n}\n\n\
+             metric m from s\n  group by k\n  compute count() as c, max(n) as top\n  window 1m\n",
+        );
+        assert!(compiled.plan.is_some(), "{}", compiled.render_diagnostics());
+        let plan = compiled.plan.expect("checked above");
+        let filter = range(None, None);
+        let reader = RowReader { m: &plan.metrics[0], filter: &filter, table: "m_1m".into() };
+        let top = AggState::Extreme { value: Some(KeyVal::Int(5)), is_max: true };
+        let stored = |count_state: Option<AggState>| scylla::value::Row {
+            columns: vec![
+                Some(CqlValue::Text(series_id(&[KeyVal::Str("gmail".into())]))),
+                Some(CqlValue::Timestamp(CqlTimestamp(60_000))),
+                Some(CqlValue::Int(2)),
+                None,
+                Some(CqlValue::BigInt(9)),
+                count_state.map(|s| CqlValue::Blob(encode_state(&s))),
+                Some(CqlValue::BigInt(5)),
+                Some(CqlValue::Blob(encode_state(&top))),
+            ],
+        };
+        for count_state in [None, Some(AggState::Count { n: 9 }), Some(AggState::Count { n: 3 })] {
+            let row = reader.decode(stored(count_state.clone())).expect("decodes").expect("not filtered out");
+            let finished: Vec<KeyVal> = row.states.iter().map(AggState::finish).collect();
+            assert_eq!(finished, [KeyVal::Int(9), KeyVal::Int(5)], "count state {count_state:?}");
+            assert_eq!((row.window_start, row.partition, row.included_through), (60_000, 2, None));
+        }
+        // A maximum has no value to fall back on: without its state the row is an error.
+        let mut broken = stored(None);
+        broken.columns[7] = None;
+        assert!(reader.decode(broken).is_err());
     }
 
     #[test]

@@ -338,7 +338,8 @@ pub fn upsert(keyspace: &str, metric: &MetricPlan, tier: usize) -> String {
 
 /// The row read of `metric`'s tier `tier`: bind values are the window start
 /// lower (inclusive) and upper (exclusive) bounds. Selected: series,
-/// window_start, source_partition, included_through, then each state.
+/// window_start, source_partition, included_through, then each aggregate's
+/// value and state.
 ///
 /// This scans the table's token ranges with `ALLOW FILTERING` on the
 /// clustering column: the fallback for reads without a bounded time range
@@ -352,10 +353,13 @@ pub fn select(keyspace: &str, metric: &MetricPlan, tier: usize) -> String {
     )
 }
 
+/// Each aggregate's value then its state: a count or sum is written as its
+/// value alone (its state column unset), and its state is rebuilt from the
+/// value ([`crate::schema::stored_state`]).
 fn selected_columns(metric: &MetricPlan) -> String {
     let mut cql = "SELECT series, window_start, source_partition, included_through".to_string();
     for a in &metric.aggregates {
-        cql.push_str(&format!(", {}", quote(&format!("{}{STATE_SUFFIX}", a.name))));
+        cql.push_str(&format!(", {}, {}", quote(&a.name), quote(&format!("{}{STATE_SUFFIX}", a.name))));
     }
     cql
 }

@@ -10,7 +10,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use scylla::frame::response::result::{ColumnSpec, TableSpec};
 use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
-use scylla::value::{CqlTimestamp, CqlValue};
+use scylla::value::{CqlTimestamp, CqlValue, MaybeUnset};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -89,7 +89,7 @@ impl ScyllaStore {
         let mut index: BTreeMap<(MetricKey, usize, i64), Vec<Values>> = BTreeMap::new();
         let mut index_statements: BTreeMap<(MetricKey, usize), PreparedStatement> = BTreeMap::new();
         for (m, t, series, bucket) in groups.keys() {
-            let entry = vec![Some(CqlValue::BigInt(*bucket)), Some(CqlValue::Text(series.clone()))];
+            let entry = vec![set(CqlValue::BigInt(*bucket)), set(CqlValue::Text(series.clone()))];
             index.entry((m.clone(), *t, *bucket)).or_default().push(entry);
             if let std::collections::btree_map::Entry::Vacant(e) = index_statements.entry((m.clone(), *t)) {
                 e.insert(self.prepare(&schema::insert_series_index(ks, &m.0, *t)).await?);
@@ -185,8 +185,17 @@ impl ScyllaStore {
     }
 }
 
+/// One bind value: a value (`Set(Some)`), null (`Set(None)`: in CQL a
+/// cell tombstone, which removes what an earlier write put there), or
+/// unset (`Unset`: the column is left as it is, and nothing is written).
+pub type Bind = MaybeUnset<Option<CqlValue>>;
+
 /// Bind values of one statement.
-pub type Values = Vec<Option<CqlValue>>;
+pub type Values = Vec<Bind>;
+
+fn set(value: CqlValue) -> Bind {
+    MaybeUnset::Set(Some(value))
+}
 
 /// `items` in order, moved into vectors of `size` (the last one shorter):
 /// each batch owns its rows' values without copying them.
@@ -275,25 +284,41 @@ pub fn group_rows(rows: &[Row]) -> RowGroups {
 }
 
 /// The bind values of one row for [`schema::upsert`].
-pub fn row_values(metric: &dsl::plan::MetricPlan, row: &Row, series: &str, bucket: i64) -> Vec<Option<CqlValue>> {
+///
+/// * A null group-by value is left unset: the series id (part of the
+///   primary key) holds the keys, so every write of this row has the same
+///   null there, and unset writes nothing where null would write a tombstone.
+///   Likewise a base-tier row's `included_through`: base-tier rows never
+///   have one, tier rows always do, and a table holds one tier.
+/// * Every aggregate's value is set, null included: a value always replaces
+///   the one an earlier write of the row left.
+/// * A count or sum whose value is its whole state
+///   ([`AggState::is_its_value`](engine::aggregate::AggState::is_its_value))
+///   leaves its state column unset: no blob, and no tombstone either (a
+///   null would be one, on every rewrite of every row). A state an earlier
+///   write left there stays, but readers never prefer it: they rebuild the
+///   state from such a value whatever the state column holds
+///   ([`crate::schema::stored_state`]). Any other aggregate, and a count or
+///   sum whose value is not its whole state, writes its state.
+pub fn row_values(metric: &dsl::plan::MetricPlan, row: &Row, series: &str, bucket: i64) -> Values {
     let columns = schema::data_columns(metric);
     let mut values = Vec::with_capacity(4 + columns.len());
-    values.push(Some(CqlValue::Text(series.to_string())));
-    values.push(Some(CqlValue::BigInt(bucket)));
-    values.push(Some(CqlValue::Timestamp(CqlTimestamp(row.window_start))));
-    values.push(Some(CqlValue::Int(row.partition)));
+    values.push(set(CqlValue::Text(series.to_string())));
+    values.push(set(CqlValue::BigInt(bucket)));
+    values.push(set(CqlValue::Timestamp(CqlTimestamp(row.window_start))));
+    values.push(set(CqlValue::Int(row.partition)));
     let mut kinds = columns.iter().map(|c| c.kind);
     for k in row.keys.iter() {
         let kind = kinds.next().unwrap_or(ColumnKind::Text);
-        values.push(to_cql(k, kind));
+        values.push(MaybeUnset::from_option(to_cql(k, kind).map(Some)));
     }
     for state in row.states.iter() {
         let kind = kinds.next().unwrap_or(ColumnKind::Float);
-        values.push(to_cql(&state.finish(), kind));
+        values.push(MaybeUnset::Set(to_cql(&state.finish(), kind)));
         kinds.next();
-        values.push(Some(CqlValue::Blob(encode_state(state))));
+        values.push(if state.is_its_value() { MaybeUnset::Unset } else { set(CqlValue::Blob(encode_state(state))) });
     }
-    values.push(row.included_through.map(|t| CqlValue::Timestamp(CqlTimestamp(t))));
+    values.push(MaybeUnset::from_option(row.included_through.map(|t| Some(CqlValue::Timestamp(CqlTimestamp(t))))));
     values
 }
 
@@ -346,6 +371,105 @@ mod tests {
     use super::*;
     use engine::aggregate::AggState;
 
+    /// The value of a bind that sets one (`None` for null and unset).
+    fn set_value(bind: Option<&Bind>) -> Option<CqlValue> {
+        match bind {
+            Some(MaybeUnset::Set(value)) => value.clone(),
+            _ => None,
+        }
+    }
+
+    /// How one column is bound: `"unset"`, `"null"`, or the value.
+    fn shown(bind: &Bind) -> String {
+        match bind {
+            MaybeUnset::Unset => "unset".into(),
+            MaybeUnset::Set(None) => "null".into(),
+            MaybeUnset::Set(Some(CqlValue::Blob(bytes))) => format!("state {}", String::from_utf8_lossy(bytes)),
+            MaybeUnset::Set(Some(value)) => format!("{value:?}"),
+        }
+    }
+
+    /// A count or sum binds its value and leaves its state unset; a
+    /// sketch (here a maximum and a quantile) binds both; a count or sum
+    /// whose value is not its whole state (an int sum beyond 64 bits, a
+    /// float sum that is not finite) binds its state and a null or
+    /// non-finite value. Every one of them binds to the upsert's types.
+    #[test]
+    fn counts_and_sums_bind_their_value_alone_sketches_their_state_too() {
+        let compiled = dsl::compile_str(
+            "t.stream",
+            "version 1\n\nsource s from kafka \"t\" format json {\n  ts: timestamp event_time,\n  k: string,\n  n: int,\n  x: float,\n}\n\n\
+             metric m from s\n  group by k\n  compute count() as c, sum(n) as total, sum(x) as mass, max(n) as top, p50(x) as mid\n  window 1m\n",
+        );
+        assert!(compiled.plan.is_some(), "{}", compiled.render_diagnostics());
+        let plan = compiled.plan.expect("checked above");
+        let metric = &plan.metrics[0];
+        let row = |states: Vec<AggState>| Row {
+            metric: Arc::clone(metric),
+            tier: 0,
+            window_start: 60_000,
+            partition: 0,
+            keys: vec![KeyVal::Str("gmail".into())].into(),
+            states: states.into(),
+            included_through: None,
+        };
+        let top = AggState::Extreme { value: Some(KeyVal::Int(12)), is_max: true };
+        let mid = AggState::new(&metric.aggregates[4]);
+        let columns: Vec<String> = schema::data_columns(metric).iter().map(|c| c.name.clone()).collect();
+        let bound = |states: Vec<AggState>| -> Vec<(String, String)> {
+            let r = row(states);
+            let values = row_values(metric, &r, &series_id(&r.keys), 0);
+            let mut out = Vec::new();
+            assert!(bind(&upsert_specs("ks", metric, 0), &values, &mut out).expect("types match") > 0);
+            columns.iter().cloned().zip(values[4..].iter().map(shown)).collect()
+        };
+        let fitting = vec![
+            AggState::Count { n: 5 },
+            AggState::SumInt { sum: -7 },
+            AggState::SumFloat { sum: 2.5 },
+            top.clone(),
+            mid.clone(),
+        ];
+        let expected = [
+            ("k", "Text(\"gmail\")"),
+            ("c", "BigInt(5)"),
+            ("c__state", "unset"),
+            ("total", "BigInt(-7)"),
+            ("total__state", "unset"),
+            ("mass", "Double(2.5)"),
+            ("mass__state", "unset"),
+            ("top", "BigInt(12)"),
+            ("top__state", r#"state {"kind":"extreme","value":{"t":"int","v":12},"is_max":true}"#),
+            ("mid", "null"),
+            ("mid__state", r#"state {"kind":"quantile","sketch":null,"q":0.5}"#),
+            ("included_through", "unset"),
+        ];
+        let owned = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs.iter().map(|(c, v)| (c.to_string(), v.to_string())).collect()
+        };
+        assert_eq!(bound(fitting), owned(&expected));
+        // Beyond what the value column holds, the state is bound too.
+        let beyond = vec![
+            AggState::Count { n: u64::MAX },
+            AggState::SumInt { sum: i128::from(i64::MAX) + 1 },
+            AggState::SumFloat { sum: f64::INFINITY },
+            top,
+            mid,
+        ];
+        let got = bound(beyond);
+        assert_eq!(
+            got[1..7],
+            owned(&[
+                ("c", "BigInt(9223372036854775807)"),
+                ("c__state", r#"state {"kind":"count","n":18446744073709551615}"#),
+                ("total", "null"),
+                ("total__state", r#"state {"kind":"sum_int","sum":"9223372036854775808"}"#),
+                ("mass", "Double(inf)"),
+                ("mass__state", r#"state {"kind":"sum_float","sum":null}"#),
+            ])[..]
+        );
+    }
+
     #[test]
     fn chunks_hold_every_item_once_in_order() {
         for (n, size) in [(0, 100), (1, 100), (100, 100), (101, 100), (250, 100), (5, 1), (3, 0)] {
@@ -381,7 +505,7 @@ mod tests {
         assert_eq!(groups.len(), 1, "one series, one bucket");
         let sent: Vec<(i32, Option<CqlValue>)> = groups
             .values()
-            .flat_map(|rows| rows.iter().map(|((_, partition), values)| (*partition, values.last().cloned().flatten())))
+            .flat_map(|rows| rows.iter().map(|((_, partition), values)| (*partition, set_value(values.last()))))
             .collect();
         let at = |ms| Some(CqlValue::Timestamp(CqlTimestamp(ms)));
         assert_eq!(sent, [(0, at(3_720_000)), (1, at(3_660_000))]);
@@ -409,13 +533,13 @@ mod tests {
         let values = row_values(metric, &row, &series_id(&row.keys), 0);
         let markers = schema::upsert("ks", metric, 1).matches('?').count();
         assert_eq!(values.len(), markers);
-        assert_eq!(values[4], None, "null key");
-        assert_eq!(values.last(), Some(&Some(CqlValue::Timestamp(CqlTimestamp(3_660_000)))));
+        assert!(matches!(values[4], MaybeUnset::Unset), "a null key is left unset: {:?}", values[4]);
+        assert_eq!(set_value(values.last()), Some(CqlValue::Timestamp(CqlTimestamp(3_660_000))));
         let mut out = Vec::new();
         assert!(bind(&upsert_specs("ks", metric, 1), &values, &mut out).expect("types match") > 0);
         // A value of the wrong type is refused, as the driver would.
         let mut wrong = values.clone();
-        wrong[3] = Some(CqlValue::BigInt(3));
+        wrong[3] = set(CqlValue::BigInt(3));
         assert!(bind(&upsert_specs("ks", metric, 1), &wrong, &mut out).is_err());
     }
 }

@@ -51,7 +51,7 @@ pub struct Args {
     timeout: u64,
 }
 
-pub fn run(_global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     let full = pipeline::load(&args.pipelines)?;
     let job = Job {
         metrics: args.metrics,
@@ -59,6 +59,7 @@ pub fn run(_global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
         to_ms: args.to,
         brokers: args.brokers,
         store: args.store,
+        scylla: pipeline::scylla_settings(global)?,
         group: args.group,
         topic: args.topic,
         batch: args.batch,
@@ -81,6 +82,8 @@ pub struct Job {
     pub brokers: String,
     /// The live store.
     pub store: String,
+    /// Settings of a `scylla:` store.
+    pub scylla: store::scylla::ScyllaConfig,
     /// The backfill's group id.
     pub group: String,
     /// The topic; the first source's when `None`.
@@ -104,7 +107,7 @@ pub fn backfill(full: &dsl::Plan, job: &Job, dry_run: bool, wait_for_start: Dura
         Some(t) => t.clone(),
         None => plan.plan.sources.first().map(|s| s.topic.clone()).context("the pipelines declare no source")?,
     };
-    let mut store = pipeline::open_store(&job.store)?;
+    let mut store = pipeline::open_store(&job.store, &job.scylla)?;
     store.setup(&plan.plan)?;
     let settings = backfill::Settings {
         brokers: job.brokers.clone(),

@@ -43,9 +43,9 @@ pub struct DeployArgs {
     /// Wait up to this many seconds until every live instance applied (or refused) it.
     #[arg(long, value_name = "SECONDS")]
     wait: Option<u64>,
-    /// Once applied, backfill the metrics the deploy starts (added or
-    /// changed) from this time (RFC 3339 or epoch ms); needs `--wait`,
-    /// `--brokers` and `--store`. See `streamctl backfill`.
+    /// Once applied, backfill the metrics the deploy adds from this time
+    /// (RFC 3339 or epoch ms); needs `--wait`, `--brokers` and `--store`.
+    /// Changed metrics are not backfilled. See `streamctl backfill`.
     #[arg(long, value_name = "TIME", value_parser = super::query::parse_time, requires_all = ["wait", "store"])]
     backfill: Option<i64>,
     /// The fleet's store, for `--backfill`.
@@ -285,7 +285,9 @@ fn short(hash: &str) -> &str {
 }
 
 /// `streamctl deploy DIR`.
-pub fn deploy(_global: &GlobalArgs, args: DeployArgs) -> anyhow::Result<ExitCode> {
+pub fn deploy(global: &GlobalArgs, args: DeployArgs) -> anyhow::Result<ExitCode> {
+    // Checked before anything is published: a backfill after it would need them.
+    let scylla = crate::pipeline::scylla_settings(global)?;
     let target = args.target.target()?;
     let state = target.state()?;
     let Some((bundle, plan)) = build(&args.dir, &state, args.message)? else { return Ok(super::bad_pipelines()) };
@@ -300,10 +302,19 @@ pub fn deploy(_global: &GlobalArgs, args: DeployArgs) -> anyhow::Result<ExitCode
         if code != ExitCode::SUCCESS {
             return Ok(code);
         }
-        let metrics: Vec<String> = changes.added.into_iter().chain(changes.changed).collect();
         let brokers = args.target.brokers.clone().context("--backfill reads Kafka: give --brokers")?;
+        // A changed metric's table still holds its old version's rows of
+        // the windows before the switch: a backfill beside them would count
+        // those windows twice.
+        if !changes.changed.is_empty() {
+            println!(
+                "not backfilled (changed: their tables hold the old version's rows up to the switch): {}",
+                changes.changed.join(", ")
+            );
+        }
+        let metrics = changes.added;
         if metrics.is_empty() {
-            println!("nothing to backfill: the deploy starts no metric");
+            println!("nothing to backfill: the deploy adds no metric");
             return Ok(code);
         }
         let job = super::backfill::Job {
@@ -312,6 +323,7 @@ pub fn deploy(_global: &GlobalArgs, args: DeployArgs) -> anyhow::Result<ExitCode
             to_ms: None,
             brokers,
             store: store.clone(),
+            scylla: scylla.clone(),
             group: "streamctl-backfill".into(),
             topic: None,
             batch: 50_000,

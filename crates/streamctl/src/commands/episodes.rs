@@ -35,8 +35,8 @@ pub struct Args {
     format: OutputFormat,
 }
 
-pub fn run(_global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
-    let store = pipeline::open_existing_store(&args.store, "")?;
+pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
+    let store = pipeline::open_existing_store(&args.store, &pipeline::scylla_settings(global)?, "")?;
     let filter = EpisodeFilter {
         list: args.list,
         target: args.target,

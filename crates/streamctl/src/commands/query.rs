@@ -48,9 +48,10 @@ pub(crate) fn parse_time(s: &str) -> Result<i64, String> {
         .ok_or_else(|| "expected RFC 3339 or epoch milliseconds".into())
 }
 
-pub fn run(_global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     let plan = pipeline::load(&args.pipelines)?;
-    let store = pipeline::open_existing_store(&args.store, "; run `streamctl run` first")?;
+    let store =
+        pipeline::open_existing_store(&args.store, &pipeline::scylla_settings(global)?, "; run `streamctl run` first")?;
     let query = store::query::Query {
         metric: args.metric,
         tier: args.tier,

@@ -69,7 +69,7 @@ fn parse_every(text: &str) -> Result<u64, String> {
     }
 }
 
-pub fn run(_global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     let config = engine::EngineConfig { max_message_bytes: args.max_message_bytes };
     let plan = pipeline::load_with(&args.pipelines, config)?;
     let now_ms = args.now.unwrap_or_else(kafka::control::now_ms);
@@ -77,7 +77,7 @@ pub fn run(_global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
         Some(t) => t.clone(),
         None => plan.plan.sources.first().map(|s| s.topic.clone()).context("the pipelines declare no source")?,
     };
-    let mut store = pipeline::open_store(&args.store)?;
+    let mut store = pipeline::open_store(&args.store, &pipeline::scylla_settings(global)?)?;
     store.setup(&plan.plan)?;
     let (reader, input_bytes): (Box<dyn Read>, Option<u64>) = if args.input == "-" {
         (Box::new(std::io::stdin().lock()), None)

@@ -2,11 +2,12 @@
 
 #![allow(dead_code)] // Each test crate uses a different part.
 
+pub mod answers;
 pub mod tansu;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 /// `GET path` on 127.0.0.1:`port`: the status and the body, or `None` if the
 /// server is not there (yet) or has not answered within 20 s. Sends
@@ -99,6 +100,23 @@ fn embedded(dir: &Path, port: u16, run_for: u32, pipeline_args: &[&str]) -> Guar
     Guard(child)
 }
 
+/// Starts `streamd --config config args… --log-format json` from the
+/// repository root, its log (`RUST_LOG=info`) appended to `log`.
+pub fn start_streamd(config: &Path, log: &Path, args: &[&str]) -> Guard {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log");
+    let child = Command::new(env!("CARGO_BIN_EXE_streamd"))
+        .args(["--config", config.to_str().expect("utf-8")])
+        .args(args)
+        .args(["--log-format", "json"])
+        .current_dir(repo())
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start streamd");
+    Guard(child)
+}
+
 /// Whether `tool --version` runs. When it does not: under `CI` the test
 /// fails (CI installs it), elsewhere it prints `SKIPPED: …` and returns false.
 pub fn require_tool(tool: &str, test: &str, install: &str) -> bool {
@@ -133,7 +151,34 @@ pub fn streamctl() -> PathBuf {
 
 /// Runs `streamctl args…`, echoing its output into the test's log.
 pub fn run_streamctl(args: &[&str]) -> std::process::Output {
-    let output = Command::new(streamctl()).args(args).output().expect("run streamctl");
+    run_streamctl_with(args, |_| {})
+}
+
+/// Runs `streamctl args…` like [`run_streamctl`], handing each line of its
+/// standard output to `on_line` as it comes (e.g. to act at a moment of a deploy).
+pub fn run_streamctl_with(args: &[&str], mut on_line: impl FnMut(&str)) -> std::process::Output {
+    use std::io::{BufRead, Read};
+    let mut child = Command::new(streamctl())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run streamctl");
+    let mut stderr = child.stderr.take().expect("piped");
+    let stderr = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = stderr.read_to_end(&mut text);
+        text
+    });
+    let mut stdout = Vec::new();
+    for line in std::io::BufReader::new(child.stdout.take().expect("piped")).lines() {
+        let line = line.expect("streamctl's output");
+        on_line(&line);
+        stdout.extend_from_slice(line.as_bytes());
+        stdout.push(b'\n');
+    }
+    let output =
+        std::process::Output { status: child.wait().expect("wait"), stdout, stderr: stderr.join().expect("stderr") };
     eprintln!(
         "$ streamctl {}\n{}{}",
         args.join(" "),
@@ -149,5 +194,97 @@ pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool)
     while !done() {
         assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `/status` of the daemon on `port`, or `None` when it does not answer (yet).
+pub fn status(port: u16) -> Option<serde_json::Value> {
+    get(port, "/status").and_then(|body| serde_json::from_str(&body).ok())
+}
+
+/// Whether the daemon on `port` owns a partition (restored and running).
+pub fn is_assigned(port: u16) -> bool {
+    status(port).is_some_and(|s| s["consumer"]["partitions"].as_array().is_some_and(|p| !p.is_empty()))
+}
+
+/// Starts a daemon with `start(port)` on a free port and waits until its
+/// `/status` names it `instance`. Another process may take the port between
+/// [`free_port`] and the daemon's bind (tests run in parallel, and outgoing
+/// connections take ports too): when the daemon exits, it is started again
+/// on another port.
+pub fn start_on_free_port(instance: &str, mut start: impl FnMut(u16) -> Guard) -> (Guard, u16) {
+    for _ in 0..5 {
+        let port = free_port();
+        let mut daemon = start(port);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if status(port).is_some_and(|s| s["instance"] == instance) {
+                return (daemon, port);
+            }
+            if daemon.0.try_wait().is_ok_and(|exited| exited.is_some()) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{instance} did not start within 30 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    panic!("{instance} exited at start on five ports in a row")
+}
+
+/// Sends `signal` (`TERM`, `STOP`, `CONT`…) to `pid`.
+pub fn signal(pid: u32, signal: &str) {
+    let _ = Command::new("kill").args([&format!("-{signal}"), &pid.to_string()]).status();
+}
+
+/// Sends SIGTERM and waits for the exit (at most 60 s).
+pub fn terminate(mut process: Guard) -> ExitStatus {
+    signal(process.0.id(), "TERM");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(Some(status)) = process.0.try_wait() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "streamd did not stop within 60 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Per partition (of `partitions`), the next offset the daemons on `ports` have reached (the highest).
+pub fn positions(ports: &[u16], partitions: usize) -> Vec<i64> {
+    let mut reached = vec![0i64; partitions];
+    for status in ports.iter().filter_map(|&port| status(port)) {
+        for p in status["consumer"]["partitions"].as_array().into_iter().flatten() {
+            if let (Some(partition), Some(next)) = (p["partition"].as_i64(), p["next_offset"].as_i64()) {
+                if let Some(slot) = usize::try_from(partition).ok().and_then(|p| reached.get_mut(p)) {
+                    *slot = (*slot).max(next);
+                }
+            }
+        }
+    }
+    reached
+}
+
+/// Waits until the daemons on `ports` have together processed the
+/// `per_partition[p]` messages of every partition `p`; fails after `timeout`.
+pub fn wait_caught_up(ports: &[u16], per_partition: &[i64], timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let reached = positions(ports, per_partition.len());
+        if reached.iter().zip(per_partition).all(|(reached, want)| reached >= want) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not caught up within {timeout:?}: {reached:?} of {per_partition:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Makes `dir` a fresh pipeline directory: the repository's
+/// `deliveries.stream` (the source) beside `files` (name, text).
+pub fn pipeline_dir(dir: &Path, files: &[(&str, String)]) {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).expect("pipeline dir");
+    std::fs::copy(repo().join("pipelines/deliveries.stream"), dir.join("deliveries.stream")).expect("copy the source");
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).expect("write a pipeline file");
     }
 }
