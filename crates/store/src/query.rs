@@ -6,14 +6,23 @@
 //! counts and percentiles over several partitions or a coarser grouping are
 //! right, not sums or averages of finished numbers. Derived columns are then
 //! computed from the merged aggregates.
+//!
+//! A tier's rows are read as they stand now, not as they were last written:
+//! [`read_current`] merges into each stored tier row the base rows of its
+//! tier window that it does not include yet, so an answer is the same
+//! whether the writer rewrote tier rows at every base window close or held
+//! them back.
 
+use crate::schema::series_id;
 use crate::{Error, Result, RowFilter, Store};
 use dsl::plan::{MetricPlan, Scalar};
 use engine::aggregate::AggState;
 use engine::eval::{eval, RegexCache, Scope};
 use engine::value::{format_timestamp, parse_timestamp, Val};
-use engine::KeyVal;
+use engine::{KeyVal, Row};
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// What to read.
 #[derive(Debug, Clone, Default)]
@@ -85,7 +94,7 @@ pub fn run(store: &dyn Store, plan: &dsl::Plan, query: &Query) -> Result<QueryRe
         Some(names) => names.iter().map(|n| key_index(n)).collect::<Result<_>>()?,
     };
     let filter = RowFilter { tier, from_ms: query.from_ms, to_ms: query.to_ms, equals, partition: None };
-    let rows = store.read(plan, m, &filter)?;
+    let rows = read_current(store, plan, m, &filter)?;
 
     let mut merged: BTreeMap<(i64, Vec<KeyVal>), Vec<AggState>> = BTreeMap::new();
     for row in rows {
@@ -120,6 +129,93 @@ pub fn run(store: &dyn Store, plan: &dsl::Plan, query: &Query) -> Result<QueryRe
         .collect();
     Ok(QueryResult { metric: metric.name.clone(), tier: metric.tiers[tier].name.clone(), columns, rows })
 }
+
+/// Rows of metric `metric` matching `filter`, in (window start, series,
+/// source partition) order, as [`Store::read`] gives them, except that a
+/// tier's rows are brought up to date: each tier window's row of a series
+/// and source partition is its stored row merged with the base rows of that
+/// series, partition and tier window that end after the row's
+/// `included_through` (in window order, as the engine merges them), and a
+/// tier window with base rows but no stored row yet gets one made of them.
+/// The answer is thus the same whether the writer rewrote its tier rows at
+/// every base window close or held them back (`tier_rows_every`).
+///
+/// A stored tier row without `included_through` (none is written so) is
+/// taken as it is. Base rows already deleted by their retention cannot be
+/// merged: a tier row held back for longer than its metric's base retention
+/// would then be answered as stored.
+///
+/// # Errors
+/// As [`Store::read`].
+pub fn read_current(store: &dyn Store, plan: &dsl::Plan, metric: usize, filter: &RowFilter) -> Result<Vec<Row>> {
+    let rows = store.read(plan, metric, filter)?;
+    let Some(m) = plan.metrics.get(metric) else { return Ok(rows) };
+    if filter.tier == 0 {
+        return Ok(rows);
+    }
+    let Some(tier) = m.tiers.get(filter.tier) else { return Ok(rows) };
+    let width = i64::try_from(tier.width_ms).unwrap_or(i64::MAX).max(1);
+    let base_width = i64::try_from(m.window_ms).unwrap_or(i64::MAX);
+    let tier_start = |t: i64| t.div_euclid(width).saturating_mul(width);
+    // Tier windows starting in [from, to) hold the base windows starting
+    // from the first tier boundary at or after `from` to the end of the
+    // tier window that `to - 1` is in.
+    let base = RowFilter {
+        tier: 0,
+        from_ms: filter.from_ms.map(|from| tier_start(from.saturating_sub(1)).saturating_add(width)),
+        to_ms: filter.to_ms.map(|to| tier_start(to.saturating_sub(1)).saturating_add(width)),
+        equals: filter.equals.clone(),
+        partition: filter.partition,
+    };
+    if matches!((base.from_ms, base.to_ms), (Some(from), Some(to)) if to <= from) {
+        return Ok(rows);
+    }
+    // Each row with, once a base row merges into it, its states as they grow.
+    let mut current: BTreeMap<RowId, (Row, Option<Vec<AggState>>)> =
+        rows.into_iter().map(|row| ((row.window_start, series_id(&row.keys), row.partition), (row, None))).collect();
+    for row in store.read(plan, metric, &base)? {
+        let start = tier_start(row.window_start);
+        if filter.from_ms.is_some_and(|from| start < from) || filter.to_ms.is_some_and(|to| start >= to) {
+            continue;
+        }
+        let end = row.window_start.saturating_add(base_width);
+        match current.entry((start, series_id(&row.keys), row.partition)) {
+            Entry::Occupied(mut stored) => {
+                let (stored, merged) = stored.get_mut();
+                if stored.included_through.is_none_or(|through| end <= through) {
+                    continue; // Already in it (or a row that does not say).
+                }
+                let states = merged.get_or_insert_with(|| stored.states.to_vec());
+                states.iter_mut().zip(row.states.iter()).for_each(|(mine, theirs)| mine.merge(theirs));
+                stored.included_through = Some(end);
+            }
+            Entry::Vacant(missing) => {
+                let row = Row {
+                    metric: Arc::clone(&row.metric),
+                    tier: filter.tier,
+                    window_start: start,
+                    partition: row.partition,
+                    keys: row.keys,
+                    states: row.states,
+                    included_through: Some(end),
+                };
+                missing.insert((row, None));
+            }
+        }
+    }
+    Ok(current
+        .into_values()
+        .map(|(mut row, merged)| {
+            if let Some(states) = merged {
+                row.states = states.into();
+            }
+            row
+        })
+        .collect())
+}
+
+/// A row's place in [`Store::read`]'s order: window start, series, source partition.
+type RowId = (i64, String, i32);
 
 /// Evaluates a derived column over finished aggregate values.
 pub fn derived_value(
