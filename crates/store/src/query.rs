@@ -256,3 +256,95 @@ fn unknown<'a>(what: &str, name: &str, known: impl Iterator<Item = &'a str>) -> 
     let known: Vec<&str> = known.collect();
     format!("unknown {what} `{name}`; known: {}", known.join(", "))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sqlite::SqliteStore;
+    use crate::WriteBatch;
+
+    const MINUTE: i64 = 60_000;
+    const HOUR: i64 = 60 * MINUTE;
+    const T0: i64 = 1_717_408_800_000; // 2024-06-03T10:00:00Z
+
+    fn plan() -> dsl::Plan {
+        let text = "version 1\nsource s from kafka \"t\" format json { ts: timestamp event_time, k: string }\n\
+                    metric m from s\n  group by k\n  compute count() as n\n  window 1m\n  rollup 1h keep 90d\n";
+        let compiled = dsl::compile_str("m.stream", text);
+        assert!(compiled.plan.is_some(), "{}", compiled.render_diagnostics());
+        compiled.plan.expect("checked above")
+    }
+
+    /// A row of `count() = n` for key `k`.
+    fn row(plan: &dsl::Plan, tier: usize, start: i64, partition: i32, k: &str, n: i64, through: Option<i64>) -> Row {
+        let metric = &plan.metrics[0];
+        let state = AggState::from_value(&metric.aggregates[0], &KeyVal::Int(n)).expect("a count");
+        Row {
+            metric: Arc::clone(metric),
+            tier,
+            window_start: start,
+            partition,
+            keys: vec![KeyVal::Str(k.into())].into(),
+            states: vec![state].into(),
+            included_through: through,
+        }
+    }
+
+    /// (window start, partition, key, count, included_through) of each row
+    /// read, times from `T0`, in the order read: window, series, partition.
+    fn read(store: &SqliteStore, plan: &dsl::Plan, filter: &RowFilter) -> Vec<(i64, i32, String, KeyVal, Option<i64>)> {
+        read_current(store, plan, 0, filter)
+            .expect("read")
+            .iter()
+            .map(|r| {
+                let key = match &r.keys[0] {
+                    KeyVal::Str(s) => s.to_string(),
+                    other => format!("{other:?}"),
+                };
+                (r.window_start - T0, r.partition, key, r.states[0].finish(), r.included_through.map(|t| t - T0))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_tier_row_is_read_with_the_base_rows_it_does_not_include_yet() {
+        let plan = plan();
+        let mut store = SqliteStore::open(":memory:").expect("store");
+        store.setup(&plan).expect("setup");
+        let rows = [
+            // Partition 0, `a`: the 10:00 row holds 10:00 and 10:01, not 10:02.
+            row(&plan, 0, T0, 0, "a", 1, None),
+            row(&plan, 0, T0 + MINUTE, 0, "a", 2, None),
+            row(&plan, 0, T0 + 2 * MINUTE, 0, "a", 3, None),
+            row(&plan, 1, T0, 0, "a", 3, Some(T0 + 2 * MINUTE)),
+            // Partition 1, `a`: no tier row written yet.
+            row(&plan, 0, T0 + 5 * MINUTE, 1, "a", 4, None),
+            // A tier row that does not say what it includes is taken as it is.
+            row(&plan, 0, T0 + 30 * MINUTE, 0, "b", 5, None),
+            row(&plan, 1, T0, 0, "b", 10, None),
+            // The next hour, only a base row.
+            row(&plan, 0, T0 + HOUR, 0, "a", 7, None),
+        ];
+        let batch = WriteBatch { topic: "t", rows: &rows, dead_letters: &[], checkpoints: &[], owners: &[] };
+        store.write(&batch).expect("write");
+        let filter = |from_ms, to_ms, partition| RowFilter { tier: 1, from_ms, to_ms, equals: vec![], partition };
+
+        let all = vec![
+            (0, 0, "a".to_string(), KeyVal::Int(6), Some(3 * MINUTE)),
+            (0, 1, "a".to_string(), KeyVal::Int(4), Some(6 * MINUTE)),
+            (0, 0, "b".to_string(), KeyVal::Int(10), None),
+            (HOUR, 0, "a".to_string(), KeyVal::Int(7), Some(HOUR + MINUTE)),
+        ];
+        assert_eq!(read(&store, &plan, &filter(None, None, None)), all);
+        // Ranges select tier windows by their start, whatever base windows lie in the range.
+        assert_eq!(read(&store, &plan, &filter(Some(T0 + 30 * MINUTE), None, None)), all[3..]);
+        assert_eq!(read(&store, &plan, &filter(Some(T0), Some(T0 + 1), None)), all[..3]);
+        assert_eq!(read(&store, &plan, &filter(None, Some(T0 + HOUR), Some(1))), all[1..2]);
+        assert!(read(&store, &plan, &filter(Some(T0 + 1), Some(T0 + HOUR), None)).is_empty());
+        // The finest tier is read as stored.
+        assert_eq!(
+            read_current(&store, &plan, 0, &RowFilter { tier: 0, ..filter(None, None, None) }).expect("read").len(),
+            6
+        );
+    }
+}
