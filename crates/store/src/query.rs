@@ -21,7 +21,7 @@ use engine::eval::{eval, RegexCache, Scope};
 use engine::value::{format_timestamp, parse_timestamp, Val};
 use engine::{KeyVal, Row};
 use std::collections::btree_map::Entry;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// What to read.
@@ -140,6 +140,13 @@ pub fn run(store: &dyn Store, plan: &dsl::Plan, query: &Query) -> Result<QueryRe
 /// The answer is thus the same whether the writer rewrote its tier rows at
 /// every base window close or held them back (`tier_rows_every`).
 ///
+/// Base rows are read only from the first tier window that some source
+/// partition may not have closed yet, by the stored checkpoints (see
+/// [`Store::all_checkpoints`]); everything in range when the store cannot
+/// list them, has none, or holds rows of a partition without one. This
+/// takes every partition with rows to have a checkpoint once any has (the
+/// consumer, `streamctl run` and backfills write one with their rows).
+///
 /// A stored tier row without `included_through` (none is written so) is
 /// taken as it is. Base rows already deleted by their retention cannot be
 /// merged: a tier row held back for longer than its metric's base retention
@@ -170,10 +177,23 @@ pub fn read_current(store: &dyn Store, plan: &dsl::Plan, metric: usize, filter: 
     if matches!((base.from_ms, base.to_ms), (Some(from), Some(to)) if to <= from) {
         return Ok(rows);
     }
+    let base_rows = match open_from(store, m, width)? {
+        Some((open, partitions)) => {
+            let bounded = RowFilter { from_ms: Some(base.from_ms.map_or(open, |from| from.max(open))), ..base.clone() };
+            let base_rows = store.read(plan, metric, &bounded)?;
+            // The checkpoints say nothing of a partition without one.
+            if rows.iter().chain(&base_rows).all(|row| partitions.contains(&row.partition)) {
+                base_rows
+            } else {
+                store.read(plan, metric, &base)?
+            }
+        }
+        None => store.read(plan, metric, &base)?,
+    };
     // Each row with, once a base row merges into it, its states as they grow.
     let mut current: BTreeMap<RowId, (Row, Option<Vec<AggState>>)> =
         rows.into_iter().map(|row| ((row.window_start, series_id(&row.keys), row.partition), (row, None))).collect();
-    for row in store.read(plan, metric, &base)? {
+    for row in base_rows {
         let start = tier_start(row.window_start);
         if filter.from_ms.is_some_and(|from| start < from) || filter.to_ms.is_some_and(|to| start >= to) {
             continue;
@@ -212,6 +232,36 @@ pub fn read_current(store: &dyn Store, plan: &dsl::Plan, metric: usize, filter: 
             row
         })
         .collect())
+}
+
+/// Where tier windows `width` wide of `metric` may still be open, by the
+/// stored checkpoints: the start of the first tier window that some source
+/// partition's watermark has not passed, and the partitions that have a
+/// checkpoint. A tier window closes, and its held-back rows are written,
+/// when the watermark passes its end, in the transaction of the checkpoint
+/// that records that event time or an earlier one; a checkpoint of rows
+/// held back records an earlier event time still. So every tier row of an
+/// earlier window of those partitions is whole. `None` when the store cannot
+/// list its checkpoints or has none.
+fn open_from(store: &dyn Store, metric: &MetricPlan, width: i64) -> Result<Option<(i64, BTreeSet<i32>)>> {
+    let checkpoints = match store.all_checkpoints() {
+        Ok(checkpoints) => checkpoints,
+        Err(Error::Unsupported(_)) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let lateness = i64::try_from(metric.lateness_ms).unwrap_or(i64::MAX);
+    let mut open = i64::MAX;
+    let mut partitions = BTreeSet::new();
+    for (_, checkpoint) in &checkpoints {
+        // Without an event time a partition has closed no window.
+        let Some(max_event_time) = checkpoint.max_event_time else { continue };
+        let watermark = max_event_time.saturating_sub(lateness);
+        // Windows ending at or before the watermark are closed.
+        let closed_through = watermark.saturating_sub(width).div_euclid(width).saturating_mul(width);
+        open = open.min(closed_through.saturating_add(width));
+        partitions.insert(checkpoint.partition);
+    }
+    Ok((!partitions.is_empty()).then_some((open, partitions)))
 }
 
 /// A row's place in [`Store::read`]'s order: window start, series, source partition.
@@ -262,6 +312,7 @@ mod tests {
     use super::*;
     use crate::sqlite::SqliteStore;
     use crate::WriteBatch;
+    use engine::Checkpoint;
 
     const MINUTE: i64 = 60_000;
     const HOUR: i64 = 60 * MINUTE;
@@ -322,8 +373,9 @@ mod tests {
             // A tier row that does not say what it includes is taken as it is.
             row(&plan, 0, T0 + 30 * MINUTE, 0, "b", 5, None),
             row(&plan, 1, T0, 0, "b", 10, None),
-            // The next hour, only a base row.
+            // The next hour, only base rows.
             row(&plan, 0, T0 + HOUR, 0, "a", 7, None),
+            row(&plan, 0, T0 + HOUR + MINUTE, 1, "a", 8, None),
         ];
         let batch = WriteBatch { topic: "t", rows: &rows, dead_letters: &[], checkpoints: &[], owners: &[] };
         store.write(&batch).expect("write");
@@ -334,6 +386,7 @@ mod tests {
             (0, 1, "a".to_string(), KeyVal::Int(4), Some(6 * MINUTE)),
             (0, 0, "b".to_string(), KeyVal::Int(10), None),
             (HOUR, 0, "a".to_string(), KeyVal::Int(7), Some(HOUR + MINUTE)),
+            (HOUR, 1, "a".to_string(), KeyVal::Int(8), Some(HOUR + 2 * MINUTE)),
         ];
         assert_eq!(read(&store, &plan, &filter(None, None, None)), all);
         // Ranges select tier windows by their start, whatever base windows lie in the range.
@@ -344,7 +397,34 @@ mod tests {
         // The finest tier is read as stored.
         assert_eq!(
             read_current(&store, &plan, 0, &RowFilter { tier: 0, ..filter(None, None, None) }).expect("read").len(),
-            6
+            7
         );
+
+        // Checkpoints bound how far back base rows are read: a partition at
+        // 11:03 (lateness 0) has closed the 10:00 tier window, so its rows
+        // of it are whole. With a checkpoint of partition 0 only, partition
+        // 1, whose rows are seen, is not bounded: everything is read.
+        let checkpoint = |partition| Checkpoint {
+            partition,
+            replay_offset: 0,
+            next_offset: 1,
+            max_event_time: Some(T0 + HOUR + 3 * MINUTE),
+            metrics: None,
+        };
+        let write_checkpoint = |store: &mut SqliteStore, partition| {
+            let checkpoints = [checkpoint(partition)];
+            let batch = WriteBatch { topic: "t", rows: &[], dead_letters: &[], checkpoints: &checkpoints, owners: &[] };
+            store.write(&batch).expect("write");
+        };
+        write_checkpoint(&mut store, 0);
+        assert_eq!(read(&store, &plan, &filter(None, None, None)), all);
+        // With both, base rows are read from 11:00 on: the stale 10:00 row
+        // (which a writer could not leave behind with such checkpoints) is
+        // answered as stored.
+        write_checkpoint(&mut store, 1);
+        let mut bounded = all.clone();
+        bounded[0] = (0, 0, "a".to_string(), KeyVal::Int(3), Some(2 * MINUTE));
+        bounded.remove(1);
+        assert_eq!(read(&store, &plan, &filter(None, None, None)), bounded);
     }
 }
