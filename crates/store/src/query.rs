@@ -140,12 +140,14 @@ pub fn run(store: &dyn Store, plan: &dsl::Plan, query: &Query) -> Result<QueryRe
 /// The answer is thus the same whether the writer rewrote its tier rows at
 /// every base window close or held them back (`tier_rows_every`).
 ///
-/// Base rows are read only from the first tier window that some source
-/// partition may not have closed yet, by the stored checkpoints (see
-/// [`Store::all_checkpoints`]); everything in range when the store cannot
-/// list them, has none, or holds rows of a partition without one. This
-/// takes every partition with rows to have a checkpoint once any has (the
-/// consumer, `streamctl run` and backfills write one with their rows).
+/// Base rows are read only from the first base window that some source
+/// partition's tier rows may not include yet, by the stored checkpoints
+/// (see [`Store::all_checkpoints`]): the base windows closed since its
+/// checkpoint's event time, a few minutes' worth while tier rows are held
+/// back. All in range are read when the store cannot list checkpoints, has
+/// none, or holds rows of a partition without one. This takes every
+/// partition with rows to have a checkpoint once any has (the consumer,
+/// `streamctl run` and backfills write one with their rows).
 ///
 /// A stored tier row without `included_through` (none is written so) is
 /// taken as it is. Base rows already deleted by their retention cannot be
@@ -177,9 +179,10 @@ pub fn read_current(store: &dyn Store, plan: &dsl::Plan, metric: usize, filter: 
     if matches!((base.from_ms, base.to_ms), (Some(from), Some(to)) if to <= from) {
         return Ok(rows);
     }
-    let base_rows = match open_from(store, m, width)? {
-        Some((open, partitions)) => {
-            let bounded = RowFilter { from_ms: Some(base.from_ms.map_or(open, |from| from.max(open))), ..base.clone() };
+    let base_rows = match unmerged_from(store, m)? {
+        Some((unmerged, partitions)) => {
+            let from_ms = Some(base.from_ms.map_or(unmerged, |from| from.max(unmerged)));
+            let bounded = RowFilter { from_ms, ..base.clone() };
             let base_rows = store.read(plan, metric, &bounded)?;
             // The checkpoints say nothing of a partition without one.
             if rows.iter().chain(&base_rows).all(|row| partitions.contains(&row.partition)) {
@@ -234,34 +237,33 @@ pub fn read_current(store: &dyn Store, plan: &dsl::Plan, metric: usize, filter: 
         .collect())
 }
 
-/// Where tier windows `width` wide of `metric` may still be open, by the
-/// stored checkpoints: the start of the first tier window that some source
-/// partition's watermark has not passed, and the partitions that have a
-/// checkpoint. A tier window closes, and its held-back rows are written,
-/// when the watermark passes its end, in the transaction of the checkpoint
-/// that records that event time or an earlier one; a checkpoint of rows
-/// held back records an earlier event time still. So every tier row of an
-/// earlier window of those partitions is whole. `None` when the store cannot
+/// From which window start base rows of `metric` may not be in their tier
+/// rows yet, by the stored checkpoints, and the partitions that have a
+/// checkpoint. A checkpoint's event time is one at which its partition's
+/// tier rows were all written (at every base window close, or, while rows
+/// are held back, at the last moment none was: the checkpoint records that
+/// moment's event time), in its transaction or before: every base window
+/// its watermark had closed then is in them. `None` when the store cannot
 /// list its checkpoints or has none.
-fn open_from(store: &dyn Store, metric: &MetricPlan, width: i64) -> Result<Option<(i64, BTreeSet<i32>)>> {
+fn unmerged_from(store: &dyn Store, metric: &MetricPlan) -> Result<Option<(i64, BTreeSet<i32>)>> {
     let checkpoints = match store.all_checkpoints() {
         Ok(checkpoints) => checkpoints,
         Err(Error::Unsupported(_)) => return Ok(None),
         Err(e) => return Err(e),
     };
     let lateness = i64::try_from(metric.lateness_ms).unwrap_or(i64::MAX);
-    let mut open = i64::MAX;
+    let width = i64::try_from(metric.window_ms).unwrap_or(i64::MAX);
+    let mut from = i64::MAX;
     let mut partitions = BTreeSet::new();
     for (_, checkpoint) in &checkpoints {
         // Without an event time a partition has closed no window.
         let Some(max_event_time) = checkpoint.max_event_time else { continue };
+        // Base windows ending at or before the watermark were closed.
         let watermark = max_event_time.saturating_sub(lateness);
-        // Windows ending at or before the watermark are closed.
-        let closed_through = watermark.saturating_sub(width).div_euclid(width).saturating_mul(width);
-        open = open.min(closed_through.saturating_add(width));
+        from = from.min(watermark.saturating_sub(width).saturating_add(1));
         partitions.insert(checkpoint.partition);
     }
-    Ok((!partitions.is_empty()).then_some((open, partitions)))
+    Ok((!partitions.is_empty()).then_some((from, partitions)))
 }
 
 /// A row's place in [`Store::read`]'s order: window start, series, source partition.
@@ -400,15 +402,17 @@ mod tests {
             7
         );
 
-        // Checkpoints bound how far back base rows are read: a partition at
-        // 11:03 (lateness 0) has closed the 10:00 tier window, so its rows
-        // of it are whole. With a checkpoint of partition 0 only, partition
-        // 1, whose rows are seen, is not bounded: everything is read.
+        // Checkpoints bound how far back base rows are read: a partition
+        // whose watermark is 11:01:30 had written tier rows including every
+        // base window ending by then. With a checkpoint of partition 0
+        // only, partition 1, whose rows are seen, is not bounded:
+        // everything is read.
+        let lateness = plan.metrics[0].lateness_ms as i64;
         let checkpoint = |partition| Checkpoint {
             partition,
             replay_offset: 0,
             next_offset: 1,
-            max_event_time: Some(T0 + HOUR + 3 * MINUTE),
+            max_event_time: Some(T0 + HOUR + 90_000 + lateness),
             metrics: None,
         };
         let write_checkpoint = |store: &mut SqliteStore, partition| {
@@ -418,13 +422,12 @@ mod tests {
         };
         write_checkpoint(&mut store, 0);
         assert_eq!(read(&store, &plan, &filter(None, None, None)), all);
-        // With both, base rows are read from 11:00 on: the stale 10:00 row
-        // (which a writer could not leave behind with such checkpoints) is
-        // answered as stored.
+        // With both, only base windows ending after 11:01:30 are read: the
+        // 10:00 rows and the missing 11:00 row of partition 0 (which a
+        // writer could not leave behind with such checkpoints) are answered
+        // as stored.
         write_checkpoint(&mut store, 1);
-        let mut bounded = all.clone();
-        bounded[0] = (0, 0, "a".to_string(), KeyVal::Int(3), Some(2 * MINUTE));
-        bounded.remove(1);
+        let bounded = vec![(0, 0, "a".to_string(), KeyVal::Int(3), Some(2 * MINUTE)), all[2].clone(), all[4].clone()];
         assert_eq!(read(&store, &plan, &filter(None, None, None)), bounded);
     }
 }
