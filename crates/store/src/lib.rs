@@ -258,6 +258,18 @@ pub trait Store {
     /// On storage failure.
     fn checkpoint(&self, topic: &str, partition: i32) -> Result<Option<Checkpoint>>;
 
+    /// Every stored checkpoint, with its topic (checkpoints of a backfill
+    /// included, under their own topic), in (topic, partition) order. Reads
+    /// use it to bound how far back tier rows may lag (see
+    /// [`query::read_current`]).
+    ///
+    /// # Errors
+    /// On storage failure; [`Error::Unsupported`] for a store that cannot
+    /// list them.
+    fn all_checkpoints(&self) -> Result<Vec<(String, Checkpoint)>> {
+        Err(Error::Unsupported("list of checkpoints"))
+    }
+
     /// Rows of `metric` matching `filter`, in (window start, series) order.
     ///
     /// # Errors

@@ -394,6 +394,34 @@ impl Store for SqliteStore {
             .transpose()
     }
 
+    fn all_checkpoints(&self) -> Result<Vec<(String, Checkpoint)>> {
+        let mut statement = self
+            .conn
+            .prepare_cached(
+                "SELECT topic, partition, replay_offset, next_offset, max_event_time, metrics FROM stream_checkpoints
+                 ORDER BY topic, partition",
+            )
+            .map_err(sqlite("cannot list checkpoints"))?;
+        let rows = statement
+            .query_map([], |r| {
+                let checkpoint = Checkpoint {
+                    partition: r.get(1)?,
+                    replay_offset: r.get(2)?,
+                    next_offset: r.get(3)?,
+                    max_event_time: r.get(4)?,
+                    metrics: None,
+                };
+                Ok((r.get::<_, String>(0)?, checkpoint, r.get::<_, Option<String>>(5)?))
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(sqlite("cannot list checkpoints"))?;
+        rows.into_iter()
+            .map(|(topic, checkpoint, metrics)| {
+                Ok((topic, crate::with_checkpoint_metrics(checkpoint, metrics.as_deref())?))
+            })
+            .collect()
+    }
+
     fn write_episodes(&mut self, episodes: &[crate::episodes::Episode]) -> Result<()> {
         self.conn.execute_batch(EPISODES_DDL).map_err(sqlite("cannot create the episode table"))?;
         let tx = self.conn.transaction().map_err(sqlite("cannot write episodes"))?;
