@@ -123,8 +123,11 @@ fn suite(store: &mut dyn Store, retention: Retention) {
     store.write(&batch).expect("write");
 
     assert_eq!(store.checkpoint(TOPIC, 0).expect("checkpoint"), Some(checkpoint.clone()));
-    assert_eq!(store.checkpoint(TOPIC, 2).expect("checkpoint"), Some(legacy));
+    assert_eq!(store.checkpoint(TOPIC, 2).expect("checkpoint"), Some(legacy.clone()));
     assert_eq!(store.checkpoint(TOPIC, 1).expect("checkpoint"), None);
+    // Listed whole (tier reads bound themselves by them), in (topic, partition) order.
+    let listed = store.all_checkpoints().expect("list");
+    assert_eq!(listed, vec![(TOPIC.to_string(), checkpoint.clone()), (TOPIC.to_string(), legacy.clone())]);
 
     // The deployment history keeps every record, oldest first.
     let record = |version: u64, at_ms: i64, outcome: &str| DeploymentRecord {

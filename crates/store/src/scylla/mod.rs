@@ -119,6 +119,10 @@ impl Store for ScyllaStore {
         })
     }
 
+    fn all_checkpoints(&self) -> Result<Vec<(String, Checkpoint)>> {
+        self.block(self.all_checkpoints_async())
+    }
+
     fn record_deployment(&mut self, record: &DeploymentRecord) -> Result<()> {
         self.block(async {
             let insert = self.prepare(&schema::insert_deployment(&self.config.keyspace)).await?;

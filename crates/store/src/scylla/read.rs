@@ -5,7 +5,7 @@ use super::errors::{exec_err, pager_is_transient, scylla_err};
 use super::{schema, ScyllaStore};
 use crate::schema::{series_id, stored_state, table_name};
 use crate::{Error, Result, RowFilter};
-use engine::{KeyVal, Row};
+use engine::{Checkpoint, KeyVal, Row};
 use futures_util::{StreamExt, TryStreamExt};
 use scylla::value::{CqlTimestamp, CqlValue};
 use std::sync::Arc;
@@ -108,6 +108,31 @@ impl ScyllaStore {
         {
             out.extend(reader.decode(r)?);
         }
+        Ok(out)
+    }
+}
+
+impl ScyllaStore {
+    /// Every checkpoint, in (topic, partition) order (see [`crate::Store::all_checkpoints`]).
+    pub(super) async fn all_checkpoints_async(&self) -> Result<Vec<(String, Checkpoint)>> {
+        const CONTEXT: &str = "cannot list checkpoints";
+        let statement = self.prepare_read(&schema::select_all_checkpoints(&self.config.keyspace)).await?;
+        let pager = self.session.execute_iter(statement, ()).await.map_err(|source| Error::Scylla {
+            context: CONTEXT.into(),
+            retryable: pager_is_transient(&source),
+            source: Box::new(source),
+        })?;
+        let mut stream = pager
+            .rows_stream::<(String, i32, i64, i64, Option<i64>, Option<String>)>()
+            .map_err(scylla_err(CONTEXT, false))?;
+        let mut out = Vec::new();
+        while let Some((topic, partition, replay_offset, next_offset, max_event_time, metrics)) =
+            stream.try_next().await.map_err(scylla_err(CONTEXT, true))?
+        {
+            let checkpoint = Checkpoint { partition, replay_offset, next_offset, max_event_time, metrics: None };
+            out.push((topic, crate::with_checkpoint_metrics(checkpoint, metrics.as_deref())?));
+        }
+        out.sort_by(|(a, x), (b, y)| (a, x.partition).cmp(&(b, y.partition)));
         Ok(out)
     }
 }

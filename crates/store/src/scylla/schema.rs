@@ -402,6 +402,14 @@ pub fn select_checkpoint(keyspace: &str) -> String {
     )
 }
 
+/// Every checkpoint (one row per source partition: a small table, read whole).
+pub fn select_all_checkpoints(keyspace: &str) -> String {
+    format!(
+        "SELECT topic, partition, replay_offset, next_offset, max_event_time, metrics FROM {}",
+        qualified(keyspace, "stream_checkpoints")
+    )
+}
+
 /// Dead-letter upsert: topic, partition, offset, reason, detail, payload, key.
 pub fn insert_dead_letter(keyspace: &str) -> String {
     format!(
@@ -443,6 +451,7 @@ pub fn render(keyspace: &str, replication: &Replication, plan: &dsl::Plan) -> St
     for s in [
         upsert_checkpoint(keyspace),
         select_checkpoint(keyspace),
+        select_all_checkpoints(keyspace),
         select_owner(keyspace),
         insert_owner(keyspace),
         update_owner(keyspace),
