@@ -385,6 +385,7 @@ mod tests {
         assert_eq!(c.write_consistency, store::scylla::Consistency::LocalQuorum);
         assert_eq!(c.read_consistency, store::scylla::Consistency::LocalQuorum);
         assert_eq!(c.local_datacenter, None);
+        assert_eq!((c.max_in_flight, c.request_timeout), (256, std::time::Duration::from_secs(10)));
     }
 
     #[test]
@@ -399,6 +400,8 @@ mod tests {
         assert_eq!(c.write_consistency, store::scylla::Consistency::EachQuorum);
         assert_eq!(c.read_consistency, store::scylla::Consistency::LocalOne);
         assert_eq!(c.local_datacenter.as_deref(), Some("eu-west"));
+        let c = scylla("[store.scylla]\nmax_in_flight = 32\nrequest_timeout_ms = 2500\n").expect("valid");
+        assert_eq!((c.max_in_flight, c.request_timeout), (32, std::time::Duration::from_millis(2500)));
         let simple = scylla("[store.scylla]\nreplication_factor = 3").expect("valid");
         assert_eq!(simple.replication, Replication::Simple(3));
     }
@@ -413,6 +416,8 @@ mod tests {
             ("[store.scylla]\nwrite_consistency = \"QUORUMS\"", "store.scylla.write_consistency"),
             ("[store.scylla]\nread_consistency = \"ANY\"", "writes only"),
             ("[store.scylla.datacenters]\ndc1 = 3", "store.scylla.datacenters"),
+            ("[store.scylla]\nmax_in_flight = 0", "store.scylla.max_in_flight"),
+            ("[store.scylla]\nrequest_timeout_ms = 0", "store.scylla.request_timeout_ms"),
             (
                 "[store.scylla]\nreplication = \"NetworkTopologyStrategy\"\nreplication_factor = 3\n\
                  [store.scylla.datacenters]\ndc1 = 3",

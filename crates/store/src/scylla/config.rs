@@ -179,6 +179,10 @@ pub struct ScyllaSettings {
     pub read_consistency: String,
     /// Data centre requests are routed to; empty: any node.
     pub local_datacenter: String,
+    /// Most requests outstanding at once during a write or an indexed read.
+    pub max_in_flight: usize,
+    /// Client-side timeout of one request, ms.
+    pub request_timeout_ms: u64,
 }
 
 impl Default for ScyllaSettings {
@@ -190,6 +194,8 @@ impl Default for ScyllaSettings {
             write_consistency: "LOCAL_QUORUM".into(),
             read_consistency: "LOCAL_QUORUM".into(),
             local_datacenter: String::new(),
+            max_in_flight: ScyllaConfig::default().max_in_flight,
+            request_timeout_ms: ScyllaConfig::default().request_timeout.as_millis() as u64,
         }
     }
 }
@@ -235,11 +241,19 @@ impl ScyllaSettings {
         };
         let write_consistency = consistency("write_consistency", &self.write_consistency);
         let read_consistency = consistency("read_consistency", &self.read_consistency);
+        if self.max_in_flight == 0 {
+            problems.push("store.scylla.max_in_flight: at least 1 request must be allowed at once".to_string());
+        }
+        if self.request_timeout_ms == 0 {
+            problems.push("store.scylla.request_timeout_ms: must be more than 0".to_string());
+        }
         let config = ScyllaConfig {
             replication,
             write_consistency,
             read_consistency,
             local_datacenter: (!self.local_datacenter.is_empty()).then_some(self.local_datacenter),
+            max_in_flight: self.max_in_flight,
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
             ..ScyllaConfig::default()
         };
         if problems.is_empty() {
