@@ -51,7 +51,8 @@ pub enum AggState {
     },
     /// `sum` of floats.
     SumFloat {
-        /// Sum.
+        /// Sum (`inf` once it overflows: see [`any_float`]).
+        #[serde(with = "any_float")]
         sum: f64,
     },
     /// `min` / `max`.
@@ -64,6 +65,7 @@ pub enum AggState {
     /// `avg`.
     Avg {
         /// Sum of values.
+        #[serde(with = "any_float")]
         sum: f64,
         /// Number of values.
         n: u64,
@@ -413,10 +415,67 @@ mod wide_sum {
     }
 }
 
+/// A float that may not be finite: a sum of valid values can overflow to
+/// infinity (two events of 1e308). JSON has no such numbers (`serde_json`
+/// writes `null`, which then could not be read back, and so neither could
+/// the metric's stored rows or a restart's tier rows), so a non-finite one
+/// is written as the text `"inf"`, `"-inf"` or `"NaN"`. A finite one is a
+/// JSON number, as before; `null`, written by earlier versions for a
+/// non-finite sum whose sign is lost, reads as NaN.
+mod any_float {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &f64, serializer: S) -> Result<S::Ok, S::Error> {
+        if value.is_finite() {
+            serializer.serialize_f64(*value)
+        } else {
+            serializer.collect_str(value)
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Stored {
+        Number(f64),
+        Text(String),
+        Null(()),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+        match Stored::deserialize(deserializer)? {
+            Stored::Number(value) => Ok(value),
+            Stored::Text(text) => text.parse().map_err(serde::de::Error::custom),
+            Stored::Null(()) => Ok(f64::NAN),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use dsl::plan::Type;
+
+    /// A float sum that overflowed is stored and read back as what it is,
+    /// and the `null` of earlier versions still reads.
+    #[test]
+    fn non_finite_float_sums_read_back() {
+        for sum in [f64::INFINITY, f64::NEG_INFINITY, 1.5, -0.0] {
+            for state in [AggState::SumFloat { sum }, AggState::Avg { sum, n: 2 }] {
+                let stored = serde_json::to_string(&state).expect("serialise");
+                let read: AggState = serde_json::from_str(&stored).expect(&stored);
+                assert_eq!(serde_json::to_string(&read).expect("serialise"), stored);
+                assert_eq!(read.finish(), state.finish(), "{stored}");
+            }
+        }
+        let nan = serde_json::to_string(&AggState::SumFloat { sum: f64::NAN }).expect("serialise");
+        assert_eq!(nan, r#"{"kind":"sum_float","sum":"NaN"}"#);
+        for stored in [nan.as_str(), r#"{"kind":"sum_float","sum":null}"#] {
+            let read: AggState = serde_json::from_str(stored).expect(stored);
+            assert!(matches!(read, AggState::SumFloat { sum } if sum.is_nan()), "{stored}");
+        }
+        let read: AggState = serde_json::from_str(r#"{"kind":"avg","sum":null,"n":3}"#).expect("earlier avg");
+        assert!(matches!(read, AggState::Avg { sum, n: 3 } if sum.is_nan()));
+    }
 
     /// Issue 25: an int sum past 64 bits is exact in its state, merges
     /// the same in any order, is stored and read back, and finishes as

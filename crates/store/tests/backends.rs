@@ -262,7 +262,8 @@ fn layouts_text(row: &Row) -> String {
 /// the older layout rewritten in the current one (its older state is
 /// still there on Scylla, where the rewrite leaves the column unset: the
 /// newer value must win), and sums beyond their column (stored with their
-/// state) rewritten within it and back.
+/// state: an int sum past 64 bits, a float sum past f64's range) rewritten
+/// within it and back.
 fn layouts<S: Store>(store: &mut S, older: impl Fn(&mut S, &[Row])) {
     let plan = layouts_plan();
     store.setup(&plan).expect("setup");
@@ -272,8 +273,19 @@ fn layouts<S: Store>(store: &mut S, older: impl Fn(&mut S, &[Row])) {
     let earlier = [row(1, Some("older"), 5, 6, 2.25), row(1, None, 7, -8, 0.5)];
     let rewritten_first = [row(2, Some("rewritten"), 40, 41, 42.5)];
     let rewritten = [row(2, Some("rewritten"), 4, 5, 6.5)];
-    let back_within = [row(3, Some("wide"), 1, big, 1.0), row(3, Some("narrow"), 1, 9, 1.0)];
-    let back_within_last = [row(3, Some("wide"), 2, 10, 2.0), row(3, Some("narrow"), 2, big, 2.0)];
+    // A float sum past f64's range is infinite (two events of 1e308): kept with its state too.
+    let back_within = [
+        row(3, Some("wide"), 1, big, 1.0),
+        row(3, Some("narrow"), 1, 9, 1.0),
+        row(3, Some("overflowed"), 1, 9, f64::INFINITY),
+        row(3, Some("overflowing"), 1, 9, 1.0),
+    ];
+    let back_within_last = [
+        row(3, Some("wide"), 2, 10, 2.0),
+        row(3, Some("narrow"), 2, big, 2.0),
+        row(3, Some("overflowed"), 2, 9, 3.0),
+        row(3, Some("overflowing"), 2, 9, f64::NEG_INFINITY),
+    ];
     let write = |store: &mut S, rows: &[Row]| {
         store.write(&WriteBatch { topic: "layouts", rows, ..Default::default() }).expect("write");
     };
