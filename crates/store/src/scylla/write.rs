@@ -465,7 +465,7 @@ mod tests {
                 ("total", "null"),
                 ("total__state", r#"state {"kind":"sum_int","sum":"9223372036854775808"}"#),
                 ("mass", "Double(inf)"),
-                ("mass__state", r#"state {"kind":"sum_float","sum":null}"#),
+                ("mass__state", r#"state {"kind":"sum_float","sum":"inf"}"#),
             ])[..]
         );
     }
