@@ -11,7 +11,11 @@
 //! rows are written in the order they were produced, with the partition's
 //! latest checkpoint, so what is durable is always a prefix of every
 //! partition's input, as on the live path. Channels are bounded: a slow
-//! writer holds the workers back, slow workers hold the feeder back.
+//! writer holds the workers back, slow workers hold the feeder back. The
+//! writer's queue holds a whole transaction's worth of results per worker,
+//! so the workers keep going while it writes one transaction (a queue of a
+//! few chunks stalls them for most of every write), and memory stays
+//! bounded by about two transactions.
 
 use crate::{Error, Result};
 use engine::{Checkpoint, Message, MessageMeta, Output, Partition};
@@ -22,8 +26,9 @@ use store::{Store, WriteBatch};
 
 /// Messages per chunk handed to a worker.
 const CHUNK_MESSAGES: usize = 2048;
-/// Chunks waiting per worker, and results waiting for the writer.
-const QUEUE: usize = 4;
+/// Chunks waiting per worker (more smooths a burst of one partition's
+/// events), and results waiting for the writer beyond one transaction's.
+const QUEUE: usize = 8;
 
 /// How a batch run goes.
 #[derive(Debug, Clone)]
@@ -195,7 +200,9 @@ pub fn run<S: Store + Send + ?Sized>(
     for (i, partition) in partitions.into_iter().enumerate() {
         owned[i % workers].push((i, partition));
     }
-    let (produced_tx, produced_rx) = sync_channel::<Produced>(QUEUE * workers);
+    let chunk_messages = settings.flush_messages.clamp(1, CHUNK_MESSAGES);
+    let chunks_per_transaction = settings.flush_messages.div_ceil(chunk_messages);
+    let (produced_tx, produced_rx) = sync_channel::<Produced>(workers * (chunks_per_transaction + QUEUE));
     let (spare_tx, spare_rx) = sync_channel::<Chunk>(QUEUE * workers);
     let mut senders = Vec::with_capacity(workers);
     let mut receivers = Vec::with_capacity(workers);
@@ -227,7 +234,7 @@ pub fn run<S: Store + Send + ?Sized>(
         drop(spare_tx);
         let mut feeder = Feeder {
             workers,
-            chunk_messages: settings.flush_messages.clamp(1, CHUNK_MESSAGES),
+            chunk_messages,
             chunks: (0..workers).map(|_| Chunk::default()).collect(),
             senders,
             spare: spare_rx,
