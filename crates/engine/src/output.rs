@@ -130,6 +130,12 @@ pub struct Checkpoint {
     /// metric of the plan has always run.
     #[serde(default)]
     pub metrics: Option<Vec<MetricStart>>,
+    /// Bundle version of the plan that wrote it (`None`: local files, a
+    /// batch run, or a checkpoint from before versions were recorded). An
+    /// instance on an older plan must not resume from it: the metrics it
+    /// does not know yet would lose where they started.
+    #[serde(default)]
+    pub plan_version: Option<u64>,
 }
 
 /// Where a metric started counting in a partition.

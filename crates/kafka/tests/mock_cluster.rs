@@ -902,3 +902,98 @@ fn a_live_deploy_keeps_unchanged_metrics_and_starts_new_ones_at_the_switch() {
         vec![(Some(1), "applied".to_string()), (Some(2), "applied".to_string()), (Some(3), "rejected".to_string())]
     );
 }
+
+/// A deploy reaches instances one by one. A partition that moves in
+/// between, from an instance already on v2 to one still on v1, waits
+/// (paused) on the second until v2 runs there too: the metric v2 added
+/// keeps the start the first instance recorded and misses nothing. (Were it
+/// resumed under v1, the start would be dropped and the metric would
+/// restart once v2 arrived, missing what came between.)
+#[test]
+fn a_partition_moved_to_an_instance_still_on_the_old_plan_waits_for_the_new_one() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic(TOPIC, PARTITIONS, 1).expect("topic");
+    cluster.create_topic(&format!("{TOPIC}.dlq"), 1, 1).expect("dlq topic");
+    let brokers = cluster.bootstrap_servers();
+    let (_, plan_v1) = deploy_bundle(1);
+    let (_, plan_v2) = deploy_bundle(2);
+    // Slow event time (2 events/s), so that 16 minutes of lateness still closes windows.
+    let config = workload::Config { seed: 12, rate_per_s: 2.0, bad_ratio: 0.01, ..Default::default() };
+    let all: Vec<(i32, String)> =
+        workload::Generator::new(config).take(8_000).enumerate().map(|(i, l)| (i as i32 % PARTITIONS, l)).collect();
+    let db = temp_db("propagation");
+    let path = db.to_str().expect("utf-8").to_string();
+    let member = |instance: &str, recorder: &Arc<DeployRecorder>| {
+        let (updates, plan_updates) = std::sync::mpsc::channel();
+        let settings = Settings { instance: instance.into(), ..settings(&brokers) };
+        let store = SqliteStore::open(&path).expect("store");
+        let consumer = kafka::Consumer::new(settings, Box::new(store), recorder.clone()).expect("consumer");
+        consumer.apply(&kafka::PlanUpdate { version: Some(1), plan: Ok(plan_v1.clone()) }).expect("v1 applied");
+        let consumer = consumer.with_plan_updates(plan_updates);
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let flag = shutdown.clone();
+        let handle = std::thread::spawn(move || consumer.run(&flag));
+        (updates, Member { shutdown, handle })
+    };
+    let v2 = || kafka::PlanUpdate { version: Some(2), plan: Ok(plan_v2.clone()) };
+    let producer_events = all.clone();
+    let producer_brokers = brokers.clone();
+    let producer = std::thread::spawn(move || {
+        for chunk in producer_events.chunks(200) {
+            produce(&producer_brokers, chunk);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+
+    // Instance a alone, on v1, then on v2.
+    let a = Arc::new(DeployRecorder::default());
+    let (to_a, member_a) = member("a", &a);
+    wait_for("a's first events", Duration::from_secs(60), || has_all(&a.inner.positions, &all[..1500]));
+    to_a.send(v2()).expect("to a");
+    wait_for("v2 applied on a", Duration::from_secs(30), || a.applied.lock().expect("lock").contains(&Some(2)));
+    wait_for("a's events under v2", Duration::from_secs(60), || has_all(&a.inner.positions, &all[..3000]));
+    let added_hash = plan_v2.plan.metrics.iter().find(|m| m.name == "added").expect("added").hash.clone();
+    let starts = |store: &SqliteStore| -> Vec<Option<i64>> {
+        (0..PARTITIONS)
+            .map(|p| {
+                let checkpoint = store.checkpoint(TOPIC, p).expect("read").expect("a checkpoint");
+                let starts = checkpoint.metrics.expect("metric starts");
+                starts.iter().find(|s| s.hash == added_hash).and_then(|s| s.since_offset)
+            })
+            .collect()
+    };
+    let started = starts(&SqliteStore::open(&path).expect("store"));
+    assert!(started.iter().all(|s| s.is_some_and(|s| s > 0)), "every partition switched mid-stream: {started:?}");
+
+    // Instance b joins still on v1 and takes some of a's partitions; events keep coming.
+    let b = Arc::new(DeployRecorder::default());
+    let (to_b, member_b) = member("b", &b);
+    wait_for("a to keep only some partitions", Duration::from_secs(30), || {
+        (1..PARTITIONS as u64).contains(&a.inner.assigned.load(Ordering::SeqCst))
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(b.inner.assigned.load(Ordering::SeqCst), 0, "b runs none of the partitions v2 checkpointed");
+    to_b.send(v2()).expect("to b");
+    wait_for("v2 applied on b", Duration::from_secs(30), || b.applied.lock().expect("lock").contains(&Some(2)));
+    producer.join().expect("producer");
+    let stored = SqliteStore::open(&path).expect("store");
+    let counts: Vec<i64> = (0..PARTITIONS).map(|p| all.iter().filter(|(q, _)| *q == p).count() as i64).collect();
+    wait_for("everything", Duration::from_secs(90), || {
+        (0..PARTITIONS)
+            .all(|p| stored.checkpoint(TOPIC, p).ok().flatten().is_some_and(|c| c.next_offset >= counts[p as usize]))
+    });
+    member_a.stop();
+    member_b.stop();
+
+    // Each partition's `added` kept the start a recorded, and counted everything from it.
+    assert_eq!(starts(&stored), started, "the starts of `added` as a recorded them");
+    let from_switch = reference_from(&plan_v2, &all, |p| started[p as usize].unwrap_or_default());
+    let added = dump_metric(&plan_v2.plan, &stored, "added");
+    assert!(!added.is_empty());
+    assert_eq!(added, dump_metric(&plan_v2.plan, &from_switch, "added"));
+    // The unchanged metric is as if nothing had been deployed.
+    assert_eq!(
+        dump_metric(&plan_v2.plan, &stored, "kept"),
+        dump_metric(&plan_v1.plan, &reference(&plan_v1, &all), "kept")
+    );
+}

@@ -414,6 +414,7 @@ mod tests {
             next_offset: 1,
             max_event_time: Some(T0 + HOUR + 90_000 + lateness),
             metrics: None,
+            plan_version: None,
         };
         let write_checkpoint = |store: &mut SqliteStore, partition| {
             let checkpoints = [checkpoint(partition)];

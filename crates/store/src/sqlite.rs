@@ -56,7 +56,7 @@ impl SqliteStore {
              CREATE TABLE IF NOT EXISTS stream_checkpoints (
                topic TEXT NOT NULL, partition INTEGER NOT NULL,
                replay_offset INTEGER NOT NULL, next_offset INTEGER NOT NULL, max_event_time INTEGER,
-               metrics TEXT,
+               metrics TEXT, plan_version INTEGER,
                PRIMARY KEY (topic, partition));
              CREATE TABLE IF NOT EXISTS stream_owners (
                topic TEXT NOT NULL, partition INTEGER NOT NULL, epoch INTEGER NOT NULL,
@@ -71,15 +71,20 @@ impl SqliteStore {
                PRIMARY KEY (topic, partition, offset));",
         )
         .map_err(sqlite("cannot create the bookkeeping tables"))?;
-        // Checkpoints written before plans could change have no `metrics` column.
-        let has_metrics: bool = conn
-            .query_row("SELECT count(*) FROM pragma_table_info('stream_checkpoints') WHERE name = 'metrics'", [], |r| {
-                r.get(0)
-            })
-            .map_err(sqlite("cannot inspect the checkpoint table"))?;
-        if !has_metrics {
-            conn.execute_batch("ALTER TABLE stream_checkpoints ADD COLUMN metrics TEXT")
-                .map_err(sqlite("cannot add the checkpoint metrics column"))?;
+        // Checkpoints written before plans could change have no `metrics`
+        // column, those from before plans were versioned no `plan_version`.
+        for (column, ty) in [("metrics", "TEXT"), ("plan_version", "INTEGER")] {
+            let exists: bool = conn
+                .query_row(
+                    "SELECT count(*) FROM pragma_table_info('stream_checkpoints') WHERE name = ?1",
+                    [column],
+                    |r| r.get(0),
+                )
+                .map_err(sqlite("cannot inspect the checkpoint table"))?;
+            if !exists {
+                conn.execute_batch(&format!("ALTER TABLE stream_checkpoints ADD COLUMN {column} {ty}"))
+                    .map_err(sqlite(format!("cannot add the checkpoint column `{column}`")))?;
+            }
         }
         conn.set_prepared_statement_cache_capacity(256);
         Ok(SqliteStore { conn })
@@ -205,6 +210,12 @@ fn upsert_row(
     bind(&row.partition)?;
     bind(&row.included_through)?;
     statement.raw_execute().map(drop)
+}
+
+/// A stored plan version (SQLite integers are signed; a negative one was
+/// never written).
+fn plan_version(stored: Option<i64>) -> Option<u64> {
+    stored.and_then(|v| u64::try_from(v).ok())
 }
 
 fn to_sql(v: &KeyVal) -> Value {
@@ -338,8 +349,8 @@ impl Store for SqliteStore {
         {
             let mut statement = tx
                 .prepare_cached(
-                    "INSERT OR REPLACE INTO stream_checkpoints (topic, partition, replay_offset, next_offset, max_event_time, metrics)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    "INSERT OR REPLACE INTO stream_checkpoints (topic, partition, replay_offset, next_offset, max_event_time, metrics, plan_version)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )
                 .map_err(sqlite("cannot prepare a checkpoint write"))?;
             for c in batch.checkpoints {
@@ -351,7 +362,8 @@ impl Store for SqliteStore {
                         c.replay_offset,
                         c.next_offset,
                         c.max_event_time,
-                        metrics
+                        metrics,
+                        c.plan_version.and_then(|v| i64::try_from(v).ok())
                     ])
                     .map_err(sqlite("cannot write a checkpoint"))?;
             }
@@ -375,7 +387,7 @@ impl Store for SqliteStore {
     fn checkpoint(&self, topic: &str, partition: i32) -> Result<Option<Checkpoint>> {
         self.conn
             .query_row(
-                "SELECT replay_offset, next_offset, max_event_time, metrics FROM stream_checkpoints WHERE topic = ?1 AND partition = ?2",
+                "SELECT replay_offset, next_offset, max_event_time, metrics, plan_version FROM stream_checkpoints WHERE topic = ?1 AND partition = ?2",
                 params![topic, partition],
                 |r| {
                     let checkpoint = Checkpoint {
@@ -384,6 +396,7 @@ impl Store for SqliteStore {
                         next_offset: r.get(1)?,
                         max_event_time: r.get(2)?,
                         metrics: None,
+                        plan_version: plan_version(r.get(4)?),
                     };
                     Ok((checkpoint, r.get::<_, Option<String>>(3)?))
                 },
@@ -398,7 +411,7 @@ impl Store for SqliteStore {
         let mut statement = self
             .conn
             .prepare_cached(
-                "SELECT topic, partition, replay_offset, next_offset, max_event_time, metrics FROM stream_checkpoints
+                "SELECT topic, partition, replay_offset, next_offset, max_event_time, metrics, plan_version FROM stream_checkpoints
                  ORDER BY topic, partition",
             )
             .map_err(sqlite("cannot list checkpoints"))?;
@@ -410,6 +423,7 @@ impl Store for SqliteStore {
                     next_offset: r.get(3)?,
                     max_event_time: r.get(4)?,
                     metrics: None,
+                    plan_version: plan_version(r.get(6)?),
                 };
                 Ok((r.get::<_, String>(0)?, checkpoint, r.get::<_, Option<String>>(5)?))
             })
@@ -677,4 +691,49 @@ fn upsert_sql(metric: &dsl::plan::MetricPlan, tier: usize) -> String {
         placeholders.join(", "),
         updates.join(", ")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store made before checkpoints listed their metrics and their plan
+    /// version opens, reads its old checkpoints, and keeps new ones whole.
+    #[test]
+    fn a_checkpoint_table_from_before_metric_starts_and_plan_versions_gains_their_columns() {
+        let path = std::env::temp_dir().join(format!("store-checkpoint-columns-{}.db", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let path = path.to_str().expect("a UTF-8 temp path").to_string();
+        {
+            let old = Connection::open(&path).expect("open");
+            old.execute_batch(
+                "CREATE TABLE stream_checkpoints (
+                   topic TEXT NOT NULL, partition INTEGER NOT NULL,
+                   replay_offset INTEGER NOT NULL, next_offset INTEGER NOT NULL, max_event_time INTEGER,
+                   PRIMARY KEY (topic, partition));
+                 INSERT INTO stream_checkpoints VALUES ('t', 0, 5, 9, 1000);",
+            )
+            .expect("the old table");
+        }
+        let mut store = SqliteStore::open(&path).expect("opens the old store");
+        let old = Checkpoint {
+            partition: 0,
+            replay_offset: 5,
+            next_offset: 9,
+            max_event_time: Some(1000),
+            metrics: None,
+            plan_version: None,
+        };
+        assert_eq!(store.checkpoint("t", 0).expect("read"), Some(old.clone()));
+        let new = Checkpoint { partition: 1, plan_version: Some(4), metrics: Some(vec![]), ..old.clone() };
+        let checkpoints = [new.clone()];
+        store.write(&WriteBatch { topic: "t", checkpoints: &checkpoints, ..WriteBatch::default() }).expect("write");
+        assert_eq!(store.all_checkpoints().expect("list"), vec![("t".to_string(), old), ("t".to_string(), new)]);
+        drop(store);
+        // Opening again finds the columns there.
+        SqliteStore::open(&path).expect("opens again");
+        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_file(format!("{path}-wal"));
+        let _ = std::fs::remove_file(format!("{path}-shm"));
+    }
 }

@@ -116,8 +116,16 @@ fn suite(store: &mut dyn Store, retention: Retention) {
             MetricStart { hash: plan.metrics[0].hash.clone(), since_offset: None },
             MetricStart { hash: "added-later".into(), since_offset: Some(7) },
         ]),
+        plan_version: Some(3),
     };
-    let legacy = Checkpoint { partition: 2, replay_offset: 1, next_offset: 2, max_event_time: None, metrics: None };
+    let legacy = Checkpoint {
+        partition: 2,
+        replay_offset: 1,
+        next_offset: 2,
+        max_event_time: None,
+        metrics: None,
+        plan_version: None,
+    };
     let checkpoints = [checkpoint.clone(), legacy.clone()];
     let batch = WriteBatch { topic: TOPIC, rows: &rows, dead_letters: &dead, checkpoints: &checkpoints, owners: &[] };
     store.write(&batch).expect("write");

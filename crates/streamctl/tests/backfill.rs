@@ -55,6 +55,7 @@ fn backfill_reads_up_to_the_switch_offsets_once_and_its_rows_are_queried() {
                     .map(|m| MetricStart { hash: m.hash.clone(), since_offset: (m.name == METRIC).then_some(switch) })
                     .collect(),
             ),
+            plan_version: None,
         })
         .collect();
     live.write(&WriteBatch { topic: TOPIC, checkpoints: &checkpoints, ..WriteBatch::default() }).expect("write");

@@ -49,6 +49,7 @@ impl Partition {
                     .map(|(m, since)| MetricStart { hash: m.hash.clone(), since_offset: *since })
                     .collect(),
             ),
+            plan_version: None,
         })
     }
 

@@ -283,6 +283,7 @@ mod tests {
             next_offset: replay + 1,
             max_event_time: None,
             metrics: None,
+            plan_version: None,
         };
         Progress { key: key(partition), checkpoint: Some(checkpoint), replay_point: Some(replay), epoch: Some(7) }
     }

@@ -1,8 +1,9 @@
 //! Rebalance handling: the client context's callbacks. On assignment a
 //! partition is claimed, restored from the store and started at the store
 //! checkpoint's replay point, and its queue is split off; a failed restore
-//! waits, paused, for [`Shared::retry_restores`]. On revocation the
-//! partitions are flushed and committed before they move.
+//! waits, paused, for [`Shared::retry_restores`], and so does a partition
+//! whose checkpoint a newer plan wrote, until that plan runs here. On
+//! revocation the partitions are flushed and committed before they move.
 
 use super::jitter;
 use super::ledger::Key;
@@ -17,7 +18,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// The consumer's client context: statistics (lag) and rebalances.
 pub(super) struct Context {
@@ -38,6 +39,23 @@ impl Retry {
     pub fn new(delay: Duration) -> Self {
         Retry { at: Instant::now() + delay, delay }
     }
+
+    /// Due at once (a plan was applied that a waiting partition may need).
+    pub fn now(&mut self) {
+        self.at = Instant::now();
+    }
+}
+
+/// What a restore found.
+pub(super) enum Restored {
+    /// Restored: consumption starts here.
+    At(Offset),
+    /// The checkpoint was written under plan version `wanted`, newer than
+    /// the one running here. Resuming from it under the older plan would
+    /// forget where the newer plan's metrics started (a metric added by a
+    /// deploy would restart later, when this instance gets the plan, and
+    /// miss what came between); so the partition waits, paused, for it.
+    AwaitingPlan { wanted: u64 },
 }
 
 impl ClientContext for Context {
@@ -118,7 +136,14 @@ impl Context {
             let start = match shared.partitions.get(&key) {
                 Some(partition) => partition.replay_point().map(Offset::Offset),
                 None => match shared.restore(&key) {
-                    Ok(start) => Some(start),
+                    Ok(Restored::At(start)) => Some(start),
+                    Ok(Restored::AwaitingPlan { wanted }) => {
+                        warn!(topic = %key.0, partition = key.1, wanted, running = ?shared.plan_version, "The partition's checkpoint was written under a newer plan; it waits, paused, until that plan runs here.");
+                        let retry = Retry::new(shared.settings.retry_initial);
+                        shared.unrestored.insert(key.clone(), retry);
+                        let _ = paused.add_partition_offset(&key.0, key.1, Offset::Invalid);
+                        None
+                    }
                     Err(error) => {
                         warn!(topic = %key.0, partition = key.1, error = %error, "Cannot restore the partition; it waits, paused, and is retried.");
                         let retry = Retry::new(shared.settings.retry_initial);
@@ -168,15 +193,21 @@ impl Shared {
     /// none. The store is the truth, not the offset committed to Kafka: the
     /// commit follows the store write, so it is at most as far, and after a
     /// store was replaced it would skip what the new store never saw.
-    pub(super) fn restore(&mut self, key: &Key) -> std::result::Result<Offset, store::Error> {
+    /// Nothing is restored from a checkpoint a newer plan wrote (see
+    /// [`Restored::AwaitingPlan`]).
+    pub(super) fn restore(&mut self, key: &Key) -> std::result::Result<Restored, store::Error> {
         let every = u64::try_from(self.settings.tier_rows_every.as_millis()).unwrap_or(u64::MAX);
         let plan = Arc::clone(&self.plan);
+        let running = self.plan_version;
         let mut store = self.store();
         // Claimed before the checkpoint is read: whatever an earlier owner
         // writes after this fails, whatever it wrote before is read.
         let epoch = store.claim(&key.0, key.1)?;
         let (partition, start) = match store.checkpoint(&key.0, key.1)? {
             None => (Partition::new(plan, key.1), Offset::Beginning),
+            Some(c) if running.is_some_and(|running| c.plan_version.is_some_and(|wanted| wanted > running)) => {
+                return Ok(Restored::AwaitingPlan { wanted: c.plan_version.unwrap_or_default() });
+            }
             Some(c) => {
                 let tiers = store.open_tier_rows(&plan.plan, &c)?;
                 info!(topic = %key.0, partition = key.1, replay_offset = c.replay_offset, next_offset = c.next_offset, max_event_time = ?c.max_event_time, "Restored partition state.");
@@ -186,7 +217,7 @@ impl Shared {
         drop(store);
         self.partitions.insert(key.clone(), partition.with_tier_rows_every(every));
         self.epochs.insert(key.clone(), epoch);
-        Ok(start)
+        Ok(Restored::At(start))
     }
 
     /// Retries the restores that failed at assignment, each when its
@@ -197,7 +228,11 @@ impl Shared {
             self.unrestored.iter().filter(|(_, retry)| retry.at <= Instant::now()).map(|(k, _)| k.clone()).collect();
         for key in due {
             match self.restore(&key) {
-                Ok(start) => {
+                Ok(Restored::AwaitingPlan { wanted }) => {
+                    debug!(topic = %key.0, partition = key.1, wanted, "Still waiting for the plan the checkpoint was written under.");
+                    self.unrestored.insert(key, Retry::new(self.settings.retry_max));
+                }
+                Ok(Restored::At(start)) => {
                     self.unrestored.remove(&key);
                     let mut tpl = TopicPartitionList::new();
                     let _ = tpl.add_partition_offset(&key.0, key.1, start);

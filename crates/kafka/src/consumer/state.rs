@@ -164,9 +164,10 @@ impl Shared {
     /// progress of this moment.
     fn take(&mut self) -> super::ledger::Flush {
         self.last_flush = Instant::now();
+        let plan_version = self.plan_version;
         let progress = self.partitions.iter().map(|(key, state)| Progress {
             key: key.clone(),
-            checkpoint: state.checkpoint(),
+            checkpoint: state.checkpoint().map(|c| engine::Checkpoint { plan_version, ..c }),
             replay_point: state.replay_point(),
             epoch: self.epochs.get(key).copied(),
         });
@@ -250,6 +251,10 @@ impl Shared {
         }
         self.plan = Arc::clone(plan);
         self.plan_version = version;
+        // Partitions waiting for a newer plan's checkpoint may resume now.
+        for retry in self.unrestored.values_mut() {
+            retry.now();
+        }
         self.dead_letter_topic = super::dead_letter_topic(self.settings.dead_letter_topic.as_deref(), plan);
         Ok(changes)
     }

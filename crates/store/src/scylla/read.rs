@@ -123,13 +123,15 @@ impl ScyllaStore {
             source: Box::new(source),
         })?;
         let mut stream = pager
-            .rows_stream::<(String, i32, i64, i64, Option<i64>, Option<String>)>()
+            .rows_stream::<(String, i32, i64, i64, Option<i64>, Option<String>, Option<i64>)>()
             .map_err(scylla_err(CONTEXT, false))?;
         let mut out = Vec::new();
-        while let Some((topic, partition, replay_offset, next_offset, max_event_time, metrics)) =
+        while let Some((topic, partition, replay_offset, next_offset, max_event_time, metrics, plan_version)) =
             stream.try_next().await.map_err(scylla_err(CONTEXT, true))?
         {
-            let checkpoint = Checkpoint { partition, replay_offset, next_offset, max_event_time, metrics: None };
+            let plan_version = plan_version.and_then(|v| u64::try_from(v).ok());
+            let checkpoint =
+                Checkpoint { partition, replay_offset, next_offset, max_event_time, metrics: None, plan_version };
             out.push((topic, crate::with_checkpoint_metrics(checkpoint, metrics.as_deref())?));
         }
         out.sort_by(|(a, x), (b, y)| (a, x.partition).cmp(&(b, y.partition)));

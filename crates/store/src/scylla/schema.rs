@@ -197,7 +197,7 @@ pub fn create_bookkeeping(keyspace: &str) -> Vec<String> {
         ),
         format!(
             "CREATE TABLE IF NOT EXISTS {} (topic text, partition int, replay_offset bigint, next_offset bigint, \
-             max_event_time bigint, metrics text, PRIMARY KEY ((topic, partition)))",
+             max_event_time bigint, metrics text, plan_version bigint, PRIMARY KEY ((topic, partition)))",
             qualified(keyspace, "stream_checkpoints")
         ),
         format!(
@@ -312,6 +312,16 @@ pub fn select_series(keyspace: &str, metric: &MetricPlan, tier: usize) -> String
     )
 }
 
+/// The checkpoint columns added since the table was first made: a keyspace
+/// made earlier gets them at connection, by [`add_checkpoint_column`].
+pub const CHECKPOINT_ADDED_COLUMNS: [(&str, &str); 1] = [("plan_version", "bigint")];
+
+/// Additive migration of the checkpoint table: `ALTER TABLE … ADD` one of
+/// [`CHECKPOINT_ADDED_COLUMNS`].
+pub fn add_checkpoint_column(keyspace: &str, name: &str, ty: &str) -> String {
+    format!("ALTER TABLE {} ADD {} {}", qualified(keyspace, "stream_checkpoints"), name, ty)
+}
+
 /// Additive migration: `ALTER TABLE … ADD` one column.
 pub fn add_column(keyspace: &str, table: &str, column: &Column) -> String {
     format!("ALTER TABLE {} ADD {} {}", qualified(keyspace, table), quote(&column.name), cql_type(column.kind))
@@ -364,11 +374,12 @@ fn selected_columns(metric: &MetricPlan) -> String {
     cql
 }
 
-/// Checkpoint upsert: topic, partition, replay offset, next offset, max event time, metric starts (JSON).
+/// Checkpoint upsert: topic, partition, replay offset, next offset, max
+/// event time, metric starts (JSON), plan version.
 pub fn upsert_checkpoint(keyspace: &str) -> String {
     format!(
-        "INSERT INTO {} (topic, partition, replay_offset, next_offset, max_event_time, metrics) \
-         VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO {} (topic, partition, replay_offset, next_offset, max_event_time, metrics, plan_version) \
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
         qualified(keyspace, "stream_checkpoints")
     )
 }
@@ -397,7 +408,7 @@ pub fn update_owner(keyspace: &str) -> String {
 /// Checkpoint read by topic and partition.
 pub fn select_checkpoint(keyspace: &str) -> String {
     format!(
-        "SELECT replay_offset, next_offset, max_event_time, metrics FROM {} WHERE topic = ? AND partition = ?",
+        "SELECT replay_offset, next_offset, max_event_time, metrics, plan_version FROM {} WHERE topic = ? AND partition = ?",
         qualified(keyspace, "stream_checkpoints")
     )
 }
@@ -405,7 +416,7 @@ pub fn select_checkpoint(keyspace: &str) -> String {
 /// Every checkpoint (one row per source partition: a small table, read whole).
 pub fn select_all_checkpoints(keyspace: &str) -> String {
     format!(
-        "SELECT topic, partition, replay_offset, next_offset, max_event_time, metrics FROM {}",
+        "SELECT topic, partition, replay_offset, next_offset, max_event_time, metrics, plan_version FROM {}",
         qualified(keyspace, "stream_checkpoints")
     )
 }
@@ -447,6 +458,9 @@ pub fn render(keyspace: &str, replication: &Replication, plan: &dsl::Plan) -> St
     let mut out = format!("{};\n", create_keyspace(keyspace, replication));
     for s in create_bookkeeping(keyspace) {
         out.push_str(&format!("{s};\n"));
+    }
+    for (name, ty) in CHECKPOINT_ADDED_COLUMNS {
+        out.push_str(&format!("-- when missing: {};\n", add_checkpoint_column(keyspace, name, ty)));
     }
     for s in [
         upsert_checkpoint(keyspace),

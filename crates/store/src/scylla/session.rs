@@ -37,6 +37,12 @@ impl ScyllaStore {
             for ddl in schema::create_bookkeeping(ks) {
                 store.ddl(&ddl).await?;
             }
+            let checkpoint_columns = store.existing_columns("stream_checkpoints").await?;
+            for (name, ty) in schema::CHECKPOINT_ADDED_COLUMNS {
+                if !checkpoint_columns.contains_key(name) {
+                    store.ddl(&schema::add_checkpoint_column(ks, name, ty)).await?;
+                }
+            }
             // Only feeds a warning: a cluster that will not say must not stop the start.
             Ok(store.keyspace_replication().await.ok().flatten())
         })?;

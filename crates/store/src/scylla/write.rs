@@ -137,6 +137,7 @@ impl ScyllaStore {
                                     c.next_offset,
                                     c.max_event_time,
                                     crate::checkpoint_metrics_json(c),
+                                    c.plan_version.and_then(|v| i64::try_from(v).ok()),
                                 ),
                             )
                             .await
