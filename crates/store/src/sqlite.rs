@@ -20,6 +20,7 @@ use rusqlite::ToSql;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::Arc;
 
 /// A SQLite database file (or `:memory:`).
@@ -117,8 +118,8 @@ impl ToSql for SqlKey<'_> {
     }
 }
 
-/// The rows of a batch in the order of their tables' keys, each with its
-/// series id.
+/// Rows of a batch encoded for binding (series ids, finished values, state
+/// blobs), in the order of their tables' keys, a chunk at a time.
 ///
 /// A window closes its series in hash order, which would make each upsert
 /// search and split a random page of the table's b-tree. In key order
@@ -127,83 +128,113 @@ impl ToSql for SqlKey<'_> {
 /// in cache, and are filled before they split instead of left half full.
 /// The sort is stable, so of two rows with the same key in one batch the
 /// later is still written last and kept.
-struct SortedRows<'a> {
-    rows: &'a [Row],
-    /// The series ids, one after the other.
-    series: Vec<u8>,
-    /// Per row: where its series id is in `series`.
-    spans: Vec<std::ops::Range<usize>>,
-    order: Vec<u32>,
+#[derive(Default)]
+struct Encoded {
+    /// Each row's index in the batch, in write order.
+    rows: Vec<u32>,
+    /// Series ids and state blobs, one after the other.
+    bytes: Vec<u8>,
+    /// Per row: its series id in `bytes`.
+    series: Vec<Range<usize>>,
+    /// Per row, per aggregate: the finished value, and where its state blob
+    /// is in `bytes` (none for a count or sum: its value is its state).
+    columns: Vec<(KeyVal, Option<Range<usize>>)>,
 }
 
-impl<'a> SortedRows<'a> {
-    fn new(rows: &'a [Row]) -> Self {
-        let mut series = Vec::with_capacity(rows.len() * 48);
-        let mut spans = Vec::with_capacity(rows.len());
-        for row in rows {
-            let start = series.len();
-            write_series_id(&mut series, &row.keys);
-            spans.push(start..series.len());
-        }
-        // Rows of one table, whichever version of its metric made them, sort together.
-        let mut tables: Vec<String> = Vec::new();
-        let mut table_of: HashMap<(*const MetricPlan, usize), usize> = HashMap::new();
-        let table: Vec<usize> = rows
-            .iter()
-            .map(|row| {
-                *table_of.entry((Arc::as_ptr(&row.metric), row.tier)).or_insert_with(|| {
-                    let name = table_name(&row.metric, row.tier);
-                    tables.iter().position(|n| *n == name).unwrap_or_else(|| {
-                        tables.push(name);
-                        tables.len() - 1
-                    })
-                })
+/// Rows per [`Encoded`] chunk.
+const ENCODED_CHUNK_ROWS: usize = 2048;
+/// From this many rows, a write encodes on a second thread while it
+/// inserts: sorting and encoding are a third of a large write (the end of a
+/// batch run writes every hourly and daily row at once), and SQLite's part
+/// cannot be split.
+const ENCODE_APART_ROWS: usize = 20_000;
+
+/// Encodes `rows` in key order, table after table (each table's rows in
+/// the order of its key), handing each chunk to `emit` until it says stop.
+fn encode_in_key_order(rows: &[Row], mut emit: impl FnMut(Encoded) -> bool) {
+    // Rows of one table, whichever version of its metric made them, go together.
+    let mut tables: Vec<String> = Vec::new();
+    let mut members: Vec<Vec<u32>> = Vec::new();
+    let mut table_of: HashMap<(*const MetricPlan, usize), usize> = HashMap::new();
+    for (i, row) in rows.iter().enumerate() {
+        let t = *table_of.entry((Arc::as_ptr(&row.metric), row.tier)).or_insert_with(|| {
+            let name = table_name(&row.metric, row.tier);
+            tables.iter().position(|n| *n == name).unwrap_or_else(|| {
+                tables.push(name);
+                members.push(Vec::new());
+                tables.len() - 1
             })
-            .collect();
-        let mut order: Vec<u32> = (0..rows.len() as u32).collect();
-        order.sort_by(|&a, &b| {
-            let (a, b) = (a as usize, b as usize);
-            (table[a], rows[a].window_start)
-                .cmp(&(table[b], rows[b].window_start))
-                .then_with(|| series[spans[a].clone()].cmp(&series[spans[b].clone()]))
-                .then(rows[a].partition.cmp(&rows[b].partition))
         });
-        SortedRows { rows, series, spans, order }
+        members[t].push(i as u32);
     }
-
-    /// Each row with its series id, in key order.
-    fn iter(&self) -> impl Iterator<Item = (&'a Row, &[u8])> + '_ {
-        self.order.iter().map(|&i| (&self.rows[i as usize], &self.series[self.spans[i as usize].clone()]))
+    let (mut ids, mut spans) = (Vec::new(), Vec::new());
+    for members in members {
+        ids.clear();
+        spans.clear();
+        for &i in &members {
+            let start = ids.len();
+            write_series_id(&mut ids, &rows[i as usize].keys);
+            spans.push(start..ids.len());
+        }
+        let mut order: Vec<usize> = (0..members.len()).collect();
+        order.sort_by(|&a, &b| {
+            let (x, y) = (&rows[members[a] as usize], &rows[members[b] as usize]);
+            x.window_start
+                .cmp(&y.window_start)
+                .then_with(|| ids[spans[a].clone()].cmp(&ids[spans[b].clone()]))
+                .then(x.partition.cmp(&y.partition))
+        });
+        let mut chunk = Encoded::default();
+        for k in order {
+            let i = members[k];
+            let row = &rows[i as usize];
+            chunk.rows.push(i);
+            let start = chunk.bytes.len();
+            chunk.bytes.extend_from_slice(&ids[spans[k].clone()]);
+            chunk.series.push(start..chunk.bytes.len());
+            for state in row.states.iter() {
+                let blob = (!state.is_its_value()).then(|| {
+                    let start = chunk.bytes.len();
+                    write_state(&mut chunk.bytes, state);
+                    start..chunk.bytes.len()
+                });
+                chunk.columns.push((state.finish(), blob));
+            }
+            if chunk.rows.len() >= ENCODED_CHUNK_ROWS && !emit(std::mem::take(&mut chunk)) {
+                return;
+            }
+        }
+        if !chunk.rows.is_empty() && !emit(chunk) {
+            return;
+        }
     }
 }
 
-/// Binds `row`, whose series id is `series`, to its table's upsert (see
+/// Binds row `j` of `chunk` (the batch's `row`, whose aggregate columns
+/// start at `columns` in the chunk) to its table's upsert (see
 /// [`upsert_sql`] for the order) and runs it. SQLite copies bound text and
-/// blobs, so one `buffer` serves every encoded value.
+/// blobs.
 fn upsert_row(
     statement: &mut rusqlite::CachedStatement<'_>,
     row: &Row,
-    series: &[u8],
-    buffer: &mut Vec<u8>,
+    chunk: &Encoded,
+    j: usize,
+    columns: usize,
 ) -> rusqlite::Result<()> {
     let mut column = 0;
     let mut bind = |value: &dyn ToSql| {
         column += 1;
         statement.raw_bind_parameter(column, value)
     };
-    bind(&ToSqlOutput::Borrowed(ValueRef::Text(series)))?;
+    bind(&ToSqlOutput::Borrowed(ValueRef::Text(&chunk.bytes[chunk.series[j].clone()])))?;
     for key in row.keys.iter() {
         bind(&SqlKey(key))?;
     }
-    for state in row.states.iter() {
-        bind(&SqlKey(&state.finish()))?;
-        if state.is_its_value() {
-            // A count or sum is its value: no state beside it.
-            bind(&rusqlite::types::Null)?;
-        } else {
-            buffer.clear();
-            write_state(buffer, state);
-            bind(&buffer.as_slice())?;
+    for (value, blob) in &chunk.columns[columns..columns + row.states.len()] {
+        bind(&SqlKey(value))?;
+        match blob {
+            Some(blob) => bind(&ToSqlOutput::Borrowed(ValueRef::Blob(&chunk.bytes[blob.clone()])))?,
+            None => bind(&rusqlite::types::Null)?,
         }
     }
     bind(&row.window_start)?;
@@ -317,20 +348,40 @@ impl Store for SqliteStore {
         // By metric as held (the batch's rows keep it alive): two versions
         // of a metric writing one table have their own columns.
         let mut statements: HashMap<(*const MetricPlan, usize), rusqlite::CachedStatement<'_>> = HashMap::new();
-        let mut buffer = Vec::new();
-        let sorted = SortedRows::new(batch.rows);
-        for (row, series) in sorted.iter() {
-            let metric = &*row.metric;
-            let statement = match statements.entry((Arc::as_ptr(&row.metric), row.tier)) {
-                Entry::Occupied(entry) => entry.into_mut(),
-                Entry::Vacant(entry) => entry.insert(
-                    tx.prepare_cached(&upsert_sql(metric, row.tier)).map_err(sqlite("cannot prepare a row upsert"))?,
-                ),
-            };
-            upsert_row(statement, row, series, &mut buffer).map_err(|source| Error::Sqlite {
-                context: format!("cannot write to `{}`", table_name(metric, row.tier)),
-                source,
+        let mut insert = |chunk: Encoded| -> Result<()> {
+            let mut columns = 0;
+            for (j, &i) in chunk.rows.iter().enumerate() {
+                let row = &batch.rows[i as usize];
+                let metric = &*row.metric;
+                let statement = match statements.entry((Arc::as_ptr(&row.metric), row.tier)) {
+                    Entry::Occupied(entry) => entry.into_mut(),
+                    Entry::Vacant(entry) => entry.insert(
+                        tx.prepare_cached(&upsert_sql(metric, row.tier))
+                            .map_err(sqlite("cannot prepare a row upsert"))?,
+                    ),
+                };
+                upsert_row(statement, row, &chunk, j, columns).map_err(|source| Error::Sqlite {
+                    context: format!("cannot write to `{}`", table_name(metric, row.tier)),
+                    source,
+                })?;
+                columns += row.states.len();
+            }
+            Ok(())
+        };
+        if batch.rows.len() >= ENCODE_APART_ROWS {
+            std::thread::scope(|scope| {
+                let (encoded, chunks) = std::sync::mpsc::sync_channel(4);
+                scope.spawn(move || encode_in_key_order(batch.rows, |chunk| encoded.send(chunk).is_ok()));
+                // An error drops `chunks`, which stops the encoder.
+                chunks.into_iter().try_for_each(&mut insert)
             })?;
+        } else {
+            let mut inserted = Ok(());
+            encode_in_key_order(batch.rows, |chunk| {
+                inserted = insert(chunk);
+                inserted.is_ok()
+            });
+            inserted?;
         }
         drop(statements);
         {

@@ -24,10 +24,15 @@ fn plan() -> CompiledPlan {
 /// The rows of one partition over generated events, as the store keeps
 /// them: the last of each row written.
 fn rows(plan: &std::sync::Arc<CompiledPlan>) -> Vec<Row> {
+    rows_of(plan, 6_000)
+}
+
+/// [`rows`] of `events` events.
+fn rows_of(plan: &std::sync::Arc<CompiledPlan>, events: usize) -> Vec<Row> {
     let config = workload::Config { seed: 8, rate_per_s: 20.0, ..Default::default() };
     let mut partition = Partition::new(std::sync::Arc::clone(plan), 0);
     let mut out = Output::default();
-    partition.process_all(TOPIC, 0, workload::Generator::new(config).take(6_000), NOW_MS, &mut out);
+    partition.process_all(TOPIC, 0, workload::Generator::new(config).take(events), NOW_MS, &mut out);
     partition.close_all(&mut out);
     engine::drop_superseded(&mut out.rows);
     out.rows
@@ -143,10 +148,14 @@ fn counts_and_sums_are_stored_as_their_values_and_read_back_as_the_same_states()
 /// The store writes a batch's rows in its tables' key order (a window
 /// closes its series in hash order); which order they came in must not
 /// matter, except that of two rows with the same key the later is kept.
+/// The batches are large enough (over 20,000 rows) to be encoded on a
+/// second thread while they are inserted, and are also written in small
+/// batches, encoded inline, to the same result.
 #[test]
 fn rows_in_any_order_are_stored_the_same_and_of_one_key_the_later_row_is_kept() {
     let plan = std::sync::Arc::new(plan());
-    let rows = rows(&plan);
+    let rows = rows_of(&plan, 24_000);
+    assert!(rows.len() > 20_000, "{} rows", rows.len());
     let mut expected: Vec<String> = rows.iter().map(describe).collect();
     expected.sort();
     let dir = std::env::temp_dir().join(format!("store-order-{}", std::process::id()));
@@ -177,12 +186,15 @@ fn rows_in_any_order_are_stored_the_same_and_of_one_key_the_later_row_is_kept() 
             want
         }),
     ] {
-        let path = dir.join(format!("{}.db", name.replace(' ', "_")));
-        let mut store = SqliteStore::open(path.to_str().expect("utf-8")).expect("open");
-        store.setup(&plan.plan).expect("setup");
-        let write = WriteBatch { topic: TOPIC, rows: &batch, dead_letters: &[], checkpoints: &[], owners: &[] };
-        store.write(&write).expect("write");
-        assert_eq!(stored(&store, &plan.plan), want, "{name}");
+        for (how, batch_rows) in [("at once", batch.len()), ("in small batches", 1_000)] {
+            let path = dir.join(format!("{}-{}.db", name.replace(' ', "_"), batch_rows));
+            let mut store = SqliteStore::open(path.to_str().expect("utf-8")).expect("open");
+            store.setup(&plan.plan).expect("setup");
+            for rows in batch.chunks(batch_rows) {
+                store.write(&WriteBatch { topic: TOPIC, rows, ..WriteBatch::default() }).expect("write");
+            }
+            assert_eq!(stored(&store, &plan.plan), want, "{name}, {how}");
+        }
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
