@@ -46,6 +46,17 @@ impl Retry {
     }
 }
 
+/// Whether `checkpoint` was written under a newer plan version than
+/// `running` and lists a metric that `plan` does not run: resuming would
+/// lose where that metric started. (A checkpoint of a newer version whose
+/// metrics `plan` all runs loses nothing, which also keeps a fleet going
+/// whose control topic was made anew and counts versions from 1 again.)
+fn written_by_a_newer_plan(checkpoint: &engine::Checkpoint, running: Option<u64>, plan: &dsl::Plan) -> bool {
+    let newer = matches!((checkpoint.plan_version, running), (Some(wanted), Some(running)) if wanted > running);
+    let unknown = |hash: &str| !plan.metrics.iter().any(|m| m.hash == hash);
+    newer && checkpoint.metrics.as_ref().is_some_and(|starts| starts.iter().any(|s| unknown(&s.hash)))
+}
+
 /// What a restore found.
 pub(super) enum Restored {
     /// Restored: consumption starts here.
@@ -138,7 +149,7 @@ impl Context {
                 None => match shared.restore(&key) {
                     Ok(Restored::At(start)) => Some(start),
                     Ok(Restored::AwaitingPlan { wanted }) => {
-                        warn!(topic = %key.0, partition = key.1, wanted, running = ?shared.plan_version, "The partition's checkpoint was written under a newer plan; it waits, paused, until that plan runs here.");
+                        warn!(topic = %key.0, partition = key.1, wanted, running = ?shared.plan_version, "The partition's checkpoint was written under a newer plan with metrics this one does not run; it waits, paused, until that plan (or a later one) runs here.");
                         let retry = Retry::new(shared.settings.retry_initial);
                         shared.unrestored.insert(key.clone(), retry);
                         let _ = paused.add_partition_offset(&key.0, key.1, Offset::Invalid);
@@ -205,7 +216,7 @@ impl Shared {
         let epoch = store.claim(&key.0, key.1)?;
         let (partition, start) = match store.checkpoint(&key.0, key.1)? {
             None => (Partition::new(plan, key.1), Offset::Beginning),
-            Some(c) if running.is_some_and(|running| c.plan_version.is_some_and(|wanted| wanted > running)) => {
+            Some(c) if written_by_a_newer_plan(&c, running, &plan.plan) => {
                 return Ok(Restored::AwaitingPlan { wanted: c.plan_version.unwrap_or_default() });
             }
             Some(c) => {
@@ -272,5 +283,48 @@ impl Shared {
             self.epochs.remove(key);
         }
         self.ledger.give_up(keys);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use engine::{Checkpoint, MetricStart};
+
+    fn plan() -> dsl::Plan {
+        let text = "version 1\nsource s from kafka \"t\" format json { ts: timestamp event_time }\nmetric m from s\n  compute count() as c\n  window 1m\n";
+        let compiled = dsl::compile_str("p.stream", text);
+        let diagnostics = compiled.render_diagnostics();
+        compiled.plan.unwrap_or_else(|| panic!("{diagnostics}"))
+    }
+
+    fn checkpoint(version: Option<u64>, hashes: Option<&[&str]>) -> Checkpoint {
+        let starts =
+            hashes.map(|h| h.iter().map(|h| MetricStart { hash: (*h).into(), since_offset: Some(3) }).collect());
+        Checkpoint {
+            partition: 0,
+            replay_offset: 1,
+            next_offset: 5,
+            max_event_time: None,
+            metrics: starts,
+            plan_version: version,
+        }
+    }
+
+    #[test]
+    fn only_a_newer_plan_with_metrics_this_one_does_not_run_is_waited_for() {
+        let plan = plan();
+        let known = plan.metrics[0].hash.clone();
+        let (known, other) = (known.as_str(), "another metric");
+        let waits = |version, hashes: Option<&[&str]>, running| {
+            written_by_a_newer_plan(&checkpoint(version, hashes), running, &plan)
+        };
+        assert!(waits(Some(3), Some(&[known, other]), Some(2)), "newer, with a metric not run here");
+        assert!(!waits(Some(3), Some(&[known]), Some(2)), "newer, every metric run here");
+        assert!(!waits(Some(2), Some(&[known, other]), Some(2)), "the same version");
+        assert!(!waits(Some(1), Some(&[other]), Some(2)), "older: its metric was removed since");
+        assert!(!waits(None, Some(&[other]), Some(2)), "no version: a batch run or an older store");
+        assert!(!waits(Some(3), Some(&[other]), None), "local files: no version to compare");
+        assert!(!waits(Some(3), None, Some(2)), "no metric starts: every metric ran from the start");
     }
 }
