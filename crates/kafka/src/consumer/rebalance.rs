@@ -62,10 +62,11 @@ pub(super) enum Restored {
     /// Restored: consumption starts here.
     At(Offset),
     /// The checkpoint was written under plan version `wanted`, newer than
-    /// the one running here. Resuming from it under the older plan would
-    /// forget where the newer plan's metrics started (a metric added by a
-    /// deploy would restart later, when this instance gets the plan, and
-    /// miss what came between); so the partition waits, paused, for it.
+    /// the one running here, and lists metrics this plan does not run.
+    /// Resuming from it under the older plan would forget where they
+    /// started (a metric added by a deploy would restart later, when this
+    /// instance gets the plan, and miss what came between); so the
+    /// partition waits, paused, for it.
     AwaitingPlan { wanted: u64 },
 }
 
