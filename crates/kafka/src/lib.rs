@@ -248,6 +248,20 @@ pub struct Status {
     pub is_paused: bool,
     /// Per metric: events counted, late, overflow (summed over partitions).
     pub metrics: Vec<MetricStatus>,
+    /// Assigned partitions waiting, paused, for the newer plan their
+    /// checkpoint was written under (see `docs/exactly-once.md`).
+    pub awaiting_plan: Vec<AwaitingPlan>,
+}
+
+/// An assigned partition waiting for a plan version.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AwaitingPlan {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// The bundle version its checkpoint was written under.
+    pub version: u64,
 }
 
 /// One assigned partition.

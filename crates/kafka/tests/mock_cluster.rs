@@ -773,6 +773,8 @@ struct DeployRecorder {
     inner: Recorder,
     applied: Mutex<Vec<Option<u64>>>,
     rejected: Mutex<Vec<(Option<u64>, String)>>,
+    /// The partitions the last status listed as waiting for a plan, with the version.
+    awaiting_plan: Mutex<Vec<(i32, u64)>>,
 }
 
 impl Observer for DeployRecorder {
@@ -781,6 +783,8 @@ impl Observer for DeployRecorder {
     }
     fn status(&self, status: &kafka::Status) {
         self.inner.status(status);
+        *self.awaiting_plan.lock().expect("lock") =
+            status.awaiting_plan.iter().map(|a| (a.partition, a.version)).collect();
     }
     fn plan_applied(&self, version: Option<u64>, _: &dsl::Plan, _: &dsl::bundle::MetricChanges) {
         self.applied.lock().expect("lock").push(version);
@@ -973,8 +977,13 @@ fn a_partition_moved_to_an_instance_still_on_the_old_plan_waits_for_the_new_one(
     });
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(b.inner.assigned.load(Ordering::SeqCst), 0, "b runs none of the partitions v2 checkpointed");
+    let waiting = b.awaiting_plan.lock().expect("lock").clone();
+    assert_eq!(waiting.len(), PARTITIONS as usize - a.inner.assigned.load(Ordering::SeqCst) as usize, "{waiting:?}");
+    assert!(waiting.iter().all(|(_, version)| *version == 2), "{waiting:?}");
     to_b.send(v2()).expect("to b");
     wait_for("v2 applied on b", Duration::from_secs(30), || b.applied.lock().expect("lock").contains(&Some(2)));
+    wait_for("b to resume them", Duration::from_secs(30), || b.awaiting_plan.lock().expect("lock").is_empty());
+    assert!(b.inner.assigned.load(Ordering::SeqCst) > 0, "b runs its partitions");
     producer.join().expect("producer");
     let stored = SqliteStore::open(&path).expect("store");
     let counts: Vec<i64> = (0..PARTITIONS).map(|p| all.iter().filter(|(q, _)| *q == p).count() as i64).collect();

@@ -29,6 +29,7 @@ pub struct Metrics {
     replay_point_age: IntGaugeVec,
     live_series: IntGaugeVec,
     paused: IntGauge,
+    awaiting_plan: IntGauge,
     state: Mutex<State>,
     /// The pipelines' `export prometheus` series.
     export: crate::export::Exporter,
@@ -163,6 +164,13 @@ impl Metrics {
                 &registry,
                 IntGauge::new("stream_consumption_paused", "1 while consumption is paused by a failing store.")?,
             ),
+            awaiting_plan: register(
+                &registry,
+                IntGauge::new(
+                    "stream_partitions_awaiting_plan",
+                    "Assigned partitions paused until the newer plan their checkpoint was written under runs here.",
+                )?,
+            ),
             dnsbl_poller: Arc::new(crate::reputation::metrics::PollerMetrics::register(&registry)?),
             registry,
             state: Mutex::new(State::default()),
@@ -284,6 +292,7 @@ impl Observer for Metrics {
             self.live_series.with_label_values(&[&m.name]).set(m.live_series as i64);
         }
         self.paused.set(i64::from(status.is_paused));
+        self.awaiting_plan.set(status.awaiting_plan.len() as i64);
         let assigned: Vec<(String, i32)> = status.partitions.iter().map(|p| (p.topic.clone(), p.partition)).collect();
         state.replay_points.retain(|k, _| assigned.contains(k));
         state.status = status.clone();

@@ -33,11 +33,18 @@ pub(super) struct Context {
 pub(super) struct Retry {
     at: Instant,
     delay: Duration,
+    /// The plan version the partition waits for, when that is why.
+    pub awaiting_plan: Option<u64>,
 }
 
 impl Retry {
     pub fn new(delay: Duration) -> Self {
-        Retry { at: Instant::now() + delay, delay }
+        Retry { at: Instant::now() + delay, delay, awaiting_plan: None }
+    }
+
+    /// Waiting for plan version `wanted`, checked again after `delay`.
+    fn awaiting(wanted: u64, delay: Duration) -> Self {
+        Retry { awaiting_plan: Some(wanted), ..Retry::new(delay) }
     }
 
     /// Due at once (a plan was applied that a waiting partition may need).
@@ -151,7 +158,7 @@ impl Context {
                     Ok(Restored::At(start)) => Some(start),
                     Ok(Restored::AwaitingPlan { wanted }) => {
                         warn!(topic = %key.0, partition = key.1, wanted, running = ?shared.plan_version, "The partition's checkpoint was written under a newer plan with metrics this one does not run; it waits, paused, until that plan (or a later one) runs here.");
-                        let retry = Retry::new(shared.settings.retry_initial);
+                        let retry = Retry::awaiting(wanted, shared.settings.retry_initial);
                         shared.unrestored.insert(key.clone(), retry);
                         let _ = paused.add_partition_offset(&key.0, key.1, Offset::Invalid);
                         None
@@ -238,11 +245,12 @@ impl Shared {
     pub(super) fn retry_restores(&mut self, consumer: &BaseConsumer<Context>) {
         let due: Vec<Key> =
             self.unrestored.iter().filter(|(_, retry)| retry.at <= Instant::now()).map(|(k, _)| k.clone()).collect();
+        let mut restored = false;
         for key in due {
             match self.restore(&key) {
                 Ok(Restored::AwaitingPlan { wanted }) => {
                     debug!(topic = %key.0, partition = key.1, wanted, "Still waiting for the plan the checkpoint was written under.");
-                    self.unrestored.insert(key, Retry::new(self.settings.retry_max));
+                    self.unrestored.insert(key, Retry::awaiting(wanted, self.settings.retry_max));
                 }
                 Ok(Restored::At(start)) => {
                     self.unrestored.remove(&key);
@@ -253,6 +261,7 @@ impl Shared {
                         .and_then(|_| consumer.resume(&tpl));
                     match resumed {
                         Ok(()) => {
+                            restored = true;
                             info!(topic = %key.0, partition = key.1, "Restored a partition after a retry; resumed.")
                         }
                         Err(error) => {
@@ -268,9 +277,13 @@ impl Shared {
                     self.observer.store_failed(&error, delay);
                     warn!(topic = %key.0, partition = key.1, error = %error, "Cannot read the checkpoint; retrying.");
                     let next = (delay * 2).min(self.settings.retry_max);
-                    self.unrestored.insert(key, Retry { at: Instant::now() + jitter(delay, 1), delay: next });
+                    let retry = Retry { at: Instant::now() + jitter(delay, 1), delay: next, awaiting_plan: None };
+                    self.unrestored.insert(key, retry);
                 }
             }
+        }
+        if restored {
+            self.publish_status();
         }
     }
 

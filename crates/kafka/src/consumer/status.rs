@@ -2,7 +2,7 @@
 //! plans it applied or refused (deployment history, observer).
 
 use super::state::Shared;
-use crate::{MetricStatus, PartitionStatus, Refusal, Status};
+use crate::{AwaitingPlan, MetricStatus, PartitionStatus, Refusal, Status};
 use store::DeploymentRecord;
 use tracing::warn;
 
@@ -54,6 +54,14 @@ impl Shared {
                 next_offset: p.next_offset(),
                 live_series: p.live_series(),
                 held_back_tier_rows: p.held_back_tier_rows(),
+            })
+            .collect();
+        status.awaiting_plan = self
+            .unrestored
+            .iter()
+            .filter_map(|((topic, partition), retry)| {
+                let version = retry.awaiting_plan?;
+                Some(AwaitingPlan { topic: topic.clone(), partition: *partition, version })
             })
             .collect();
         self.observer.status(&status);
