@@ -114,6 +114,7 @@ fn a_row_per_metric_a_panel_per_exported_column_and_alert_links() {
         ["stream_events_consumed_total", "stream_consumer_lag", "stream_dead_letters_total", "stream_late_events_total"]
             .into_iter()
             .chain(["stream_store_write_seconds_bucket", "stream_build_info", "stream_plan_info", "stream_live_series"])
+            .chain(["stream_consumption_paused", "stream_partitions_awaiting_plan"])
     {
         assert!(text.contains(series), "streamd dashboard lacks {series}");
     }

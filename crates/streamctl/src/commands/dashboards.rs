@@ -491,8 +491,14 @@ pub fn streamd_dashboard() -> Value {
         ),
         (
             "Consumption paused",
-            "1 while a failing store pauses consumption.",
-            vec![(format!("max by (instance) (stream_consumption_paused{{{sel}}})"), "{{instance}}")],
+            "1 while a failing store pauses consumption; partitions held, paused, until the newer plan their checkpoint was written under runs on the instance.",
+            vec![
+                (format!("max by (instance) (stream_consumption_paused{{{sel}}})"), "{{instance}}"),
+                (
+                    format!("max by (instance) (stream_partitions_awaiting_plan{{{sel}}})"),
+                    "{{instance}} partitions awaiting a plan",
+                ),
+            ],
             "short",
         ),
     ];
