@@ -343,22 +343,32 @@ pub trait Store {
     }
 }
 
-/// The checkpoint's metric starts as stored (JSON), `None` when it has none.
-fn checkpoint_metrics_json(checkpoint: &Checkpoint) -> Option<String> {
-    checkpoint.metrics.as_ref().and_then(|m| serde_json::to_string(m).ok())
+/// A checkpoint's stored columns beside its key, as both backends keep
+/// them: replay offset, next offset, max event time, metric starts (JSON),
+/// plan version (a signed integer).
+type CheckpointColumns = (i64, i64, Option<i64>, Option<String>, Option<i64>);
+
+/// The metric starts and the plan version of `checkpoint`, as stored (the
+/// last two of [`CheckpointColumns`]).
+fn checkpoint_columns(checkpoint: &Checkpoint) -> (Option<String>, Option<i64>) {
+    let metrics = checkpoint.metrics.as_ref().and_then(|m| serde_json::to_string(m).ok());
+    (metrics, checkpoint.plan_version.and_then(|v| i64::try_from(v).ok()))
 }
 
-/// `checkpoint` with the metric starts read back from `json`.
-fn with_checkpoint_metrics(mut checkpoint: Checkpoint, json: Option<&str>) -> Result<Checkpoint> {
-    checkpoint.metrics = match json {
+/// The checkpoint of `partition` read back from its stored columns.
+fn stored_checkpoint(partition: i32, columns: CheckpointColumns) -> Result<Checkpoint> {
+    let (replay_offset, next_offset, max_event_time, metrics, plan_version) = columns;
+    let metrics = match metrics {
         None => None,
-        Some(text) => Some(serde_json::from_str(text).map_err(|source| Error::CorruptState {
+        Some(text) => Some(serde_json::from_str(&text).map_err(|source| Error::CorruptState {
             table: "stream_checkpoints".into(),
             column: "metrics".into(),
             source,
         })?),
     };
-    Ok(checkpoint)
+    // A negative version was never written.
+    let plan_version = plan_version.and_then(|v| u64::try_from(v).ok());
+    Ok(Checkpoint { partition, replay_offset, next_offset, max_event_time, metrics, plan_version })
 }
 
 /// A canonical text line per stored row of every metric and tier (finished

@@ -243,12 +243,6 @@ fn upsert_row(
     statement.raw_execute().map(drop)
 }
 
-/// A stored plan version (SQLite integers are signed; a negative one was
-/// never written).
-fn plan_version(stored: Option<i64>) -> Option<u64> {
-    stored.and_then(|v| u64::try_from(v).ok())
-}
-
 fn to_sql(v: &KeyVal) -> Value {
     match v {
         KeyVal::Null => Value::Null,
@@ -405,7 +399,7 @@ impl Store for SqliteStore {
                 )
                 .map_err(sqlite("cannot prepare a checkpoint write"))?;
             for c in batch.checkpoints {
-                let metrics = crate::checkpoint_metrics_json(c);
+                let (metrics, plan_version) = crate::checkpoint_columns(c);
                 statement
                     .execute(params![
                         batch.topic,
@@ -414,7 +408,7 @@ impl Store for SqliteStore {
                         c.next_offset,
                         c.max_event_time,
                         metrics,
-                        c.plan_version.and_then(|v| i64::try_from(v).ok())
+                        plan_version
                     ])
                     .map_err(sqlite("cannot write a checkpoint"))?;
             }
@@ -440,21 +434,11 @@ impl Store for SqliteStore {
             .query_row(
                 "SELECT replay_offset, next_offset, max_event_time, metrics, plan_version FROM stream_checkpoints WHERE topic = ?1 AND partition = ?2",
                 params![topic, partition],
-                |r| {
-                    let checkpoint = Checkpoint {
-                        partition,
-                        replay_offset: r.get(0)?,
-                        next_offset: r.get(1)?,
-                        max_event_time: r.get(2)?,
-                        metrics: None,
-                        plan_version: plan_version(r.get(4)?),
-                    };
-                    Ok((checkpoint, r.get::<_, Option<String>>(3)?))
-                },
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
             )
             .optional()
             .map_err(sqlite("cannot read a checkpoint"))?
-            .map(|(checkpoint, metrics)| crate::with_checkpoint_metrics(checkpoint, metrics.as_deref()))
+            .map(|columns| crate::stored_checkpoint(partition, columns))
             .transpose()
     }
 
@@ -468,22 +452,13 @@ impl Store for SqliteStore {
             .map_err(sqlite("cannot list checkpoints"))?;
         let rows = statement
             .query_map([], |r| {
-                let checkpoint = Checkpoint {
-                    partition: r.get(1)?,
-                    replay_offset: r.get(2)?,
-                    next_offset: r.get(3)?,
-                    max_event_time: r.get(4)?,
-                    metrics: None,
-                    plan_version: plan_version(r.get(6)?),
-                };
-                Ok((r.get::<_, String>(0)?, checkpoint, r.get::<_, Option<String>>(5)?))
+                let columns = (r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?);
+                Ok((r.get::<_, String>(0)?, r.get::<_, i32>(1)?, columns))
             })
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
             .map_err(sqlite("cannot list checkpoints"))?;
         rows.into_iter()
-            .map(|(topic, checkpoint, metrics)| {
-                Ok((topic, crate::with_checkpoint_metrics(checkpoint, metrics.as_deref())?))
-            })
+            .map(|(topic, partition, columns)| Ok((topic, crate::stored_checkpoint(partition, columns)?)))
             .collect()
     }
 

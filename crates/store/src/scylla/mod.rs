@@ -109,15 +109,9 @@ impl Store for ScyllaStore {
                 .map_err(exec_err("cannot read a checkpoint"))?;
             let rows = result.into_rows_result().map_err(scylla_err("cannot read a checkpoint", false))?;
             let row = rows
-                .maybe_first_row::<(i64, i64, Option<i64>, Option<String>, Option<i64>)>()
+                .maybe_first_row::<crate::CheckpointColumns>()
                 .map_err(scylla_err("cannot read a checkpoint", false))?;
-            row.map(|(replay_offset, next_offset, max_event_time, metrics, plan_version)| {
-                let plan_version = plan_version.and_then(|v| u64::try_from(v).ok());
-                let checkpoint =
-                    Checkpoint { partition, replay_offset, next_offset, max_event_time, metrics: None, plan_version };
-                crate::with_checkpoint_metrics(checkpoint, metrics.as_deref())
-            })
-            .transpose()
+            row.map(|columns| crate::stored_checkpoint(partition, columns)).transpose()
         })
     }
 

@@ -129,10 +129,8 @@ impl ScyllaStore {
         while let Some((topic, partition, replay_offset, next_offset, max_event_time, metrics, plan_version)) =
             stream.try_next().await.map_err(scylla_err(CONTEXT, true))?
         {
-            let plan_version = plan_version.and_then(|v| u64::try_from(v).ok());
-            let checkpoint =
-                Checkpoint { partition, replay_offset, next_offset, max_event_time, metrics: None, plan_version };
-            out.push((topic, crate::with_checkpoint_metrics(checkpoint, metrics.as_deref())?));
+            let columns = (replay_offset, next_offset, max_event_time, metrics, plan_version);
+            out.push((topic, crate::stored_checkpoint(partition, columns)?));
         }
         out.sort_by(|(a, x), (b, y)| (a, x.partition).cmp(&(b, y.partition)));
         Ok(out)

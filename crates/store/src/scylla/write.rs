@@ -126,6 +126,7 @@ impl ScyllaStore {
                 .checkpoints
                 .iter()
                 .map(|c| {
+                    let (metrics, plan_version) = crate::checkpoint_columns(c);
                     Box::pin(async move {
                         self.session
                             .execute_unpaged(
@@ -136,8 +137,8 @@ impl ScyllaStore {
                                     c.replay_offset,
                                     c.next_offset,
                                     c.max_event_time,
-                                    crate::checkpoint_metrics_json(c),
-                                    c.plan_version.and_then(|v| i64::try_from(v).ok()),
+                                    metrics,
+                                    plan_version,
                                 ),
                             )
                             .await
