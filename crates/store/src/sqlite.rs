@@ -16,9 +16,7 @@ use crate::{DeploymentRecord, Error, Result, RowFilter, Store, StoredDeadLetter,
 use dsl::plan::MetricPlan;
 use engine::{Checkpoint, KeyVal, Row};
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
-use rusqlite::ToSql;
 use rusqlite::{params, Connection, OptionalExtension};
-use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
@@ -106,20 +104,11 @@ fn sql_type(kind: ColumnKind) -> &'static str {
     }
 }
 
-/// A key or finished value bound as a statement parameter without copying it first.
-struct SqlKey<'a>(&'a KeyVal);
-
-impl ToSql for SqlKey<'_> {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(match self.0 {
-            KeyVal::Str(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
-            other => ToSqlOutput::Owned(to_sql(other)),
-        })
-    }
-}
-
-/// Rows of a batch encoded for binding (series ids, finished values, state
-/// blobs), in the order of their tables' keys, a chunk at a time.
+/// Rows of a batch encoded for binding, in the order of their tables'
+/// keys, a chunk at a time: every parameter of every row (series ids, keys,
+/// finished values, state blobs, window, source partition), so that the
+/// thread running the inserts reads one chunk front to back instead of
+/// each row's key and states, scattered over the heap, a cache miss apiece.
 ///
 /// A window closes its series in hash order, which would make each upsert
 /// search and split a random page of the table's b-tree. In key order
@@ -130,15 +119,57 @@ impl ToSql for SqlKey<'_> {
 /// later is still written last and kept.
 #[derive(Default)]
 struct Encoded {
-    /// Each row's index in the batch, in write order.
-    rows: Vec<u32>,
-    /// Series ids and state blobs, one after the other.
+    /// Per row: the index in the batch of the first row of its metric (as
+    /// held: two versions of a metric writing one table have their own
+    /// columns) and tier, which names its statement; and where its
+    /// parameters end in `params`.
+    rows: Vec<(u32, u32)>,
+    /// Each row's parameters, in the order of [`upsert_sql`].
+    params: Vec<Param>,
+    /// Texts and blobs of the parameters, one after the other.
     bytes: Vec<u8>,
-    /// Per row: its series id in `bytes`.
-    series: Vec<Range<usize>>,
-    /// Per row, per aggregate: the finished value, and where its state blob
-    /// is in `bytes` (none for a count or sum: its value is its state).
-    columns: Vec<(KeyVal, Option<Range<usize>>)>,
+}
+
+/// One parameter of an [`Encoded`] row; texts and blobs are in its bytes.
+#[derive(Debug)]
+enum Param {
+    Null,
+    Int(i64),
+    Real(f64),
+    Text(Range<usize>),
+    Blob(Range<usize>),
+}
+
+impl Encoded {
+    /// Appends `bytes` as a text parameter.
+    fn text(&mut self, bytes: &[u8]) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(bytes);
+        self.params.push(Param::Text(start..self.bytes.len()));
+    }
+
+    /// Appends a key or finished value, bound as [`to_sql`] converts it.
+    fn value(&mut self, value: &KeyVal) {
+        let param = match value {
+            KeyVal::Null => Param::Null,
+            KeyVal::Bool(b) => Param::Int(i64::from(*b)),
+            KeyVal::Int(i) | KeyVal::Ts(i) => Param::Int(*i),
+            KeyVal::Float(bits) => Param::Real(f64::from_bits(*bits)),
+            KeyVal::Str(s) => return self.text(s.as_bytes()),
+        };
+        self.params.push(param);
+    }
+
+    /// Parameter `param` as SQLite takes it.
+    fn bound(&self, param: &Param) -> ValueRef<'_> {
+        match param {
+            Param::Null => ValueRef::Null,
+            Param::Int(i) => ValueRef::Integer(*i),
+            Param::Real(f) => ValueRef::Real(*f),
+            Param::Text(range) => ValueRef::Text(&self.bytes[range.clone()]),
+            Param::Blob(range) => ValueRef::Blob(&self.bytes[range.clone()]),
+        }
+    }
 }
 
 /// Rows per [`Encoded`] chunk.
@@ -152,33 +183,35 @@ const ENCODE_APART_ROWS: usize = 20_000;
 /// Encodes `rows` in key order, table after table (each table's rows in
 /// the order of its key), handing each chunk to `emit` until it says stop.
 fn encode_in_key_order(rows: &[Row], mut emit: impl FnMut(Encoded) -> bool) {
-    // Rows of one table, whichever version of its metric made them, go together.
+    // Rows of one table, whichever version of its metric made them, go
+    // together; each row with the first row of its metric version and tier.
     let mut tables: Vec<String> = Vec::new();
-    let mut members: Vec<Vec<u32>> = Vec::new();
-    let mut table_of: HashMap<(*const MetricPlan, usize), usize> = HashMap::new();
+    let mut members: Vec<Vec<(u32, u32)>> = Vec::new();
+    let mut table_of: HashMap<(*const MetricPlan, usize), (usize, u32)> = HashMap::new();
     for (i, row) in rows.iter().enumerate() {
-        let t = *table_of.entry((Arc::as_ptr(&row.metric), row.tier)).or_insert_with(|| {
+        let (t, first) = *table_of.entry((Arc::as_ptr(&row.metric), row.tier)).or_insert_with(|| {
             let name = table_name(&row.metric, row.tier);
-            tables.iter().position(|n| *n == name).unwrap_or_else(|| {
+            let t = tables.iter().position(|n| *n == name).unwrap_or_else(|| {
                 tables.push(name);
                 members.push(Vec::new());
                 tables.len() - 1
-            })
+            });
+            (t, i as u32)
         });
-        members[t].push(i as u32);
+        members[t].push((i as u32, first));
     }
     let (mut ids, mut spans) = (Vec::new(), Vec::new());
     for members in members {
         ids.clear();
         spans.clear();
-        for &i in &members {
+        for &(i, _) in &members {
             let start = ids.len();
             write_series_id(&mut ids, &rows[i as usize].keys);
             spans.push(start..ids.len());
         }
         let mut order: Vec<usize> = (0..members.len()).collect();
         order.sort_by(|&a, &b| {
-            let (x, y) = (&rows[members[a] as usize], &rows[members[b] as usize]);
+            let (x, y) = (&rows[members[a].0 as usize], &rows[members[b].0 as usize]);
             x.window_start
                 .cmp(&y.window_start)
                 .then_with(|| ids[spans[a].clone()].cmp(&ids[spans[b].clone()]))
@@ -186,20 +219,26 @@ fn encode_in_key_order(rows: &[Row], mut emit: impl FnMut(Encoded) -> bool) {
         });
         let mut chunk = Encoded::default();
         for k in order {
-            let i = members[k];
+            let (i, first) = members[k];
             let row = &rows[i as usize];
-            chunk.rows.push(i);
-            let start = chunk.bytes.len();
-            chunk.bytes.extend_from_slice(&ids[spans[k].clone()]);
-            chunk.series.push(start..chunk.bytes.len());
+            chunk.text(&ids[spans[k].clone()]);
+            for key in row.keys.iter() {
+                chunk.value(key);
+            }
             for state in row.states.iter() {
-                let blob = (!state.is_its_value()).then(|| {
+                chunk.value(&state.finish());
+                if state.is_its_value() {
+                    chunk.params.push(Param::Null);
+                } else {
                     let start = chunk.bytes.len();
                     write_state(&mut chunk.bytes, state);
-                    start..chunk.bytes.len()
-                });
-                chunk.columns.push((state.finish(), blob));
+                    chunk.params.push(Param::Blob(start..chunk.bytes.len()));
+                }
             }
+            chunk.params.push(Param::Int(row.window_start));
+            chunk.params.push(Param::Int(i64::from(row.partition)));
+            chunk.params.push(row.included_through.map_or(Param::Null, Param::Int));
+            chunk.rows.push((first, chunk.params.len() as u32));
             if chunk.rows.len() >= ENCODED_CHUNK_ROWS && !emit(std::mem::take(&mut chunk)) {
                 return;
             }
@@ -208,39 +247,6 @@ fn encode_in_key_order(rows: &[Row], mut emit: impl FnMut(Encoded) -> bool) {
             return;
         }
     }
-}
-
-/// Binds row `j` of `chunk` (the batch's `row`, whose aggregate columns
-/// start at `columns` in the chunk) to its table's upsert (see
-/// [`upsert_sql`] for the order) and runs it. SQLite copies bound text and
-/// blobs.
-fn upsert_row(
-    statement: &mut rusqlite::CachedStatement<'_>,
-    row: &Row,
-    chunk: &Encoded,
-    j: usize,
-    columns: usize,
-) -> rusqlite::Result<()> {
-    let mut column = 0;
-    let mut bind = |value: &dyn ToSql| {
-        column += 1;
-        statement.raw_bind_parameter(column, value)
-    };
-    bind(&ToSqlOutput::Borrowed(ValueRef::Text(&chunk.bytes[chunk.series[j].clone()])))?;
-    for key in row.keys.iter() {
-        bind(&SqlKey(key))?;
-    }
-    for (value, blob) in &chunk.columns[columns..columns + row.states.len()] {
-        bind(&SqlKey(value))?;
-        match blob {
-            Some(blob) => bind(&ToSqlOutput::Borrowed(ValueRef::Blob(&chunk.bytes[blob.clone()])))?,
-            None => bind(&rusqlite::types::Null)?,
-        }
-    }
-    bind(&row.window_start)?;
-    bind(&row.partition)?;
-    bind(&row.included_through)?;
-    statement.raw_execute().map(drop)
 }
 
 fn to_sql(v: &KeyVal) -> Value {
@@ -336,29 +342,39 @@ impl Store for SqliteStore {
                 return Err(Error::Fenced { topic: batch.topic.to_string(), partitions: fenced });
             }
         }
-        // One statement per table for the whole batch, and the row's values
-        // bound in place (SQLite copies them): no per-row statement-cache
-        // lookup (it hashes the SQL text), no per-row vector of owned values.
-        // By metric as held (the batch's rows keep it alive): two versions
-        // of a metric writing one table have their own columns.
-        let mut statements: HashMap<(*const MetricPlan, usize), rusqlite::CachedStatement<'_>> = HashMap::new();
+        // One statement per metric version and tier for the whole batch,
+        // and the rows' parameters bound in place (SQLite copies them): no
+        // per-row statement-cache lookup (it hashes the SQL text), no
+        // per-row vector of owned values. Few per batch: found by a scan
+        // from the most recent.
+        let mut statements: Vec<(u32, rusqlite::CachedStatement<'_>)> = Vec::new();
         let mut insert = |chunk: Encoded| -> Result<()> {
-            let mut columns = 0;
-            for (j, &i) in chunk.rows.iter().enumerate() {
-                let row = &batch.rows[i as usize];
-                let metric = &*row.metric;
-                let statement = match statements.entry((Arc::as_ptr(&row.metric), row.tier)) {
-                    Entry::Occupied(entry) => entry.into_mut(),
-                    Entry::Vacant(entry) => entry.insert(
-                        tx.prepare_cached(&upsert_sql(metric, row.tier))
-                            .map_err(sqlite("cannot prepare a row upsert"))?,
-                    ),
+            let mut start = 0;
+            for &(first, end) in &chunk.rows {
+                let params = &chunk.params[start..end as usize];
+                start = end as usize;
+                let row_of_table = &batch.rows[first as usize];
+                let at = match statements.iter().rposition(|(f, _)| *f == first) {
+                    Some(at) => at,
+                    None => {
+                        let sql = upsert_sql(&row_of_table.metric, row_of_table.tier);
+                        let statement = tx.prepare_cached(&sql).map_err(sqlite("cannot prepare a row upsert"))?;
+                        statements.push((first, statement));
+                        statements.len() - 1
+                    }
                 };
-                upsert_row(statement, row, &chunk, j, columns).map_err(|source| Error::Sqlite {
-                    context: format!("cannot write to `{}`", table_name(metric, row.tier)),
+                let statement = &mut statements[at].1;
+                let upserted = params
+                    .iter()
+                    .enumerate()
+                    .try_for_each(|(i, param)| {
+                        statement.raw_bind_parameter(i + 1, ToSqlOutput::Borrowed(chunk.bound(param)))
+                    })
+                    .and_then(|()| statement.raw_execute());
+                upserted.map_err(|source| Error::Sqlite {
+                    context: format!("cannot write to `{}`", table_name(&row_of_table.metric, row_of_table.tier)),
                     source,
                 })?;
-                columns += row.states.len();
             }
             Ok(())
         };
@@ -722,6 +738,32 @@ fn upsert_sql(metric: &dsl::plan::MetricPlan, tier: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A key or value encoded into a chunk binds as the value `to_sql` makes
+    /// of it (what the read path's filters bind).
+    #[test]
+    fn encoded_parameters_bind_as_their_sql_values() {
+        let values = [
+            KeyVal::Null,
+            KeyVal::Bool(true),
+            KeyVal::Bool(false),
+            KeyVal::Int(-7),
+            KeyVal::Ts(1_717_372_800_000),
+            KeyVal::Float(2.5f64.to_bits()),
+            KeyVal::Str("example.com".into()),
+            KeyVal::Str("a text longer than twenty-four bytes, on the heap".into()),
+            KeyVal::Str("".into()),
+        ];
+        let mut chunk = Encoded::default();
+        chunk.text(b"prefix");
+        for value in &values {
+            chunk.value(value);
+        }
+        assert_eq!(chunk.params.len(), values.len() + 1);
+        for (param, value) in chunk.params[1..].iter().zip(&values) {
+            assert_eq!(chunk.bound(param), ValueRef::from(&to_sql(value)), "{value:?}");
+        }
+    }
 
     /// A store made before checkpoints listed their metrics and their plan
     /// version opens, reads its old checkpoints, and keeps new ones whole.
