@@ -2,6 +2,9 @@
 //! installed, consumes generated events, writes rows and dead letters, serves
 //! /metrics, /healthz and /status on 127.0.0.1, and stops cleanly by itself.
 
+mod common;
+
+use common::free_port;
 use std::io::Read;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -14,10 +17,6 @@ fn get(port: u16, path: &str) -> Option<String> {
         .build()
         .into();
     agent.get(format!("http://127.0.0.1:{port}{path}")).call().ok()?.body_mut().read_to_string().ok()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
 /// Stops the daemon if the test fails before it exits.

@@ -34,9 +34,32 @@ fn fetch(port: u16, path: &str, token: Option<&str>, timeout: Duration) -> Optio
     Some((response.status().as_u16(), body))
 }
 
-/// A port nobody listens on right now.
+/// A port nobody listens on right now, each call another one.
+///
+/// Taken below the range the kernel hands out for `bind(…:0)` and for
+/// outgoing connections (`net.ipv4.ip_local_port_range`): a port from that
+/// range, free when checked, could be taken by a connection of a test
+/// running beside this one before the server binds it. Tests of one binary
+/// run in parallel, hence the counter; binaries run one after another.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const SPAN: u32 = 10_000;
+    let ephemeral_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768)
+        .clamp(SPAN + 1024, 65_535);
+    let first = ephemeral_from - SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = first + (std::process::id() * 7 + n) % SPAN;
+        let port = u16::try_from(port).expect("below 65536");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {first}..{ephemeral_from}")
 }
 
 /// A child process killed when the test ends, however it ends.
@@ -208,10 +231,9 @@ pub fn is_assigned(port: u16) -> bool {
 }
 
 /// Starts a daemon with `start(port)` on a free port and waits until its
-/// `/status` names it `instance`. Another process may take the port between
-/// [`free_port`] and the daemon's bind (tests run in parallel, and outgoing
-/// connections take ports too): when the daemon exits, it is started again
-/// on another port.
+/// `/status` names it `instance`. Should another process take the port
+/// between [`free_port`] and the daemon's bind, the daemon exits, and it is
+/// started again on another port.
 pub fn start_on_free_port(instance: &str, mut start: impl FnMut(u16) -> Guard) -> (Guard, u16) {
     for _ in 0..5 {
         let port = free_port();
