@@ -145,6 +145,16 @@ pub struct MetricStart {
     pub hash: String,
     /// First offset the metric counts; `None` for from the beginning.
     pub since_offset: Option<i64>,
+    /// The metric's table ([`dsl::plan::MetricPlan::table`]); `None` in
+    /// checkpoints from before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+    /// Whether the metric took over its table from another version of it
+    /// (a changed metric) when it started: the table then holds that
+    /// version's rows of this partition up to the start, and a backfill
+    /// beside them would count those windows twice.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replaced: bool,
 }
 
 #[cfg(test)]

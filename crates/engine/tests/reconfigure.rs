@@ -214,3 +214,61 @@ fn a_restore_under_a_new_plan_starts_its_new_metrics_at_the_checkpoint() {
     let added_index = new.plan.metrics.iter().position(|m| m.name == "added").expect("added");
     assert_eq!(again.since_offsets()[added_index], Some(switch as i64));
 }
+
+/// Where each metric's start says it took over its table from another
+/// version, by name.
+fn replaced(checkpoint: &engine::Checkpoint, plan: &CompiledPlan) -> BTreeMap<String, bool> {
+    let starts = checkpoint.metrics.as_ref().expect("metric starts");
+    plan.plan
+        .metrics
+        .iter()
+        .map(|m| {
+            let start = starts.iter().find(|s| s.hash == m.hash).expect("a start per metric");
+            assert_eq!(start.table.as_deref(), Some(m.table.as_str()));
+            (m.name.clone(), start.replaced)
+        })
+        .collect()
+}
+
+/// A changed metric starts in the table its old version wrote, and its
+/// start says so, through a switch, through the checkpoints after it, and
+/// through a restore under the new plan from a checkpoint of the old one;
+/// an added metric's start does not. A backfill refuses the first (its
+/// table holds the old version's rows up to the switch).
+#[test]
+fn a_changed_metric_records_that_it_took_over_its_table() {
+    let old = compile(&[KEPT, CHANGED_OLD]);
+    let new = compile(&[KEPT, CHANGED_NEW, ADDED]);
+    let payloads = payloads();
+    let switch = 170;
+    let expected: BTreeMap<String, bool> =
+        [("kept", false), ("changed", true), ("added", false)].map(|(m, r)| (m.to_string(), r)).into();
+
+    let mut p = Partition::new(Arc::clone(&old), 0);
+    let mut out = Output::default();
+    feed(&mut p, &payloads, 0..switch, &mut out);
+    let before_switch = p.checkpoint().expect("a checkpoint");
+    assert!(before_switch.metrics.as_ref().expect("starts").iter().all(|s| !s.replaced));
+    p.reconfigure(Arc::clone(&new), &mut out);
+    feed(&mut p, &payloads, switch..switch + 50, &mut out);
+    let after_switch = p.checkpoint().expect("a checkpoint");
+    assert_eq!(replaced(&after_switch, &new), expected);
+
+    // Restored from a checkpoint written after the switch: kept as recorded.
+    let again = Partition::restore(Arc::clone(&new), &after_switch, Vec::new());
+    assert_eq!(replaced(&again.checkpoint().expect("a checkpoint"), &new), expected);
+    // Restored under the new plan from the old plan's checkpoint: the
+    // changed metric starts there, in the table the old version wrote.
+    let moved = Partition::restore(Arc::clone(&new), &before_switch, Vec::new());
+    assert_eq!(replaced(&moved.checkpoint().expect("a checkpoint"), &new), expected);
+    // A checkpoint from before tables were recorded says nothing of it.
+    let mut untabled = before_switch.clone();
+    untabled.metrics.iter_mut().flatten().for_each(|s| s.table = None);
+    let unknown = Partition::restore(Arc::clone(&new), &untabled, Vec::new());
+    assert!(replaced(&unknown.checkpoint().expect("a checkpoint"), &new).values().all(|r| !r));
+
+    // The flag is in the stored form only when set.
+    let json = serde_json::to_string(&after_switch).expect("json");
+    assert_eq!(json.matches("\"replaced\":true").count(), 1, "{json}");
+    assert!(!json.contains("\"replaced\":false"), "{json}");
+}

@@ -125,8 +125,10 @@ fn kafka(context: &str) -> impl FnOnce(rdkafka::error::KafkaError) -> Error + '_
 ///
 /// # Errors
 /// When the brokers or the store cannot answer, or when a partition's live
-/// consumer has not started one of the metrics (deploy them first), or
-/// counted it from the beginning (nothing to backfill).
+/// consumer has not started one of the metrics (deploy them first),
+/// counted it from the beginning (nothing to backfill), or started it in a
+/// table another version of it had written (see
+/// [`engine::MetricStart::replaced`]).
 pub fn plan_ranges(store: &dyn Store, plan: &dsl::Plan, settings: &Settings) -> Result<Vec<Range>> {
     let consumer = consumer(settings)?;
     let metadata = consumer
@@ -189,6 +191,14 @@ pub fn plan_ranges(store: &dyn Store, plan: &dsl::Plan, settings: &Settings) -> 
                 .and_then(|c| c.metrics.as_ref())
                 .and_then(|starts| starts.iter().find(|s| s.hash == metric.hash));
             match started {
+                Some(engine::MetricStart { replaced: true, since_offset: Some(since), .. }) => {
+                    return Err(Error::Backfill(format!(
+                        "`{}` took over table `{}` from another version of it on partition {p} at offset {}: the \
+                         table holds that version's rows up to there, and a backfill beside them would count those \
+                         windows twice; give the changed metric a new `into table` name to backfill it",
+                        metric.name, metric.table, since
+                    )))
+                }
                 Some(start) => match start.since_offset {
                     Some(since) => switch = switch.min(since),
                     None => {

@@ -113,8 +113,13 @@ fn suite(store: &mut dyn Store, retention: Retention) {
         next_offset: 9,
         max_event_time: Some(T0 + 150_000),
         metrics: Some(vec![
-            MetricStart { hash: plan.metrics[0].hash.clone(), since_offset: None },
-            MetricStart { hash: "added-later".into(), since_offset: Some(7) },
+            MetricStart { hash: plan.metrics[0].hash.clone(), since_offset: None, table: None, replaced: false },
+            MetricStart {
+                hash: "added-later".into(),
+                since_offset: Some(7),
+                table: Some("added_later".into()),
+                replaced: true,
+            },
         ]),
         plan_version: Some(3),
     };

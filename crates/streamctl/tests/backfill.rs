@@ -16,6 +16,45 @@ use store::{Store, WriteBatch};
 const TOPIC: &str = "mta.events";
 const METRIC: &str = "delivery_by_provider";
 
+/// A store (`sqlite:PATH`, in a directory removed when the returned guard
+/// drops) holding the live consumer's checkpoints: on each (partition,
+/// offset) of `switches`, [`METRIC`] started there (having taken over its
+/// table from another version of it when `replaced`), the other metrics of
+/// `pipelines/` from the beginning.
+fn live_store(name: &str, switches: [(i32, i64); 2], replaced: bool) -> (common::TempDir, String) {
+    let dir = temp_dir(name);
+    let db = dir.join("live.db");
+    let db = db.to_str().expect("utf-8");
+    let (_, compiled) = dsl::files::compile(&[common::repo().join("pipelines")]).expect("pipelines");
+    let plan = compiled.plan.expect("the pipelines compile");
+    let mut live = store::sqlite::SqliteStore::open(db).expect("store");
+    live.setup(&plan).expect("setup");
+    let checkpoints: Vec<Checkpoint> = switches
+        .into_iter()
+        .map(|(partition, switch)| Checkpoint {
+            partition,
+            replay_offset: switch,
+            next_offset: switch,
+            max_event_time: None,
+            metrics: Some(
+                plan.metrics
+                    .iter()
+                    .map(|m| MetricStart {
+                        hash: m.hash.clone(),
+                        since_offset: (m.name == METRIC).then_some(switch),
+                        table: Some(m.table.clone()),
+                        replaced: replaced && m.name == METRIC,
+                    })
+                    .collect(),
+            ),
+            plan_version: None,
+        })
+        .collect();
+    live.write(&WriteBatch { topic: TOPIC, checkpoints: &checkpoints, ..WriteBatch::default() }).expect("write");
+    let store = format!("sqlite:{db}");
+    (dir, store)
+}
+
 #[test]
 fn backfill_reads_up_to_the_switch_offsets_once_and_its_rows_are_queried() {
     let cluster = MockCluster::new(1).expect("mock cluster");
@@ -35,33 +74,7 @@ fn backfill_reads_up_to_the_switch_offsets_once_and_its_rows_are_queried() {
     producer.flush(Duration::from_secs(30)).expect("flush");
 
     // The live consumer's checkpoints: the metric started at offsets 400 and 250.
-    let dir = temp_dir("backfill");
-    let db = dir.join("live.db");
-    let db = db.to_str().expect("utf-8");
-    let (_, compiled) = dsl::files::compile(&[common::repo().join("pipelines")]).expect("pipelines");
-    let plan = compiled.plan.expect("the pipelines compile");
-    let mut live = store::sqlite::SqliteStore::open(db).expect("store");
-    live.setup(&plan).expect("setup");
-    let checkpoints: Vec<Checkpoint> = [(0, 400), (1, 250)]
-        .into_iter()
-        .map(|(partition, switch)| Checkpoint {
-            partition,
-            replay_offset: switch,
-            next_offset: switch,
-            max_event_time: None,
-            metrics: Some(
-                plan.metrics
-                    .iter()
-                    .map(|m| MetricStart { hash: m.hash.clone(), since_offset: (m.name == METRIC).then_some(switch) })
-                    .collect(),
-            ),
-            plan_version: None,
-        })
-        .collect();
-    live.write(&WriteBatch { topic: TOPIC, checkpoints: &checkpoints, ..WriteBatch::default() }).expect("write");
-    drop(live);
-
-    let store = format!("sqlite:{db}");
+    let (_dir, store) = live_store("backfill", [(0, 400), (1, 250)], false);
     let args = ["backfill", "pipelines/", "--metric", METRIC, "--from", "0", "--brokers", &brokers, "--store", &store];
     let dry = streamctl(&[&args[..], &["--dry-run"]].concat());
     assert!(dry.status.success(), "{}", stderr(&dry));
@@ -90,4 +103,22 @@ fn backfill_reads_up_to_the_switch_offsets_once_and_its_rows_are_queried() {
     let daily = rows(streamctl(&query));
     let attempts: i64 = daily.iter().map(|r| r[1].as_i64().unwrap_or(0)).sum();
     assert!((600..650).contains(&attempts), "{daily:?}");
+}
+
+/// A metric that took over its table from another version of it (a changed
+/// metric keeping its `into table`) is refused, dry run or not: the table
+/// holds the other version's rows up to the switch.
+#[test]
+fn backfill_refuses_a_metric_that_took_over_its_table_from_another_version() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic(TOPIC, 2, 1).expect("topic");
+    let brokers = cluster.bootstrap_servers();
+    let (_dir, store) = live_store("backfill-replaced", [(0, 40), (1, 25)], true);
+    let args = ["backfill", "pipelines/", "--metric", METRIC, "--from", "0", "--brokers", &brokers, "--store", &store];
+    for run in [streamctl(&[&args[..], &["--dry-run"]].concat()), streamctl(&args)] {
+        assert!(!run.status.success());
+        let text = stderr(&run);
+        assert!(text.contains(&format!("`{METRIC}` took over table `{METRIC}` from another version")), "{text}");
+        assert!(text.contains("new `into table` name"), "{text}");
+    }
 }

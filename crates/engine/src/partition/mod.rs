@@ -97,6 +97,9 @@ pub struct Partition {
     /// A metric deployed while the partition runs starts where it was, and
     /// skips older messages when they are replayed.
     since_offset: Vec<Option<i64>>,
+    /// Per metric: whether it took over its table from another version of
+    /// it when it started (see [`crate::MetricStart::replaced`]).
+    replaced: Vec<bool>,
     max_event_time: Option<i64>,
     next_offset: Option<i64>,
     /// Messages below this offset were processed before the last restore.
@@ -134,6 +137,7 @@ impl Partition {
             PartitionStats { metrics: vec![MetricStats::default(); plan.plan.metrics.len()], ..Default::default() };
         Partition {
             since_offset: vec![None; plan.plan.metrics.len()],
+            replaced: vec![false; plan.plan.metrics.len()],
             plan,
             partition,
             metrics,
@@ -186,9 +190,13 @@ impl Partition {
         });
         if let Some(known) = &checkpoint.metrics {
             for (m, metric) in p.plan.plan.metrics.iter().enumerate() {
-                p.since_offset[m] = match known.iter().find(|k| k.hash == metric.hash) {
-                    Some(start) => start.since_offset,
-                    None => Some(checkpoint.next_offset),
+                (p.since_offset[m], p.replaced[m]) = match known.iter().find(|k| k.hash == metric.hash) {
+                    Some(start) => (start.since_offset, start.replaced),
+                    // Starting now, in the table of another version that ran.
+                    None => (
+                        Some(checkpoint.next_offset),
+                        known.iter().any(|k| k.table.as_deref() == Some(metric.table.as_str())),
+                    ),
                 };
             }
         }

@@ -45,8 +45,13 @@ impl Partition {
                     .plan
                     .metrics
                     .iter()
-                    .zip(&self.since_offset)
-                    .map(|(m, since)| MetricStart { hash: m.hash.clone(), since_offset: *since })
+                    .zip(self.since_offset.iter().zip(&self.replaced))
+                    .map(|(m, (since, replaced))| MetricStart {
+                        hash: m.hash.clone(),
+                        since_offset: *since,
+                        table: Some(m.table.clone()),
+                        replaced: *replaced,
+                    })
                     .collect(),
             ),
             plan_version: None,
@@ -75,6 +80,14 @@ impl Partition {
                 kept[old_index] = Some(new_index);
             }
         }
+        // A metric that starts now takes over the table of a version the
+        // old plan ran and this one does not.
+        let mut replaced: Vec<bool> = plan
+            .plan
+            .metrics
+            .iter()
+            .map(|metric| old_metrics.iter().zip(&kept).any(|(old, kept)| kept.is_none() && old.table == metric.table))
+            .collect();
         for (old_index, new_index) in kept.iter().enumerate() {
             if new_index.is_none() {
                 self.close_metric(old_index, i64::MAX, out);
@@ -90,6 +103,7 @@ impl Partition {
                 metrics[new_index] = Some(state);
                 stats[new_index] = self.stats.metrics[old_index];
                 since_offset[new_index] = self.since_offset[old_index];
+                replaced[new_index] = self.replaced[old_index];
             }
         }
         self.metrics = metrics
@@ -99,6 +113,7 @@ impl Partition {
             .collect();
         self.stats.metrics = stats;
         self.since_offset = since_offset;
+        self.replaced = replaced;
         let old = std::mem::replace(&mut self.plan, plan);
         self.settle();
         old

@@ -313,8 +313,11 @@ mod tests {
     }
 
     fn checkpoint(version: Option<u64>, hashes: Option<&[&str]>) -> Checkpoint {
-        let starts =
-            hashes.map(|h| h.iter().map(|h| MetricStart { hash: (*h).into(), since_offset: Some(3) }).collect());
+        let starts = hashes.map(|h| {
+            h.iter()
+                .map(|h| MetricStart { hash: (*h).into(), since_offset: Some(3), table: None, replaced: false })
+                .collect()
+        });
         Checkpoint {
             partition: 0,
             replay_offset: 1,
