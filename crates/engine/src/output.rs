@@ -138,6 +138,29 @@ pub struct Checkpoint {
     pub plan_version: Option<u64>,
 }
 
+impl Checkpoint {
+    /// Puts back to `now_ms` an event time no event of `plan` could have
+    /// reached by now: more than twice the largest `max_future` of its
+    /// sources ahead of `now_ms` (twice, for the clocks of instances that
+    /// differ). Returns the event time it replaced.
+    ///
+    /// Such a checkpoint was written before far-future events were
+    /// refused, or by an instance whose clock had jumped ahead (idle
+    /// partitions advance event time by the clock). Restored as it is, its
+    /// watermark would make every event late until the real time caught
+    /// up with it, in 9999 for an event dated 9999-12-31. Put back, events
+    /// older than the lateness of now are late, as on any live partition;
+    /// the windows the far-future event time closed early were written
+    /// then, and the one open at that moment may come out partial.
+    pub fn distrust_future_event_time(&mut self, plan: &Plan, now_ms: i64) -> Option<i64> {
+        let ahead = plan.sources.iter().map(|s| s.max_future_ms).max().unwrap_or(0);
+        let bound = now_ms.saturating_add(i64::try_from(ahead.saturating_mul(2)).unwrap_or(i64::MAX));
+        let distrusted = self.max_event_time.filter(|&t| t > bound)?;
+        self.max_event_time = Some(now_ms);
+        Some(distrusted)
+    }
+}
+
 /// Where a metric started counting in a partition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetricStart {

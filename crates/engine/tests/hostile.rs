@@ -275,3 +275,72 @@ proptest! {
         prop_assert!(dead_hostile.iter().all(|(_, r)| *r != Reason::Late));
     }
 }
+
+/// A checkpoint written with an event time no event could have reached (an
+/// older build took a 9999 event; a clock that jumped moved an idle
+/// partition's event time) is put back to the processing time when it is
+/// restored: without that, every later event is late.
+#[test]
+fn a_checkpoint_with_an_unreachable_event_time_is_put_back_to_now() {
+    let plan = plan(PIPELINE, 1 << 20);
+    let events = stream();
+    // Live: processing time runs with event time, a minute per event.
+    let now_at = |offset: usize| BASE_MS + offset as i64 * MINUTE;
+    let feed = |partition: &mut Partition, from: usize, out: &mut Output| {
+        for (offset, payload) in events.iter().enumerate().skip(from) {
+            partition.process(&message(payload, offset as i64, None), now_at(offset), out);
+        }
+        partition.close_all(out);
+    };
+    let base_rows = |out: &Output, from: i64| -> BTreeMap<(i64, Vec<KeyVal>), Vec<KeyVal>> {
+        let rows = out.rows.iter().filter(|r| r.tier == 0 && r.window_start >= from);
+        rows.map(|r| ((r.window_start, r.keys.to_vec()), r.states.iter().map(|s| s.finish()).collect())).collect()
+    };
+    let late_from = |out: &Output, from: i64| -> Vec<i64> {
+        out.dead_letters.iter().filter(|d| d.offset >= from && d.reason == Reason::Late).map(|d| d.offset).collect()
+    };
+    let mut clean = Partition::new(Arc::clone(&plan), 0);
+    let mut clean_out = Output::default();
+    feed(&mut clean, 0, &mut clean_out);
+
+    let switch = 30;
+    let mut first = Partition::new(Arc::clone(&plan), 0);
+    let mut out = Output::default();
+    for (offset, payload) in events.iter().enumerate().take(switch) {
+        first.process(&message(payload, offset as i64, None), now_at(offset), &mut out);
+    }
+    let mut checkpoint = first.checkpoint().expect("a checkpoint");
+    let restore_at = now_at(switch);
+    let far = 253_402_214_400_000; // 9999-12-31T00:00:00Z
+    checkpoint.max_event_time = Some(far);
+
+    // As it was: every event after the restore is late.
+    let mut poisoned = Partition::restore(Arc::clone(&plan), &checkpoint, Vec::new());
+    let mut poisoned_out = Output::default();
+    feed(&mut poisoned, checkpoint.replay_offset as usize, &mut poisoned_out);
+    assert!(base_rows(&poisoned_out, 0).is_empty());
+    assert_eq!(late_from(&poisoned_out, switch as i64).len(), events.len() - switch);
+
+    // Put back: the events after it count as in a run that never saw it.
+    let mut distrusted = checkpoint.clone();
+    assert_eq!(distrusted.distrust_future_event_time(&plan.plan, restore_at), Some(far));
+    assert_eq!(distrusted.max_event_time, Some(restore_at));
+    let mut healed = Partition::restore(Arc::clone(&plan), &distrusted, Vec::new());
+    let mut healed_out = Output::default();
+    feed(&mut healed, distrusted.replay_offset as usize, &mut healed_out);
+    let after = restore_at - 2 * MINUTE; // Windows the restore's watermark leaves open.
+    assert!(!base_rows(&healed_out, after).is_empty());
+    assert_eq!(base_rows(&healed_out, after), base_rows(&clean_out, after));
+    assert_eq!(late_from(&healed_out, switch as i64), late_from(&clean_out, switch as i64));
+
+    // Within twice the sources' `max_future` (1h) of now, an event time stands.
+    for ahead in [0, HOUR, 2 * HOUR] {
+        let mut reachable = checkpoint.clone();
+        reachable.max_event_time = Some(restore_at + ahead);
+        assert_eq!(reachable.distrust_future_event_time(&plan.plan, restore_at), None, "{ahead}");
+        assert_eq!(reachable.max_event_time, Some(restore_at + ahead));
+    }
+    let mut unreachable = checkpoint;
+    unreachable.max_event_time = Some(restore_at + 2 * HOUR + 1);
+    assert_eq!(unreachable.distrust_future_event_time(&plan.plan, restore_at), Some(restore_at + 2 * HOUR + 1));
+}

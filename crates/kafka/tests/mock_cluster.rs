@@ -1006,3 +1006,73 @@ fn a_partition_moved_to_an_instance_still_on_the_old_plan_waits_for_the_new_one(
         dump_metric(&plan_v1.plan, &reference(&plan_v1, &all), "kept")
     );
 }
+
+/// A stored checkpoint whose event time no event could have reached (here
+/// 9999-12-31, as a build that still took such an event wrote it) is put
+/// back to the processing time when the consumer restores it: the events
+/// after it are counted, not dead-lettered as late until 9999.
+#[test]
+fn a_checkpoint_with_an_unreachable_event_time_does_not_make_every_later_event_late() {
+    let plan = plan();
+    // Live events: event time a minute behind the processing time.
+    let now = kafka::control::now_ms();
+    let config = workload::Config { seed: 41, start_ms: now - 60_000, rate_per_s: 50.0, ..Default::default() };
+    let all: Vec<(i32, String)> =
+        workload::Generator::new(config).take(1_000).enumerate().map(|(i, l)| (i as i32 % PARTITIONS, l)).collect();
+    let (first, second) = all.split_at(500);
+    let (_cluster, brokers) = cluster_with(first);
+    let db = temp_db("unreachable-event-time");
+    let path = db.to_str().expect("utf-8").to_string();
+    let flushed_through = |events: &[(i32, String)]| {
+        let store = SqliteStore::open(&path).expect("open");
+        (0..PARTITIONS).all(|p| {
+            let count = events.iter().filter(|(q, _)| *q == p).count() as i64;
+            store.checkpoint(TOPIC, p).expect("read").is_some_and(|c| c.next_offset >= count)
+        })
+    };
+    let consume = |events: &[(i32, String)]| {
+        let positions = OffsetPerPartition::default();
+        let recorder = Arc::new(Recorder { positions: positions.clone(), ..Default::default() });
+        let store = SqliteStore::open(&path).expect("open");
+        let member = start(settings(&brokers), plan.clone(), Box::new(store), recorder);
+        wait_for("the events", Duration::from_secs(60), || has_all(&positions, events));
+        wait_for("their flush", Duration::from_secs(30), || flushed_through(events));
+        member.stop();
+    };
+    consume(first);
+
+    let far = 253_402_214_400_000; // 9999-12-31T00:00:00Z
+    let mut store = SqliteStore::open(&path).expect("open");
+    let poisoned: Vec<engine::Checkpoint> = (0..PARTITIONS)
+        .map(|p| engine::Checkpoint {
+            max_event_time: Some(far),
+            ..store.checkpoint(TOPIC, p).expect("read").expect("one")
+        })
+        .collect();
+    store.write(&WriteBatch { topic: TOPIC, checkpoints: &poisoned, ..WriteBatch::default() }).expect("poison");
+    drop(store);
+
+    produce(&brokers, second);
+    consume(&all);
+    let store = SqliteStore::open(&path).expect("open");
+    let late_in_second: i64 = (0..PARTITIONS)
+        .map(|p| {
+            let first_of_p = first.iter().filter(|(q, _)| *q == p).count() as i64;
+            store
+                .connection()
+                .query_row(
+                    "SELECT count(*) FROM stream_dead_letters WHERE partition = ?1 AND offset >= ?2 AND reason = 'late'",
+                    (p, first_of_p),
+                    |r| r.get::<_, i64>(0),
+                )
+                .expect("count")
+        })
+        .sum();
+    // Put back to now, the watermark is where a live partition's is: a
+    // generated straggler may be late, not the stream (500 late if not).
+    assert!(late_in_second < 25, "{late_in_second} of the {} later events were late", second.len());
+    for p in 0..PARTITIONS {
+        let checkpoint = store.checkpoint(TOPIC, p).expect("read").expect("one");
+        assert!(checkpoint.max_event_time.is_some_and(|t| t <= kafka::control::now_ms()), "{checkpoint:?}");
+    }
+}

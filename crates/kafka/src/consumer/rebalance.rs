@@ -227,7 +227,19 @@ impl Shared {
             Some(c) if written_by_a_newer_plan(&c, running, &plan.plan) => {
                 return Ok(Restored::AwaitingPlan { wanted: c.plan_version.unwrap_or_default() });
             }
-            Some(c) => {
+            Some(mut c) => {
+                let now_ms = crate::control::now_ms();
+                if let Some(distrusted) = c.distrust_future_event_time(&plan.plan, now_ms) {
+                    warn!(
+                        topic = %key.0,
+                        partition = key.1,
+                        event_time = %engine::value::format_timestamp(distrusted),
+                        now = %engine::value::format_timestamp(now_ms),
+                        "The checkpoint's event time is further ahead than any event could be (written before \
+                         far-future events were refused, or by a clock that had jumped): resuming from now instead. \
+                         Events older than the lateness are late; the window open when it was written may come out partial."
+                    );
+                }
                 let tiers = store.open_tier_rows(&plan.plan, &c)?;
                 info!(topic = %key.0, partition = key.1, replay_offset = c.replay_offset, next_offset = c.next_offset, max_event_time = ?c.max_event_time, "Restored partition state.");
                 (Partition::restore(plan, &c, tiers), Offset::Offset(c.replay_offset))
