@@ -155,29 +155,9 @@ impl ControlTopic {
     /// # Errors
     /// If the topic is missing and cannot be created.
     pub fn ensure_exists(&self, timeout: Duration) -> Result<()> {
-        let kafka = |context: &str| {
-            let context = format!("control topic `{}`: {context}", self.topic);
-            move |source| Error::Kafka { context, source }
-        };
-        let probe: BaseConsumer = self.config().create().map_err(kafka("cannot create a client"))?;
-        let metadata = probe.fetch_metadata(Some(&self.topic), timeout).map_err(kafka("cannot read metadata"))?;
-        if metadata.topics().iter().any(|t| t.name() == self.topic && t.error().is_none() && !t.partitions().is_empty())
-        {
-            return Ok(());
-        }
-        let admin: AdminClient<DefaultClientContext> =
-            self.config().create().map_err(kafka("cannot create an admin client"))?;
-        let topic = NewTopic::new(&self.topic, 1, TopicReplication::Fixed(-1)).set("cleanup.policy", "compact");
-        let options = AdminOptions::new().operation_timeout(Some(timeout)).request_timeout(Some(timeout));
-        let results = block_on(admin.create_topics([&topic], &options)).map_err(kafka("cannot create it"))?;
-        for result in results {
-            match result {
-                Ok(_) => {}
-                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((_, code)) => return Err(kafka("cannot create it")(KafkaError::AdminOp(code))),
-            }
-        }
-        Ok(())
+        ensure_topic(&self.config(), &self.topic, &[("cleanup.policy", "compact")], timeout).map_err(|source| {
+            Error::Kafka { context: format!("control topic `{}`: cannot read or create it", self.topic), source }
+        })
     }
 
     /// A producer of control records.
@@ -353,6 +333,40 @@ impl ControlPublisher {
 
 /// Runs a future that needs no runtime of its own (rdkafka's admin
 /// futures are completed by librdkafka's threads) on this thread.
+/// Creates `topic` with one partition, the brokers' default replication and
+/// `settings` (topic configs such as `cleanup.policy`) unless it exists:
+/// for the topics the product writes itself, so that it runs where
+/// brokers do not create topics on first use. `config` carries the
+/// connection settings.
+///
+/// # Errors
+/// If the metadata cannot be read, or the topic is missing and cannot be created.
+pub fn ensure_topic(
+    config: &ClientConfig,
+    topic: &str,
+    settings: &[(&str, &str)],
+    timeout: Duration,
+) -> std::result::Result<(), KafkaError> {
+    let probe: BaseConsumer = config.create()?;
+    let metadata = probe.fetch_metadata(Some(topic), timeout)?;
+    if metadata.topics().iter().any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty()) {
+        return Ok(());
+    }
+    let admin: AdminClient<DefaultClientContext> = config.create()?;
+    let mut new_topic = NewTopic::new(topic, 1, TopicReplication::Fixed(-1));
+    for (key, value) in settings {
+        new_topic = new_topic.set(key, value);
+    }
+    let options = AdminOptions::new().operation_timeout(Some(timeout)).request_timeout(Some(timeout));
+    for result in block_on(admin.create_topics([&new_topic], &options))? {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((_, code)) => return Err(KafkaError::AdminOp(code)),
+        }
+    }
+    Ok(())
+}
+
 fn block_on<F: Future>(future: F) -> F::Output {
     struct ThreadWaker(std::thread::Thread);
     impl Wake for ThreadWaker {

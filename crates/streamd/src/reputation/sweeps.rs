@@ -124,6 +124,9 @@ impl<O: FnMut() -> bool> SweepOutlet<O> {
     }
 
     fn take_over(&mut self) -> KafkaResult<()> {
+        // The markers' topic is the poller's own: made here where brokers
+        // do not create topics on first use (one partition, as it is read).
+        kafka::control::ensure_topic(&self.client, &self.sweeps, &[], KAFKA_TIMEOUT)?;
         let producer: BaseProducer = self
             .client
             .clone()
@@ -376,6 +379,8 @@ mod tests {
     fn setup(name: &str) -> Setup {
         let cluster = MockCluster::new(1).expect("mock cluster");
         cluster.create_topic(TOPIC, 3, 1).expect("topic");
+        // The mock cluster cannot create topics through the admin API, as
+        // the poller does where one is missing (`crates/kafka/tests/topics.rs`).
         cluster.create_topic(&sweeps_topic(TOPIC), 1, 1).expect("sweeps topic");
         let mut client = ClientConfig::new();
         client.set("bootstrap.servers", cluster.bootstrap_servers());
