@@ -149,6 +149,10 @@ pub struct CompiledPlan {
     /// Whether an expression calls `header()`: if none does, callers need
     /// not gather a message's headers (librdkafka parses them on request).
     reads_headers: bool,
+    /// How far ahead of the processing time a partition's event time can
+    /// be: twice the largest `max_future` of the sources (twice, for the
+    /// clocks of instances that differ); `None` without sources.
+    event_time_reach_ms: Option<i64>,
     /// The limits it was built with.
     config: EngineConfig,
 }
@@ -284,6 +288,8 @@ impl CompiledPlan {
             })
             .collect();
         let max_keys = plan.metrics.iter().map(|m| m.keys.len()).max().unwrap_or(0);
+        let event_time_reach_ms =
+            plan.sources.iter().map(|s| i64::try_from(s.max_future_ms.saturating_mul(2)).unwrap_or(i64::MAX)).max();
         Ok(CompiledPlan {
             plan,
             decoders,
@@ -294,6 +300,7 @@ impl CompiledPlan {
             text_slots,
             max_keys,
             reads_headers,
+            event_time_reach_ms,
             config,
         })
     }
@@ -311,8 +318,21 @@ impl CompiledPlan {
             text_slots: Vec::new(),
             max_keys: 0,
             reads_headers: false,
+            event_time_reach_ms: None,
             config: EngineConfig::default(),
         }
+    }
+
+    /// Whether a partition's event time `event_time` is further ahead of the
+    /// processing time `now_ms` than any event of this plan could have
+    /// moved it: more than twice the largest `max_future` of its sources.
+    /// Such an event time was reached before far-future events were
+    /// refused, or through a clock that jumped ahead and back (idle
+    /// partitions advance event time by the clock); kept, it would make
+    /// every event late until the real time caught up with it. Never
+    /// without sources.
+    pub fn is_unreachable_event_time(&self, event_time: i64, now_ms: i64) -> bool {
+        self.event_time_reach_ms.is_some_and(|reach| event_time > now_ms.saturating_add(reach))
     }
 
     /// Messages larger than this are dead-lettered as oversized; a reader

@@ -6,6 +6,7 @@
 use crate::aggregate::AggState;
 use crate::decode::Reason;
 use crate::value::KeyVal;
+use crate::CompiledPlan;
 use dsl::plan::MetricPlan;
 use dsl::Plan;
 use serde::{Deserialize, Serialize};
@@ -140,22 +141,17 @@ pub struct Checkpoint {
 
 impl Checkpoint {
     /// Puts back to `now_ms` an event time no event of `plan` could have
-    /// reached by now: more than twice the largest `max_future` of its
-    /// sources ahead of `now_ms` (twice, for the clocks of instances that
-    /// differ). Returns the event time it replaced.
+    /// reached by now (see [`CompiledPlan::is_unreachable_event_time`]).
+    /// Returns the event time it replaced.
     ///
-    /// Such a checkpoint was written before far-future events were
-    /// refused, or by an instance whose clock had jumped ahead (idle
-    /// partitions advance event time by the clock). Restored as it is, its
-    /// watermark would make every event late until the real time caught
-    /// up with it, in 9999 for an event dated 9999-12-31. Put back, events
-    /// older than the lateness of now are late, as on any live partition;
-    /// the windows the far-future event time closed early were written
-    /// then, and the one open at that moment may come out partial.
-    pub fn distrust_future_event_time(&mut self, plan: &Plan, now_ms: i64) -> Option<i64> {
-        let ahead = plan.sources.iter().map(|s| s.max_future_ms).max().unwrap_or(0);
-        let bound = now_ms.saturating_add(i64::try_from(ahead.saturating_mul(2)).unwrap_or(i64::MAX));
-        let distrusted = self.max_event_time.filter(|&t| t > bound)?;
+    /// Restored as it is, such a checkpoint's watermark would make every
+    /// event late until the real time caught up with it, in 9999 for an
+    /// event dated 9999-12-31. Put back, events older than the lateness of
+    /// now are late, as on any live partition; the windows the far-ahead
+    /// event time closed early were written then, and the one open at that
+    /// moment may come out partial.
+    pub fn distrust_future_event_time(&mut self, plan: &CompiledPlan, now_ms: i64) -> Option<i64> {
+        let distrusted = self.max_event_time.filter(|&t| plan.is_unreachable_event_time(t, now_ms))?;
         self.max_event_time = Some(now_ms);
         Some(distrusted)
     }

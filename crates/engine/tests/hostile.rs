@@ -276,12 +276,13 @@ proptest! {
     }
 }
 
-/// A checkpoint written with an event time no event could have reached (an
-/// older build took a 9999 event; a clock that jumped moved an idle
-/// partition's event time) is put back to the processing time when it is
-/// restored: without that, every later event is late.
+/// An event time no event could have reached (an older build took a 9999
+/// event; a clock that jumped ahead moved an idle partition's event time)
+/// is put back to the processing time, in a checkpoint when it is restored
+/// and in a running partition at its next message: kept, it would make
+/// every later event late.
 #[test]
-fn a_checkpoint_with_an_unreachable_event_time_is_put_back_to_now() {
+fn an_unreachable_event_time_is_put_back_to_now() {
     let plan = plan(PIPELINE, 1 << 20);
     let events = stream();
     // Live: processing time runs with event time, a minute per event.
@@ -314,16 +315,9 @@ fn a_checkpoint_with_an_unreachable_event_time_is_put_back_to_now() {
     let far = 253_402_214_400_000; // 9999-12-31T00:00:00Z
     checkpoint.max_event_time = Some(far);
 
-    // As it was: every event after the restore is late.
-    let mut poisoned = Partition::restore(Arc::clone(&plan), &checkpoint, Vec::new());
-    let mut poisoned_out = Output::default();
-    feed(&mut poisoned, checkpoint.replay_offset as usize, &mut poisoned_out);
-    assert!(base_rows(&poisoned_out, 0).is_empty());
-    assert_eq!(late_from(&poisoned_out, switch as i64).len(), events.len() - switch);
-
     // Put back: the events after it count as in a run that never saw it.
     let mut distrusted = checkpoint.clone();
-    assert_eq!(distrusted.distrust_future_event_time(&plan.plan, restore_at), Some(far));
+    assert_eq!(distrusted.distrust_future_event_time(&plan, restore_at), Some(far));
     assert_eq!(distrusted.max_event_time, Some(restore_at));
     let mut healed = Partition::restore(Arc::clone(&plan), &distrusted, Vec::new());
     let mut healed_out = Output::default();
@@ -333,14 +327,32 @@ fn a_checkpoint_with_an_unreachable_event_time_is_put_back_to_now() {
     assert_eq!(base_rows(&healed_out, after), base_rows(&clean_out, after));
     assert_eq!(late_from(&healed_out, switch as i64), late_from(&clean_out, switch as i64));
 
+    // In a running partition: the clock jumps a year ahead while it idles
+    // (event time advances with it), then back. The next message puts its
+    // event time back, and the events after it count.
+    let mut jumped = Partition::new(Arc::clone(&plan), 0);
+    let mut jumped_out = Output::default();
+    for (offset, payload) in events.iter().enumerate().take(switch) {
+        jumped.process(&message(payload, offset as i64, None), now_at(offset), &mut jumped_out);
+    }
+    let year = 365 * 24 * HOUR;
+    jumped.on_idle(now_at(switch) + year, MINUTE, &mut jumped_out);
+    assert!(jumped.max_event_time().is_some_and(|t| t > now_at(switch) + year / 2));
+    for (offset, payload) in events.iter().enumerate().skip(switch) {
+        jumped.process(&message(payload, offset as i64, None), now_at(offset), &mut jumped_out);
+    }
+    jumped.close_all(&mut jumped_out);
+    assert_eq!(base_rows(&jumped_out, after), base_rows(&clean_out, after));
+    assert_eq!(late_from(&jumped_out, switch as i64), late_from(&clean_out, switch as i64));
+
     // Within twice the sources' `max_future` (1h) of now, an event time stands.
     for ahead in [0, HOUR, 2 * HOUR] {
         let mut reachable = checkpoint.clone();
         reachable.max_event_time = Some(restore_at + ahead);
-        assert_eq!(reachable.distrust_future_event_time(&plan.plan, restore_at), None, "{ahead}");
+        assert_eq!(reachable.distrust_future_event_time(&plan, restore_at), None, "{ahead}");
         assert_eq!(reachable.max_event_time, Some(restore_at + ahead));
     }
     let mut unreachable = checkpoint;
     unreachable.max_event_time = Some(restore_at + 2 * HOUR + 1);
-    assert_eq!(unreachable.distrust_future_event_time(&plan.plan, restore_at), Some(restore_at + 2 * HOUR + 1));
+    assert_eq!(unreachable.distrust_future_event_time(&plan, restore_at), Some(restore_at + 2 * HOUR + 1));
 }

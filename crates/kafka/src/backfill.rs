@@ -266,7 +266,7 @@ pub fn run<S: Store + Send + ?Sized>(
         let partition = match store.checkpoint(&backfill_topic, id).map_err(Error::Store)? {
             Some(mut checkpoint) => {
                 // As the live consumer does (see `Checkpoint::distrust_future_event_time`).
-                checkpoint.distrust_future_event_time(&plan.plan, settings.now_ms);
+                checkpoint.distrust_future_event_time(plan, settings.now_ms);
                 let tier_rows = store.open_tier_rows(&plan.plan, &checkpoint).map_err(Error::Store)?;
                 Partition::restore(Arc::clone(plan), &checkpoint, tier_rows)
             }

@@ -287,6 +287,11 @@ impl Partition {
             self.replay_floor = None;
         }
         self.last_message_at_ms = Some(now_ms);
+        if self.max_event_time.is_some_and(|t| self.plan.is_unreachable_event_time(t, now_ms)) {
+            // The clock went back after an idle partition had advanced
+            // event time with it (see `CompiledPlan::is_unreachable_event_time`).
+            self.max_event_time = Some(now_ms);
+        }
         offset < self.replay_barrier
     }
 

@@ -229,7 +229,7 @@ impl Shared {
             }
             Some(mut c) => {
                 let now_ms = crate::control::now_ms();
-                if let Some(distrusted) = c.distrust_future_event_time(&plan.plan, now_ms) {
+                if let Some(distrusted) = c.distrust_future_event_time(&plan, now_ms) {
                     warn!(
                         topic = %key.0,
                         partition = key.1,
