@@ -331,8 +331,6 @@ impl ControlPublisher {
     }
 }
 
-/// Runs a future that needs no runtime of its own (rdkafka's admin
-/// futures are completed by librdkafka's threads) on this thread.
 /// Creates `topic` with one partition, the brokers' default replication and
 /// `settings` (topic configs such as `cleanup.policy`) unless it exists:
 /// for the topics the product writes itself, so that it runs where
@@ -367,6 +365,8 @@ pub fn ensure_topic(
     Ok(())
 }
 
+/// Runs a future that needs no runtime of its own (rdkafka's admin
+/// futures are completed by librdkafka's threads) on this thread.
 fn block_on<F: Future>(future: F) -> F::Output {
     struct ThreadWaker(std::thread::Thread);
     impl Wake for ThreadWaker {
