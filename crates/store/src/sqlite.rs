@@ -148,14 +148,23 @@ impl Encoded {
         self.params.push(Param::Text(start..self.bytes.len()));
     }
 
-    /// Appends a key or finished value, bound as [`to_sql`] converts it.
+    /// Appends a key or finished value, bound as [`to_sql`] converts it
+    /// (texts copied straight into the chunk rather than through an owned
+    /// `String`).
     fn value(&mut self, value: &KeyVal) {
         let param = match value {
-            KeyVal::Null => Param::Null,
-            KeyVal::Bool(b) => Param::Int(i64::from(*b)),
-            KeyVal::Int(i) | KeyVal::Ts(i) => Param::Int(*i),
-            KeyVal::Float(bits) => Param::Real(f64::from_bits(*bits)),
             KeyVal::Str(s) => return self.text(s.as_bytes()),
+            other => match to_sql(other) {
+                Value::Null => Param::Null,
+                Value::Integer(i) => Param::Int(i),
+                Value::Real(f) => Param::Real(f),
+                Value::Text(text) => return self.text(text.as_bytes()),
+                Value::Blob(blob) => {
+                    let start = self.bytes.len();
+                    self.bytes.extend_from_slice(&blob);
+                    Param::Blob(start..self.bytes.len())
+                }
+            },
         };
         self.params.push(param);
     }
